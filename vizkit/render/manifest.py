@@ -1,0 +1,67 @@
+"""manifest.json: how a per-image folder was made. Written last, so its presence means the folder is complete."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from vizkit.render.info import ReportInfo, library_versions
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    raise TypeError(f"manifest: cannot write {type(value).__name__} value {value!r} as JSON")
+
+
+def manifest_content(folder: Path, info: ReportInfo, timings: dict[str, float]) -> dict:
+    folder = Path(folder)
+    files = [
+        {"path": p.relative_to(folder).as_posix(), "bytes": p.stat().st_size, "sha256": sha256_file(p)}
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MANIFEST_NAME
+    ]
+    command = info.command if isinstance(info.command, str) else [str(a) for a in info.command]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "image": info.image_path,
+        "model": info.model,
+        "weights": {"source": info.weights, "sha256": info.weights_sha256, "pretrained": info.pretrained},
+        "preprocessing": info.preprocessing,
+        "versions": library_versions(),
+        "command": command,
+        "settings": info.settings,
+        "timings": {k: float(v) for k, v in timings.items()},
+        "files": files,
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def write_manifest(folder: Path, info: ReportInfo, timings: dict[str, float]) -> Path:
+    """Hash every file already in ``folder`` (recursively) and write ``folder/manifest.json``; call it last."""
+    content = manifest_content(folder, info, timings)
+    text = json.dumps(content, indent=2, default=_jsonable, allow_nan=False) + "\n"
+    path = Path(folder) / MANIFEST_NAME
+    path.write_text(text, encoding="utf-8")
+    return path

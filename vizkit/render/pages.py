@@ -1,0 +1,94 @@
+"""A4 page scaffolding shared by every PDF vizkit writes: Figure objects only (no pyplot), inch-based layout."""
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+A4_PORTRAIT = (8.27, 11.69)  # inches
+MARGIN = 0.45
+FONT = 7.5  # body text, points
+LINE = 0.155  # body line height, inches
+
+
+def new_page() -> Figure:
+    return Figure(figsize=A4_PORTRAIT)
+
+
+def wrap(text: str, width_in: float, size: float = FONT) -> list[str]:
+    """Wrap to a width in inches (0.62 em per character: DejaVu Sans digits and capitals are 0.6-0.7 em wide)."""
+    chars = max(10, int(width_in / (0.62 * size / 72)))
+    lines: list[str] = []
+    for paragraph in str(text).splitlines() or [""]:
+        lines.extend(textwrap.wrap(paragraph, chars, break_long_words=True) or [""])
+    return lines
+
+
+class Cursor:
+    """Writes text top-down on a Figure; x and y are inches from the top-left corner."""
+
+    def __init__(self, fig: Figure, x: float, y: float, width: float) -> None:
+        self.fig, self.x, self.y, self.width = fig, x, y, width
+        self.page_w, self.page_h = fig.get_size_inches()
+
+    def _xy(self, x: float, y: float) -> tuple[float, float]:
+        return x / self.page_w, 1 - y / self.page_h
+
+    def text(self, x: float, s: str, size: float = FONT, **kw) -> None:
+        self.fig.text(*self._xy(x, self.y), s, fontsize=size, va="top", **kw)
+
+    def line(self, s: str, size: float = FONT, **kw) -> None:
+        self.text(self.x, s, size, **kw)
+        self.y += LINE * size / FONT
+
+    def paragraph(self, s: str, size: float = FONT, indent: float = 0.0, max_lines: int | None = None, **kw) -> None:
+        lines = wrap(s, self.width - indent, size)
+        if max_lines is not None and len(lines) > max_lines:
+            lines = lines[: max_lines - 1] + [lines[max_lines - 1][:-3] + "..."]
+        for ln in lines:
+            self.text(self.x + indent, ln, size, **kw)
+            self.y += LINE * size / FONT
+
+    def heading(self, s: str) -> None:
+        self.y += 0.08
+        self.line(s, size=FONT + 2, weight="bold")
+        self.y += 0.02
+
+    def rule(self, x0: float | None = None, x1: float | None = None, lw: float = 0.5) -> None:
+        x0 = self.x if x0 is None else x0
+        x1 = self.x + self.width if x1 is None else x1
+        y = self.y - 0.03
+        self.fig.add_artist(Line2D([x0 / self.page_w, x1 / self.page_w], [1 - y / self.page_h] * 2,
+                                   transform=self.fig.transFigure, color="0.4", lw=lw))
+        self.y += 0.04
+
+    def table(self, header: Sequence[str], rows: Sequence[Sequence[object]], columns: Sequence[float],
+              align: Sequence[str], max_rows: int | None = None) -> None:
+        """A ruled text table; ``columns`` are x offsets in inches from the cursor, ``align`` 'left' or 'right'."""
+        shown = list(rows) if max_rows is None or len(rows) <= max_rows else list(rows)[: max_rows - 1]
+        for r, cells in enumerate([header, *shown]):
+            for cell, cx, ha in zip(cells, columns, align):
+                self.text(self.x + cx, str(cell), weight="bold" if r == 0 else "normal", ha=ha)
+            self.y += LINE
+            if r == 0:
+                self.rule()
+        if len(shown) < len(rows):
+            self.line(f"... and {len(rows) - len(shown)} more rows", style="italic")
+        self.rule()
+
+
+def footer(fig: Figure, left: str, page: int, pages: int) -> None:
+    w, h = fig.get_size_inches()
+    y = 1 - (h - MARGIN + 0.12) / h
+    fig.text(MARGIN / w, y, left, fontsize=6, color="0.35", va="bottom")
+    fig.text(1 - MARGIN / w, y, f"page {page} / {pages}", fontsize=6, color="0.35", va="bottom", ha="right")
+
+
+def format_value(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(format_value(v) for v in value)
+    return str(value)
