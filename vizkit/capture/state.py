@@ -1,0 +1,49 @@
+"""Leave the user's model exactly as it was: training flags, requires_grad flags, .grad tensors, hooks."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+
+@contextmanager
+def preserve_model_state(model: nn.Module, *, eval_mode: bool = True, freeze: bool = True) -> Iterator[nn.Module]:
+    """Run a block on ``model`` in eval mode with frozen parameters, then restore every flag.
+
+    Each module's own ``training`` flag is restored (not just ``model.train(prev)``, which would flatten a model
+    whose submodules were deliberately in different modes), as are ``requires_grad`` and the ``.grad`` objects.
+    Freezing parameters means the forward saves nothing for weight gradients, which vizkit never needs.
+    """
+    training = {m: m.training for m in model.modules()}
+    params = list(model.parameters())
+    requires_grad = [p.requires_grad for p in params]
+    grads = [p.grad for p in params]
+    try:
+        if eval_mode:
+            model.eval()
+        if freeze:
+            for p in params:
+                p.requires_grad_(False)
+        yield model
+    finally:
+        for m, flag in training.items():
+            m.training = flag
+        for p, flag, grad in zip(params, requires_grad, grads):
+            p.requires_grad_(flag)
+            p.grad = grad
+
+
+def hook_count(model: nn.Module) -> int:
+    """Number of hooks registered on any submodule (tests use it to prove nothing leaks)."""
+    total = 0
+    for m in model.modules():
+        for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"):
+            total += len(getattr(m, attr, {}) or {})
+    return total
+
+
+def state_fingerprint(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy of the state dict, to compare before and after a call."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}

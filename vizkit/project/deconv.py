@@ -1,0 +1,232 @@
+"""Project feature maps of any layer back to pixel space with the Zeiler–Fergus deconvnet.
+
+One forward pass per image, under ``DeconvRules``, records every requested layer; each unit is then projected by one
+backward pass from that layer (``retain_graph``), seeded with the unit's activation and zero elsewhere. Where the
+network is spatially local up to the layer, a single unit's projection only depends on its receptive-field cone, so
+it is computed on a crop of the input around that cone (aligned to the layer's cumulative stride so every grid lines
+up): the same numbers for a fraction of the arithmetic (shared/DESIGN.md §3).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from vizkit.capture.recorder import Recorder
+from vizkit.capture.state import preserve_model_state
+from vizkit.errors import UserInputError
+from vizkit.project.results import AuditEntry, LayerProjections, UnitProjection
+from vizkit.project.rules import IMAGE_DEPENDENT_OPS, DeconvRules
+
+MODES = ("max", "map")
+CROP_MAX_AREA = 0.5  # crop only when the cone covers at most this share of the image; else the full backward is as cheap
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A feature map (channel) of a layer and, in mode ``max``, the (y, x) of the activation to project."""
+
+    channel: int
+    position: tuple[int, int] | None = None
+
+
+@dataclass
+class Capture:
+    """One forward pass under the deconvnet rules: the input leaf, recorded layer outputs and what ran before them."""
+
+    x: torch.Tensor
+    outputs: dict[str, torch.Tensor]
+    logits: torch.Tensor | None
+    rules: DeconvRules
+    ops_before: dict[str, Counter[str]] = field(default_factory=dict)
+
+    def image_dependent(self, layer: str) -> bool:
+        return any(self.ops_before[layer][op] for op in IMAGE_DEPENDENT_OPS)
+
+
+def forward_capture(model: nn.Module, x: torch.Tensor, layers: Sequence[str], *, stop: bool = True) -> Capture:
+    """Run ``model`` once on ``x`` (1, C, H, W) with deconvnet rules, recording ``layers``.
+
+    ``stop=True`` ends the forward at the last requested layer (no logits). The model's flags are restored on
+    return, also when the forward raises; the autograd graph stays alive in the returned Capture.
+    """
+    leaf = x.detach().clone().requires_grad_(True)
+    rules = DeconvRules()
+    with preserve_model_state(model), torch.enable_grad(), rules, Recorder(model, layers, stop=stop) as rec:
+        rec.on_record.append(lambda name: ops_before.__setitem__(name, Counter(rules.counts)))
+        ops_before: dict[str, Counter[str]] = {}
+        logits = rec.run(leaf)
+    return Capture(leaf, dict(rec.outputs), logits, rules, ops_before)
+
+
+def _as_grid(t: torch.Tensor) -> torch.Tensor:
+    """View a layer output as (N, C, h, w): linear layers' (N, C) become (N, C, 1, 1)."""
+    if t.dim() == 2:
+        return t[:, :, None, None]
+    if t.dim() != 4:
+        raise UserInputError(f"cannot project a layer output of shape {tuple(t.shape)}; pick a conv-like layer")
+    return t
+
+
+def top_units(activation: torch.Tensor, k: int, mode: str = "max") -> list[tuple[Unit, float]]:
+    """The k channels with the strongest activation, each with the (y, x) of that maximum and its value."""
+    grid = _as_grid(activation.detach())[0]
+    c, _, w = grid.shape
+    peak, flat = grid.reshape(c, -1).max(dim=1)
+    order = torch.argsort(peak, descending=True, stable=True)[: min(k, c)]
+    return [(Unit(int(ch), (int(flat[ch]) // w, int(flat[ch]) % w)), float(peak[ch])) for ch in order]
+
+
+def _seed(anchor: torch.Tensor, units: Sequence[Unit], mode: str) -> torch.Tensor:
+    """(K, *anchor.shape[1:]) seeds: the unit's activation (max) or the channel's whole map (map), zero elsewhere."""
+    grid = _as_grid(anchor.detach())
+    seeds = torch.zeros((len(units), *grid.shape[1:]), dtype=grid.dtype, device=grid.device)
+    for i, unit in enumerate(units):
+        if mode == "map":
+            seeds[i, unit.channel] = grid[0, unit.channel]
+        else:
+            y, x = unit.position or (0, 0)
+            seeds[i, unit.channel, y, x] = grid[0, unit.channel, y, x]
+    return seeds.view(len(units), *anchor.shape[1:])
+
+
+def project_full(cap: Capture, layer: str, units: Sequence[Unit], mode: str = "max") -> torch.Tensor:
+    """(K, C, H, W) projections by one backward pass per unit over the whole image."""
+    anchor = cap.outputs[layer]
+    seeds = _seed(anchor, units, mode)
+    out = torch.empty((len(units), *cap.x.shape[1:]), dtype=cap.x.dtype, device=cap.x.device)
+    for i in range(len(units)):
+        (grad,) = torch.autograd.grad(anchor, cap.x, seeds[i : i + 1], retain_graph=True)
+        out[i] = grad[0]
+    return out
+
+
+def _crop_box(rf: object, unit: Unit, height: int, width: int) -> tuple[int, int, int, int]:
+    """The unit's receptive-field box, widened by one stride and aligned down to the cumulative stride."""
+    y, x = unit.position or (0, 0)
+    y0, y1, x0, x1 = rf.box(y, x, height, width)  # type: ignore[attr-defined]
+    sy, sx = rf.stride  # type: ignore[attr-defined]
+    y0, x0 = max(0, y0 - sy) // sy * sy, max(0, x0 - sx) // sx * sx
+    return y0, min(height, y1 + sy), x0, min(width, x1 + sx)
+
+
+def project_cropped(model: nn.Module, x: torch.Tensor, layer: str, units: Sequence[Unit], rf: object,
+                    values: Sequence[float]) -> torch.Tensor:
+    """(K, C, H, W) projections of single units, each computed on its receptive-field crop.
+
+    Crops of the same size are stacked into one batch: one forward and one backward for the whole group (images in
+    a batch are independent in eval mode, so this is exact). ``values`` are the units' activations from the full
+    forward, used as seeds so the result matches ``project_full``.
+    """
+    _, _, height, width = x.shape
+    out = torch.zeros((len(units), *x.shape[1:]), dtype=x.dtype, device=x.device)
+    boxes = [_crop_box(rf, u, height, width) for u in units]
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, (y0, y1, x0, x1) in enumerate(boxes):
+        groups.setdefault((y1 - y0, x1 - x0), []).append(i)
+    sy, sx = rf.stride  # type: ignore[attr-defined]
+    for members in groups.values():
+        crops = torch.cat([x[:, :, boxes[i][0] : boxes[i][1], boxes[i][2] : boxes[i][3]] for i in members])
+        cap = forward_capture(model, crops, [layer], stop=True)
+        anchor = cap.outputs[layer]
+        seeds = torch.zeros_like(anchor)
+        for row, i in enumerate(members):
+            y, xx = units[i].position or (0, 0)
+            seeds[row, units[i].channel, y - boxes[i][0] // sy, xx - boxes[i][2] // sx] = values[i]
+        (grad,) = torch.autograd.grad(anchor, cap.x, seeds)
+        for row, i in enumerate(members):
+            y0, y1, x0, x1 = boxes[i]
+            out[i, :, y0:y1, x0:x1] = grad[row]
+    return out
+
+
+def _crop_worthwhile(rf: object | None, mode: str, height: int, width: int) -> bool:
+    if rf is None or mode != "max" or not getattr(rf, "local", False):
+        return False
+    h, w = rf.size  # type: ignore[attr-defined]
+    sy, sx = rf.stride  # type: ignore[attr-defined]
+    return min(height, h + 3 * sy) * min(width, w + 3 * sx) <= CROP_MAX_AREA * height * width
+
+
+@dataclass
+class DeconvOutput:
+    layers: list[LayerProjections]
+    audit: list[AuditEntry]
+    logits: torch.Tensor | None
+
+
+def deconv(model: nn.Module, x: torch.Tensor, layers: Sequence[str], *, top_k: int = 9, mode: str = "max",
+           channels: dict[str, Sequence[int]] | None = None, crop: bool = True, logits: bool = False,
+           receptive_fields: dict[str, object | None] | None = None) -> DeconvOutput:
+    """Project the top-``top_k`` feature maps of each layer of ``model`` for one image ``x`` (1, C, H, W).
+
+    mode ``max``: only the strongest activation of each map is kept (the paper's figures); ``map``: the whole map.
+    ``channels`` picks feature maps per layer instead of ranking. ``logits=True`` runs the whole network (for
+    predictions) instead of stopping at the deepest layer. ``crop=False`` forces full-image backward passes.
+    Projections are raw (unnormalised) float32 arrays of the input's shape.
+    """
+    if mode not in MODES:
+        raise UserInputError(f"unknown mode '{mode}'; use one of {', '.join(MODES)}")
+    if x.dim() != 4 or x.shape[0] != 1:
+        raise UserInputError(f"deconv takes one image of shape (1, C, H, W), got {tuple(x.shape)}")
+    cap = forward_capture(model, x, layers, stop=not logits)
+    if receptive_fields is None and crop:
+        receptive_fields = _receptive_fields(model, tuple(x.shape))
+    receptive_fields = receptive_fields or {}
+    _, _, height, width = x.shape
+    results = []
+    for layer in layers:
+        anchor = cap.outputs[layer]
+        if channels and layer in channels:
+            grid = _as_grid(anchor.detach())[0]
+            picked = []
+            for ch in channels[layer]:
+                if not 0 <= ch < grid.shape[0]:
+                    raise UserInputError(f"layer '{layer}' has {grid.shape[0]} channels; channel {ch} does not exist")
+                flat = int(grid[ch].flatten().argmax())
+                picked.append((Unit(ch, (flat // grid.shape[2], flat % grid.shape[2])), float(grid[ch].max())))
+        else:
+            picked = top_units(anchor, top_k, mode)
+        units = [u for u, _ in picked]
+        values = [v for _, v in picked]
+        rf = receptive_fields.get(layer)
+        if crop and _crop_worthwhile(rf, mode, height, width):
+            proj = project_cropped(model, x, layer, units, rf, values)
+        else:
+            proj = project_full(cap, layer, units, mode)
+        grid = _as_grid(anchor.detach())[0]
+        results.append(LayerProjections(
+            layer=layer, mode=mode,
+            units=[UnitProjection(u.channel, u.position or (0, 0), v, proj[i].float().cpu().numpy(),
+                                  _box(rf, u, height, width))
+                   for i, (u, v) in enumerate(picked)],
+            activation_maps=grid[[u.channel for u in units]].float().cpu().numpy(),
+            image_dependent=cap.image_dependent(layer),
+        ))
+    return DeconvOutput(results, cap.rules.audit(), cap.logits.detach() if cap.logits is not None else None)
+
+
+def _box(rf: object | None, unit: Unit, height: int, width: int) -> tuple[int, int, int, int] | None:
+    if rf is None or unit.position is None:
+        return None
+    return tuple(int(v) for v in rf.box(*unit.position, height, width))  # type: ignore[attr-defined, return-value]
+
+
+def _receptive_fields(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, object | None]:
+    """Receptive fields of every layer, or {} when the graph cannot be analysed (then no crops, no boxes)."""
+    try:
+        from vizkit.capture.receptive_field import receptive_fields
+    except ImportError:
+        return {}
+    try:
+        return dict(receptive_fields(model, input_shape))
+    except Exception:  # noqa: BLE001 - analysis is an optimisation; the full backward is always correct
+        return {}
+
+
+def as_numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().float().cpu().numpy()

@@ -1,0 +1,181 @@
+"""Backward rules of the Zeiler–Fergus deconvnet, applied to every call of an activation, however it is written.
+
+The deconvnet equals back-propagation with one changed rule (shared/DESIGN.md §2): max-pool backward is unpooling
+with the recorded switches (autograd scatter-*adds*, so overlapping windows sum), conv backward is the transposed
+convolution with the same filters and no bias, and the ReLU rule becomes ``relu(signal)``, ignoring the forward
+mask. Module backward hooks miss functional (GoogLeNet, Inception), in-place and reused (ResNet) activations, so
+the rules are attached at forward time by a ``TorchFunctionMode`` that sees every call. The forward values are
+computed by the original functions and stay bit-identical.
+
+Rules (the report lists how many calls each one hit):
+- rectify: ReLU and its relatives (ReLU6/hardtanh, leaky ReLU, ELU, GELU, SiLU, Hardswish, Mish, threshold) pass
+  ``relu(signal)`` down. The literature has no rule for the smooth ones; rectification is the defensible default.
+- gate held constant: sigmoid / hardsigmoid (squeeze-excitation gates) let no signal into the gate branch; the
+  gate value still scales the main branch through the product, as a fixed per-channel factor.
+- linearised: LayerNorm and local response normalisation pass the signal through with the image's statistics
+  held constant (divide by the forward pass's std / LRN denominator).
+- counted only: max-pool (switches, exact adjoint), batch norm (eval: per-channel scale, exact adjoint).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+from vizkit.project.results import AuditEntry
+
+RECTIFY = "rectify: relu(signal)"
+GATE = "gate held constant"
+LINEARISED = "linearised (statistics held constant)"
+SWITCHES = "switches: exact adjoint, overlaps summed"
+EXACT_BN = "exact adjoint (eval statistics)"
+
+# Operations whose presence makes the backward path depend on the image (beyond which units fire).
+IMAGE_DEPENDENT_OPS = frozenset({"max_pool", "sigmoid gate", "layer_norm", "local_response_norm"})
+
+
+@dataclass(frozen=True)
+class _Op:
+    name: str
+    rule: str
+
+
+def _ops_table() -> dict[Callable[..., Any], _Op]:
+    table: dict[Callable[..., Any], _Op] = {}
+
+    def add(fns: list[Any], op: _Op) -> None:
+        for fn in fns:
+            if fn is not None:
+                table[fn] = op
+
+    g = lambda mod, name: getattr(mod, name, None)  # noqa: E731 - tolerate functions absent in older torch
+    add([F.relu, torch.relu, torch.Tensor.relu], _Op("relu", RECTIFY))
+    add([g(F, "relu_"), torch.relu_, torch.Tensor.relu_], _Op("relu", RECTIFY))
+    add([F.hardtanh, F.relu6], _Op("relu6/hardtanh", RECTIFY))
+    add([g(F, "hardtanh_")], _Op("relu6/hardtanh", RECTIFY))
+    add([F.leaky_relu], _Op("leaky_relu", RECTIFY))
+    add([F.elu, F.celu, F.selu], _Op("elu", RECTIFY))
+    add([F.gelu], _Op("gelu", RECTIFY))
+    add([F.silu], _Op("silu", RECTIFY))
+    add([F.hardswish], _Op("hardswish", RECTIFY))
+    add([F.mish], _Op("mish", RECTIFY))
+    add([F.threshold, g(F, "_threshold")], _Op("threshold", RECTIFY))
+    add([torch.sigmoid, torch.Tensor.sigmoid, F.sigmoid, F.hardsigmoid], _Op("sigmoid gate", GATE))
+    add([F.layer_norm], _Op("layer_norm", LINEARISED))
+    add([F.local_response_norm], _Op("local_response_norm", LINEARISED))
+    add([F.max_pool1d, F.max_pool2d, F.max_pool3d, g(F, "_max_pool2d"), F.max_pool2d_with_indices,
+         F.adaptive_max_pool2d, g(F, "adaptive_max_pool2d_with_indices")], _Op("max_pool", SWITCHES))
+    add([F.batch_norm], _Op("batch_norm", EXACT_BN))
+    return table
+
+
+_OPS = _ops_table()
+
+
+def _first_tensor(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor | None:
+    if args and isinstance(args[0], torch.Tensor):
+        return args[0]
+    value = kwargs.get("input")
+    return value if isinstance(value, torch.Tensor) else None
+
+
+class _Rectify(torch.autograd.Function):
+    """Forward: the original activation. Backward: relu(signal), independent of the forward mask."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, call: Callable[[], torch.Tensor]) -> torch.Tensor:
+        out = call()
+        if out is x:  # in-place call (nn.ReLU(inplace=True), relu_): autograd must know x changed
+            ctx.mark_dirty(x)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad.clamp(min=0), None
+
+
+class _HoldConstant(_Rectify):
+    """Forward: the original gate. Backward: nothing flows into the gate's input."""
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, None]:
+        return None, None
+
+
+class _ScaleBy(torch.autograd.Function):
+    """Forward: the original normalisation. Backward: signal * scale, scale fixed from the forward pass."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, call: Callable[[], torch.Tensor], scale: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(scale)
+        return call()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (scale,) = ctx.saved_tensors
+        return grad * scale, None, None
+
+
+def _layer_norm_scale(x: torch.Tensor, args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
+    shape = args[1] if len(args) > 1 else kwargs["normalized_shape"]
+    weight = args[2] if len(args) > 2 else kwargs.get("weight")
+    eps = args[4] if len(args) > 4 else kwargs.get("eps", 1e-5)
+    dims = tuple(range(-len(tuple(shape)), 0))
+    scale = torch.rsqrt(x.detach().var(dim=dims, unbiased=False, keepdim=True) + eps)
+    return scale * weight.detach() if weight is not None else scale
+
+
+def _lrn_scale(x: torch.Tensor, args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
+    names = ("size", "alpha", "beta", "k")
+    defaults = {"alpha": 1e-4, "beta": 0.75, "k": 1.0}
+    p = {n: (args[i + 1] if len(args) > i + 1 else kwargs.get(n, defaults.get(n))) for i, n in enumerate(names)}
+    # The denominator of F.local_response_norm, recomputed the same way: (k + alpha * mean_window(x^2))^beta.
+    sq = x.detach().mul(x.detach()).unsqueeze(1)
+    sq = F.pad(sq.flatten(3) if x.dim() == 4 else sq, (0, 0, p["size"] // 2, (p["size"] - 1) // 2))
+    sq = F.avg_pool2d(sq, (p["size"], 1), stride=1).squeeze(1).view_as(x)
+    return sq.mul(p["alpha"]).add(p["k"]).pow(p["beta"]).reciprocal()
+
+
+class DeconvRules(TorchFunctionMode):
+    """Attach deconvnet backward rules to every activation call made inside the ``with`` block.
+
+    >>> with DeconvRules() as rules:
+    ...     out = model(x)            # forward values unchanged
+    >>> torch.autograd.grad(out[0, c].sum(), x)   # the deconvnet projection
+    >>> rules.audit()               # which ops were intercepted, how often, by which rule
+
+    ``checkpoints`` lets a recorder snapshot the counts when a layer fires (what ran before it).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: Counter[str] = Counter()
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        op = _OPS.get(func)
+        if op is None:
+            return func(*args, **kwargs)
+        self.counts[op.name] += 1
+        x = _first_tensor(args, kwargs)
+        if op.rule in (SWITCHES, EXACT_BN) or x is None or not (torch.is_grad_enabled() and x.requires_grad):
+            return func(*args, **kwargs)
+        call = lambda: func(*args, **kwargs)  # noqa: E731 - runs inside Function.forward (grad disabled)
+        if op.rule == RECTIFY:
+            return _Rectify.apply(x, call)
+        if op.rule == GATE:
+            return _HoldConstant.apply(x, call)
+        scale = _layer_norm_scale(x, args, kwargs) if op.name == "layer_norm" else _lrn_scale(x, args, kwargs)
+        return _ScaleBy.apply(x, call, scale)
+
+    def audit(self) -> list[AuditEntry]:
+        return [AuditEntry(op=name, rule=_rule_of(name), count=n) for name, n in sorted(self.counts.items())]
+
+
+def _rule_of(name: str) -> str:
+    return next(op.rule for op in _OPS.values() if op.name == name)
