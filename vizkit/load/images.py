@@ -106,7 +106,7 @@ def _stored_bit_depth(img: Image.Image) -> int | None:
     if tag is not None and _TIFF_BITS_PER_SAMPLE in tag:
         bits = tag[_TIFF_BITS_PER_SAMPLE]
         bits = int(bits[0] if isinstance(bits, tuple) else bits)
-        if 1 <= bits <= 32:
+        if 1 <= bits < 32:  # 32-bit integer storage is rarely full-range data: judge those by their values
             return bits
     if img.mode.startswith("I;16") or img.format == "PNG":
         return 16
