@@ -1,8 +1,8 @@
 """How an image becomes a model's input tensor, and how an input tensor becomes a picture again.
 
-``preprocess`` follows torchvision's ``ImageClassification`` transform step for step (uint8 tensor, antialiased
-resize of the shorter side, centre crop, scale to [0, 1], normalise), so for a torchvision model
-``preprocess(img, prep)`` equals ``weights.transforms()(img)`` exactly.
+``preprocess`` follows torchvision's ``ImageClassification`` transform step for step (Pillow resize of the
+shorter side, centre crop, uint8 -> [0, 1], normalise), so for a torchvision model ``preprocess(img, prep)``
+equals ``weights.transforms()(img)`` exactly.
 """
 from __future__ import annotations
 
@@ -66,10 +66,9 @@ class Preprocessing:
 def preprocess(image: Image.Image, prep: Preprocessing) -> torch.Tensor:
     """PIL image -> normalised float32 tensor of shape (1, prep.channels, prep.crop, prep.crop)."""
     image = image.convert("L" if prep.channels == 1 else "RGB")
-    x = TF.pil_to_tensor(image)  # uint8 (C, H, W)
-    x = TF.resize(x, [prep.resize], interpolation=INTERPOLATIONS[prep.interpolation], antialias=True)
-    x = TF.center_crop(x, [prep.crop])
-    x = TF.convert_image_dtype(x, torch.float32)  # / 255
+    image = TF.resize(image, [prep.resize], interpolation=INTERPOLATIONS[prep.interpolation], antialias=True)
+    image = TF.center_crop(image, [prep.crop])
+    x = TF.convert_image_dtype(TF.pil_to_tensor(image), torch.float32)  # uint8 (C, H, W) / 255
     x = TF.normalize(x, mean=list(prep.mean), std=list(prep.std))
     return x.unsqueeze(0).contiguous()
 
