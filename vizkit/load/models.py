@@ -178,7 +178,9 @@ def _load_torchvision(name: str, arch: str, weights: str | None, *, allow_pickle
     default = enum_cls.DEFAULT
     remap = _densenet_remap if arch.startswith("densenet") else None
     if _is_none(weights):
-        model = tvm.get_model(arch, weights=None)
+        # init_weights=True: torchvision's current random init for these two, without its FutureWarning.
+        kw = {"init_weights": True} if arch in ("googlenet", "inception_v3") else {}
+        model = tvm.get_model(arch, weights=None, **kw)
         return LoadedModel(name, model, _tv_prep(default), _names_for(model), RANDOM_INIT, None, False)
     if weights is not None and looks_like_path(weights):
         enum = _enum_for_file(enum_cls, weights)

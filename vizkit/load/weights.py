@@ -59,10 +59,16 @@ def read_weights_file(path: str | os.PathLike, *, allow_pickle: bool = False) ->
         obj = torch.load(p, map_location="cpu", weights_only=not allow_pickle)
     except pickle.UnpicklingError as e:
         if allow_pickle:
-            raise ModelError(f"cannot unpickle weights file {p}: {e}") from e
+            raise ModelError(f"cannot unpickle weights file {p}: {_first_line(e)}") from e
+        if "unsupported global" in str(e).lower():  # torch's safe unpickler met a class or function
+            raise ModelError(
+                f"{p} is not a plain state dict (it holds pickled Python objects); allow_pickle=True (CLI "
+                "--unsafe-pickle) loads it but can execute arbitrary code from the file - only for files you trust"
+            ) from e
+        detail = next((ln.strip() for ln in str(e).splitlines() if "Unpickler error" in ln), _first_line(e))
         raise ModelError(
-            f"{p} is not a plain state dict (it holds pickled Python objects); allow_pickle=True "
-            "(CLI --unsafe-pickle) loads it but can execute arbitrary code from the file - only for files you trust"
+            f"cannot read weights file {p} with the safe loader ({detail}); if it is a Python pickle you trust, "
+            "allow_pickle=True (CLI --unsafe-pickle) reads it but can execute arbitrary code"
         ) from e
     except (RuntimeError, EOFError, OSError, ValueError, AttributeError, ModuleNotFoundError) as e:
         raise ModelError(f"cannot read weights file {p}: {type(e).__name__}: {_first_line(e)}") from e
