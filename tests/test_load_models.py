@@ -287,7 +287,7 @@ def test_timm_default_offline_is_a_clear_error(monkeypatch):
     import vizkit.load.models as models
 
     monkeypatch.setattr(models, "_timm_cached_file", lambda cfg: None)  # whatever this machine has cached
-    with pytest.raises(ModelError, match="not cached") as err:
+    with pytest.raises(ModelError, match="not in the Hugging Face or torch hub cache") as err:
         load_model("timm:resnet18")
     assert "allow_download" in str(err.value)
 

@@ -333,8 +333,9 @@ def _load_timm(name: str, arch: str, weights: str | None, *, allow_pickle: bool,
         model, digest = _timm_pretrained(arch, None, "download"), None
     else:
         raise ModelError(
-            f"timm:{arch} pretrained weights are not cached and downloading is off: pass a weights file, "
-            "allow downloading (allow_download=True, CLI --download), or use weights='none'"
+            f"timm:{arch} pretrained weights ({tag}) are not in the Hugging Face or torch hub cache and "
+            "downloading is off: pass a weights file, allow downloading (allow_download=True, CLI --download), "
+            "or use weights='none'"
         )
     return LoadedModel(name, model, _timm_prep(model), _names_for(model), f"timm pretrained ({tag})", digest, True)
 
