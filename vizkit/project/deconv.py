@@ -175,7 +175,7 @@ def deconv(model: nn.Module, x: torch.Tensor, layers: Sequence[str], *, top_k: i
         raise UserInputError(f"deconv takes one image of shape (1, C, H, W), got {tuple(x.shape)}")
     cap = forward_capture(model, x, layers, stop=not logits)
     if receptive_fields is None and crop:
-        receptive_fields = _receptive_fields(model, tuple(x.shape))
+        receptive_fields = analyse_receptive_fields(model, tuple(x.shape))
     receptive_fields = receptive_fields or {}
     _, _, height, width = x.shape
     results = []
@@ -216,7 +216,7 @@ def _box(rf: object | None, unit: Unit, height: int, width: int) -> tuple[int, i
     return tuple(int(v) for v in rf.box(*unit.position, height, width))  # type: ignore[attr-defined, return-value]
 
 
-def _receptive_fields(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, object | None]:
+def analyse_receptive_fields(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, object | None]:
     """Receptive fields of every layer, or {} when the graph cannot be analysed (then no crops, no boxes)."""
     try:
         from vizkit.capture.receptive_field import receptive_fields
