@@ -107,6 +107,28 @@ class _HoldConstant(_Rectify):
         return None, None
 
 
+class _GuidedRectify(torch.autograd.Function):
+    """Forward: the original activation. Backward: relu(ordinary gradient) (Springenberg et al., guided backprop)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, call: Callable[[], torch.Tensor],
+                pure: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        ctx.pure = pure
+        ctx.save_for_backward(x.clone())  # before the call: an in-place activation overwrites x
+        out = call()
+        if out is x:
+            ctx.mark_dirty(x)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (x,) = ctx.saved_tensors
+        with torch.enable_grad():
+            t = x.detach().requires_grad_(True)
+            (local,) = torch.autograd.grad(ctx.pure(t), t, grad)
+        return local.clamp(min=0), None, None
+
+
 class _ScaleBy(torch.autograd.Function):
     """Forward: the original normalisation. Backward: signal * scale, scale fixed from the forward pass."""
 
@@ -174,7 +196,36 @@ class DeconvRules(TorchFunctionMode):
         return _ScaleBy.apply(x, call, scale)
 
     def audit(self) -> list[AuditEntry]:
-        return [AuditEntry(op=name, rule=_rule_of(name), count=n) for name, n in sorted(self.counts.items())]
+        return [AuditEntry(op=name, rule=self.rule_of(name), count=n) for name, n in sorted(self.counts.items())]
+
+    def rule_of(self, name: str) -> str:
+        return _rule_of(name)
+
+
+GUIDED = "guided: relu(gradient)"
+
+
+class GuidedBackpropRules(DeconvRules):
+    """Guided backpropagation: every rectifier passes relu(its ordinary gradient) down, so the forward mask *and*
+    the sign of the signal both gate it; everything else (gates, norms, pools) keeps its ordinary gradient."""
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        op = _OPS.get(func)
+        if op is None:
+            return func(*args, **kwargs)
+        self.counts[op.name] += 1
+        x = _first_tensor(args, kwargs)
+        if op.rule != RECTIFY or x is None or not (torch.is_grad_enabled() and x.requires_grad):
+            return func(*args, **kwargs)
+        rest = args[1:]
+        call = lambda: func(*args, **kwargs)  # noqa: E731
+        pure = lambda t: func(t.clone(), *rest, **kwargs)  # noqa: E731 - clone: in-place variants stay legal
+        return _GuidedRectify.apply(x, call, pure)
+
+    def rule_of(self, name: str) -> str:
+        rule = _rule_of(name)
+        return GUIDED if rule == RECTIFY else ("ordinary gradient" if rule in (GATE, LINEARISED) else rule)
 
 
 def _rule_of(name: str) -> str:
