@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
-from functools import wraps
-from typing import Any
 
 import click
+from vizkit_cli.common import errors_to_exit_codes, finish, model_options, progress
 
 EPILOG_DECONV = """\b
 Examples:
@@ -22,31 +20,6 @@ Examples:
 """
 
 
-def _fail(message: str, code: int) -> None:
-    click.echo(f"vizkit: error: {message}", err=True)
-    sys.exit(code)
-
-
-def _errors_to_exit_codes(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """One clear line for user errors (exit 2), one line and a hint for internal errors (exit 1)."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from vizkit.errors import VizkitError
-
-        try:
-            return fn(*args, **kwargs)
-        except VizkitError as err:
-            _fail(str(err), err.exit_code)
-        except (click.exceptions.Exit, click.ClickException, SystemExit):
-            raise
-        except Exception as err:  # noqa: BLE001 - turned into exit code 1 with the traceback under --debug
-            logging.getLogger("vizkit").debug("internal error", exc_info=True)
-            _fail(f"internal error: {type(err).__name__}: {err} (rerun with --debug for the traceback)", 1)
-
-    return wrapper
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
 @click.version_option(package_name="vizkit")
@@ -55,24 +28,9 @@ def main(debug: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(message)s")
 
 
-def _model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn = click.option("--unsafe-pickle", "allow_pickle", is_flag=True,
-                      help="Load a fully pickled model file. This can execute arbitrary code: only for files you "
-                           "trust.")(fn)
-    fn = click.option("--download", "allow_download", is_flag=True,
-                      help="Allow downloading missing pretrained weights (vizkit never downloads otherwise).")(fn)
-    fn = click.option("--weights", "-w", default=None, metavar="W",
-                      help="DEFAULT or a torchvision weights enum name (e.g. IMAGENET1K_V2), a state-dict file "
-                           "(.pth/.pt/.safetensors), or 'none' for random init.")(fn)
-    fn = click.option("--model", "-m", default=None, metavar="M",
-                      help="torchvision name (resnet50), timm:NAME, lenet5, zfnet, mobilenet_v1, or the offline "
-                           "default efficientnet_lite0. List: 'vizkit models'.")(fn)
-    return fn
-
-
 @main.command(epilog=EPILOG_DECONV)
 @click.argument("images", nargs=-1, type=click.Path(dir_okay=False, path_type=str))
-@_model_options
+@model_options
 @click.option("--layer", "-l", "layers", multiple=True, metavar="L",
               help="Layer name from model.named_modules() (repeatable). Default: one per resolution stage.")
 @click.option("--top-k", "-k", default=9, show_default=True, type=click.IntRange(min=1),
@@ -83,7 +41,7 @@ def _model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
               help="Output folder; one subfolder per image.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--no-crop", is_flag=True, help="Always back-propagate over the whole image (slower, same result).")
-@_errors_to_exit_codes
+@errors_to_exit_codes
 def deconv(images: tuple[str, ...], model: str | None, weights: str | None, allow_download: bool,
            allow_pickle: bool, layers: tuple[str, ...], top_k: int, mode: str, out: str, device: str,
            no_crop: bool) -> None:
@@ -99,40 +57,15 @@ def deconv(images: tuple[str, ...], model: str | None, weights: str | None, allo
     config = DeconvConfig(images=images, model=model or DEFAULT_MODEL, weights=weights, layers=layers or None,
                           top_k=top_k, mode=mode, out=out, device=device, allow_pickle=allow_pickle,
                           allow_download=allow_download, crop=not no_crop, command=["vizkit", *sys.argv[1:]])
-    with _progress(len(images)) as step:
+    with progress(len(images)) as step:
         report = run_deconv(config, progress=step)
-    for folder in report.written:
-        click.echo(f"wrote {folder}/")
-    for failure in report.failures:
-        click.echo(f"vizkit: error: {failure.image}: {failure.message}", err=True)
-    if report.failures:
-        click.echo(f"{len(report.written)} written, {len(report.failures)} failed", err=True)
-    sys.exit(report.exit_code)
-
-
-class _progress:
-    """A progress bar on stderr for multi-image runs (silent when stderr is not a terminal)."""
-
-    def __init__(self, total: int) -> None:
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=total, unit="image", file=sys.stderr, disable=None, leave=False)
-
-    def __enter__(self) -> Callable[[str], None]:
-        def step(name: str) -> None:
-            self.bar.set_postfix_str(name[-40:])
-            self.bar.update(1)
-
-        return step
-
-    def __exit__(self, *exc: object) -> None:
-        self.bar.close()
+    finish(report)
 
 
 @main.command()
-@_model_options
+@model_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@_errors_to_exit_codes
+@errors_to_exit_codes
 def layers(model: str | None, weights: str | None, allow_download: bool, allow_pickle: bool, as_json: bool) -> None:
     """Every layer: name, type, output shape, parameters, MACs, receptive field, stride, switches."""
     from vizkit.capture.layer_table import layer_table
@@ -146,7 +79,7 @@ def layers(model: str | None, weights: str | None, allow_download: bool, allow_p
 
 
 @main.command()
-@_errors_to_exit_codes
+@errors_to_exit_codes
 def models() -> None:
     """List model names (timm models are used as timm:NAME)."""
     from vizkit.load import available_models
