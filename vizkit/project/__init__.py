@@ -12,7 +12,13 @@ from vizkit.project.deconv import (
     top_units,
 )
 from vizkit.project.explicit import explicit_deconv
-from vizkit.project.results import AuditEntry, DeconvResult, LayerProjections, Prediction, UnitProjection
+from vizkit.project.results import (
+    AuditEntry,
+    DeconvResult,
+    LayerProjections,
+    Prediction,
+    UnitProjection,
+)
 from vizkit.project.rules import DeconvRules
 
 __all__ = [
