@@ -38,6 +38,7 @@ from torch import fx, nn
 from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 
+from vizkit.capture.state import preserve_model_state
 from vizkit.errors import ModelError, close_matches
 
 __all__ = ["ReceptiveField", "receptive_field", "receptive_fields"]
@@ -68,19 +69,22 @@ def receptive_fields(model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 224
     called several times (ResNet's shared ReLU) is described by its first call.
     """
     names = [name for name, _ in model.named_modules() if name]
-    flags = {m: m.training for m in model.modules()}
-    try:
-        model.eval()
-        x = _zeros(model, input_shape)
-        with torch.no_grad():
+    x = _zeros(model, input_shape)
+    with preserve_model_state(model, freeze=False), torch.no_grad():
+        try:
+            geos = _traced(model, x)
+        except Exception:  # untraceable root forward: follow module order where it is a pure chain
             try:
-                geos = _traced(model, x)
-            except Exception:  # untraceable root forward: follow module order where it is a pure chain
                 geos = _chain_fallback(model, x)
-    finally:
-        for m, training in flags.items():
-            m.training = training
+            except Exception as e:
+                raise forward_failed(input_shape, e) from e
     return {name: _public(geos.get(name)) for name in names}
+
+
+def forward_failed(input_shape: tuple[int, ...], error: Exception) -> ModelError:
+    """The one-line error for a model that cannot run on zeros of ``input_shape``."""
+    return ModelError(f"The model's forward failed on zeros of shape {tuple(input_shape)}: {error}. "
+                      "Pass the input_shape the model expects.")
 
 
 def _traced(model: nn.Module, x: torch.Tensor) -> dict[str, _Geo | None]:
