@@ -101,7 +101,8 @@ def test_rows_columns_vgg16():
     assert conv.macs == 14 * 14 * 512 * 512 * 9 and conv.calls == 1
     assert (rows["features.29"].receptive_field, rows["features.29"].stride) == ((196, 196), (16, 16))
     assert (rows["features.15"].receptive_field, rows["features.15"].stride) == ((40, 40), (4, 4))
-    assert [r.name for r in table.rows if r.switches] == ["features.4", "features.9", "features.16", "features.23", "features.30"]
+    pools = ["features.4", "features.9", "features.16", "features.23", "features.30"]
+    assert [r.name for r in table.rows if r.switches] == pools
     assert rows["classifier.0"].receptive_field is None and rows["classifier.0"].output_shape == (1, 4096)
     assert rows["features"].params + rows["classifier"].params == table.total_params == 138_357_544
 

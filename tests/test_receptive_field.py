@@ -271,7 +271,8 @@ class Ops(nn.Module):
         super().__init__()
         self.kind = kind
         self.conv = nn.Conv2d(3, 4, 3, padding=1, padding_mode="circular" if kind == "circular" else "zeros")
-        self.norm = nn.GroupNorm(2, 4) if kind == "group" else nn.InstanceNorm2d(4) if kind == "instance" else nn.Identity()
+        norms = {"group": nn.GroupNorm(2, 4), "instance": nn.InstanceNorm2d(4)}
+        self.norm = norms.get(kind, nn.Identity())
         self.pos = nn.Parameter(torch.zeros(1, 4, 16, 16))
         self.out = nn.Conv2d(4, 4, 1)
 
@@ -360,3 +361,42 @@ def test_model_state_is_restored():
     assert {n: m.training for n, m in model.named_modules()} == before
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+def _unit_on_crop(model: nn.Module, x: torch.Tensor, layer: str, f: ReceptiveField, uy: int, ux: int):
+    """(full-image value, value on the unit's box aligned down to the cumulative stride) of unit (uy, ux)."""
+    out = {}
+    hook = model.get_submodule(layer).register_forward_hook(lambda m, i, o: out.setdefault("y", o))
+    try:
+        model(x)
+        full = out.pop("y")[0, :, uy, ux]
+        y0, y1, x0, x1 = f.box(uy, ux, *x.shape[-2:])
+        sy, sx = f.stride
+        y0, x0 = y0 // sy * sy, x0 // sx * sx
+        model(x[:, :, y0:y1, x0:x1])
+        return full, out.pop("y")[0, :, uy - y0 // sy, ux - x0 // sx]
+    finally:
+        hook.remove()
+
+
+@torch.no_grad()
+def test_local_means_the_unit_sees_only_its_box():
+    """DESIGN section 3: for local layers the crop to the box gives the same unit; for gated layers it does not."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 96, 96)
+    r18 = torchvision.models.resnet18().eval()
+    fields = receptive_fields(r18, tuple(x.shape))
+    for layer, units in {"layer1": [(0, 0), (10, 17), (23, 23)], "layer2": [(5, 6), (11, 0)]}.items():
+        for uy, ux in units:
+            full, cropped = _unit_on_crop(r18, x, layer, fields[layer], uy, ux)
+            assert torch.allclose(full, cropped, rtol=1e-4, atol=1e-5), (layer, uy, ux)
+    eff = torchvision.models.efficientnet_b0().eval().double()
+    f = receptive_fields(eff, tuple(x.shape))["features.2"]
+    assert f.local is False
+    full, cropped = _unit_on_crop(eff, x.double(), "features.2", f, 12, 12)
+    assert (full - cropped).abs().max() > 1e-4 * full.abs().max()  # the SE gates saw the whole image
+
+
+def test_forward_failure_is_a_user_error():
+    with pytest.raises(ModelError, match=r"shape \(1, 3, 16\)"):
+        receptive_fields(VGGLike(), (1, 3, 16))

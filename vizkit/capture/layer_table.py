@@ -77,14 +77,15 @@ class LayerTable:
             ))
         widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
         right = {3, 4, 5, 6, 8}
-        text = ["  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths))).rstrip()
-                for line in lines]
+        text = ["  ".join(c.rjust(w) if i in right else c.ljust(w)
+                          for i, (c, w) in enumerate(zip(line, widths))).rstrip() for line in lines]
         text.insert(1, "-" * len(text[0]))
         text.append("-" * len(text[0]))
         text.append(f"input {'x'.join(map(str, self.input_shape))}   params {_human(self.total_params)} "
                     f"({self.total_params:,})   MACs {_human(self.total_macs)} ({self.total_macs:,})")
         if self.unused_params:
-            text.append(f"{self.unused_params:,} parameters take no part in the eval-mode forward (e.g. auxiliary heads)")
+            text.append(f"{self.unused_params:,} parameters take no part in the eval-mode forward "
+                        "(e.g. auxiliary heads)")
         return "\n".join(text)
 
 
@@ -209,11 +210,13 @@ def _register_on_meta() -> Iterator[None]:
         if tensor is not None:
             self._buffers[name] = self._buffers[name].to("meta")
 
-    nn.Module.register_parameter, nn.Module.register_buffer = on_meta_parameter, on_meta_buffer  # type: ignore[method-assign]
+    nn.Module.register_parameter = on_meta_parameter  # type: ignore[method-assign]
+    nn.Module.register_buffer = on_meta_buffer  # type: ignore[method-assign]
     try:
         yield
     finally:
-        nn.Module.register_parameter, nn.Module.register_buffer = register_parameter, register_buffer  # type: ignore[method-assign]
+        nn.Module.register_parameter = register_parameter  # type: ignore[method-assign]
+        nn.Module.register_buffer = register_buffer  # type: ignore[method-assign]
 
 
 def _human(n: int) -> str:

@@ -61,7 +61,8 @@ class ReceptiveField:
         return y0, max(y1, y0), x0, max(x1, x0)
 
 
-def receptive_fields(model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 224, 224)) -> dict[str, ReceptiveField | None]:
+def receptive_fields(model: nn.Module,
+                     input_shape: tuple[int, ...] = (1, 3, 224, 224)) -> dict[str, ReceptiveField | None]:
     """Receptive field of the output of every named module (root excluded); ``None`` where not spatial/derivable.
 
     Runs one forward of the traced graph in eval mode with zeros on the model's device (build the model under
@@ -95,11 +96,13 @@ def _traced(model: nn.Module, x: torch.Tensor) -> dict[str, _Geo | None]:
     return {name: _first_geo(prop.states.get(node)) for name, node in tracer.outputs.items()}
 
 
-def receptive_field(model: nn.Module, layer: str, input_shape: tuple[int, ...] = (1, 3, 224, 224)) -> ReceptiveField | None:
+def receptive_field(model: nn.Module, layer: str,
+                    input_shape: tuple[int, ...] = (1, 3, 224, 224)) -> ReceptiveField | None:
     """Receptive field of the output of the module named ``layer`` (a ``named_modules()`` path)."""
     fields = receptive_fields(model, input_shape)
     if layer not in fields:
-        raise ModelError(f"Unknown layer {layer!r}; use a name from model.named_modules().{close_matches(layer, list(fields))}")
+        hint = close_matches(layer, list(fields))
+        raise ModelError(f"Unknown layer {layer!r}; use a name from model.named_modules().{hint}")
     return fields[layer]
 
 
@@ -179,7 +182,8 @@ def _window(g: Any, value: torch.Tensor, kernel: Any, stride: Any, pad_left: Any
     return replace(g, size=tuple(size), jump=tuple(jump), start=tuple(start), local=g.local and local)
 
 
-def _inferred_pad(in_value: torch.Tensor, out_value: torch.Tensor, kernel: Any, stride: Any, dilation: Any) -> tuple[int, int]:
+def _inferred_pad(in_value: torch.Tensor, out_value: torch.Tensor, kernel: Any, stride: Any,
+                  dilation: Any) -> tuple[int, int]:
     """Left padding of a window op known only from its shapes (the smaller half on the left, as torch and TF do)."""
     k, s, d = _pair(kernel), _pair(stride), _pair(dilation)
     pads = []
@@ -397,7 +401,9 @@ _POINTWISE_METHODS = {
     "cuda", "requires_grad_", "hardtanh_", "nan_to_num",
 }
 # torchvision's fx-wrapped regularisers: identity in eval mode, per-sample/per-block noise in training
-_POINTWISE_NAMES = {("torchvision.ops.stochastic_depth", "stochastic_depth"), ("torchvision.ops.drop_block", "drop_block2d")}
+_POINTWISE_NAMES = {
+    ("torchvision.ops.stochastic_depth", "stochastic_depth"), ("torchvision.ops.drop_block", "drop_block2d"),
+}
 _BINARY_FUNCS = {
     operator.add, operator.sub, operator.mul, operator.truediv, operator.floordiv, operator.pow, operator.iadd,
     operator.isub, operator.imul, operator.itruediv, torch.add, torch.sub, torch.mul, torch.div, torch.true_divide,
@@ -413,7 +419,8 @@ _REDUCE = {"mean", "sum", "amax", "amin"}
 _PAD_FUNCS = {F.pad, torch._C._nn.pad, torch.constant_pad_nd}
 _CONV_ARGS = (("input", "weight", "bias", "stride", "padding", "dilation", "groups"),
               {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1})
-_MAXPOOL_ARGS = (("input", "kernel_size", "stride", "padding", "dilation"), {"stride": None, "padding": 0, "dilation": 1})
+_MAXPOOL_ARGS = (("input", "kernel_size", "stride", "padding", "dilation"),
+                 {"stride": None, "padding": 0, "dilation": 1})
 _AVGPOOL_ARGS = (("input", "kernel_size", "stride", "padding"), {"stride": None, "padding": 0})
 
 
@@ -476,10 +483,12 @@ def _function_state(target: Any, s: list[Any], v: list[Any], args: tuple, kwargs
                     dynamic_args: bool) -> Any:
     """State of a ``call_function`` node; ``s``/``v`` are the states/values of ``args`` (flattened for cat)."""
     g, x = (s[0], v[0]) if s else (None, None)
-    if target in _POINTWISE_FUNCS or (getattr(target, "__module__", None), getattr(target, "__name__", None)) in _POINTWISE_NAMES:
+    qualified = (getattr(target, "__module__", None), getattr(target, "__name__", None))
+    if target in _POINTWISE_FUNCS or qualified in _POINTWISE_NAMES:
         return g
     if target is F.batch_norm:
-        a = _bind(("input", "running_mean", "running_var", "weight", "bias", "training"), {"training": False}, args, kwargs)
+        a = _bind(("input", "running_mean", "running_var", "weight", "bias", "training"), {"training": False},
+                  args, kwargs)
         return g if not a["training"] else _over_dims(g, [-2, -1])
     if target in _BINARY_FUNCS:
         return _merge(list(zip(s, v)), out)
@@ -501,16 +510,19 @@ def _function_state(target: Any, s: list[Any], v: list[Any], args: tuple, kwargs
     if target is torch.conv2d:
         a = _bind(*_CONV_ARGS, args, kwargs)
         k = tuple(a["weight"].shape[-2:])
-        return _window(g, out, k, a["stride"], _conv_pad(a["padding"], k, a["dilation"]), a["dilation"], not dynamic_args)
+        pad = _conv_pad(a["padding"], k, a["dilation"])
+        return _window(g, out, k, a["stride"], pad, a["dilation"], not dynamic_args)
     if target in (F.max_pool2d, torch.max_pool2d, F.max_pool2d_with_indices):
         a = _bind(*_MAXPOOL_ARGS, args, kwargs)
         o = out[0] if isinstance(out, tuple) else out
-        geo = _window(g, o, a["kernel_size"], a["stride"] or a["kernel_size"], a["padding"], a["dilation"], not dynamic_args)
+        geo = _window(g, o, a["kernel_size"], a["stride"] or a["kernel_size"], a["padding"], a["dilation"],
+                      not dynamic_args)
         return (geo, None) if isinstance(out, tuple) else geo
     if target in (F.avg_pool2d, F.lp_pool2d):
         a = _bind(*_AVGPOOL_ARGS, args, kwargs) if target is F.avg_pool2d else \
             _bind(("input", "norm_type", "kernel_size", "stride"), {"stride": None}, args, kwargs)
-        return _window(g, out, a["kernel_size"], a["stride"] or a["kernel_size"], a.get("padding", 0), 1, not dynamic_args)
+        return _window(g, out, a["kernel_size"], a["stride"] or a["kernel_size"], a.get("padding", 0), 1,
+                       not dynamic_args)
     if target in (F.adaptive_avg_pool2d, F.adaptive_max_pool2d, F.adaptive_max_pool2d_with_indices):
         o = out[0] if isinstance(out, tuple) else out
         geo = _adaptive(g, x, o)
@@ -556,10 +568,12 @@ def _method_state(name: str, s: list[Any], v: list[Any], args: tuple, kwargs: di
         a = _bind(("self", "dim", "keepdim"), {"dim": None, "keepdim": False}, args, kwargs)
         return _reduce(g, x, a["dim"], a["keepdim"])
     if name in ("chunk", "split", "tensor_split", "unbind") and isinstance(out, (tuple, list)):
-        dim = kwargs.get("dim", args[2] if len(args) > 2 else 0) if name != "unbind" else kwargs.get("dim", args[1] if len(args) > 1 else 0)
+        at = 1 if name == "unbind" else 2  # unbind(dim) / chunk(chunks, dim) / split(size, dim)
+        dim = kwargs.get("dim", args[at] if len(args) > at else 0)
         if not isinstance(g, _Geo) or g.axes[dim % len(g.axes)] is not None:
             return tuple(None for _ in out)
-        one = g if name != "unbind" else replace(g, axes=tuple(a for d, a in enumerate(g.axes) if d != dim % len(g.axes)))
+        kept = tuple(a for d, a in enumerate(g.axes) if d != dim % len(g.axes))
+        one = g if name != "unbind" else replace(g, axes=kept)
         return tuple(one for _ in out)
     if name in ("softmax", "log_softmax"):
         dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
