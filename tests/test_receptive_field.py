@@ -284,13 +284,16 @@ class Ops(nn.Module):
             x = F.interpolate(x, scale_factor=2.0)
         if self.kind == "softmax":
             x = x.softmax(-1)  # over the width
+        if self.kind == "split":  # MixNet / Res2Net style channel groups
+            a, b = torch.split(x, 2, dim=1)
+            x = torch.cat([b, a.chunk(2, 1)[0], a.chunk(2, 1)[1]], 1)
         if self.kind == "channels":
             x = x.softmax(1) * x.mean(1, keepdim=True)
         return self.out(x)
 
 
 @pytest.mark.parametrize("kind,local", [
-    ("plain", True), ("channels", True), ("circular", False), ("group", False), ("instance", False),
+    ("plain", True), ("channels", True), ("split", True), ("circular", False), ("group", False), ("instance", False),
     ("pos", False), ("softmax", False), ("interp", None),
 ])
 def test_local_flag_per_op(kind: str, local: bool | None):

@@ -546,6 +546,8 @@ def _function_state(target: Any, s: list[Any], v: list[Any], args: tuple, kwargs
     if target in (F.softmax, F.log_softmax, torch.softmax, torch.log_softmax):
         a = _bind(("input", "dim"), {"dim": None}, args, kwargs)
         return _over_dims(g, _dims(a["dim"], x.dim())) if a["dim"] is not None else None
+    if target in (torch.split, torch.chunk, torch.tensor_split, torch.unbind):
+        return _method_state(target.__name__, s, v, args, kwargs, out)  # same argument order as the methods
     if target in (torch.mean, torch.sum, torch.amax, torch.amin):
         a = _bind(("input", "dim", "keepdim"), {"dim": None, "keepdim": False}, args, kwargs)
         return _reduce(g, x, a["dim"], a["keepdim"])
