@@ -63,6 +63,35 @@ def deconv(images: tuple[str, ...], model: str | None, weights: str | None, allo
 
 
 @main.command()
+@click.argument("images", nargs=-1, type=click.Path(dir_okay=False, path_type=str))
+@model_options
+@click.option("--layer", "-l", "layers", multiple=True, metavar="L",
+              help="Layer name (repeatable). Default: one per resolution stage.")
+@click.option("--top-k", "-k", default=9, show_default=True, type=click.IntRange(min=1),
+              help="Feature maps per layer in the deconvnet pages.")
+@click.option("--out", "-o", default="vizkit-out", show_default=True, type=click.Path(file_okay=False),
+              help="Output folder; one subfolder per image.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@errors_to_exit_codes
+def report(images: tuple[str, ...], model: str | None, weights: str | None, allow_download: bool,
+           allow_pickle: bool, layers: tuple[str, ...], top_k: int, out: str, device: str) -> None:
+    """Every analysis of each IMAGE in one PDF with contents, and a static HTML gallery.
+
+    Writes OUT/<image>/report.pdf, html/index.html (open it from disk; no server needed), deconv.npz and
+    manifest.json. A bad image is reported and skipped; the exit code is then 2.
+    """
+    from vizkit.jobs.report import ReportConfig, run_report
+    from vizkit.load import DEFAULT_MODEL, sample_images
+
+    images = images or tuple(str(p) for p in sample_images())
+    config = ReportConfig(images=images, model=model or DEFAULT_MODEL, weights=weights, layers=layers or None,
+                          top_k=top_k, out=out, device=device, allow_pickle=allow_pickle,
+                          allow_download=allow_download, command=["vizkit", *sys.argv[1:]])
+    with progress(len(images)) as step:
+        finish(run_report(config, progress=step))
+
+
+@main.command()
 @model_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @errors_to_exit_codes

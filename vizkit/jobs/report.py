@@ -1,0 +1,82 @@
+"""``vizkit report`` as a function: every method on each image, as one PDF with contents and an HTML gallery.
+
+The report reuses each command's computation and page renderers; it adds the table of contents, the HTML gallery
+and one manifest. Sections: a summary, one section per layer (deconvnet projections and feature maps), then the
+model-level and image-level analyses.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vizkit.capture.recorder import resolve_layers
+from vizkit.capture.stages import default_layers
+from vizkit.jobs.common import JobReport, for_each_image, resolve_device
+from vizkit.jobs.deconv import deconv_image
+from vizkit.load import DEFAULT_MODEL, load_model, sample_images
+from vizkit.project.deconv import analyse_receptive_fields
+from vizkit.render import ReportInfo, atomic_dir, save_deconv_npz, write_manifest
+from vizkit.render.layer_page import render_layer_page
+from vizkit.render.report import Section, write_html_gallery, write_report_pdf
+from vizkit.render.summary_page import render_summary_page
+
+
+@dataclass
+class ReportConfig:
+    """Options of ``vizkit report``. ``images`` empty means the bundled sample photos."""
+
+    images: Sequence[str | Path] = ()
+    model: str = DEFAULT_MODEL
+    weights: str | None = None
+    layers: Sequence[str] | None = None
+    top_k: int = 9
+    out: str | Path = "vizkit-out"
+    device: str = "auto"
+    allow_pickle: bool = False
+    allow_download: bool = False
+    command: list[str] | str = field(default_factory=lambda: list(sys.argv))
+
+
+def run_report(config: ReportConfig, *, progress: Callable[[str], None] | None = None) -> JobReport:
+    """Write ``out/<stem>/report.pdf``, ``out/<stem>/html/index.html`` (+ images), ``deconv.npz`` and a manifest."""
+    device = resolve_device(config.device)
+    loaded = load_model(config.model, config.weights, device=device, allow_pickle=config.allow_pickle,
+                        allow_download=config.allow_download)
+    prep = loaded.preprocessing
+    input_shape = (1, prep.channels, prep.crop, prep.crop)
+    layers = list(config.layers) if config.layers else default_layers(loaded.model, input_shape)
+    resolve_layers(loaded.model, layers)
+    rfs = analyse_receptive_fields(loaded.model, input_shape)
+    images = [Path(p) for p in config.images] or sample_images()
+    settings = {"layers": layers, "top_k": config.top_k, "device": str(device)}
+
+    def work(path: Path, stem: str) -> Path:
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        result = deconv_image(loaded, path, layers, top_k=config.top_k, receptive_fields=rfs)
+        timings["deconv"] = time.perf_counter() - t0
+        info = ReportInfo(str(path), loaded.name, loaded.weights, loaded.weights_sha256, loaded.pretrained,
+                          prep.to_dict(), settings, config.command)
+        sections = [Section("Summary", [lambda: render_summary_page(result, info, first_layer_page=3)],
+                            summary="image, model, predictions, interception audit")]
+        for lp in result.layers:
+            sections.append(Section(f"Layer {lp.layer}", [lambda lp=lp: render_layer_page(lp, result.image)],
+                                    level=2, summary=lp.note))
+        title = f"vizkit report: {path.name}"
+        subtitle = f"model {loaded.name} ({loaded.weights}); layers {', '.join(layers)}"
+        with atomic_dir(Path(config.out) / stem) as tmp:
+            t1 = time.perf_counter()
+            save_deconv_npz(result, tmp / "deconv.npz")
+            write_report_pdf(tmp / "report.pdf", title, subtitle, sections)
+            write_html_gallery(tmp / "html", title, subtitle, sections)
+            timings["render"] = time.perf_counter() - t1
+            write_manifest(tmp, info, timings)
+        return Path(config.out) / stem
+
+    return for_each_image(images, work, progress)
+
+
+__all__ = ["ReportConfig", "run_report"]
