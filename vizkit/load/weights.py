@@ -12,7 +12,6 @@ stripped. Loading is strict: missing, unexpected or wrongly shaped entries raise
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 from collections.abc import Mapping
@@ -22,20 +21,13 @@ import torch
 from torch import nn
 
 from vizkit.errors import ModelError
+from vizkit.files import sha256_file
 
 __all__ = ["read_weights_file", "fit_state_dict", "sha256_file", "looks_like_path", "WEIGHT_SUFFIXES"]
 
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".tar")
 _CHECKPOINT_KEYS = ("state_dict", "model", "model_state_dict")
 _PREFIXES = ("module.", "_orig_mod.")
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def looks_like_path(weights: str) -> bool:

@@ -1,7 +1,6 @@
 """manifest.json: how a per-image folder was made. Written last, so its presence means the folder is complete."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from datetime import datetime, timezone
@@ -9,18 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
+from vizkit.files import sha256_file
 from vizkit.render.info import ReportInfo, library_versions
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _jsonable(value: object) -> object:
