@@ -10,8 +10,9 @@ Pages (A4 portrait, Figure objects only):
   - filters with 3 input channels (an RGB model's first conv): RGB tiles; with 1 input channel (LeNet's first
     conv, depthwise convs): grey tiles. Each tile is normalised **on its own**, ``0.5 + 0.5 * w / max|w|``
     (grey = 0, sign and colour opponency kept): a joint scale lets the few largest filters wash out the rest,
-    which is exactly the dominance the paper describes, and the magnitudes are in the RMS chart above. Dead tiles
-    get a red frame, dominant ones orange. At most ``MAX_TILES`` (first by index) are drawn; the page says so.
+    which is exactly the dominance the paper describes, and the magnitudes are in the RMS chart above. Dominant
+    tiles get an orange frame; dead tiles are drawn flat grey, crossed out in red (scaled up, their residue would
+    look like a feature). At most ``MAX_TILES`` (first by index) are drawn; the page says so.
   - deeper layers: a heatmap of each output filter's per-input-channel kernel L2 norm (rows: output filters,
     at most ``MAX_ROWS``; columns: input channels of its group, at most ``MAX_COLS``); for 1x1 convolutions the
     signed weight itself (it is the whole kernel). For kernels larger than 1x1, below it the kernels of the
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -104,7 +105,7 @@ def picture_kind(s: FilterStats) -> str:
     return "weights" if kh * kw == 1 else "norms"
 
 
-def _mosaic(tiles: np.ndarray, ncols: int, scale: int, gap: int, row_gap: int | None = None) -> np.ndarray:
+def mosaic(tiles: np.ndarray, ncols: int, scale: int, gap: int, row_gap: int | None = None) -> np.ndarray:
     """Tiles (n, h, w, 3) upscaled by ``scale`` (nearest), on white, ``gap`` pixels apart (``row_gap`` between
     rows, default ``gap``)."""
     n, h, w, _ = tiles.shape
@@ -119,7 +120,7 @@ def _mosaic(tiles: np.ndarray, ncols: int, scale: int, gap: int, row_gap: int | 
     return out
 
 
-def _tile_layout(n: int, th: int, tw: int, gap: int, label_h: float, width: float,
+def grid_layout(n: int, th: int, tw: int, gap: int, label_h: float, width: float,
                  height: float) -> tuple[int, float]:
     """(columns, inches per pixel) that make n tiles of th x tw pixels largest in a width x height (inches) area,
     with ``label_h`` inches under every row."""
@@ -132,7 +133,7 @@ def _tile_layout(n: int, th: int, tw: int, gap: int, label_h: float, width: floa
     return best
 
 
-def _axes(fig: Figure, x: float, y: float, w: float, h: float) -> Axes:
+def axes_at(fig: Figure, x: float, y: float, w: float, h: float) -> Axes:
     """Axes at x, y (inches from the top-left corner), w x h inches."""
     pw, ph = fig.get_size_inches()
     return fig.add_axes([x / pw, 1 - (y + h) / ph, w / pw, h / ph])
@@ -187,12 +188,12 @@ def _tiles_panel(fig: Figure, s: FilterStats, x: float, y: float, width: float, 
     gap = max(1, scale // 4)
     th, tw = kh * scale, kw * scale
     label_h = 0.12 if n <= 100 else 0.0
-    ncols, ipp = _tile_layout(n, th, tw, gap, label_h, width, height)
+    ncols, ipp = grid_layout(n, th, tw, gap, label_h, width, height)
     rows = math.ceil(n / ncols)
     label_px = int(math.ceil(label_h / ipp)) if label_h else 0
-    picture = _mosaic(tiles, ncols, scale, gap, gap + label_px)
+    picture = mosaic(tiles, ncols, scale, gap, gap + label_px)
     h_px, w_px = picture.shape[0] + label_px, picture.shape[1]
-    ax = _axes(fig, x + (width - w_px * ipp) / 2, y, w_px * ipp, h_px * ipp)
+    ax = axes_at(fig, x + (width - w_px * ipp) / 2, y, w_px * ipp, h_px * ipp)
     ax.imshow(picture, interpolation="none", extent=(-0.5, w_px - 0.5, picture.shape[0] - 0.5, -0.5))
     ax.set_xlim(-0.5, w_px - 0.5)
     ax.set_ylim(h_px - 0.5, -0.5)
@@ -222,7 +223,7 @@ def _matrix_panel(fig: Figure, s: FilterStats, x: float, y: float, width: float,
     rows, cols = min(out, MAX_ROWS), min(cin, MAX_COLS)
     signed = picture_kind(s) == "weights"
     matrix = (s.weight[:rows, :cols, 0, 0] if signed else kernel_norms(s.weight[:rows, :cols])).astype(np.float32)
-    ax = _axes(fig, x + 0.35, y, width - 1.0, height - 0.3)
+    ax = axes_at(fig, x + 0.35, y, width - 1.0, height - 0.3)
     if signed:
         peak = float(np.abs(matrix).max()) or 1.0
         image = ax.imshow(matrix, cmap="RdBu_r", vmin=-peak, vmax=peak, interpolation="none", aspect="auto")
@@ -234,7 +235,7 @@ def _matrix_panel(fig: Figure, s: FilterStats, x: float, y: float, width: float,
     ax.tick_params(labelsize=FONT - 1.5, length=2, pad=1)
     for i in np.flatnonzero(s.dead[:rows]):
         ax.plot([-0.5], [i], marker=">", color=DEAD_COLOUR, ms=3, clip_on=False)
-    cax = _axes(fig, x + width - 0.5, y, 0.12, height - 0.3)
+    cax = axes_at(fig, x + width - 0.5, y, 0.12, height - 0.3)
     cbar = fig.colorbar(image, cax=cax)
     cbar.ax.tick_params(labelsize=FONT - 1.5, length=2, pad=1)
     cbar.set_label("weight" if signed else "kernel L2 norm", fontsize=FONT - 1)
@@ -260,10 +261,10 @@ def _kernel_rows_panel(fig: Figure, s: FilterStats, x: float, y: float, width: f
     tiles = np.repeat(scaled.reshape(-1, kh, kw, 1), 3, axis=3)
     scale = max(1, 24 // max(kh, kw))
     gap = max(2, scale // 2)
-    picture = _mosaic(tiles.astype(np.float32), cols, scale, gap)
+    picture = mosaic(tiles.astype(np.float32), cols, scale, gap)
     label_w = 0.45
     side = min((width - label_w) / cols, height / len(chosen))
-    ax = _axes(fig, x + label_w, y, cols * side, len(chosen) * side * kh / kw)
+    ax = axes_at(fig, x + label_w, y, cols * side, len(chosen) * side * kh / kw)
     ax.imshow(picture, interpolation="none", aspect="auto")
     ax.set_axis_off()
     pitch = kh * scale + gap
@@ -304,7 +305,7 @@ def layer_page(s: FilterStats, title_prefix: str = "") -> Figure:
                    f"weights, bias excluded.", color="0.35", size=FONT - 1)
     head.y += 0.12
     chart_h = 1.45
-    rms_chart(_axes(fig, MARGIN + 0.45, head.y, width - 0.85, chart_h), s)
+    rms_chart(axes_at(fig, MARGIN + 0.45, head.y, width - 0.85, chart_h), s)
     y = head.y + chart_h + 0.45
     bottom = page_h - MARGIN - 0.3
     kind = picture_kind(s)
@@ -377,31 +378,47 @@ def _table(c: Cursor, rows: list[list[object]]) -> None:
     c.table(TABLE_HEADER, rows, columns=[0.0, 2.45, 3.9, 4.75, 5.35, 5.85, 6.2, 6.9, c.width], align=TABLE_ALIGN)
 
 
-def filters_pages(stats: Sequence[FilterStats], title_prefix: str = "", *, pictured: Sequence[str] | None = None,
-                  info: ReportInfo | None = None, first_page: int = 1) -> list[Figure]:
-    """Summary page(s) for every layer in ``stats``, then one page per pictured layer (default: all), in
-    ``stats`` order. ``first_page`` is the page number the first figure will have (for the table's page column);
-    ``info`` adds the model, weights and settings to the first page. No footers (the caller numbers pages)."""
+def filters_page_makers(stats: Sequence[FilterStats], title_prefix: str = "", *,
+                        pictured: Sequence[str] | None = None, info: ReportInfo | None = None,
+                        first_page: int = 1) -> list[Callable[[], Figure]]:
+    """Like :func:`filters_pages`, but each page as a function that builds it (a long report then never holds
+    every figure at once)."""
     picture = [s for s in stats if pictured is None or s.layer in set(pictured)]
     title = f"{title_prefix}filters" + (f": {info.model}" if info is not None else "")
-    first, cursor = _summary_head(title, info, stats)
-    fit_first = _rows_that_fit(cursor)
-    probe = Cursor(first, MARGIN, MARGIN + 0.35, cursor.width)  # a continuation page's table starts here
+    _, probe = _summary_head(title, info, stats)  # measures how much of page 1 the provenance block takes
+    fit_first = _rows_that_fit(probe)
+    probe.y = MARGIN + 0.35  # where a continuation page's table starts
     fit_more = _rows_that_fit(probe)
     n_more = max(0, math.ceil((len(stats) - fit_first) / fit_more))
     pages = {s.layer: first_page + 1 + n_more + i for i, s in enumerate(picture)}
     rows = _table_rows(stats, pages)
-    _table(cursor, rows[:fit_first])
-    figures = [first]
-    for start in range(fit_first, len(rows), fit_more):
+
+    def first() -> Figure:
+        fig, c = _summary_head(title, info, stats)
+        _table(c, rows[:fit_first])
+        return fig
+
+    def more(start: int) -> Figure:
         fig = new_page()
-        c = Cursor(fig, MARGIN, MARGIN, cursor.width)
+        c = Cursor(fig, MARGIN, MARGIN, fig.get_size_inches()[0] - 2 * MARGIN)
         c.line(f"{title} (continued)", size=13, weight="bold")
         c.y = MARGIN + 0.35
         _table(c, rows[start: start + fit_more])
-        figures.append(fig)
-    figures += [layer_page(s, title_prefix) for s in picture]
-    return figures
+        return fig
+
+    makers: list[Callable[[], Figure]] = [first]
+    makers += [lambda start=start: more(start) for start in range(fit_first, len(rows), fit_more)]
+    makers += [lambda s=s: layer_page(s, title_prefix) for s in picture]
+    return makers
+
+
+def filters_pages(stats: Sequence[FilterStats], title_prefix: str = "", *, pictured: Sequence[str] | None = None,
+                  info: ReportInfo | None = None, first_page: int = 1) -> list[Figure]:
+    """Summary page(s) with a table row for every layer in ``stats``, then one page per pictured layer (default:
+    all), in ``stats`` order. ``first_page`` is the page number the first figure will have (for the table's page
+    column); ``info`` adds the model, weights and settings to page 1. No footers: the caller numbers pages."""
+    return [make() for make in filters_page_makers(stats, title_prefix, pictured=pictured, info=info,
+                                                   first_page=first_page)]
 
 
 def render_filters_pdf(stats: Sequence[FilterStats], info: ReportInfo, path: Path,
@@ -411,12 +428,13 @@ def render_filters_pdf(stats: Sequence[FilterStats], info: ReportInfo, path: Pat
     metadata = {"Title": f"vizkit filters: {info.model}", "Creator": f"vizkit {version}",
                 "Subject": f"Convolution filters and their RMS of {info.model}",
                 "Keywords": "filters, RMS, dead filters, Zeiler-Fergus"}
-    figures = filters_pages(stats, pictured=pictured, info=info)
+    makers = filters_page_makers(stats, pictured=pictured, info=info)
     with PdfPages(path, metadata=metadata) as pdf:
-        for number, fig in enumerate(figures, start=1):
-            footer(fig, f"vizkit {version} \u00b7 filters \u00b7 {info.model}", number, len(figures))
+        for number, make in enumerate(makers, start=1):
+            fig = make()
+            footer(fig, f"vizkit {version} \u00b7 filters \u00b7 {info.model}", number, len(makers))
             pdf.savefig(fig)
-    return len(figures)
+    return len(makers)
 
 
 def check_own_folder(folder: Path, own: Sequence[str]) -> None:
@@ -441,5 +459,6 @@ def write_filters_outputs(stats: Sequence[FilterStats], info: ReportInfo, out_di
     return final
 
 
-__all__ = ["filter_tiles", "filters_arrays", "filters_pages", "kernel_norms", "layer_page", "picture_kind",
-           "render_filters_pdf", "rms_chart", "save_filters_npz", "write_filters_outputs"]
+__all__ = ["axes_at", "check_own_folder", "filter_tiles", "filters_arrays", "filters_page_makers", "filters_pages",
+           "grid_layout", "kernel_norms", "layer_page", "mosaic", "picture_kind", "render_filters_pdf", "rms_chart",
+           "save_filters_npz", "write_filters_outputs"]

@@ -1,0 +1,275 @@
+"""activations.pdf / activations.npz: each layer's strongest feature maps for one image.
+
+Pages (A4 portrait, Figure objects only): a summary page (the image as fed to the model, model, weights, settings,
+one table row per layer), then one page per layer: a grid of the top-N maps, strongest first (rank by max, ties by
+mean), each labelled with its channel and maximum.
+
+Colour scale (``scale``): ``"shared"`` (default) maps every map on a page through one scale, from
+``min(0, lowest value shown)`` to the layer's strongest activation, with a colour bar: maps can be compared, and a
+map that looks dark is weak. ``"map"`` stretches each map to its own min..max (weak maps' patterns become visible;
+compare strengths by the labels).
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.backends.backend_pdf import PdfPages
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+
+from vizkit.capture.activations import ActivationGrid
+from vizkit.errors import UserInputError
+from vizkit.render.atomic import atomic_dir
+from vizkit.render.display import display_image
+from vizkit.render.filters_pdf import axes_at, check_own_folder, grid_layout
+from vizkit.render.info import ReportInfo, vizkit_version
+from vizkit.render.manifest import MANIFEST_NAME, write_manifest
+from vizkit.render.pages import FONT, LINE, MARGIN, Cursor, footer, format_value, new_page
+
+SCALES = ("shared", "map")
+CMAP = "viridis"
+THUMB = 1.15  # inches: the image thumbnail on each layer page
+LABEL_H = 0.14  # inches under each map for its label
+MIN_MAP_PX = 56  # small maps are upscaled (nearest) to at least this many pixels so viewers do not blur them
+OUTPUT_FILES = ("activations.pdf", "activations.npz", MANIFEST_NAME)
+
+
+# ---------------------------------------------------------------- arrays
+
+def activations_arrays(x: np.ndarray, grids: Sequence[ActivationGrid]) -> dict[str, np.ndarray]:
+    """The npz content, exactly: ``input`` (1, C, H, W) float32 as fed to the model; per layer L ``L/channels``
+    (N,) int64, ``L/maps`` (N, h, w) float32 (raw), ``L/max`` (N,) float32, strongest first."""
+    inp = np.asarray(x, dtype=np.float32)
+    if inp.ndim != 4 or inp.shape[0] != 1:
+        raise ValueError(f"input must be (1, C, H, W), got shape {inp.shape}")
+    arrays: dict[str, np.ndarray] = {"input": inp}
+    for g in grids:
+        if f"{g.layer}/maps" in arrays:
+            raise ValueError(f"layer {g.layer!r} appears twice")
+        arrays[f"{g.layer}/channels"] = np.asarray(g.channels, dtype=np.int64)
+        arrays[f"{g.layer}/maps"] = np.asarray(g.maps, dtype=np.float32)
+        arrays[f"{g.layer}/max"] = np.asarray(g.maxima, dtype=np.float32)
+    return arrays
+
+
+def save_activations_npz(x: np.ndarray, grids: Sequence[ActivationGrid], path: Path) -> None:
+    with open(path, "wb") as f:  # a file object: savez would otherwise append ".npz" to other suffixes
+        np.savez_compressed(f, **activations_arrays(x, grids))
+
+
+# ---------------------------------------------------------------- pages
+
+def colour_range(grid: ActivationGrid) -> tuple[float, float]:
+    """The shared scale of one page: min(0, lowest shown value) .. highest shown value (never empty)."""
+    lo = min(0.0, float(np.min(grid.maps))) if grid.maps.size else 0.0
+    hi = float(np.max(grid.maps)) if grid.maps.size else 1.0
+    return lo, hi if hi > lo else lo + 1.0
+
+
+def coloured_maps(grid: ActivationGrid, scale: str = "shared") -> np.ndarray:
+    """(N, h, w, 3) float32 RGB of the maps through the colour map, on the shared or per-map scale."""
+    if scale not in SCALES:
+        raise UserInputError(f"unknown colour scale '{scale}'; use one of {', '.join(SCALES)}")
+    maps = np.asarray(grid.maps, dtype=np.float64)
+    if scale == "shared":
+        lo, hi = colour_range(grid)
+        normed = (maps - lo) / (hi - lo)
+    else:
+        lo = maps.reshape(len(maps), -1).min(axis=1, initial=np.inf).reshape(-1, 1, 1)
+        hi = maps.reshape(len(maps), -1).max(axis=1, initial=-np.inf).reshape(-1, 1, 1)
+        span = np.where(hi > lo, hi - lo, 1.0)
+        normed = np.where(hi > lo, (maps - lo) / span, 0.0)
+    return colormaps[CMAP](np.clip(normed, 0.0, 1.0))[..., :3].astype(np.float32)
+
+
+def layer_title(grid: ActivationGrid) -> str:
+    h, w = np.shape(grid.maps)[1:] if np.ndim(grid.maps) == 3 else (0, 0)
+    return f"{grid.layer}  \u00b7  {grid.total_channels} x {h} x {w}"
+
+
+def activation_page(grid: ActivationGrid, image: np.ndarray, *, scale: str = "shared",
+                    title_prefix: str = "") -> Figure:
+    """One page: the layer's top maps as a grid, strongest first, each labelled with channel and max."""
+    fig = new_page()
+    page_w, page_h = fig.get_size_inches()
+    width = page_w - 2 * MARGIN
+    thumb_ax = axes_at(fig, page_w - MARGIN - THUMB, MARGIN, THUMB, THUMB)
+    thumb_ax.imshow(display_image(image), interpolation="none")
+    thumb_ax.set_axis_off()
+    head = Cursor(fig, MARGIN, MARGIN, width - THUMB - 0.2)
+    head.line(f"{title_prefix}{layer_title(grid)}", size=13, weight="bold")
+    head.y += 0.06
+    n = len(grid.channels)
+    lo, hi = grid.value_range
+    head.paragraph(f"top {n} of {grid.total_channels} feature maps, strongest first (ranked by each map's "
+                   f"maximum, ties by its mean). Layer output range {lo:.4g} .. {hi:.4g}.")
+    if scale == "shared":
+        vlo, vhi = colour_range(grid)
+        head.paragraph(f"Colour: one scale for the whole page, {vlo:.4g} (dark) .. {vhi:.4g} (bright); a dark map "
+                       "is a weak map.", color="0.3")
+    else:
+        head.paragraph("Colour: each map stretched to its own min .. max (patterns of weak maps visible); compare "
+                       "strengths by the labels.", color="0.3")
+    head.paragraph("Label: channel and the map's maximum.", color="0.3")
+    if scale == "shared":
+        head.y += 0.08
+        cax = axes_at(fig, MARGIN, head.y, min(3.0, head.width), 0.1)
+        bar = fig.colorbar(ScalarMappable(Normalize(*colour_range(grid)), CMAP), cax=cax, orientation="horizontal")
+        bar.ax.tick_params(labelsize=FONT - 1.5, length=2, pad=1)
+        head.y += 0.3
+    top = max(head.y, MARGIN + THUMB) + 0.15
+    if n == 0:
+        Cursor(fig, MARGIN, top, width).line("no feature maps")
+        return fig
+    _grid(fig, grid, coloured_maps(grid, scale), MARGIN, top, width, page_h - MARGIN - 0.3 - top)
+    return fig
+
+
+def _grid(fig: Figure, grid: ActivationGrid, rgb: np.ndarray, x: float, y: float, width: float,
+          height: float) -> None:
+    n, h, w = rgb.shape[:3]
+    up = max(1, math.ceil(MIN_MAP_PX / max(h, w)))
+    gap = max(2, (h * up) // 16)
+    th, tw = h * up, w * up
+    ncols, ipp = grid_layout(n, th, tw, gap, LABEL_H, width, height)
+    ipp = min(ipp, 2.2 / max(th, tw))  # a few maps: at most 2.2 inches each
+    rows = math.ceil(n / ncols)
+    label_px = int(math.ceil(LABEL_H / ipp))
+    pitch_y, pitch_x = th + gap + label_px, tw + gap
+    canvas = np.ones((rows * pitch_y, ncols * pitch_x - gap, 3), dtype=np.float32)
+    big = rgb.repeat(up, axis=1).repeat(up, axis=2)
+    for i in range(n):
+        r, c = divmod(i, ncols)
+        canvas[r * pitch_y + label_px: r * pitch_y + label_px + th, c * pitch_x: c * pitch_x + tw] = big[i]
+    h_in, w_in = canvas.shape[0] * ipp, canvas.shape[1] * ipp
+    ax = axes_at(fig, x + (width - w_in) / 2, y, w_in, h_in)
+    ax.imshow(canvas, interpolation="none", extent=(-0.5, canvas.shape[1] - 0.5, canvas.shape[0] - 0.5, -0.5))
+    ax.set_xlim(-0.5, canvas.shape[1] - 0.5)
+    ax.set_ylim(canvas.shape[0] - 0.5, -0.5)
+    ax.set_axis_off()
+    size = FONT - 1.5 if tw * ipp > 0.8 else FONT - 2.5
+    for i in range(n):
+        r, c = divmod(i, ncols)
+        ax.text(c * pitch_x, r * pitch_y + label_px - 1, f"ch {int(grid.channels[i])}  max {grid.maxima[i]:.3g}",
+                fontsize=size, ha="left", va="bottom", color="0.15", clip_on=False)
+
+
+def _summary_page(grids: Sequence[ActivationGrid], image: np.ndarray, x_shape: tuple[int, ...], info: ReportInfo,
+                  scale: str, first_layer_page: int) -> Figure:
+    fig = new_page()
+    page_w, page_h = fig.get_size_inches()
+    width = page_w - 2 * MARGIN
+    c = Cursor(fig, MARGIN, MARGIN, width)
+    c.line(f"vizkit activations: {Path(info.image_path).name}", size=15, weight="bold")
+    c.y += 0.08
+    c.paragraph(f"image: {info.image_path}", color="0.3")
+    c.y += 0.1
+    side = 2.6
+    ax = axes_at(fig, MARGIN, c.y, side, side)
+    ax.imshow(display_image(image), interpolation="none")
+    ax.set_axis_off()
+    fig.text(MARGIN / page_w, 1 - (c.y + side + 0.05) / page_h,
+             f"as fed to the model (de-normalised): {' x '.join(map(str, x_shape[1:]))}", fontsize=FONT - 1,
+             va="top", color="0.3")
+    right = Cursor(fig, MARGIN + side + 0.3, c.y - 0.1, width - side - 0.3)
+    right.heading("Model")
+    right.paragraph(f"model: {info.model}")
+    right.paragraph(f"weights: {info.weights}")
+    right.paragraph(f"weights sha256: {info.weights_sha256 or 'n/a'}", size=FONT - 1)
+    if info.pretrained:
+        right.line("pretrained: yes")
+    else:
+        right.line("pretrained: NO (random init weights)", weight="bold", color="firebrick")
+    right.heading("Preprocessing")
+    for key, value in info.preprocessing.items():
+        right.paragraph(f"{key}: {format_value(value)}")
+    below = Cursor(fig, MARGIN, max(c.y + side + 0.3, right.y), width)
+    below.heading("Settings")
+    for key, value in info.settings.items():
+        below.paragraph(f"{key}: {format_value(value)}", max_lines=3)
+    command = info.command if isinstance(info.command, str) else " ".join(str(a) for a in info.command)
+    below.paragraph(f"command: {command}", max_lines=3)
+    below.heading("How to read the pages")
+    below.paragraph("One page per layer: its feature maps for this image, strongest first (ranked by each map's "
+                    "maximum activation, ties by mean), labelled with channel and maximum. "
+                    + ("Colour: one scale per page (colour bar at the top), so dark maps are weak maps."
+                       if scale == "shared" else "Colour: each map stretched to its own range."))
+    if not info.pretrained:
+        below.paragraph("random init weights: the maps show the architecture's response, not anything learned.",
+                        weight="bold", color="firebrick")
+    below.heading("Layers")
+    rows = [[g.layer, f"{g.total_channels} x {' x '.join(map(str, np.shape(g.maps)[1:]))}", len(g.channels),
+             int(g.channels[0]) if len(g.channels) else "-", f"{g.maxima[0]:.4g}" if len(g.maxima) else "-",
+             first_layer_page + i] for i, g in enumerate(grids)]
+    below.table(["layer", "output (C x h x w)", "maps shown", "strongest channel", "its max", "page"], rows,
+                columns=[0.0, 2.6, 4.4, 5.6, 6.5, width], align=["left", "left", "right", "right", "right", "right"],
+                max_rows=max(3, int((page_h - MARGIN - 0.4 - below.y) / LINE) - 3))
+    return fig
+
+
+def activation_page_makers(grids: Sequence[ActivationGrid], image: np.ndarray, *, scale: str = "shared",
+                           title_prefix: str = "", info: ReportInfo | None = None,
+                           x_shape: tuple[int, ...] | None = None) -> list[Callable[[], Figure]]:
+    """Like :func:`activation_pages`, but each page as a function that builds it."""
+    if scale not in SCALES:
+        raise UserInputError(f"unknown colour scale '{scale}'; use one of {', '.join(SCALES)}")
+    makers: list[Callable[[], Figure]] = []
+    if info is not None:
+        shape = x_shape or (1, 3, *np.shape(image)[:2])
+        makers.append(lambda: _summary_page(grids, image, shape, info, scale, first_layer_page=2))
+    makers += [lambda g=g: activation_page(g, image, scale=scale, title_prefix=title_prefix) for g in grids]
+    return makers
+
+
+def activation_pages(grids: Sequence[ActivationGrid], image: np.ndarray, *, scale: str = "shared",
+                     title_prefix: str = "", info: ReportInfo | None = None,
+                     x_shape: tuple[int, ...] | None = None) -> list[Figure]:
+    """One page per layer (in ``grids`` order); with ``info``, a summary page first (image, model, settings,
+    layer table; ``x_shape`` is the model input's shape for its caption). ``image``: the display image (H, W, 3)
+    uint8. No footers: the caller numbers pages."""
+    return [make() for make in activation_page_makers(grids, image, scale=scale, title_prefix=title_prefix,
+                                                      info=info, x_shape=x_shape)]
+
+
+def render_activations_pdf(grids: Sequence[ActivationGrid], image: np.ndarray, x_shape: tuple[int, ...],
+                           info: ReportInfo, path: Path, scale: str = "shared") -> int:
+    """Write activations.pdf (summary page + one page per layer) and return its page count."""
+    version = vizkit_version()
+    name = Path(info.image_path).name
+    metadata = {"Title": f"vizkit activations: {name}", "Creator": f"vizkit {version}",
+                "Subject": f"Feature maps of {info.model} on {name}", "Keywords": "feature maps, activations"}
+    makers = activation_page_makers(grids, image, scale=scale, info=info, x_shape=x_shape)
+    with PdfPages(path, metadata=metadata) as pdf:
+        for number, make in enumerate(makers, start=1):
+            fig = make()
+            footer(fig, f"vizkit {version} \u00b7 {info.model} \u00b7 {name}", number, len(makers))
+            pdf.savefig(fig)
+    return len(makers)
+
+
+def write_activations_outputs(x: np.ndarray, grids: Sequence[ActivationGrid], image: np.ndarray, info: ReportInfo,
+                              out_dir: Path, stem: str, timings: dict[str, float], scale: str = "shared") -> Path:
+    """Write ``out_dir/stem/`` (activations.npz, activations.pdf, manifest.json last) atomically; return it.
+
+    Refuses (exit 2) to replace a folder holding another command's files: the swap replaces whole folders."""
+    if not stem or stem in (".", "..") or "/" in stem or "\\" in stem or stem.startswith("."):
+        raise ValueError(f"output folder name {stem!r} must be a plain, non-hidden file name")
+    final = Path(out_dir) / stem
+    check_own_folder(final, OUTPUT_FILES)
+    start = time.perf_counter()
+    with atomic_dir(final) as tmp:
+        save_activations_npz(x, grids, tmp / "activations.npz")
+        render_activations_pdf(grids, image, tuple(np.shape(x)), info, tmp / "activations.pdf", scale)
+        write_manifest(tmp, info, {**timings, "render": time.perf_counter() - start})
+    return final
+
+
+__all__ = ["SCALES", "activation_page", "activation_page_makers", "activation_pages", "activations_arrays",
+           "coloured_maps", "colour_range", "render_activations_pdf", "save_activations_npz",
+           "write_activations_outputs"]
