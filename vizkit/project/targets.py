@@ -1,0 +1,84 @@
+"""Which class scores to explain: ``--target auto|INDEX|CLASS-NAME`` turned into class indices.
+
+``parse_targets`` checks the specs once, before any image is processed (a bad target is a usage error, exit 2);
+``resolve_targets`` fills ``auto`` (None) with each image's top-1 class after the forward pass.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from vizkit.errors import UserInputError, close_matches
+
+AUTO = "auto"
+
+
+def parse_targets(specs: Sequence[str], class_names: Sequence[str] | None, num_classes: int) -> list[int | None]:
+    """Turn target specs into class indices; ``None`` stands for ``auto`` (the image's top predicted class).
+
+    A spec is ``auto``, a class index (``0 <= i < num_classes``) or a class name, matched case-insensitively.
+    No specs means ``["auto"]``. Where names differ only in case (ImageNet: "Cardigan" the corgi, "cardigan" the
+    sweater), the exact spelling picks one. Unknown names (with close matches suggested), names still ambiguous,
+    out-of-range indices and names without class names raise ``UserInputError``.
+    """
+    if num_classes < 1:
+        raise UserInputError(f"the model has {num_classes} outputs; Grad-CAM needs class scores")
+    parsed: list[int | None] = []
+    for raw in specs or [AUTO]:
+        spec = str(raw).strip()
+        if spec.lower() == AUTO:
+            parsed.append(None)
+        elif spec.lstrip("+-").isdigit():
+            parsed.append(_index(int(spec), spec, num_classes))
+        else:
+            parsed.append(_by_name(spec, class_names))
+    return parsed
+
+
+def _index(index: int, spec: str, num_classes: int) -> int:
+    if not 0 <= index < num_classes:
+        raise UserInputError(f"target {spec} does not exist: the model has {num_classes} classes "
+                             f"(indices 0 to {num_classes - 1})")
+    return index
+
+
+def _by_name(spec: str, class_names: Sequence[str] | None) -> int:
+    if not class_names:
+        raise UserInputError(f"target '{spec}': this model has no class names; give a class index or 'auto'")
+    folded = spec.casefold()
+    hits = [i for i, name in enumerate(class_names) if name.casefold() == folded]
+    if len(hits) > 1:  # ImageNet has "Cardigan" (a corgi) and "cardigan" (a sweater): the exact spelling decides
+        hits = [i for i in hits if class_names[i] == spec] or hits
+    if len(hits) > 1:
+        raise UserInputError(f"target '{spec}' names {len(hits)} classes ({', '.join(map(str, hits))}); "
+                             "give the index instead")
+    if not hits:
+        suggestion = close_matches(spec, list(class_names))
+        raise UserInputError(f"unknown target class '{spec}'.{suggestion} Give a class index, a class name or "
+                             "'auto'.")
+    return hits[0]
+
+
+def resolve_targets(targets: Sequence[Sequence[int | None]] | None, logits: torch.Tensor) -> torch.Tensor:
+    """(N, T) long tensor of class indices: ``None`` entries (or ``targets=None``) become each image's top-1.
+
+    Every image needs the same number of targets; indices must lie within the logits' classes.
+    """
+    n, k = logits.shape
+    if targets is None:
+        targets = [[None]] * n
+    if len(targets) != n:
+        raise UserInputError(f"got targets for {len(targets)} images but {n} images")
+    counts = {len(t) for t in targets}
+    if len(counts) != 1 or 0 in counts:
+        raise UserInputError("every image needs the same, nonzero number of targets "
+                             f"(got {sorted(len(t) for t in targets)})")
+    top1 = logits.detach().argmax(dim=1).tolist()
+    rows = []
+    for i, row in enumerate(targets):
+        rows.append([top1[i] if t is None else _index(int(t), str(t), k) for t in row])
+    return torch.tensor(rows, dtype=torch.long, device=logits.device)
+
+
+__all__ = ["AUTO", "parse_targets", "resolve_targets"]

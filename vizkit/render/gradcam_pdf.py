@@ -1,0 +1,214 @@
+"""The per-image folder of ``vizkit gradcam``: gradcam.npz, gradcam.pdf, manifest.json (last), all or nothing.
+
+gradcam.pdf: page 1 starts with the image, model, layer, top-5 predictions, notes and the interception audit;
+then one row per target: the CAM over the image, guided backprop, guided Grad-CAM, with class name and probability.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_pdf import PdfPages
+from matplotlib.figure import Figure
+
+from vizkit.project.gradcam import GradCamResult
+from vizkit.render.atomic import atomic_dir
+from vizkit.render.display import display_image, is_zero_projection, normalise_projection
+from vizkit.render.info import ReportInfo, vizkit_version
+from vizkit.render.manifest import write_manifest
+from vizkit.render.pages import FONT, MARGIN, Cursor, footer, format_value, new_page
+
+NPZ_KEYS = ("input", "targets", "scores", "cam_raw", "cam", "guided_backprop", "guided_gradcam")
+ZERO_CAM_NOTE = "CAM all zero: the ReLU removed every location (left at 0, not scaled)"
+IMAGE_SIZE = 2.3  # inches, the image on page 1
+MAX_PANEL = 2.05  # inches: two target rows fit under the header of page 1
+CLIP_PERCENTILE = 99.5  # gradient pictures: |values| above this percentile are clipped (a few pixels dominate)
+LABEL_H = 0.34  # two label lines above a target's panels
+ROW_GAP = 0.18
+CAM_ALPHA = 0.5
+RANDOM_INIT_NOTE = "random init weights: the maps show the architecture's bias, not anything learned."
+
+
+def gradcam_arrays(result: GradCamResult) -> dict[str, np.ndarray]:
+    """The npz content, exactly ``NPZ_KEYS``; shapes are checked against each other."""
+    inp = np.asarray(result.input, dtype=np.float32)
+    if inp.ndim != 4 or inp.shape[0] != 1:
+        raise ValueError(f"result.input must be (1, C, H, W), got shape {inp.shape}")
+    _, c, h, w = inp.shape
+    t = len(result.targets)
+    arrays = {
+        "input": inp,
+        "targets": np.asarray(result.targets, dtype=np.int64).reshape(t),
+        "scores": np.asarray(result.scores, dtype=np.float32).reshape(t),
+        "cam_raw": np.asarray(result.cam_raw, dtype=np.float32),
+        "cam": np.asarray(result.cam, dtype=np.float32).reshape(t, h, w),
+        "guided_backprop": np.asarray(result.guided_backprop, dtype=np.float32).reshape(t, c, h, w),
+        "guided_gradcam": np.asarray(result.guided_gradcam, dtype=np.float32).reshape(t, c, h, w),
+    }
+    if arrays["cam_raw"].ndim != 3 or arrays["cam_raw"].shape[0] != t:
+        raise ValueError(f"cam_raw must be (T, h, w) with T = {t}, got {arrays['cam_raw'].shape}")
+    return arrays
+
+
+def save_gradcam_npz(result: GradCamResult, path: Path) -> None:
+    with open(path, "wb") as f:  # a file object: savez would otherwise append ".npz" to other suffixes
+        np.savez_compressed(f, **gradcam_arrays(result))
+
+
+def write_gradcam_outputs(result: GradCamResult, info: ReportInfo, out_dir: Path, stem: str,
+                          timings: dict[str, float]) -> Path:
+    """Write ``out_dir/stem/`` atomically and return it. ``timings`` gains a ``render`` entry (seconds)."""
+    if not stem or stem in (".", "..") or "/" in stem or "\\" in stem or stem.startswith("."):
+        raise ValueError(f"output folder name {stem!r} must be a plain, non-hidden file name")
+    start = time.perf_counter()
+    with atomic_dir(Path(out_dir) / stem) as tmp:
+        save_gradcam_npz(result, tmp / "gradcam.npz")
+        render_gradcam_pdf(result, info, tmp / "gradcam.pdf")
+        write_manifest(tmp, info, {**timings, "render": time.perf_counter() - start})
+    return Path(out_dir) / stem
+
+
+def render_gradcam_pdf(result: GradCamResult, info: ReportInfo, path: Path) -> int:
+    """Write the report to ``path`` and return its page count."""
+    version = vizkit_version()
+    name = Path(info.image_path).name
+    metadata = {"Title": f"vizkit gradcam: {name}", "Creator": f"vizkit {version}",
+                "Subject": f"Grad-CAM, guided backprop and guided Grad-CAM of {info.model} on {name}",
+                "Keywords": "Grad-CAM, guided backpropagation, guided Grad-CAM"}
+    figures = _pages(result, info)
+    with PdfPages(path, metadata=metadata) as pdf:
+        for number, fig in enumerate(figures, start=1):
+            footer(fig, f"vizkit {version} \u00b7 {info.model} \u00b7 {name}", number, len(figures))
+            pdf.savefig(fig)
+    return len(figures)
+
+
+def contrast_picture(p: np.ndarray, percentile: float = CLIP_PERCENTILE) -> np.ndarray:
+    """A signed (C, H, W) gradient as an (H, W, 3) picture in [0, 1], grey = 0, clipped at a percentile of |p|."""
+    p = np.where(np.isfinite(p), p, 0.0)
+    peak = float(np.percentile(np.abs(p), percentile)) if p.size else 0.0
+    return normalise_projection(np.clip(p, -peak, peak) if peak > 0 else p)
+
+
+def _pages(result: GradCamResult, info: ReportInfo) -> list[Figure]:
+    fig = new_page()
+    page_w, page_h = fig.get_size_inches()
+    width = page_w - 2 * MARGIN
+    side = min(MAX_PANEL, (width - 0.3) / 3)
+    row_h = LABEL_H + side + ROW_GAP
+    bottom = page_h - MARGIN - 0.3
+    y = _header(fig, result, info)
+    figures = [fig]
+    picture = display_image(result.image)
+    for t in range(len(result.targets)):
+        if y + row_h > bottom:
+            fig = new_page()
+            figures.append(fig)
+            y = MARGIN
+        _target_row(fig, result, t, picture, y, side)
+        y += row_h
+    return figures
+
+
+def _header(fig: Figure, result: GradCamResult, info: ReportInfo) -> float:
+    page_w, page_h = fig.get_size_inches()
+    width = page_w - 2 * MARGIN
+    top = Cursor(fig, MARGIN, MARGIN, width)
+    top.line(f"vizkit gradcam: {Path(info.image_path).name}", size=15, weight="bold")
+    top.y += 0.06
+    top.paragraph(f"image: {info.image_path}", color="0.3")
+    top.y += 0.08
+    image_top = top.y
+    ax = fig.add_axes([MARGIN / page_w, 1 - (image_top + IMAGE_SIZE) / page_h, IMAGE_SIZE / page_w,
+                       IMAGE_SIZE / page_h])
+    ax.imshow(display_image(result.image), interpolation="none")
+    ax.set_axis_off()
+    _, c, h, w = np.asarray(result.input).shape
+    fig.text(MARGIN / page_w, 1 - (image_top + IMAGE_SIZE + 0.04) / page_h, f"as fed to the model: {c} x {h} x {w}",
+             fontsize=FONT - 1, va="top", color="0.3")
+
+    right_x = MARGIN + IMAGE_SIZE + 0.3
+    right = Cursor(fig, right_x, image_top - 0.08, page_w - MARGIN - right_x)
+    right.heading("Model")
+    right.paragraph(f"model: {info.model}")
+    right.paragraph(f"weights: {info.weights}")
+    if info.pretrained:
+        right.line("pretrained: yes")
+    else:
+        right.line("pretrained: NO (random init weights)", weight="bold", color="firebrick")
+    grid = "x".join(map(str, np.shape(result.cam_raw)[1:]))
+    right.paragraph(f"Grad-CAM layer: {result.layer} (grid {grid})")
+    right.heading("Top-5 predictions")
+    rows = [[i + 1, p.index, p.name[:36], f"{100 * p.probability:.1f} %"] for i, p in enumerate(result.predictions[:5])]
+    if rows:
+        right.table(["#", "class", "name", "probability"], rows, columns=[0.0, 0.45, 0.6, right.width],
+                    align=["left", "right", "left", "right"])
+
+    below = Cursor(fig, MARGIN, max(image_top + IMAGE_SIZE + 0.25, right.y), width)
+    below.heading("Method")
+    below.paragraph("CAM: relu(sum over channels of (spatial mean of d score / d maps) x maps) at the layer, score = "
+                    "the target's pre-softmax logit; upsampled bilinearly and divided by its maximum, shown over "
+                    "the image (jet, alpha 0.5). Guided backprop: input gradient with every rectifier passing "
+                    "relu(gradient) down (Springenberg et al.). Guided Grad-CAM: guided backprop x CAM. Gradient "
+                    f"pictures: each scaled on its own, grey = 0, clipped at the {CLIP_PERCENTILE:g}th percentile of "
+                    "|value|.", size=FONT - 0.5, color="0.25")
+    settings = ", ".join(f"{k}: {format_value(v)}" for k, v in info.settings.items())
+    below.paragraph(f"settings: {settings}", max_lines=2)
+    command = info.command if isinstance(info.command, str) else " ".join(str(a) for a in info.command)
+    below.paragraph(f"command: {command}", max_lines=2)
+    notes = list(result.notes)
+    if not info.pretrained and not any("random init" in n.lower() for n in notes):
+        notes.insert(0, RANDOM_INIT_NOTE)
+    notes += [f"target {t} ({result.class_names[i]}): {ZERO_CAM_NOTE}" for i, t in enumerate(result.targets)
+              if result.zero_cam[i]]
+    if notes:
+        below.heading("Notes")
+    for note in notes:
+        below.paragraph(f"\u2022 {note}", max_lines=3)
+    if result.audit:
+        below.paragraph("interception audit (guided backprop): " + "; ".join(
+            f"{a.op} x{a.count}: {a.rule}" for a in result.audit), size=FONT - 0.5, color="0.3", max_lines=3)
+    return below.y + 0.15
+
+
+def _target_row(fig: Figure, result: GradCamResult, t: int, picture: np.ndarray, y: float, side: float) -> None:
+    page_w, page_h = fig.get_size_inches()
+    gap = (page_w - 2 * MARGIN - 3 * side) / 2
+    label = Cursor(fig, MARGIN, y, page_w - 2 * MARGIN)
+    label.line(f"target {t + 1}: class {int(result.targets[t])} {result.class_names[t]}  \u00b7  probability "
+               f"{100 * float(result.scores[t]):.2f} %", size=FONT + 1, weight="bold")
+    zero = bool(result.zero_cam[t])
+    raw_max = float(np.max(result.cam_raw[t])) if np.size(result.cam_raw[t]) else 0.0
+    headers = ["CAM over the image (" + ("all zero" if zero else f"raw max {raw_max:.4g}") + ")",
+               "guided backprop", "guided Grad-CAM"]
+    for j, text in enumerate(headers):
+        label.text(MARGIN + j * (side + gap), text, size=FONT - 0.5, color="0.3")
+    axes = [fig.add_axes([(MARGIN + j * (side + gap)) / page_w, 1 - (y + LABEL_H + side) / page_h,
+                          side / page_w, side / page_h]) for j in range(3)]
+    _draw(axes, result, t, picture, zero)
+
+
+def _draw(axes: list[Axes], result: GradCamResult, t: int, picture: np.ndarray, zero: bool) -> None:
+    overlay, gbp, ggc = axes
+    overlay.imshow(picture, interpolation="none")
+    overlay.imshow(result.cam[t], cmap="jet", vmin=0.0, vmax=1.0, alpha=CAM_ALPHA, interpolation="none")
+    if zero:
+        overlay.text(0.5, 0.5, "CAM all zero\n(ReLU removed\nevery location)", transform=overlay.transAxes,
+                     ha="center", va="center", fontsize=FONT, color="white", weight="bold",
+                     bbox={"facecolor": "firebrick", "alpha": 0.8, "lw": 0})
+    for ax, proj in ((gbp, result.guided_backprop[t]), (ggc, result.guided_gradcam[t])):
+        ax.imshow(contrast_picture(proj), vmin=0, vmax=1, interpolation="none")
+        if is_zero_projection(proj):
+            ax.text(0.5, 0.5, "all zero", transform=ax.transAxes, ha="center", va="center", fontsize=FONT,
+                    color="firebrick")
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_linewidth(0.4)
+            spine.set_color("0.6")
+
+
+__all__ = ["NPZ_KEYS", "gradcam_arrays", "render_gradcam_pdf", "save_gradcam_npz", "write_gradcam_outputs"]
