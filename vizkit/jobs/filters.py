@@ -55,7 +55,7 @@ def pictured_layers(names: Sequence[str], max_pages: int = DEFAULT_MAX_PAGES) ->
         return names
     if max_pages == 1:
         return names[:1]
-    picks = np.unique(np.round(np.linspace(1, len(names) - 1, max_pages - 1)).astype(int))
+    picks = np.unique(np.round(np.linspace(len(names) - 1, 1, max_pages - 1)).astype(int))  # the last first
     return [names[0]] + [names[i] for i in picks]
 
 
