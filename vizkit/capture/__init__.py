@@ -1,0 +1,16 @@
+"""Capture what a model computes: forward hooks (activations, max-pool switches), the layer table, receptive fields.
+
+Hooks exist only inside a ``with`` block; every call leaves the model exactly as it was.
+"""
+from __future__ import annotations
+
+from vizkit.capture.layer_table import LayerRow, LayerTable, layer_table
+from vizkit.capture.receptive_field import ReceptiveField, receptive_field, receptive_fields
+from vizkit.capture.recorder import Recorder, resolve_layers
+from vizkit.capture.stages import default_layers
+from vizkit.capture.state import preserve_model_state
+
+__all__ = [
+    "LayerRow", "LayerTable", "ReceptiveField", "Recorder", "default_layers", "layer_table", "preserve_model_state",
+    "receptive_field", "receptive_fields", "resolve_layers",
+]
