@@ -12,6 +12,7 @@ import torch
 from click.testing import CliRunner
 from matplotlib import colormaps
 from torch import nn
+from vizkit_cli.activations import activations as activations_command
 
 from vizkit.capture.activations import ActivationGrid, activation_grids, grid_from_output, rank_channels
 from vizkit.capture.state import hook_count, state_fingerprint
@@ -19,7 +20,6 @@ from vizkit.errors import ModelError, UserInputError
 from vizkit.load import load_image, preprocess
 from vizkit.load.zoo import lenet5
 from vizkit.render.activations_pdf import activation_pages, activations_arrays, coloured_maps
-from vizkit_cli.activations import activations as activations_command
 
 
 def _pdf_pages(path: Path) -> int:
@@ -115,9 +115,13 @@ def test_bad_outputs_and_inputs_are_user_errors() -> None:
 def test_one_forward_stopped_after_the_deepest_layer() -> None:
     model = _lenet()
     calls = {"conv1": 0, "conv3": 0, "fc5": 0}
-    handles = [dict(model.named_modules())[n].register_forward_hook(
-        lambda m, i, o, k=n.split(".")[-1]: calls.__setitem__(k, calls[k] + 1))
-        for n in ("features.conv1", "features.conv3", "classifier.fc5")]
+    modules = dict(model.named_modules())
+
+    def counter(key: str):
+        return lambda m, i, o: calls.__setitem__(key, calls[key] + 1)
+
+    handles = [modules[n].register_forward_hook(counter(n.split(".")[-1]))
+               for n in ("features.conv1", "features.conv3", "classifier.fc5")]
     try:
         activation_grids(model, torch.randn(1, 1, 32, 32), ["features.relu2", "features.conv1"], top=3)
     finally:
@@ -212,7 +216,7 @@ def test_cli_lenet5_bad_image_exits_2_and_others_written(tmp_path: Path, sample_
     bad = tmp_path / "notes.jpg"
     bad.write_text("not an image")
     out_dir = tmp_path / "out"
-    code, out, err = _run([str(bad), str(sample_paths[1]), "--model", "lenet5", "--top", "4",
+    code, _, err = _run([str(bad), str(sample_paths[1]), "--model", "lenet5", "--top", "4",
                            "--out", str(out_dir)])
     assert code == 2
     assert "notes.jpg" in err and "1 written, 1 failed" in err

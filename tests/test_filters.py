@@ -11,6 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from torch import nn
+from vizkit_cli.filters import filters as filters_command
 
 from vizkit.capture.filters import FilterStats, conv_layers, filter_stats
 from vizkit.capture.state import hook_count, state_fingerprint
@@ -25,7 +26,6 @@ from vizkit.render.filters_pdf import (
     layer_page,
     picture_kind,
 )
-from vizkit_cli.filters import filters as filters_command
 
 
 def _pdf_pages(path: Path) -> int:

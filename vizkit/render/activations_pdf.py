@@ -140,7 +140,7 @@ def _grid(fig: Figure, grid: ActivationGrid, rgb: np.ndarray, x: float, y: float
     ncols, ipp = grid_layout(n, th, tw, gap, LABEL_H, width, height)
     ipp = min(ipp, 2.2 / max(th, tw))  # a few maps: at most 2.2 inches each
     rows = math.ceil(n / ncols)
-    label_px = int(math.ceil(LABEL_H / ipp))
+    label_px = math.ceil(LABEL_H / ipp)
     pitch_y, pitch_x = th + gap + label_px, tw + gap
     canvas = np.ones((rows * pitch_y, ncols * pitch_x - gap, 3), dtype=np.float32)
     big = rgb.repeat(up, axis=1).repeat(up, axis=2)
@@ -270,6 +270,15 @@ def write_activations_outputs(x: np.ndarray, grids: Sequence[ActivationGrid], im
     return final
 
 
-__all__ = ["SCALES", "activation_page", "activation_page_makers", "activation_pages", "activations_arrays",
-           "coloured_maps", "colour_range", "render_activations_pdf", "save_activations_npz",
-           "write_activations_outputs"]
+__all__ = [
+    "SCALES",
+    "activation_page",
+    "activation_page_makers",
+    "activation_pages",
+    "activations_arrays",
+    "colour_range",
+    "coloured_maps",
+    "render_activations_pdf",
+    "save_activations_npz",
+    "write_activations_outputs",
+]

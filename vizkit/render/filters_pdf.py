@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_pdf import PdfPages
-from matplotlib.figure import Figure
 from matplotlib.collections import PolyCollection
+from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from vizkit.capture.filters import FilterStats
@@ -189,8 +189,7 @@ def _tiles_panel(fig: Figure, s: FilterStats, x: float, y: float, width: float, 
     th, tw = kh * scale, kw * scale
     label_h = 0.12 if n <= 100 else 0.0
     ncols, ipp = grid_layout(n, th, tw, gap, label_h, width, height)
-    rows = math.ceil(n / ncols)
-    label_px = int(math.ceil(label_h / ipp)) if label_h else 0
+    label_px = math.ceil(label_h / ipp) if label_h else 0
     picture = mosaic(tiles, ncols, scale, gap, gap + label_px)
     h_px, w_px = picture.shape[0] + label_px, picture.shape[1]
     ax = axes_at(fig, x + (width - w_px * ipp) / 2, y, w_px * ipp, h_px * ipp)
@@ -252,7 +251,7 @@ def _matrix_panel(fig: Figure, s: FilterStats, x: float, y: float, width: float,
 
 
 def _kernel_rows_panel(fig: Figure, s: FilterStats, x: float, y: float, width: float, height: float) -> str:
-    out, cin, kh, kw = s.shape
+    _, cin, kh, kw = s.shape
     chosen = np.argsort(-np.nan_to_num(s.rms.astype(np.float64), nan=-1.0), kind="stable")[:KERNEL_ROWS]
     cols = min(cin, KERNEL_COLS)
     w = np.nan_to_num(s.weight[chosen, :cols].astype(np.float64))
