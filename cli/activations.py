@@ -8,7 +8,7 @@ from vizkit_cli.common import errors_to_exit_codes, finish, model_options, progr
 
 EPILOG = """\b
 Examples:
-  vizkit activations                              # sample photos -> vizkit-out/activations/<image>/
+  vizkit activations                              # sample photos -> vizkit-out/<image>/
   vizkit activations cat.jpg --model resnet50 --layer layer2 --layer layer4 --top 16
   vizkit activations digit.png --model lenet5 --weights lenet.pth --scale map
 """
@@ -23,7 +23,7 @@ Examples:
               help="Feature maps per layer, strongest first (by max activation, ties by mean).")
 @click.option("--scale", type=click.Choice(["shared", "map"]), default="shared", show_default=True,
               help="Colour scale: one per layer page (dark = weak), or each map stretched to its own range.")
-@click.option("--out", "-o", default="vizkit-out/activations", show_default=True, type=click.Path(file_okay=False),
+@click.option("--out", "-o", default="vizkit-out", show_default=True, type=click.Path(file_okay=False),
               help="Output folder; one subfolder per image.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @errors_to_exit_codes
@@ -32,7 +32,7 @@ def activations(images: tuple[str, ...], model: str | None, weights: str | None,
     """Feature-map grids: for each layer, its strongest feature maps for each IMAGE (the sample photos when none
     is given), labelled with channel and maximum.
 
-    Writes OUT/<image>/activations.pdf, activations.npz (input; per layer: channels, maps, max) and manifest.json.
+    Writes OUT/<image>/activations.pdf, activations.npz (input; per layer: channels, maps, max) and activations.manifest.json.
     One forward pass per image, stopped after the deepest layer. A bad image is reported and skipped (exit 2).
     """
     from vizkit.jobs.activations import ActivationsConfig, run_activations

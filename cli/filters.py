@@ -31,7 +31,7 @@ def filters(model: str | None, weights: str | None, allow_download: bool, allow_
     """Show the learned filters: first-layer filters as RGB (or grey) tiles, deeper layers as kernel-norm maps,
     every filter's RMS with dead and dominant filters flagged.
 
-    Writes OUT/filters/filters.pdf, filters.npz (per layer: rms, dead, dominant, weights) and manifest.json.
+    Writes OUT/filters/filters.pdf, filters.npz (per layer: rms, dead, dominant, weights) and filters.manifest.json.
     Dead: RMS 0 or below 1e-3 x the layer median. Dominant: RMS above --radius.
     """
     from vizkit.jobs.filters import FiltersConfig, run_filters

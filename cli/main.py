@@ -9,7 +9,9 @@ import logging
 import sys
 
 import click
+from vizkit_cli.activations import activations
 from vizkit_cli.common import errors_to_exit_codes, finish, model_options, progress
+from vizkit_cli.filters import filters
 
 EPILOG_DECONV = """\b
 Examples:
@@ -78,7 +80,7 @@ def report(images: tuple[str, ...], model: str | None, weights: str | None, allo
     """Every analysis of each IMAGE in one PDF with contents, and a static HTML gallery.
 
     Writes OUT/<image>/report.pdf, html/index.html (open it from disk; no server needed), deconv.npz and
-    manifest.json. A bad image is reported and skipped; the exit code is then 2.
+    report.manifest.json. A bad image is reported and skipped; the exit code is then 2.
     """
     from vizkit.jobs.report import ReportConfig, run_report
     from vizkit.load import DEFAULT_MODEL, sample_images
@@ -116,6 +118,9 @@ def models() -> None:
     for name in available_models():
         click.echo(name)
 
+
+main.add_command(filters)
+main.add_command(activations)
 
 if __name__ == "__main__":
     main()

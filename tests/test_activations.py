@@ -14,12 +14,21 @@ from matplotlib import colormaps
 from torch import nn
 from vizkit_cli.activations import activations as activations_command
 
-from vizkit.capture.activations import ActivationGrid, activation_grids, grid_from_output, rank_channels
+from vizkit.capture.activations import (
+    ActivationGrid,
+    activation_grids,
+    grid_from_output,
+    rank_channels,
+)
 from vizkit.capture.state import hook_count, state_fingerprint
 from vizkit.errors import ModelError, UserInputError
 from vizkit.load import load_image, preprocess
 from vizkit.load.zoo import lenet5
-from vizkit.render.activations_pdf import activation_pages, activations_arrays, coloured_maps
+from vizkit.render.activations_pdf import (
+    activation_pages,
+    activations_arrays,
+    coloured_maps,
+)
 
 
 def _pdf_pages(path: Path) -> int:
@@ -222,9 +231,9 @@ def test_cli_lenet5_bad_image_exits_2_and_others_written(tmp_path: Path, sample_
     assert "notes.jpg" in err and "1 written, 1 failed" in err
     assert not (out_dir / "notes").exists() and not list(out_dir.glob(".*"))
     folder = out_dir / "chelsea"
-    assert sorted(p.name for p in folder.iterdir()) == ["activations.npz", "activations.pdf", "manifest.json"]
+    assert sorted(p.name for p in folder.iterdir()) == ["activations.manifest.json", "activations.npz", "activations.pdf"]
     arrays = np.load(folder / "activations.npz")
-    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest = json.loads((folder / "activations.manifest.json").read_text())
     layers = manifest["settings"]["layers"]
     assert layers and manifest["settings"]["top"] == 4 and manifest["weights"]["pretrained"] is False
     assert set(arrays.files) == {"input"} | {f"{l}/{k}" for l in layers for k in ("channels", "maps", "max")}
@@ -251,7 +260,7 @@ def test_cli_default_model_one_image(tmp_path: Path, sample_paths: list[Path], d
     out_ref = _hooked_output(default_model.model, "blocks.1.1", x)[0]
     ref = torch.topk(out_ref.flatten(1).amax(1), 6)
     assert arrays["blocks.1.1/channels"].tolist() == ref.indices.tolist()
-    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest = json.loads((folder / "activations.manifest.json").read_text())
     assert manifest["settings"]["scale"] == "map" and manifest["model"] == "efficientnet_lite0"
 
 
@@ -262,10 +271,10 @@ def test_cli_unknown_layer_is_one_line_exit_2(tmp_path: Path, sample_paths: list
     assert not list(tmp_path.iterdir())
 
 
-def test_never_replaces_another_commands_folder(tmp_path: Path, sample_paths: list[Path]) -> None:
+def test_writes_beside_another_commands_files(tmp_path: Path, sample_paths: list[Path]) -> None:
     other = tmp_path / "coffee"
     other.mkdir()
     (other / "deconv.pdf").write_bytes(b"deconv result")
     code, _, err = _run([str(sample_paths[2]), "--model", "lenet5", "--top", "2", "--out", str(tmp_path)])
-    assert code == 2 and "already holds other files" in err
-    assert (other / "deconv.pdf").read_bytes() == b"deconv result"
+    assert code == 0, err
+    assert (other / "deconv.pdf").read_bytes() == b"deconv result" and (other / "activations.pdf").exists()

@@ -287,3 +287,30 @@ def test_bad_mode_and_layer_are_user_errors() -> None:
         deconv(model, torch.randn(1, 3, 32, 32), ["features.5"], mode="mean")
     with pytest.raises(ModelError, match="features.5"):
         deconv(model, torch.randn(1, 3, 32, 32), ["feature.5"])
+
+
+@pytest.mark.parametrize(("builder", "layer", "size"), [
+    (torchvision.models.vgg11_bn, "features.10", 96),   # conv3 of a local chain with overlapping-free pools
+    (torchvision.models.alexnet, "features.5", 127),    # overlapping 3x3/2 pools
+    (torchvision.models.resnet18, "layer2", 112),       # residual adds, stem max-pool
+])
+def test_receptive_field_crop_equals_full_image(builder, layer: str, size: int) -> None:
+    """The crop path computes each unit only over its receptive-field cone: same numbers, less arithmetic."""
+    from vizkit.capture.receptive_field import receptive_fields
+    from vizkit.project.deconv import project_cropped
+
+    torch.manual_seed(9)
+    model = _perturb(builder()).double()
+    x = torch.randn(1, 3, size, size, dtype=torch.float64)
+    rf = receptive_fields(model, tuple(x.shape))[layer]
+    assert rf is not None and rf.local
+    cap = forward_capture(model, x, [layer])
+    picked = top_units(cap.outputs[layer], 6)
+    grid = cap.outputs[layer].shape[-1]
+    picked += [(Unit(0, (0, 0)), float(cap.outputs[layer][0, 0, 0, 0])),            # border units too
+               (Unit(1, (grid - 1, grid - 1)), float(cap.outputs[layer][0, 1, -1, -1]))]
+    units, values = [u for u, _ in picked], [v for _, v in picked]
+    full = project_full(cap, layer, units)
+    cropped = project_cropped(model, x, layer, units, rf, values)
+    for i in range(len(units)):
+        assert _rel(cropped[i], full[i]) < 1e-10 or full[i].abs().max() == cropped[i].abs().max() == 0, units[i]

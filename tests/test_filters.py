@@ -229,7 +229,7 @@ def test_cli_lenet5_with_weights_file(tmp_path: Path) -> None:
     assert code == 0, err
     folder = tmp_path / "out" / "filters"
     assert out.strip() == f"wrote {folder}/"
-    assert sorted(p.name for p in folder.iterdir()) == ["filters.npz", "filters.pdf", "manifest.json"]
+    assert sorted(p.name for p in folder.iterdir()) == ["filters.manifest.json", "filters.npz", "filters.pdf"]
     assert _pdf_pages(folder / "filters.pdf") == 1 + 3  # summary + conv1, conv2, conv3
     arrays = np.load(folder / "filters.npz")
     layers = ["features.conv1", "features.conv2", "features.conv3"]
@@ -243,7 +243,7 @@ def test_cli_lenet5_with_weights_file(tmp_path: Path) -> None:
     assert arrays["features.conv1/weights"].shape == (6, 1, 5, 5)  # LeNet: one grey input channel
     assert np.flatnonzero(arrays["features.conv2/dead"]).tolist() == [3]
     assert arrays["features.conv2/dominant"][7]
-    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest = json.loads((folder / "filters.manifest.json").read_text())
     assert manifest["model"] == "lenet5" and manifest["image"] is None
     assert manifest["settings"]["radius"] == 0.2 and manifest["settings"]["pictured"] == layers
     assert {f["path"] for f in manifest["files"]} == {"filters.npz", "filters.pdf"}
@@ -258,7 +258,7 @@ def test_cli_default_model_caps_picture_pages(tmp_path: Path) -> None:
     assert len(arrays.files) == 49 * 4  # statistics for every conv of EfficientNet-Lite0
     assert arrays["conv_stem/weights"].shape == (32, 3, 3, 3)
     assert arrays["conv_stem/dead"].sum() >= 1  # the pretrained stem has dead filters (RMS ~1e-10)
-    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest = json.loads((folder / "filters.manifest.json").read_text())
     assert manifest["settings"]["pictured"] == ["conv_stem", "conv_head"]
     assert manifest["weights"]["pretrained"] is True
     assert _pdf_pages(folder / "filters.pdf") in (2 + 2, 2 + 3)  # 1-2 summary pages (49 rows) + 2 layer pages
@@ -272,13 +272,12 @@ def test_cli_bad_layer_exits_2_and_writes_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "filters").exists() and not list(tmp_path.glob(".*"))
 
 
-def test_refuses_to_replace_a_folder_with_other_files(tmp_path: Path) -> None:
+def test_keeps_other_files_in_the_folder(tmp_path: Path) -> None:
     folder = tmp_path / "filters"
     folder.mkdir()
-    (folder / "deconv.pdf").write_bytes(b"someone else's")
-    with pytest.raises(UserInputError, match="already holds other files"):
-        run_filters(FiltersConfig(model="lenet5", out=tmp_path))
-    assert (folder / "deconv.pdf").read_bytes() == b"someone else's"
+    (folder / "notes.txt").write_bytes(b"someone else's")
+    assert run_filters(FiltersConfig(model="lenet5", out=tmp_path)).exit_code == 0
+    assert (folder / "notes.txt").read_bytes() == b"someone else's" and (folder / "filters.pdf").exists()
 
 
 def test_rerun_replaces_own_output(tmp_path: Path) -> None:

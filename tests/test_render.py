@@ -337,14 +337,21 @@ def test_atomic_dir_failure_leaves_the_previous_folder_untouched(tmp_path):
     assert [p.name for p in final.iterdir()] == ["old.txt"] and (final / "old.txt").read_text() == "good"
 
 
-def test_atomic_dir_success_replaces_an_existing_folder(tmp_path):
+def test_atomic_dir_success_replaces_its_own_entries_and_keeps_other_commands_files(tmp_path):
     final = tmp_path / "img"
-    final.mkdir()
-    (final / "stale.txt").write_text("old")
+    (final / "html").mkdir(parents=True)
+    (final / "html" / "stale.png").write_text("old")
+    (final / "deconv.pdf").write_text("old deconv")
+    (final / "gradcam.pdf").write_text("another command's result")
     with atomic_dir(final) as tmp:
-        (tmp / "fresh.txt").write_text("new")
-    assert [p.name for p in final.iterdir()] == ["fresh.txt"]
-    assert [p.name for p in tmp_path.iterdir()] == ["img"]  # the old one was deleted after the swap
+        (tmp / "deconv.pdf").write_text("new deconv")
+        (tmp / "html").mkdir()
+        (tmp / "html" / "index.html").write_text("new")
+    assert sorted(p.name for p in final.iterdir()) == ["deconv.pdf", "gradcam.pdf", "html"]
+    assert (final / "deconv.pdf").read_text() == "new deconv"
+    assert (final / "gradcam.pdf").read_text() == "another command's result"
+    assert [p.name for p in (final / "html").iterdir()] == ["index.html"]  # a folder entry is replaced whole
+    assert [p.name for p in tmp_path.iterdir()] == ["img"]  # no temp or old folders left
 
 
 def test_atomic_dir_refuses_to_replace_a_file(tmp_path):

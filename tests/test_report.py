@@ -32,7 +32,7 @@ def report_dir(tmp_path_factory: pytest.TempPathFactory, sample_paths: list[Path
 
 
 def test_report_files_and_contents_page(report_dir: Path) -> None:
-    assert {p.name for p in report_dir.iterdir()} >= {"report.pdf", "html", "deconv.npz", "manifest.json"}
+    assert {p.name for p in report_dir.iterdir()} >= {"report.pdf", "html", "deconv.npz", "report.manifest.json"}
     html = (report_dir / "html" / "index.html").read_text()
     images = re.findall(r'<img src="(img/p\d+\.png)"', html)
     assert _pdf_pages(report_dir / "report.pdf") == 1 + len(images)  # contents page + the same pages as the HTML

@@ -4,6 +4,8 @@ Hooks exist only inside a ``with`` block; every call leaves the model exactly as
 """
 from __future__ import annotations
 
+from vizkit.capture.activations import ActivationGrid, activation_grids
+from vizkit.capture.filters import FilterStats, filter_stats
 from vizkit.capture.layer_table import LayerRow, LayerTable, layer_table
 from vizkit.capture.receptive_field import ReceptiveField, receptive_field, receptive_fields
 from vizkit.capture.recorder import Recorder, resolve_layers
@@ -11,6 +13,6 @@ from vizkit.capture.stages import default_layers
 from vizkit.capture.state import preserve_model_state
 
 __all__ = [
-    "LayerRow", "LayerTable", "ReceptiveField", "Recorder", "default_layers", "layer_table", "preserve_model_state",
+    "ActivationGrid", "FilterStats", "activation_grids", "filter_stats", "LayerRow", "LayerTable", "ReceptiveField", "Recorder", "default_layers", "layer_table", "preserve_model_state",
     "receptive_field", "receptive_fields", "resolve_layers",
 ]

@@ -4,6 +4,7 @@ The CLI only turns options into these configs; everything it does is reachable f
 """
 from __future__ import annotations
 
+from vizkit.jobs.activations import ActivationsConfig, run_activations
 from vizkit.jobs.common import (
            Failure,
            JobReport,
@@ -12,6 +13,9 @@ from vizkit.jobs.common import (
            resolve_device,
 )
 from vizkit.jobs.deconv import DeconvConfig, deconv_image, run_deconv
+from vizkit.jobs.filters import FiltersConfig, run_filters
+from vizkit.jobs.report import ReportConfig, run_report
 
-__all__ = ["DeconvConfig", "Failure", "JobReport", "deconv_image", "for_each_image", "predictions",
-           "resolve_device", "run_deconv"]
+__all__ = ["ActivationsConfig", "DeconvConfig", "Failure", "FiltersConfig", "JobReport", "ReportConfig",
+           "deconv_image", "for_each_image", "predictions", "resolve_device", "run_activations", "run_deconv",
+           "run_filters", "run_report"]

@@ -20,7 +20,7 @@ from vizkit.render.activations_pdf import SCALES, write_activations_outputs
 from vizkit.render.info import ReportInfo
 
 #: Default output folder: its own, so it never replaces a ``vizkit deconv`` result folder of the same image.
-DEFAULT_OUT = "vizkit-out/activations"
+DEFAULT_OUT = "vizkit-out"
 
 
 @dataclass

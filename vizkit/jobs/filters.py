@@ -60,7 +60,7 @@ def pictured_layers(names: Sequence[str], max_pages: int = DEFAULT_MAX_PAGES) ->
 
 
 def run_filters(config: FiltersConfig, *, progress: Callable[[str], None] | None = None) -> JobReport:
-    """Run ``vizkit filters``: ``OUT/filters/`` with filters.pdf, filters.npz and manifest.json, atomically.
+    """Run ``vizkit filters``: ``OUT/filters/`` with filters.pdf, filters.npz and filters.manifest.json, atomically.
 
     Model, layer and option problems raise a ``VizkitError`` (exit code 2); the report lists the one folder.
     """

@@ -41,7 +41,7 @@ class ReportConfig:
 
 
 def run_report(config: ReportConfig, *, progress: Callable[[str], None] | None = None) -> JobReport:
-    """Write ``out/<stem>/report.pdf``, ``out/<stem>/html/index.html`` (+ images), ``deconv.npz`` and a manifest."""
+    """Write ``out/<stem>/report.pdf``, ``html/index.html`` (+ images), ``deconv.npz`` and ``report.manifest.json``."""
     device = resolve_device(config.device)
     loaded = load_model(config.model, config.weights, device=device, allow_pickle=config.allow_pickle,
                         allow_download=config.allow_download)
@@ -73,7 +73,7 @@ def run_report(config: ReportConfig, *, progress: Callable[[str], None] | None =
             write_report_pdf(tmp / "report.pdf", title, subtitle, sections)
             write_html_gallery(tmp / "html", title, subtitle, sections)
             timings["render"] = time.perf_counter() - t1
-            write_manifest(tmp, info, timings)
+            write_manifest(tmp, info, timings, name="report.manifest.json")
         return Path(config.out) / stem
 
     return for_each_image(images, work, progress)

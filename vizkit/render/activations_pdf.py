@@ -27,17 +27,25 @@ from vizkit.capture.activations import ActivationGrid
 from vizkit.errors import UserInputError
 from vizkit.render.atomic import atomic_dir
 from vizkit.render.display import display_image
-from vizkit.render.filters_pdf import axes_at, check_own_folder, grid_layout
+from vizkit.render.filters_pdf import axes_at, grid_layout
 from vizkit.render.info import ReportInfo, vizkit_version
-from vizkit.render.manifest import MANIFEST_NAME, write_manifest
-from vizkit.render.pages import FONT, LINE, MARGIN, Cursor, footer, format_value, new_page
+from vizkit.render.manifest import write_manifest
+from vizkit.render.pages import (
+    FONT,
+    LINE,
+    MARGIN,
+    Cursor,
+    footer,
+    format_value,
+    new_page,
+)
 
 SCALES = ("shared", "map")
 CMAP = "viridis"
 THUMB = 1.15  # inches: the image thumbnail on each layer page
 LABEL_H = 0.14  # inches under each map for its label
 MIN_MAP_PX = 56  # small maps are upscaled (nearest) to at least this many pixels so viewers do not blur them
-OUTPUT_FILES = ("activations.pdf", "activations.npz", MANIFEST_NAME)
+MANIFEST = "activations.manifest.json"
 
 
 # ---------------------------------------------------------------- arrays
@@ -255,18 +263,16 @@ def render_activations_pdf(grids: Sequence[ActivationGrid], image: np.ndarray, x
 
 def write_activations_outputs(x: np.ndarray, grids: Sequence[ActivationGrid], image: np.ndarray, info: ReportInfo,
                               out_dir: Path, stem: str, timings: dict[str, float], scale: str = "shared") -> Path:
-    """Write ``out_dir/stem/`` (activations.npz, activations.pdf, manifest.json last) atomically; return it.
-
-    Refuses (exit 2) to replace a folder holding another command's files: the swap replaces whole folders."""
+    """Write activations.npz, activations.pdf and activations.manifest.json (last) into ``out_dir/stem/``,
+    atomically and beside other commands' files; return the folder."""
     if not stem or stem in (".", "..") or "/" in stem or "\\" in stem or stem.startswith("."):
         raise ValueError(f"output folder name {stem!r} must be a plain, non-hidden file name")
     final = Path(out_dir) / stem
-    check_own_folder(final, OUTPUT_FILES)
     start = time.perf_counter()
     with atomic_dir(final) as tmp:
         save_activations_npz(x, grids, tmp / "activations.npz")
         render_activations_pdf(grids, image, tuple(np.shape(x)), info, tmp / "activations.pdf", scale)
-        write_manifest(tmp, info, {**timings, "render": time.perf_counter() - start})
+        write_manifest(tmp, info, {**timings, "render": time.perf_counter() - start}, name=MANIFEST)
     return final
 
 

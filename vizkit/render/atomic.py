@@ -1,4 +1,8 @@
-"""All-or-nothing output folders: build in a hidden temporary sibling, then swap it into place."""
+"""Atomic outputs: build in a hidden temporary sibling, then move into place.
+
+Several commands write into the same per-image folder (deconv.pdf, gradcam.pdf, report.pdf, ...), so a run
+replaces only the entries it wrote, each with an atomic ``os.replace``; files of other commands stay.
+"""
 from __future__ import annotations
 
 import os
@@ -34,12 +38,12 @@ def _check_target(final: Path) -> None:
 
 @contextmanager
 def atomic_dir(final: Path) -> Iterator[Path]:
-    """Yield an empty temporary folder ``final.parent/.<name>.tmp-<random>``; on success it becomes ``final``.
+    """Yield an empty temporary folder ``final.parent/.<name>.tmp-<random>``; on success its entries land in ``final``.
 
-    If ``final`` already exists it is moved aside, the new folder is moved in with ``os.replace`` and only then
-    is the old one deleted. On any exception (KeyboardInterrupt included) the temporary folder is removed, the
-    exception propagates, and a previous ``final`` is left exactly as it was. Not meant for two writers of the
-    same ``final`` at once (the later swap wins; the loser's exception says so).
+    When ``final`` does not exist the whole folder is moved in with one ``os.replace``. When it exists, each entry
+    replaces the same-named entry (a file with ``os.replace``; a folder is moved aside, replaced, then deleted) and
+    everything else in ``final`` stays. On any exception (KeyboardInterrupt included) the temporary folder is
+    removed, the exception propagates, and ``final`` is left exactly as it was.
     """
     final = Path(final)
     _check_target(final)
@@ -55,17 +59,16 @@ def atomic_dir(final: Path) -> Iterator[Path]:
 
 
 def _swap_in(tmp: Path, final: Path) -> None:
-    old: Path | None = None
-    if final.exists():
-        old = _sibling(final, "old")
-        os.replace(final, old)
-    try:
+    if not final.exists():
         os.replace(tmp, final)
-    except BaseException:
-        if old is not None and not final.exists():
-            os.replace(old, final)  # put the previous good result back
-        elif old is not None:
-            shutil.rmtree(old, ignore_errors=True)  # someone else's newer result is in place
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        return
+    for entry in sorted(tmp.iterdir(), key=lambda p: p.name == "manifest.json" or p.name.endswith(".manifest.json")):
+        target = final / entry.name  # manifests last: they describe the files already in place
+        if entry.is_dir() and target.is_dir():
+            old = _sibling(target, "old")
+            os.replace(target, old)
+            os.replace(entry, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(entry, target)
+    tmp.rmdir()

@@ -34,11 +34,18 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from vizkit.capture.filters import FilterStats
-from vizkit.errors import UserInputError
 from vizkit.render.atomic import atomic_dir
 from vizkit.render.info import ReportInfo, vizkit_version
-from vizkit.render.manifest import MANIFEST_NAME, write_manifest
-from vizkit.render.pages import FONT, LINE, MARGIN, Cursor, footer, format_value, new_page
+from vizkit.render.manifest import write_manifest
+from vizkit.render.pages import (
+    FONT,
+    LINE,
+    MARGIN,
+    Cursor,
+    footer,
+    format_value,
+    new_page,
+)
 
 MAX_TILES = 256
 MAX_ROWS = 256
@@ -47,7 +54,7 @@ KERNEL_ROWS = 12
 KERNEL_COLS = 32
 FLAGGED_LISTED = 24  # flagged filter indices listed in a page header
 DEAD_COLOUR, DOMINANT_COLOUR, NORMAL_COLOUR = "firebrick", "darkorange", "steelblue"
-OUTPUT_FILES = ("filters.pdf", "filters.npz", MANIFEST_NAME)
+MANIFEST = "filters.manifest.json"
 
 
 # ---------------------------------------------------------------- arrays
@@ -436,28 +443,18 @@ def render_filters_pdf(stats: Sequence[FilterStats], info: ReportInfo, path: Pat
     return len(makers)
 
 
-def check_own_folder(folder: Path, own: Sequence[str]) -> None:
-    """Refuse to replace a folder that holds files another command wrote (atomic_dir swaps whole folders)."""
-    if folder.is_dir():
-        foreign = sorted(p.name for p in folder.iterdir() if p.name not in own)
-        if foreign:
-            raise UserInputError(f"{folder} already holds other files ({', '.join(foreign[:3])}); vizkit would "
-                                 "replace the whole folder: choose another --out")
-
-
 def write_filters_outputs(stats: Sequence[FilterStats], info: ReportInfo, out_dir: Path,
                           pictured: Sequence[str] | None, timings: dict[str, float]) -> Path:
-    """Write ``out_dir/filters/`` (filters.pdf, filters.npz, manifest.json last) atomically and return it."""
+    """Write ``out_dir/filters/`` (filters.pdf, filters.npz, filters.manifest.json last) atomically and return it."""
     final = Path(out_dir) / "filters"
-    check_own_folder(final, OUTPUT_FILES)
     start = time.perf_counter()
     with atomic_dir(final) as tmp:
         save_filters_npz(stats, tmp / "filters.npz")
         render_filters_pdf(stats, info, tmp / "filters.pdf", pictured)
-        write_manifest(tmp, info, {**timings, "render": time.perf_counter() - start})
+        write_manifest(tmp, info, {**timings, "render": time.perf_counter() - start}, name=MANIFEST)
     return final
 
 
-__all__ = ["axes_at", "check_own_folder", "filter_tiles", "filters_arrays", "filters_page_makers", "filters_pages",
+__all__ = ["axes_at", "filter_tiles", "filters_arrays", "filters_page_makers", "filters_pages",
            "grid_layout", "kernel_norms", "layer_page", "mosaic", "picture_kind", "render_filters_pdf", "rms_chart",
            "save_filters_npz", "write_filters_outputs"]

@@ -27,12 +27,12 @@ def _jsonable(value: object) -> object:
     raise TypeError(f"manifest: cannot write {type(value).__name__} value {value!r} as JSON")
 
 
-def manifest_content(folder: Path, info: ReportInfo, timings: dict[str, float]) -> dict:
+def manifest_content(folder: Path, info: ReportInfo, timings: dict[str, float], name: str = MANIFEST_NAME) -> dict:
     folder = Path(folder)
     files = [
         {"path": p.relative_to(folder).as_posix(), "bytes": p.stat().st_size, "sha256": sha256_file(p)}
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != MANIFEST_NAME
+        if p.is_file() and p.name != name
     ]
     command = info.command if isinstance(info.command, str) else [str(a) for a in info.command]
     return {
@@ -50,10 +50,14 @@ def manifest_content(folder: Path, info: ReportInfo, timings: dict[str, float]) 
     }
 
 
-def write_manifest(folder: Path, info: ReportInfo, timings: dict[str, float]) -> Path:
-    """Hash every file already in ``folder`` (recursively) and write ``folder/manifest.json``; call it last."""
-    content = manifest_content(folder, info, timings)
+def write_manifest(folder: Path, info: ReportInfo, timings: dict[str, float], name: str = MANIFEST_NAME) -> Path:
+    """Hash every file already in ``folder`` (recursively) and write ``folder/<name>``; call it last.
+
+    ``vizkit deconv`` writes ``manifest.json``; other commands sharing the per-image folder write
+    ``<command>.manifest.json`` so that no run overwrites another command's record.
+    """
+    content = manifest_content(folder, info, timings, name)
     text = json.dumps(content, indent=2, default=_jsonable, allow_nan=False) + "\n"
-    path = Path(folder) / MANIFEST_NAME
+    path = Path(folder) / name
     path.write_text(text, encoding="utf-8")
     return path
