@@ -76,7 +76,7 @@ def run_filters(config: FiltersConfig, *, progress: Callable[[str], None] | None
     settings = {"layers": names if config.layers else "every Conv2d", "pictured": pictured,
                 "radius": config.radius, "dead_ratio": config.dead_ratio,
                 "max_pages": None if config.layers else config.max_pages}
-    info = ReportInfo(None, loaded.name, loaded.weights, loaded.weights_sha256,  # type: ignore[arg-type]
+    info = ReportInfo(None, loaded.name, loaded.weights, loaded.weights_sha256,
                       loaded.pretrained, loaded.preprocessing.to_dict(), settings, config.command)
     timings = {"load_model": load_seconds, "statistics": time.perf_counter() - t0}
     folder = write_filters_outputs(stats, info, Path(config.out), pictured, timings)

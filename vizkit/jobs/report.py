@@ -12,13 +12,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
+from vizkit.capture.activations import activation_grids
+from vizkit.capture.filters import filter_stats
 from vizkit.capture.recorder import resolve_layers
 from vizkit.capture.stages import default_layers
 from vizkit.jobs.common import JobReport, for_each_image, resolve_device
 from vizkit.jobs.deconv import deconv_image
+from vizkit.jobs.filters import pictured_layers
 from vizkit.load import DEFAULT_MODEL, load_model, sample_images
 from vizkit.project.deconv import analyse_receptive_fields
 from vizkit.render import ReportInfo, atomic_dir, save_deconv_npz, write_manifest
+from vizkit.render.activations_pdf import activation_page
+from vizkit.render.filters_pdf import filters_page_makers
 from vizkit.render.layer_page import render_layer_page
 from vizkit.render.report import Section, write_html_gallery, write_report_pdf
 from vizkit.render.summary_page import render_summary_page
@@ -52,6 +59,8 @@ def run_report(config: ReportConfig, *, progress: Callable[[str], None] | None =
     rfs = analyse_receptive_fields(loaded.model, input_shape)
     images = [Path(p) for p in config.images] or sample_images()
     settings = {"layers": layers, "top_k": config.top_k, "device": str(device)}
+    stats = filter_stats(loaded.model)  # model-level: the same section in every image's report
+    pictured = pictured_layers([s.layer for s in stats], 5)
 
     def work(path: Path, stem: str) -> Path:
         timings: dict[str, float] = {}
@@ -62,9 +71,18 @@ def run_report(config: ReportConfig, *, progress: Callable[[str], None] | None =
                           prep.to_dict(), settings, config.command)
         sections = [Section("Summary", [lambda: render_summary_page(result, info, first_layer_page=3)],
                             summary="image, model, predictions, interception audit")]
+        t0 = time.perf_counter()
+        x = torch.from_numpy(result.input).to(device)
+        grids = {g.layer: g for g in activation_grids(loaded.model, x, layers, top=32)}
+        timings["activations"] = time.perf_counter() - t0
         for lp in result.layers:
-            sections.append(Section(f"Layer {lp.layer}", [lambda lp=lp: render_layer_page(lp, result.image)],
-                                    level=2, summary=lp.note))
+            sections.append(Section(f"Layer {lp.layer}", [
+                lambda lp=lp: render_layer_page(lp, result.image),
+                lambda lp=lp: activation_page(grids[lp.layer], result.image),
+            ], level=2, summary=lp.note or "deconvnet projections of the top feature maps; the strongest feature maps"))
+        first = 2 + sum(len(section.pages) for section in sections)  # after the contents page
+        sections.append(Section("Filters", filters_page_makers(stats, pictured=pictured, first_page=first),
+                                summary="learned filters, per-filter RMS, dead and dominant filters"))
         title = f"vizkit report: {path.name}"
         subtitle = f"model {loaded.name} ({loaded.weights}); layers {', '.join(layers)}"
         with atomic_dir(Path(config.out) / stem) as tmp:

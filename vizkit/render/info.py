@@ -19,7 +19,7 @@ class ReportInfo:
     settings: the run's options (layers, top_k, mode, device); command: argv list or the command string.
     """
 
-    image_path: str
+    image_path: str | None  # None for model-level outputs (filters)
     model: str
     weights: str
     weights_sha256: str | None
