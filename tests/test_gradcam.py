@@ -135,6 +135,9 @@ def test_cam_raw_equals_captum_layer_gradcam(models: dict[str, nn.Module], name:
 
     model, x = models[name], images()
     out = gradcam(model, x, layer, [[1, 7], [4, None]])
+    cams_only = gradcam(model, x, layer, [[1, 7], [4, None]], guided=False)  # graph starts at the layer
+    np.testing.assert_allclose(cams_only.cam_raw, out.cam_raw, rtol=1e-6, atol=1e-30)
+    assert cams_only.guided_backprop.shape == (2, 2, 0, 64, 64)
     method = LayerGradCam(model, dict(model.named_modules())[layer])
     nonzero = 0
     for t in range(2):
@@ -161,6 +164,26 @@ def test_guided_backprop_equals_captum_where_relus_are_modules(models: dict[str,
         assert rel_err(ours[:, t], ref) < RTOL
     np.testing.assert_array_equal(gradcam(model, x, "features.28" if name == "vgg11_bn" else "layer4",
                                           targets).guided_backprop, ours)
+
+
+def test_other_rectifiers_above_and_below_the_layer_mobilenet_v3() -> None:
+    """Hardswish/ReLU/hardsigmoid gates, and a Hardswish in the classifier above the layer: the CAM must use the
+    ordinary gradient there (Captum), guided backprop the guided rule everywhere (GuidedBackpropRules directly)."""
+    from captum.attr import LayerGradCam
+
+    from vizkit.project.rules import GuidedBackpropRules
+
+    torch.manual_seed(0)
+    model, x = perturbed(torchvision.models.mobilenet_v3_small(weights=None)), images(2)
+    out = gradcam(model, x, "features.12", [[4], [8]])
+    ref = LayerGradCam(model, model.features[12]).attribute(x, target=[4, 8], relu_attributions=True)[:, 0]
+    assert rel_err(out.cam_raw[:, 0], ref) < RTOL
+    xr = x.clone().requires_grad_(True)
+    with GuidedBackpropRules() as rules:
+        logits = model(xr)
+    (gbp,) = torch.autograd.grad(logits[[0, 1], [4, 8]].sum(), xr)
+    assert rel_err(out.guided_backprop[:, 0], gbp) < RTOL
+    assert {a.op for a in out.audit} >= {"hardswish", "relu", "sigmoid gate"} and out.audit == rules.audit()
 
 
 class _HandGuidedReLU(torch.autograd.Function):
@@ -241,13 +264,16 @@ def test_model_state_is_restored_also_when_the_forward_raises() -> None:
 
     gradcam(model, x, "layer4", [[1, 2]])
     check()
+    gradcam(model, x, "layer4", [[1, 2]], guided=False)
+    check()
 
     def boom(*args: object) -> None:
         raise RuntimeError("boom")
 
     handle = model.layer4.register_forward_hook(boom)
-    with pytest.raises(RuntimeError, match="boom"):
-        gradcam(model, x, "layer3", [[1]])
+    for guided in (True, False):
+        with pytest.raises(RuntimeError, match="boom"):
+            gradcam(model, x, "layer3", [[1]], guided=guided)
     handle.remove()
     check()
 

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vizkit.capture.recorder import Recorder
+from vizkit.capture.recorder import Recorder, resolve_layers
 from vizkit.capture.stages import default_layers
 from vizkit.capture.state import preserve_model_state
 from vizkit.errors import ModelError, UserInputError
@@ -95,6 +95,24 @@ class _SwitchedGuidedRectify(_GuidedRectify):
         return (local.clamp(min=0) if ctx.rules.guided else local), None, None, None
 
 
+class _SwitchedGuidedReLU(torch.autograd.Function):
+    """ReLU only: the same rule from a 1-byte mask saved at forward time (no copy of x, no recomputation)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, call: Any, rules: _SwitchableGuidedRules) -> torch.Tensor:
+        out = call()
+        if out is x:
+            ctx.mark_dirty(x)
+        ctx.rules = rules
+        ctx.save_for_backward(out > 0)  # relu's gradient passes where x > 0, i.e. where the output is > 0
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (on,) = ctx.saved_tensors
+        return (grad.clamp(min=0) if ctx.rules.guided else grad).masked_fill(~on, 0), None, None
+
+
 class _SwitchableGuidedRules(GuidedBackpropRules):
     """``GuidedBackpropRules`` whose rectifier rule can be turned off between backward passes of one forward."""
 
@@ -113,6 +131,8 @@ class _SwitchableGuidedRules(GuidedBackpropRules):
             return func(*args, **kwargs)
         rest = args[1:]
         call = lambda: func(*args, **kwargs)  # noqa: E731
+        if op.name == "relu":
+            return _SwitchedGuidedReLU.apply(x, call, self)
         pure = lambda t: func(t.clone(), *rest, **kwargs)  # noqa: E731 - clone: in-place variants stay legal
         return _SwitchedGuidedRectify.apply(x, call, pure, self)
 
@@ -126,13 +146,19 @@ def default_gradcam_layer(model: nn.Module, input_shape: tuple[int, ...]) -> str
     return layers[-1]
 
 
-def gradcam(model: nn.Module, x: torch.Tensor, layer: str, targets: Targets | None = None) -> GradCamOutput:
+def gradcam(model: nn.Module, x: torch.Tensor, layer: str, targets: Targets | None = None, *,
+            guided: bool = True) -> GradCamOutput:
     """Grad-CAM at ``layer``, guided backprop and guided Grad-CAM for every image of ``x`` (N, C, H, W).
 
     ``targets[n]`` lists the classes to explain for image n (the same count T for every image; ``None`` entries
     mean that image's top-1); ``targets=None`` is the top-1 class of each image. The model is left exactly as it
     was (flags, gradients, hooks), also when the forward raises.
+
+    ``guided=False`` computes the CAMs only: the autograd graph then starts at the layer (nothing below it is
+    recorded or back-propagated), and ``guided_backprop``/``guided_gradcam`` are empty (N, T, 0, H, W) arrays.
     """
+    if not guided:
+        return _cam_only(model, x, layer, targets)
     return _explain(model, x, layer, targets)
 
 
@@ -178,6 +204,57 @@ def _explain(model: nn.Module, x: torch.Tensor, layer: str | None, targets: Targ
     cam = scale_cam(upsample_cam(cam_raw, tuple(x.shape[-2:])))
     return GradCamOutput(_np(index), _np(scores), _np(cam_raw), _np(cam), _np(gbp), _np(gbp * cam.unsqueeze(2)),
                          rules.audit(), _np(logits))
+
+
+class _GraphFrom:
+    """Inside the ``with`` block, ``module``'s first output becomes a leaf that requires grad (``.maps``): the
+    autograd graph starts there. Downstream gets a copy, so in-place ops after the layer stay legal."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module, self.maps = module, None
+
+    def __enter__(self) -> _GraphFrom:
+        self.handle = self.module.register_forward_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.handle.remove()
+
+    def _hook(self, module: nn.Module, inputs: tuple[Any, ...], output: Any) -> Any:
+        if self.maps is not None or not isinstance(output, torch.Tensor):
+            return None
+        self.maps = output.detach().requires_grad_(True)
+        return self.maps.clone()
+
+
+def _cam_only(model: nn.Module, x: torch.Tensor, layer: str, targets: Targets | None) -> GradCamOutput:
+    if x.dim() != 4:
+        raise UserInputError(f"expected a batch of images (N, C, H, W), got shape {tuple(x.shape)}")
+    module = resolve_layers(model, [layer])[layer]
+    with preserve_model_state(model), torch.enable_grad():
+        with _GraphFrom(module) as start:
+            logits = _check_logits(model(x.detach()), x.shape[0])
+        if start.maps is None:
+            raise ModelError(f"layer '{layer}' did not run in the forward pass or returned no tensor; pick a layer "
+                             "the model calls (see 'vizkit layers')")
+        maps = _check_maps(start.maps, layer)
+        index = resolve_targets(targets, logits)
+        scores = torch.softmax(logits.detach().double(), dim=1).gather(1, index)
+        rows = torch.arange(x.shape[0], device=logits.device)
+        cams = []
+        for t in range(index.shape[1]):
+            seed = torch.zeros_like(logits)
+            seed[rows, index[:, t]] = 1.0
+            (grad_maps,) = torch.autograd.grad(logits, maps, seed, retain_graph=t + 1 < index.shape[1],
+                                               allow_unused=True)
+            if grad_maps is None:
+                raise ModelError(f"the class scores do not depend on layer '{layer}'; pick a layer on the path "
+                                 "to the classifier")
+            cams.append(torch.relu((grad_maps.mean(dim=(2, 3), keepdim=True) * maps.detach()).sum(dim=1)))
+    cam_raw = torch.stack(cams, dim=1)
+    cam = scale_cam(upsample_cam(cam_raw, tuple(x.shape[-2:])))
+    empty = np.zeros((*index.shape, 0, *x.shape[-2:]), np.float32)
+    return GradCamOutput(_np(index), _np(scores), _np(cam_raw), _np(cam), empty, empty.copy(), [], _np(logits))
 
 
 def upsample_cam(cam_raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
