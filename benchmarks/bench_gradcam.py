@@ -113,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         t, full = timed(lambda: gradcam(model, x, "layer4"))
         best["vizkit full"] = min(best["vizkit full"], t)
         cam = GradCAM(model=model, target_layers=[model.layer4])
-        t, theirs = timed(lambda: cam(input_tensor=x, targets=None))
+        t, theirs = timed(lambda cam=cam: cam(input_tensor=x, targets=None))
         best["pytorch-grad-cam"] = min(best["pytorch-grad-cam"], t)
         acts = cam.activations_and_grads.activations[0].numpy()
         grads = cam.activations_and_grads.gradients[0].numpy()

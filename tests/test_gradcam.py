@@ -14,6 +14,7 @@ import torch.nn.functional as F
 import torchvision
 from click.testing import CliRunner
 from torch import nn
+from vizkit_cli.gradcam import gradcam as gradcam_command
 
 from vizkit.capture.state import hook_count, state_fingerprint
 from vizkit.errors import ModelError, UserInputError
@@ -22,7 +23,6 @@ from vizkit.project.gradcam import GradCamResult, default_gradcam_layer, gradcam
 from vizkit.project.targets import parse_targets, resolve_targets
 from vizkit.render.gradcam_pdf import NPZ_KEYS, ZERO_CAM_NOTE, _pages
 from vizkit.render.info import ReportInfo
-from vizkit_cli.gradcam import gradcam as gradcam_command
 
 RTOL = 1e-5  # outputs are float32; references are float64
 
@@ -188,12 +188,12 @@ def test_other_rectifiers_above_and_below_the_layer_mobilenet_v3() -> None:
 
 class _HandGuidedReLU(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x):  # noqa: ANN001, ANN205
+    def forward(ctx, x):
         ctx.save_for_backward(x)
         return x.clamp(min=0)
 
     @staticmethod
-    def backward(ctx, grad):  # noqa: ANN001, ANN205
+    def backward(ctx, grad):
         (x,) = ctx.saved_tensors
         return grad.clamp(min=0) * (x > 0).to(grad.dtype)
 
@@ -310,7 +310,7 @@ def test_parse_targets() -> None:
         resolve_targets([[1], [1, 2]], torch.zeros(2, 5))
 
 
-def test_default_layers_per_family(default_model) -> None:  # noqa: ANN001 - the shared LoadedModel fixture
+def test_default_layers_per_family(default_model) -> None:
     tv = torchvision.models
     golden = {"resnet50": "layer4.2", "vgg16": "features.30", "densenet121": "features.norm5"}
     for name, layer in golden.items():
@@ -358,7 +358,7 @@ def test_cli_writes_pdf_npz_manifest_matching_the_library(tmp_path: Path, sample
     bad = tmp_path / "notes.jpg"
     bad.write_text("not an image")
     out_dir = tmp_path / "out"
-    code, out, err = _run([str(sample_paths[2]), str(bad), str(sample_paths[1]), "--model", "lenet5", "--weights",
+    code, _, err = _run([str(sample_paths[2]), str(bad), str(sample_paths[1]), "--model", "lenet5", "--weights",
                            str(weights), "--target", "3", "--target", "auto", "--out", str(out_dir),
                            "--batch-size", "2"])
     assert code == 2
@@ -386,7 +386,7 @@ def test_cli_writes_pdf_npz_manifest_matching_the_library(tmp_path: Path, sample
 
 
 def test_cli_default_model_class_name_target(tmp_path: Path, sample_paths: list[Path]) -> None:
-    code, out, err = _run([str(sample_paths[1]), "--target", "egyptian CAT", "--out", str(tmp_path)])
+    code, _, err = _run([str(sample_paths[1]), "--target", "egyptian CAT", "--out", str(tmp_path)])
     assert code == 0, err
     arrays = np.load(tmp_path / "chelsea" / "gradcam.npz")
     assert arrays["targets"].tolist() == [285] and arrays["cam_raw"].shape == (1, 7, 7)
@@ -400,7 +400,7 @@ def test_cli_default_model_class_name_target(tmp_path: Path, sample_paths: list[
 ])
 def test_cli_usage_errors_are_one_line_exit_2(tmp_path: Path, sample_paths: list[Path], args: list[str],
                                               needle: str) -> None:
-    code, out, err = _run([str(sample_paths[0]), *args, "--out", str(tmp_path)])
+    code, _, err = _run([str(sample_paths[0]), *args, "--out", str(tmp_path)])
     assert code == 2
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("vizkit: error:") and needle in lines[0]

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import torch
@@ -47,7 +47,7 @@ from vizkit.capture.stages import default_layers
 from vizkit.capture.state import preserve_model_state
 from vizkit.errors import ModelError, UserInputError
 from vizkit.project.results import AuditEntry, Prediction
-from vizkit.project.rules import RECTIFY, GuidedBackpropRules, _first_tensor, _GuidedRectify, _OPS
+from vizkit.project.rules import _OPS, RECTIFY, GuidedBackpropRules, _first_tensor, _GuidedRectify
 from vizkit.project.targets import resolve_targets
 
 Targets = Sequence[Sequence[int | None]]
@@ -130,10 +130,10 @@ class _SwitchableGuidedRules(GuidedBackpropRules):
         if op.rule != RECTIFY or x is None or not (torch.is_grad_enabled() and x.requires_grad):
             return func(*args, **kwargs)
         rest = args[1:]
-        call = lambda: func(*args, **kwargs)  # noqa: E731
+        call = lambda: func(*args, **kwargs)
         if op.name == "relu":
             return _SwitchedGuidedReLU.apply(x, call, self)
-        pure = lambda t: func(t.clone(), *rest, **kwargs)  # noqa: E731 - clone: in-place variants stay legal
+        pure = lambda t: func(t.clone(), *rest, **kwargs)  # clone: in-place variants stay legal
         return _SwitchedGuidedRectify.apply(x, call, pure, self)
 
 
@@ -213,7 +213,7 @@ class _GraphFrom:
     def __init__(self, module: nn.Module) -> None:
         self.module, self.maps = module, None
 
-    def __enter__(self) -> _GraphFrom:
+    def __enter__(self) -> Self:
         self.handle = self.module.register_forward_hook(self._hook)
         return self
 
