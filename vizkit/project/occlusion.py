@@ -44,7 +44,8 @@ class OcclusionMaps:
     input: (1, C, H, W) float32 as fed to the model. activity, probability: (h_o, w_o) float32, one value per
     occluder position (row = vertical position); label: (h_o, w_o) int64. projection: (C, H, W) float32, raw deconvnet
     projection of ``channel`` at ``position`` (its strongest activation) on the unoccluded image. window, stride:
-    (height, width) in pixels. base_*: the same quantities on the unoccluded image.
+    (height, width) in pixels. base_*: the same quantities on the unoccluded image; logits: (1, classes) float32
+    on the unoccluded image.
     """
 
     input: np.ndarray
@@ -62,6 +63,7 @@ class OcclusionMaps:
     base_activity: float
     base_probability: float
     base_label: int
+    logits: np.ndarray | None = None
     audit: list[AuditEntry] = field(default_factory=list)
 
     def corners(self) -> tuple[np.ndarray, np.ndarray]:
@@ -85,7 +87,10 @@ class OcclusionMaps:
 
 
 def _pair(value: int | tuple[int, int], name: str) -> Pair:
-    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    try:
+        pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)  # type: ignore[arg-type]
+    except TypeError:
+        pair = ()
     if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) for v in pair):
         raise UserInputError(f"--{name} must be one integer or two (height, width), got {value!r}")
     return int(pair[0]), int(pair[1])
@@ -185,7 +190,8 @@ def occlusion_maps(model: nn.Module, x: torch.Tensor, layer: str, *, window: int
         probability=probability.reshape(shape).astype(np.float32),
         label=label.reshape(shape), projection=unit.projection,
         base_activity=float(lp.activation_maps[0].astype(np.float64).sum()),
-        base_probability=float(base[target]), base_label=int(base.argmax()), audit=out.audit,
+        base_probability=float(base[target]), base_label=int(base.argmax()),
+        logits=base_logits.cpu().numpy(), audit=out.audit,
     )
 
 

@@ -1,0 +1,218 @@
+"""The occlusion outputs of one image: occlusion.npz, occlusion.pdf, occlusion.sanity.json, occlusion.manifest.json.
+
+occlusion.pdf page 1 is Zeiler & Fergus Fig. 7 for the image: the input with the occluder drawn, (a) the total
+activity of the strongest feature map per occluder position, (b) that map's deconvnet projection, (c) the
+probability of the correct class per position, (d) the most probable label per position with a legend; then the
+sanity-check page when the checks were run. The maps are drawn in the image's pixel coordinates: each value sits
+at the centre of its occluder position.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_pdf import PdfPages
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from vizkit.project.occlusion import OcclusionMaps
+from vizkit.project.results import Prediction
+from vizkit.project.sanity import SanityResult
+from vizkit.render.atomic import atomic_dir
+from vizkit.render.display import display_image, normalise_projection
+from vizkit.render.info import ReportInfo, vizkit_version
+from vizkit.render.manifest import write_manifest
+from vizkit.render.pages import FONT, MARGIN, Cursor, footer, new_page
+from vizkit.render.sanity_pdf import sanity_pages, write_sanity_json
+
+NPZ_KEYS = ("input", "activity", "probability", "label", "projection", "channel", "target", "window", "stride")
+MANIFEST = "occlusion.manifest.json"
+PANEL = 3.0  # inches, largest map panel
+TITLE_GAP = 0.5  # inches between panel rows (titles and tick labels)
+CLIP_PERCENTILE = 99.5  # projection picture: |values| above this percentile are clipped (a few pixels dominate)
+LEGEND_ROWS = 14
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d")
+OTHER_COLOUR = "#d9d9d9"
+RANDOM_INIT_NOTE = "random init weights: the maps show the architecture's bias, not anything learned."
+
+
+def _name(index: int, class_names: Sequence[str] | None) -> str:
+    names = class_names or []
+    return names[index] if 0 <= index < len(names) else f"class {index}"
+
+
+def occlusion_pages(maps: OcclusionMaps, image: np.ndarray, class_names: Sequence[str] | None, *,
+                    info: ReportInfo | None = None, predictions: Sequence[Prediction] = (),
+                    notes: Sequence[str] = ()) -> list[Figure]:
+    """Page 1 of occlusion.pdf: the image, settings and the four maps of Zeiler & Fergus Fig. 7 (a)-(d)."""
+    fig = new_page()
+    page_w, page_h = fig.get_size_inches()
+    width = page_w - 2 * MARGIN
+    c = Cursor(fig, MARGIN, MARGIN, width)
+    title = Path(info.image_path).name if info else "image"
+    c.line(f"vizkit occlusion: {title}", size=15, weight="bold")
+    c.y += 0.06
+    if info:
+        pre = "" if info.pretrained else "  \u00b7  NOT pretrained (random init)"
+        c.paragraph(f"model {info.model}  \u00b7  weights {info.weights}{pre}", color="0.3", max_lines=2)
+    target = _name(maps.target, class_names)
+    c.paragraph(
+        f"Occluder: {maps.window[0]} x {maps.window[1]} px square filled with {maps.fill:g} in normalised input "
+        f"space (the model's mean pixel: grey), moved with stride {maps.stride[0]} x {maps.stride[1]}: "
+        f"{maps.probability.shape[0]} x {maps.probability.shape[1]} positions, one forward pass each (batched). "
+        f"Layer {maps.layer}, strongest feature map: channel {maps.channel} (peak at {tuple(maps.position)}). "
+        f"Correct class: {maps.target} {target} (p = {maps.base_probability:.3f} unoccluded).", color="0.25")
+    for note in list(notes) + ([] if info is None or info.pretrained else [RANDOM_INIT_NOTE]):
+        c.paragraph(f"note: {note}", color="firebrick", max_lines=3)
+    if predictions:
+        c.paragraph("top-5 unoccluded: " + ";  ".join(f"{p.index} {p.name} {100 * p.probability:.1f} %"
+                                                      for p in predictions[:5]), max_lines=2)
+    if info:
+        command = info.command if isinstance(info.command, str) else " ".join(str(a) for a in info.command)
+        c.paragraph(f"command: {command}", size=FONT - 0.5, color="0.3", max_lines=2)
+    top = c.y + 0.3
+    side = min(PANEL, (page_h - MARGIN - 0.35 - top - 2 * TITLE_GAP) / 3)
+    left, right = MARGIN + 0.1, page_w - MARGIN - side - 0.45  # room for the colour bars on the right
+    rows = [top, top + side + TITLE_GAP, top + 2 * (side + TITLE_GAP)]
+    cells = [(left, rows[0]), (right, rows[0]), (left, rows[1]), (right, rows[1]), (left, rows[2])]
+    axes = [fig.add_axes([x / page_w, 1 - (y + side) / page_h, side / page_w, side / page_h]) for x, y in cells]
+    picture = display_image(image)
+    _draw_input(axes[0], picture, maps)
+    _draw_heat(fig, axes[1], maps, maps.activity, "viridis",
+               f"(a) total activity of channel {maps.channel} (unoccluded {maps.base_activity:.4g})")
+    _draw_projection(axes[2], maps)
+    _draw_heat(fig, axes[3], maps, maps.probability, "magma",
+               f"(c) p({maps.target} {target[:22]}) (unoccluded {maps.base_probability:.3f})", vmin=0.0)
+    legend = Cursor(fig, right, rows[2] + 0.05, page_w - MARGIN - right)
+    _draw_labels(axes[4], legend, maps, class_names)
+    return [fig]
+
+
+def _extent(maps: OcclusionMaps) -> tuple[float, float, float, float]:
+    """imshow extent that puts each map value at the centre of its occluder position, in pixel coordinates."""
+    ys, xs = maps.corners()
+    (wh, ww), (sh, sw) = maps.window, maps.stride
+    return (xs[0] + ww / 2 - sw / 2 - 0.5, xs[-1] + ww / 2 + sw / 2 - 0.5,
+            ys[-1] + wh / 2 + sh / 2 - 0.5, ys[0] + wh / 2 - sh / 2 - 0.5)
+
+
+def _frame(ax: Axes, maps: OcclusionMaps, title: str) -> None:
+    _, _, h, w = maps.input.shape
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+    ax.set_title(title, fontsize=FONT, loc="left")
+    ax.tick_params(labelsize=FONT - 2, length=2)
+
+
+def _draw_input(ax: Axes, picture: np.ndarray, maps: OcclusionMaps) -> None:
+    ax.imshow(picture, interpolation="none")
+    (wh, ww), (sh, sw) = maps.window, maps.stride
+    ax.add_patch(Rectangle((-0.5, -0.5), ww, wh, facecolor="0.5", edgecolor="white", lw=0.8))
+    ax.add_patch(Rectangle((sw - 0.5, -0.5), ww, wh, fill=False, edgecolor="white", lw=0.6, ls="--"))
+    _frame(ax, maps, "input with the occluder (grey) and its next position")
+
+
+def _draw_heat(fig: Figure, ax: Axes, maps: OcclusionMaps, values: np.ndarray, cmap: str, title: str,
+               vmin: float | None = None) -> None:
+    im = ax.imshow(values, cmap=cmap, extent=_extent(maps), interpolation="nearest", vmin=vmin)
+    _frame(ax, maps, title)
+    box = ax.get_position()
+    cax = fig.add_axes([box.x1 + 0.01, box.y0, 0.012, box.height])
+    bar = fig.colorbar(im, cax=cax)
+    bar.ax.tick_params(labelsize=FONT - 2)
+
+
+def _draw_projection(ax: Axes, maps: OcclusionMaps) -> None:
+    p = np.where(np.isfinite(maps.projection), maps.projection, 0.0)
+    peak = float(np.percentile(np.abs(p), CLIP_PERCENTILE)) if p.size else 0.0
+    ax.imshow(normalise_projection(np.clip(p, -peak, peak) if peak > 0 else p), vmin=0, vmax=1,
+              interpolation="none")
+    y, x = maps.position
+    _frame(ax, maps, f"(b) deconvnet projection of channel {maps.channel} at ({y}, {x}), clipped at the "
+                     f"{CLIP_PERCENTILE:g}th percentile")
+
+
+def label_legend(maps: OcclusionMaps, class_names: Sequence[str] | None) -> list[tuple[int, str, int, str]]:
+    """(label, name, positions, colour) for every label in the map, most frequent first (the target first)."""
+    labels, counts = np.unique(maps.label, return_counts=True)
+    order = sorted(zip(labels.tolist(), counts.tolist()), key=lambda lc: (lc[0] != maps.target, -lc[1], lc[0]))
+    return [(lab, _name(lab, class_names), n, PALETTE[i] if i < len(PALETTE) else OTHER_COLOUR)
+            for i, (lab, n) in enumerate(order)]
+
+
+def _draw_labels(ax: Axes, legend: Cursor, maps: OcclusionMaps, class_names: Sequence[str] | None) -> None:
+    entries = label_legend(maps, class_names)
+    index = {lab: i for i, (lab, _, _, _) in enumerate(entries)}
+    coded = np.vectorize(index.__getitem__)(maps.label)
+    cmap = ListedColormap([colour for _, _, _, colour in entries])
+    ax.imshow(coded, cmap=cmap, vmin=-0.5, vmax=len(entries) - 0.5, extent=_extent(maps), interpolation="nearest")
+    _frame(ax, maps, "(d) most probable label per occluder position")
+    legend.line(f"(d) labels ({len(entries)} distinct)", weight="bold")
+    shown = entries[:LEGEND_ROWS]
+    for lab, name, n, colour in shown:
+        y = legend.y
+        legend.fig.add_artist(Rectangle(((legend.x) / legend.page_w, 1 - (y + 0.11) / legend.page_h),
+                                        0.14 / legend.page_w, 0.1 / legend.page_h, color=colour,
+                                        transform=legend.fig.transFigure))
+        mark = "  (correct class)" if lab == maps.target else ""
+        legend.text(legend.x + 0.22, f"{lab} {name[:34]}: {n} position{'s' * (n != 1)}{mark}")
+        legend.y += 0.16
+    if len(entries) > len(shown):
+        rest = sum(n for _, _, n, _ in entries[len(shown):])
+        legend.line(f"... and {len(entries) - len(shown)} more labels ({rest} positions, light grey)",
+                    style="italic")
+
+
+def save_occlusion_npz(maps: OcclusionMaps, path: Path) -> None:
+    """Exactly ``NPZ_KEYS``: input (1,C,H,W), activity/probability (h_o,w_o) float32, label (h_o,w_o) int64,
+    projection (C,H,W) float32, channel, target (int64 scalars), window, stride ((h, w) int64)."""
+    with open(path, "wb") as f:  # a file object: savez would otherwise append ".npz" to other suffixes
+        np.savez_compressed(f, **maps.arrays())
+
+
+def render_occlusion_pdf(maps: OcclusionMaps, image: np.ndarray, class_names: Sequence[str] | None,
+                         info: ReportInfo, path: Path, *, predictions: Sequence[Prediction] = (),
+                         notes: Sequence[str] = (), sanity: Sequence[SanityResult] | None = None) -> int:
+    """Write occlusion.pdf and return its page count."""
+    version = vizkit_version()
+    name = Path(info.image_path).name
+    figures = occlusion_pages(maps, image, class_names, info=info, predictions=predictions, notes=notes)
+    if sanity:
+        figures += sanity_pages(sanity)
+    metadata = {"Title": f"vizkit occlusion: {name}", "Creator": f"vizkit {version}",
+                "Subject": f"Occlusion sensitivity of {info.model} on {name}",
+                "Keywords": "occlusion, Zeiler-Fergus, sanity checks"}
+    with PdfPages(path, metadata=metadata) as pdf:
+        for number, fig in enumerate(figures, start=1):
+            footer(fig, f"vizkit {version} \u00b7 {info.model} \u00b7 {name}", number, len(figures))
+            pdf.savefig(fig)
+    return len(figures)
+
+
+def write_occlusion_outputs(maps: OcclusionMaps, image: np.ndarray, class_names: Sequence[str] | None,
+                            info: ReportInfo, out_dir: Path, stem: str, timings: dict[str, float], *,
+                            predictions: Sequence[Prediction] = (), notes: Sequence[str] = (),
+                            sanity: Sequence[SanityResult] | None = None) -> Path:
+    """Write occlusion.npz, occlusion.pdf, occlusion.sanity.json (when checks ran) and occlusion.manifest.json
+    (last) into ``out_dir/stem/`` atomically; other commands' files there stay. Returns the folder."""
+    if not stem or stem in (".", "..") or "/" in stem or "\\" in stem or stem.startswith("."):
+        raise ValueError(f"output folder name {stem!r} must be a plain, non-hidden file name")
+    start = time.perf_counter()
+    final = Path(out_dir) / stem
+    with atomic_dir(final) as tmp:
+        save_occlusion_npz(maps, tmp / "occlusion.npz")
+        if sanity:
+            write_sanity_json(sanity, tmp / "occlusion.sanity.json")
+        render_occlusion_pdf(maps, image, class_names, info, tmp / "occlusion.pdf", predictions=predictions,
+                             notes=notes, sanity=sanity)
+        write_manifest(tmp, info, {**timings, "render": time.perf_counter() - start}, name=MANIFEST)
+    return final
+
+
+__all__ = ["MANIFEST", "NPZ_KEYS", "label_legend", "occlusion_pages", "render_occlusion_pdf", "save_occlusion_npz",
+           "write_occlusion_outputs"]
