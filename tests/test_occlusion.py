@@ -211,7 +211,7 @@ def test_cli_lenet5_writes_npz_pdf_manifest_and_goes_on_past_bad_files(tmp_path:
     bad = tmp_path / "notes.jpg"
     bad.write_text("not an image")
     out = tmp_path / "out"
-    code, stdout, err = _run([str(bad), str(sample_paths[1]), "--model", "lenet5", "--window", "8", "--stride", "4",
+    code, _, err = _run([str(bad), str(sample_paths[1]), "--model", "lenet5", "--window", "8", "--stride", "4",
                               "--target", "3", "--batch", "5", "--out", str(out)])
     assert code == 2
     assert "notes.jpg" in err and "1 written, 1 failed" in err

@@ -279,5 +279,6 @@ def _flags(curve: list[tuple[str, float]], unaffected: int, image_corr: float) -
     return flags
 
 
-__all__ = ["ALL_THRESHOLD", "IMAGE_THRESHOLD", "METHODS", "TOP_THRESHOLD", "SanityResult", "deconv_map", "execution_order",
-           "gradient_maps", "randomisation_steps", "randomise_", "rank_correlation", "sanity_checks"]
+__all__ = ["ALL_THRESHOLD", "IMAGE_THRESHOLD", "METHODS", "TOP_THRESHOLD", "SanityResult", "deconv_map",
+           "execution_order", "gradient_maps", "method_maps", "randomisation_steps", "randomise_", "rank_correlation",
+           "sanity_checks"]

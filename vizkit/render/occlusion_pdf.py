@@ -111,7 +111,7 @@ def _frame(ax: Axes, maps: OcclusionMaps, title: str) -> None:
 
 def _draw_input(ax: Axes, picture: np.ndarray, maps: OcclusionMaps) -> None:
     ax.imshow(picture, interpolation="none")
-    (wh, ww), (sh, sw) = maps.window, maps.stride
+    (wh, ww), sw = maps.window, maps.stride[1]
     ax.add_patch(Rectangle((-0.5, -0.5), ww, wh, facecolor="0.5", edgecolor="white", lw=0.8))
     ax.add_patch(Rectangle((sw - 0.5, -0.5), ww, wh, fill=False, edgecolor="white", lw=0.6, ls="--"))
     _frame(ax, maps, "input with the occluder (grey) and its next position")
@@ -140,7 +140,8 @@ def _draw_projection(ax: Axes, maps: OcclusionMaps) -> None:
 def label_legend(maps: OcclusionMaps, class_names: Sequence[str] | None) -> list[tuple[int, str, int, str]]:
     """(label, name, positions, colour) for every label in the map, most frequent first (the target first)."""
     labels, counts = np.unique(maps.label, return_counts=True)
-    order = sorted(zip(labels.tolist(), counts.tolist()), key=lambda lc: (lc[0] != maps.target, -lc[1], lc[0]))
+    pairs = zip(labels.tolist(), counts.tolist(), strict=True)
+    order = sorted(pairs, key=lambda lc: (lc[0] != maps.target, -lc[1], lc[0]))
     return [(lab, _name(lab, class_names), n, PALETTE[i] if i < len(PALETTE) else OTHER_COLOUR)
             for i, (lab, n) in enumerate(order)]
 
