@@ -47,7 +47,7 @@ from vizkit.capture.stages import default_layers
 from vizkit.capture.state import preserve_model_state
 from vizkit.errors import ModelError, UserInputError
 from vizkit.project.results import AuditEntry, Prediction
-from vizkit.project.rules import _OPS, RECTIFY, GuidedBackpropRules, _first_tensor, _GuidedRectify
+from vizkit.project.rules import GuidedBackpropRules
 from vizkit.project.targets import resolve_targets
 
 Targets = Sequence[Sequence[int | None]]
@@ -76,65 +76,6 @@ class GradCamOutput:
     def zero_cam(self) -> np.ndarray:
         """(N, T) bool: the ReLU removed every location, so ``cam`` was left all zero (not scaled)."""
         return ~np.any(self.cam_raw > 0, axis=(2, 3))
-
-
-class _SwitchedGuidedRectify(_GuidedRectify):
-    """The guided rule while ``rules.guided`` is True at backward time, the ordinary gradient otherwise."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, call: Any, pure: Any, rules: _SwitchableGuidedRules) -> torch.Tensor:
-        ctx.rules = rules
-        return _GuidedRectify.forward(ctx, x, call, pure)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
-        (x,) = ctx.saved_tensors
-        with torch.enable_grad():
-            t = x.detach().requires_grad_(True)
-            (local,) = torch.autograd.grad(ctx.pure(t), t, grad)
-        return (local.clamp(min=0) if ctx.rules.guided else local), None, None, None
-
-
-class _SwitchedGuidedReLU(torch.autograd.Function):
-    """ReLU only: the same rule from a 1-byte mask saved at forward time (no copy of x, no recomputation)."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, call: Any, rules: _SwitchableGuidedRules) -> torch.Tensor:
-        out = call()
-        if out is x:
-            ctx.mark_dirty(x)
-        ctx.rules = rules
-        ctx.save_for_backward(out > 0)  # relu's gradient passes where x > 0, i.e. where the output is > 0
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        (on,) = ctx.saved_tensors
-        return (grad.clamp(min=0) if ctx.rules.guided else grad).masked_fill(~on, 0), None, None
-
-
-class _SwitchableGuidedRules(GuidedBackpropRules):
-    """``GuidedBackpropRules`` whose rectifier rule can be turned off between backward passes of one forward."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.guided = True
-
-    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
-        kwargs = kwargs or {}
-        op = _OPS.get(func)
-        if op is None:
-            return func(*args, **kwargs)
-        self.counts[op.name] += 1
-        x = _first_tensor(args, kwargs)
-        if op.rule != RECTIFY or x is None or not (torch.is_grad_enabled() and x.requires_grad):
-            return func(*args, **kwargs)
-        rest = args[1:]
-        call = lambda: func(*args, **kwargs)
-        if op.name == "relu":
-            return _SwitchedGuidedReLU.apply(x, call, self)
-        pure = lambda t: func(t.clone(), *rest, **kwargs)  # clone: in-place variants stay legal
-        return _SwitchedGuidedRectify.apply(x, call, pure, self)
 
 
 def default_gradcam_layer(model: nn.Module, input_shape: tuple[int, ...]) -> str:
@@ -173,7 +114,7 @@ def _explain(model: nn.Module, x: torch.Tensor, layer: str | None, targets: Targ
     _refuse_scripted(model)
     with preserve_model_state(model), torch.enable_grad():
         x = x.detach().clone().requires_grad_(True)
-        with _SwitchableGuidedRules() as rules, Recorder(model, [layer] if layer else []) as rec:
+        with GuidedBackpropRules() as rules, Recorder(model, [layer] if layer else []) as rec:
             logits = _check_logits(rec.run(x), x.shape[0])
         index = resolve_targets(targets, logits)
         scores = torch.softmax(logits.detach().double(), dim=1).gather(1, index)

@@ -108,12 +108,13 @@ class _HoldConstant(_Rectify):
 
 
 class _GuidedRectify(torch.autograd.Function):
-    """Forward: the original activation. Backward: relu(ordinary gradient) (Springenberg et al., guided backprop)."""
+    """Forward: the original activation. Backward: relu(ordinary gradient) (Springenberg et al., guided backprop)
+    while ``rules.guided`` is True at backward time, the ordinary gradient otherwise."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, call: Callable[[], torch.Tensor],
-                pure: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        ctx.pure = pure
+                pure: Callable[[torch.Tensor], torch.Tensor], rules: GuidedBackpropRules) -> torch.Tensor:
+        ctx.pure, ctx.rules = pure, rules
         ctx.save_for_backward(x.clone())  # before the call: an in-place activation overwrites x
         out = call()
         if out is x:
@@ -121,12 +122,30 @@ class _GuidedRectify(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
         (x,) = ctx.saved_tensors
         with torch.enable_grad():
             t = x.detach().requires_grad_(True)
             (local,) = torch.autograd.grad(ctx.pure(t), t, grad)
-        return local.clamp(min=0), None, None
+        return (local.clamp(min=0) if ctx.rules.guided else local), None, None, None
+
+
+class _GuidedReLU(torch.autograd.Function):
+    """ReLU only: the same rule from a 1-byte mask saved at forward time (no copy of x, no recomputation)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, call: Callable[[], torch.Tensor], rules: GuidedBackpropRules) -> torch.Tensor:
+        out = call()
+        if out is x:
+            ctx.mark_dirty(x)
+        ctx.rules = rules
+        ctx.save_for_backward(out > 0)  # relu's gradient passes where x > 0, i.e. where the output is > 0
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (on,) = ctx.saved_tensors
+        return (grad.clamp(min=0) if ctx.rules.guided else grad).masked_fill(~on, 0), None, None
 
 
 class _ScaleBy(torch.autograd.Function):
@@ -185,7 +204,13 @@ class DeconvRules(TorchFunctionMode):
             return func(*args, **kwargs)
         self.counts[op.name] += 1
         x = _first_tensor(args, kwargs)
-        if op.rule in (SWITCHES, EXACT_BN) or x is None or not (torch.is_grad_enabled() and x.requires_grad):
+        if x is None or not (torch.is_grad_enabled() and x.requires_grad):
+            return func(*args, **kwargs)
+        return self.apply_rule(op, func, args, kwargs, x)
+
+    def apply_rule(self, op: _Op, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], x: torch.Tensor) -> Any:
+        """Run ``func`` with this rule set's backward attached (subclasses change only this)."""
+        if op.rule in (SWITCHES, EXACT_BN):
             return func(*args, **kwargs)
         call = lambda: func(*args, **kwargs)  # noqa: E731 - runs inside Function.forward (grad disabled)
         if op.rule == RECTIFY:
@@ -207,21 +232,24 @@ GUIDED = "guided: relu(gradient)"
 
 class GuidedBackpropRules(DeconvRules):
     """Guided backpropagation: every rectifier passes relu(its ordinary gradient) down, so the forward mask *and*
-    the sign of the signal both gate it; everything else (gates, norms, pools) keeps its ordinary gradient."""
+    the sign of the signal both gate it; everything else (gates, norms, pools) keeps its ordinary gradient.
 
-    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
-        kwargs = kwargs or {}
-        op = _OPS.get(func)
-        if op is None:
+    ``guided`` is read at backward time: set it False between backward passes of one forward to get ordinary
+    gradients from the same graph (Grad-CAM needs both from one forward)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.guided = True
+
+    def apply_rule(self, op: _Op, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], x: torch.Tensor) -> Any:
+        if op.rule != RECTIFY:
             return func(*args, **kwargs)
-        self.counts[op.name] += 1
-        x = _first_tensor(args, kwargs)
-        if op.rule != RECTIFY or x is None or not (torch.is_grad_enabled() and x.requires_grad):
-            return func(*args, **kwargs)
-        rest = args[1:]
         call = lambda: func(*args, **kwargs)  # noqa: E731
+        if op.name == "relu":
+            return _GuidedReLU.apply(x, call, self)
+        rest = args[1:]
         pure = lambda t: func(t.clone(), *rest, **kwargs)  # noqa: E731 - clone: in-place variants stay legal
-        return _GuidedRectify.apply(x, call, pure)
+        return _GuidedRectify.apply(x, call, pure, self)
 
     def rule_of(self, name: str) -> str:
         rule = _rule_of(name)
