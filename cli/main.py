@@ -12,6 +12,8 @@ import click
 from vizkit_cli.activations import activations
 from vizkit_cli.common import errors_to_exit_codes, finish, model_options, progress
 from vizkit_cli.filters import filters
+from vizkit_cli.gradcam import gradcam
+from vizkit_cli.occlusion import occlusion
 
 EPILOG_DECONV = """\b
 Examples:
@@ -119,8 +121,8 @@ def models() -> None:
         click.echo(name)
 
 
-main.add_command(filters)
-main.add_command(activations)
+for command in (gradcam, filters, activations, occlusion):
+    main.add_command(command)
 
 if __name__ == "__main__":
     main()

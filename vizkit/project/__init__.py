@@ -12,6 +12,9 @@ from vizkit.project.deconv import (
     top_units,
 )
 from vizkit.project.explicit import explicit_deconv
+from vizkit.project.gradcam import GradCamOutput, default_gradcam_layer, gradcam, guided_backprop
+from vizkit.project.occlusion import OcclusionMaps, occlusion_maps
+from vizkit.project.sanity import SanityResult, sanity_checks
 from vizkit.project.results import (
     AuditEntry,
     DeconvResult,
@@ -22,6 +25,7 @@ from vizkit.project.results import (
 from vizkit.project.rules import DeconvRules
 
 __all__ = [
-    "AuditEntry", "Capture", "DeconvOutput", "DeconvResult", "DeconvRules", "LayerProjections", "Prediction", "Unit",
+    "AuditEntry", "Capture", "GradCamOutput", "OcclusionMaps", "SanityResult", "default_gradcam_layer", "gradcam",
+    "guided_backprop", "occlusion_maps", "sanity_checks", "DeconvOutput", "DeconvResult", "DeconvRules", "LayerProjections", "Prediction", "Unit",
     "UnitProjection", "deconv", "explicit_deconv", "forward_capture", "project_cropped", "project_full", "top_units",
 ]
