@@ -46,6 +46,11 @@ def _name(index: int, class_names: Sequence[str] | None) -> str:
     return names[index] if 0 <= index < len(names) else f"class {index}"
 
 
+def _label(index: int, name: str) -> str:
+    """'652 military uniform', or 'class 5' when the model has no class names."""
+    return name if name == f"class {index}" else f"{index} {name}"
+
+
 def occlusion_pages(maps: OcclusionMaps, image: np.ndarray, class_names: Sequence[str] | None, *,
                     info: ReportInfo | None = None, predictions: Sequence[Prediction] = (),
                     notes: Sequence[str] = ()) -> list[Figure]:
@@ -66,11 +71,11 @@ def occlusion_pages(maps: OcclusionMaps, image: np.ndarray, class_names: Sequenc
         f"space (the model's mean pixel: grey), moved with stride {maps.stride[0]} x {maps.stride[1]}: "
         f"{maps.probability.shape[0]} x {maps.probability.shape[1]} positions, one forward pass each (batched). "
         f"Layer {maps.layer}, strongest feature map: channel {maps.channel} (peak at {tuple(maps.position)}). "
-        f"Correct class: {maps.target} {target} (p = {maps.base_probability:.3f} unoccluded).", color="0.25")
+        f"Correct class: {_label(maps.target, target)} (p = {maps.base_probability:.3f} unoccluded).", color="0.25")
     for note in list(notes) + ([] if info is None or info.pretrained else [RANDOM_INIT_NOTE]):
         c.paragraph(f"note: {note}", color="firebrick", max_lines=3)
     if predictions:
-        c.paragraph("top-5 unoccluded: " + ";  ".join(f"{p.index} {p.name} {100 * p.probability:.1f} %"
+        c.paragraph("top-5 unoccluded: " + ";  ".join(f"{_label(p.index, p.name)} {100 * p.probability:.1f} %"
                                                       for p in predictions[:5]), max_lines=2)
     if info:
         command = info.command if isinstance(info.command, str) else " ".join(str(a) for a in info.command)
@@ -87,7 +92,7 @@ def occlusion_pages(maps: OcclusionMaps, image: np.ndarray, class_names: Sequenc
                f"(a) total activity of channel {maps.channel} (unoccluded {maps.base_activity:.4g})")
     _draw_projection(axes[2], maps)
     _draw_heat(fig, axes[3], maps, maps.probability, "magma",
-               f"(c) p({maps.target} {target[:22]}) (unoccluded {maps.base_probability:.3f})", vmin=0.0)
+               f"(c) p({_label(maps.target, target)[:26]}) (unoccluded {maps.base_probability:.3f})")
     legend = Cursor(fig, right, rows[2] + 0.05, page_w - MARGIN - right)
     _draw_labels(axes[4], legend, maps, class_names)
     return [fig]
@@ -117,9 +122,9 @@ def _draw_input(ax: Axes, picture: np.ndarray, maps: OcclusionMaps) -> None:
     _frame(ax, maps, "input with the occluder (grey) and its next position")
 
 
-def _draw_heat(fig: Figure, ax: Axes, maps: OcclusionMaps, values: np.ndarray, cmap: str, title: str,
-               vmin: float | None = None) -> None:
-    im = ax.imshow(values, cmap=cmap, extent=_extent(maps), interpolation="nearest", vmin=vmin)
+def _draw_heat(fig: Figure, ax: Axes, maps: OcclusionMaps, values: np.ndarray, cmap: str, title: str) -> None:
+    """A per-position map on its own colour scale (its min to max: small changes stay visible)."""
+    im = ax.imshow(values, cmap=cmap, extent=_extent(maps), interpolation="nearest")
     _frame(ax, maps, title)
     box = ax.get_position()
     cax = fig.add_axes([box.x1 + 0.01, box.y0, 0.012, box.height])
@@ -161,7 +166,7 @@ def _draw_labels(ax: Axes, legend: Cursor, maps: OcclusionMaps, class_names: Seq
                                         0.14 / legend.page_w, 0.1 / legend.page_h, color=colour,
                                         transform=legend.fig.transFigure))
         mark = "  (correct class)" if lab == maps.target else ""
-        legend.text(legend.x + 0.22, f"{lab} {name[:34]}: {n} position{'s' * (n != 1)}{mark}")
+        legend.text(legend.x + 0.22, f"{_label(lab, name)[:38]}: {n} position{'s' * (n != 1)}{mark}")
         legend.y += 0.16
     if len(entries) > len(shown):
         rest = sum(n for _, _, n, _ in entries[len(shown):])
