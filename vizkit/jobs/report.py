@@ -1,8 +1,8 @@
 """``vizkit report`` as a function: every method on each image, as one PDF with contents and an HTML gallery.
 
 The report reuses each command's computation and page renderers; it adds the table of contents, the HTML gallery
-and one manifest. Sections: a summary, one section per layer (deconvnet projections and feature maps), then the
-model-level and image-level analyses.
+and one manifest. Sections: a summary, one section per layer (deconvnet projections and feature maps), Grad-CAM
+with guided backprop, occlusion, the sanity checks, and the model's filters.
 """
 from __future__ import annotations
 
@@ -21,13 +21,19 @@ from vizkit.capture.stages import default_layers
 from vizkit.jobs.common import JobReport, for_each_image, resolve_device
 from vizkit.jobs.deconv import deconv_image
 from vizkit.jobs.filters import pictured_layers
+from vizkit.jobs.gradcam import gradcam_inputs
+from vizkit.jobs.occlusion import OtherImages, occlusion_image
 from vizkit.load import DEFAULT_MODEL, load_model, sample_images
 from vizkit.project.deconv import analyse_receptive_fields
+from vizkit.project.gradcam import default_gradcam_layer
 from vizkit.render import ReportInfo, atomic_dir, save_deconv_npz, write_manifest
 from vizkit.render.activations_pdf import activation_page
 from vizkit.render.filters_pdf import filters_page_makers
+from vizkit.render.gradcam_pdf import gradcam_pages
 from vizkit.render.layer_page import render_layer_page
+from vizkit.render.occlusion_pdf import occlusion_pages
 from vizkit.render.report import Section, write_html_gallery, write_report_pdf
+from vizkit.render.sanity_pdf import sanity_pages
 from vizkit.render.summary_page import render_summary_page
 
 
@@ -61,6 +67,8 @@ def run_report(config: ReportConfig, *, progress: Callable[[str], None] | None =
     settings = {"layers": layers, "top_k": config.top_k, "device": str(device)}
     stats = filter_stats(loaded.model)  # model-level: the same section in every image's report
     pictured = pictured_layers([s.layer for s in stats], 5)
+    cam_layer = default_gradcam_layer(loaded.model, input_shape)
+    others = OtherImages(loaded)  # the second, unrelated image of the sanity checks
 
     def work(path: Path, stem: str) -> Path:
         timings: dict[str, float] = {}
@@ -80,6 +88,21 @@ def run_report(config: ReportConfig, *, progress: Callable[[str], None] | None =
                 lambda lp=lp: render_layer_page(lp, result.image),
                 lambda lp=lp: activation_page(grids[lp.layer], result.image),
             ], level=2, summary=lp.note or "deconvnet projections of the top feature maps; the strongest feature maps"))
+        t0 = time.perf_counter()
+        cam = gradcam_inputs(loaded, x, cam_layer, [None])[0]
+        timings["gradcam"] = time.perf_counter() - t0
+        sections.append(Section(f"Grad-CAM and guided backprop ({cam_layer})",
+                                [lambda fig=fig: fig for fig in gradcam_pages(cam, info)],
+                                summary="which pixels drove the top class"))
+        t0 = time.perf_counter()
+        occ = occlusion_image(loaded, path, others=others)
+        timings["occlusion_and_sanity"] = time.perf_counter() - t0
+        sections.append(Section("Occlusion", [lambda fig=fig: fig for fig in occlusion_pages(
+            occ.maps, occ.image, loaded.class_names, predictions=occ.predictions)],
+                                summary="activity, projection, class probability and label under a sliding grey square"))
+        if occ.sanity:
+            sections.append(Section("Sanity checks", [lambda fig=fig: fig for fig in sanity_pages(occ.sanity)],
+                                    summary="cascading randomisation and image dependence of each method"))
         first = 2 + sum(len(section.pages) for section in sections)  # after the contents page
         sections.append(Section("Filters", filters_page_makers(stats, pictured=pictured, first_page=first),
                                 summary="learned filters, per-filter RMS, dead and dominant filters"))

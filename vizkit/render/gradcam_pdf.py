@@ -81,7 +81,7 @@ def render_gradcam_pdf(result: GradCamResult, info: ReportInfo, path: Path) -> i
     metadata = {"Title": f"vizkit gradcam: {name}", "Creator": f"vizkit {version}",
                 "Subject": f"Grad-CAM, guided backprop and guided Grad-CAM of {info.model} on {name}",
                 "Keywords": "Grad-CAM, guided backpropagation, guided Grad-CAM"}
-    figures = _pages(result, info)
+    figures = gradcam_pages(result, info)
     with PdfPages(path, metadata=metadata) as pdf:
         for number, fig in enumerate(figures, start=1):
             footer(fig, f"vizkit {version} \u00b7 {info.model} \u00b7 {name}", number, len(figures))
@@ -96,7 +96,9 @@ def contrast_picture(p: np.ndarray, percentile: float = CLIP_PERCENTILE) -> np.n
     return normalise_projection(np.clip(p, -peak, peak) if peak > 0 else p)
 
 
-def _pages(result: GradCamResult, info: ReportInfo) -> list[Figure]:
+def gradcam_pages(result: GradCamResult, info: ReportInfo) -> list[Figure]:
+    """The header (image, model, layer, predictions) and one row per target: CAM overlay, guided backprop,
+    guided Grad-CAM. No footers: the caller numbers pages."""
     fig = new_page()
     page_w, page_h = fig.get_size_inches()
     width = page_w - 2 * MARGIN
