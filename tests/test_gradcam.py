@@ -21,7 +21,7 @@ from vizkit.errors import ModelError, UserInputError
 from vizkit.load import imagenet_categories
 from vizkit.project.gradcam import GradCamResult, default_gradcam_layer, gradcam, guided_backprop
 from vizkit.project.targets import parse_targets, resolve_targets
-from vizkit.render.gradcam_pdf import NPZ_KEYS, ZERO_CAM_NOTE, _pages
+from vizkit.render.gradcam_pdf import NPZ_KEYS, ZERO_CAM_NOTE, gradcam_pages
 from vizkit.render.info import ReportInfo
 
 RTOL = 1e-5  # outputs are float32; references are float64
@@ -325,7 +325,7 @@ def test_zero_cam_is_said_on_the_page() -> None:
                            cam_raw=out.cam_raw[0], cam=out.cam[0], guided_backprop=out.guided_backprop[0],
                            guided_gradcam=out.guided_gradcam[0], audit=out.audit)
     info = ReportInfo("tiny.png", "tiny", "random init", None, False, {}, {"layer": "relu"}, "test")
-    texts = [t.get_text() for fig in _pages(result, info) for t in [*fig.texts, *(u for a in fig.axes
+    texts = [t.get_text() for fig in gradcam_pages(result, info) for t in [*fig.texts, *(u for a in fig.axes
                                                                                   for u in a.texts)]]
     assert any(ZERO_CAM_NOTE in t for t in texts) and any("CAM all zero" in t for t in texts)
 
