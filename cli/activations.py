@@ -32,7 +32,8 @@ def activations(images: tuple[str, ...], model: str | None, weights: str | None,
     """Feature-map grids: for each layer, its strongest feature maps for each IMAGE (the sample photos when none
     is given), labelled with channel and maximum.
 
-    Writes OUT/<image>/activations.pdf, activations.npz (input; per layer: channels, maps, max) and activations.manifest.json.
+    Writes OUT/<image>/activations.pdf, activations.npz (input; per layer: channels, maps, max) and
+    activations.manifest.json.
     One forward pass per image, stopped after the deepest layer. A bad image is reported and skipped (exit 2).
     """
     from vizkit.jobs.activations import ActivationsConfig, run_activations

@@ -231,12 +231,13 @@ def test_cli_lenet5_bad_image_exits_2_and_others_written(tmp_path: Path, sample_
     assert "notes.jpg" in err and "1 written, 1 failed" in err
     assert not (out_dir / "notes").exists() and not list(out_dir.glob(".*"))
     folder = out_dir / "chelsea"
-    assert sorted(p.name for p in folder.iterdir()) == ["activations.manifest.json", "activations.npz", "activations.pdf"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "activations.manifest.json", "activations.npz", "activations.pdf"]
     arrays = np.load(folder / "activations.npz")
     manifest = json.loads((folder / "activations.manifest.json").read_text())
     layers = manifest["settings"]["layers"]
     assert layers and manifest["settings"]["top"] == 4 and manifest["weights"]["pretrained"] is False
-    assert set(arrays.files) == {"input"} | {f"{l}/{k}" for l in layers for k in ("channels", "maps", "max")}
+    assert set(arrays.files) == {"input"} | {f"{layer_}/{k}" for layer_ in layers for k in ("channels", "maps", "max")}
     assert arrays["input"].shape == (1, 1, 32, 32) and arrays["input"].dtype == np.float32
     for layer in layers:
         maps, maxima = arrays[f"{layer}/maps"], arrays[f"{layer}/max"]

@@ -12,7 +12,6 @@ import pytest
 import torch
 import torchvision
 from click.testing import CliRunner
-
 from vizkit_cli.main import main
 
 
@@ -34,7 +33,7 @@ def test_default_model_one_image_writes_pdf_npz_manifest(tmp_path: Path, sample_
     assert _pdf_pages(folder / "deconv.pdf") == 3
     arrays = np.load(folder / "deconv.npz")
     layers = ["blocks.1.1", "blocks.2.1"]
-    assert set(arrays.files) == {"input"} | {f"{l}/{k}" for l in layers
+    assert set(arrays.files) == {"input"} | {f"{layer_}/{k}" for layer_ in layers
                                              for k in ("channels", "positions", "activations", "projections")}
     assert arrays["input"].shape == (1, 3, 224, 224) and arrays["input"].dtype == np.float32
     for layer in layers:

@@ -73,7 +73,8 @@ def test_float32_matches_explicit_to_float_tolerance() -> None:
     picked = top_units(cap.outputs["features.20"], 4)
     ours = project_full(cap, "features.20", [u for u, _ in picked])
     ref = explicit_deconv(model, x, "features.20",
-                          explicit_seeds(cap.outputs["features.20"].detach(), [(u.channel, *u.position) for u, _ in picked]))
+                          explicit_seeds(cap.outputs["features.20"].detach(),
+                                         [(u.channel, *u.position) for u, _ in picked]))
     assert _rel(ours, ref) < 1e-5
 
 
@@ -156,7 +157,8 @@ def test_overlapping_pool_switches_sum_hand_computed() -> None:
     assert cap.outputs["0"].tolist() == [[[[5.0, 5.0]]]]
     out = project_full(cap, "0", [Unit(0, None)], mode="map")
     assert out.tolist() == [[[[0.0, 10.0, 0.0]]]]
-    overwritten = F.max_unpool2d(torch.tensor([[[[5.0, 5.0]]]]), torch.tensor([[[[1, 1]]]]), (1, 2), 1, output_size=(1, 3))
+    overwritten = F.max_unpool2d(torch.tensor([[[[5.0, 5.0]]]]), torch.tensor([[[[1, 1]]]]), (1, 2), 1,
+                                 output_size=(1, 3))
     assert overwritten[0, 0, 0, 1] == 5.0  # the documented trap vizkit avoids
 
 

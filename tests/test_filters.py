@@ -233,7 +233,7 @@ def test_cli_lenet5_with_weights_file(tmp_path: Path) -> None:
     assert _pdf_pages(folder / "filters.pdf") == 1 + 3  # summary + conv1, conv2, conv3
     arrays = np.load(folder / "filters.npz")
     layers = ["features.conv1", "features.conv2", "features.conv3"]
-    assert set(arrays.files) == {f"{l}/{k}" for l in layers for k in ("rms", "dead", "dominant", "weights")}
+    assert set(arrays.files) == {f"{layer_}/{k}" for layer_ in layers for k in ("rms", "dead", "dominant", "weights")}
     sd = model.state_dict()
     for layer in layers:
         np.testing.assert_array_equal(arrays[f"{layer}/weights"], sd[f"{layer}.weight"].numpy())

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from vizkit_cli.main import main
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

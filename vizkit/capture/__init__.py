@@ -13,6 +13,7 @@ from vizkit.capture.stages import default_layers
 from vizkit.capture.state import preserve_model_state
 
 __all__ = [
-    "ActivationGrid", "FilterStats", "activation_grids", "filter_stats", "LayerRow", "LayerTable", "ReceptiveField", "Recorder", "default_layers", "layer_table", "preserve_model_state",
-    "receptive_field", "receptive_fields", "resolve_layers",
+    "ActivationGrid", "FilterStats", "LayerRow", "LayerTable", "ReceptiveField", "Recorder", "activation_grids",
+    "default_layers", "filter_stats", "layer_table", "preserve_model_state", "receptive_field", "receptive_fields",
+    "resolve_layers",
 ]

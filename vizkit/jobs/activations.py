@@ -2,10 +2,9 @@
 image; ``activations_image`` is the per-image step for notebooks (no files written)."""
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +13,13 @@ from vizkit.capture.activations import DEFAULT_TOP, ActivationGrid, activation_g
 from vizkit.capture.recorder import resolve_layers
 from vizkit.capture.stages import default_layers
 from vizkit.errors import UserInputError
-from vizkit.jobs.common import JobReport, for_each_image, resolve_device
-from vizkit.load import DEFAULT_MODEL, LoadedModel, deprocess, load_image, load_model, preprocess, sample_images
+from vizkit.jobs.common import ImageJob, JobReport, for_each_image
+from vizkit.load import (
+    LoadedModel,
+    deprocess,
+    load_image,
+    preprocess,
+)
 from vizkit.render.activations_pdf import SCALES, write_activations_outputs
 from vizkit.render.info import ReportInfo
 
@@ -24,20 +28,12 @@ DEFAULT_OUT = "vizkit-out"
 
 
 @dataclass
-class ActivationsConfig:
+class ActivationsConfig(ImageJob):
     """Options of ``vizkit activations``. ``images`` empty means the bundled sample photos."""
 
-    images: Sequence[str | Path] = ()
-    model: str = DEFAULT_MODEL
-    weights: str | None = None
     layers: Sequence[str] | None = None
     top: int = DEFAULT_TOP
     scale: str = "shared"
-    out: str | Path = DEFAULT_OUT
-    device: str = "auto"
-    allow_pickle: bool = False
-    allow_download: bool = False
-    command: list[str] | str = field(default_factory=lambda: list(sys.argv))
 
     def check(self) -> None:
         if self.top < 1:
@@ -60,15 +56,14 @@ def run_activations(config: ActivationsConfig, *, progress: Callable[[str], None
     skipped. Model, layer and option problems raise before any image is processed."""
     config.check()
     started = time.perf_counter()
-    device = resolve_device(config.device)
-    loaded = load_model(config.model, config.weights, device=device, allow_pickle=config.allow_pickle,
-                        allow_download=config.allow_download)
+    loaded = config.load()
+    device = next(loaded.model.parameters()).device
     prep = loaded.preprocessing
     layers = list(dict.fromkeys(config.layers)) if config.layers else default_layers(
         loaded.model, (1, prep.channels, prep.crop, prep.crop))
     resolve_layers(loaded.model, layers)
     load_seconds = time.perf_counter() - started
-    images = [Path(p) for p in config.images] or sample_images()
+    images = config.image_paths()
     settings = {"layers": layers, "top": config.top, "scale": config.scale, "device": str(device),
                 "ranking": "max activation, ties by mean"}
 

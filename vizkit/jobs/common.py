@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import torch
 
 from vizkit.errors import UserInputError, VizkitError
+from vizkit.load import DEFAULT_MODEL, LoadedModel, load_model, sample_images
 from vizkit.project.results import Prediction
 
 log = logging.getLogger("vizkit")
@@ -33,6 +35,33 @@ class JobReport:
         if not self.failures:
             return 0
         return 1 if any(f.exit_code == 1 for f in self.failures) else 2
+
+
+@dataclass(kw_only=True)
+class ModelJob:
+    """Options every command shares: the model and its weights, the device, where outputs go, the command line."""
+
+    model: str = DEFAULT_MODEL
+    weights: str | None = None
+    out: str | Path = "vizkit-out"
+    device: str = "auto"
+    allow_pickle: bool = False  # --unsafe-pickle: a fully pickled model file can execute code
+    allow_download: bool = False
+    command: list[str] | str = field(default_factory=lambda: list(sys.argv))
+
+    def load(self) -> LoadedModel:
+        return load_model(self.model, self.weights, device=resolve_device(self.device),
+                          allow_pickle=self.allow_pickle, allow_download=self.allow_download)
+
+
+@dataclass(kw_only=True)
+class ImageJob(ModelJob):
+    """A command that runs on images; none given means the bundled sample photos."""
+
+    images: Sequence[str | Path] = ()
+
+    def image_paths(self) -> list[Path]:
+        return [Path(p) for p in self.images] or sample_images()
 
 
 def resolve_device(device: str) -> torch.device:

@@ -2,24 +2,25 @@
 for notebooks (no files written)."""
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from vizkit.capture.recorder import resolve_layers
 from vizkit.capture.stages import default_layers
 from vizkit.errors import UserInputError
-from vizkit.jobs.common import JobReport, for_each_image, predictions, resolve_device
+from vizkit.jobs.common import (
+    ImageJob,
+    JobReport,
+    for_each_image,
+    predictions,
+)
 from vizkit.load import (
-    DEFAULT_MODEL,
     LoadedModel,
     deprocess,
     load_image,
-    load_model,
     preprocess,
-    sample_images,
 )
 from vizkit.project.deconv import MODES, analyse_receptive_fields, deconv
 from vizkit.project.results import DeconvResult
@@ -31,21 +32,13 @@ RANDOM_NOTE = "random init weights (not pretrained): the pictures show architect
 
 
 @dataclass
-class DeconvConfig:
+class DeconvConfig(ImageJob):
     """Options of ``vizkit deconv``. ``images`` empty means the bundled sample photos."""
 
-    images: Sequence[str | Path] = ()
-    model: str = DEFAULT_MODEL
-    weights: str | None = None
     layers: Sequence[str] | None = None
     top_k: int = 9
     mode: str = "max"
-    out: str | Path = "vizkit-out"
-    device: str = "auto"
-    allow_pickle: bool = False
-    allow_download: bool = False
     crop: bool = True
-    command: list[str] | str = field(default_factory=lambda: list(sys.argv))
 
     def check(self) -> None:
         if self.mode not in MODES:
@@ -85,16 +78,15 @@ def run_deconv(config: DeconvConfig, *, progress: Callable[[str], None] | None =
     """
     config.check()
     started = time.perf_counter()
-    device = resolve_device(config.device)
-    loaded = load_model(config.model, config.weights, device=device, allow_pickle=config.allow_pickle,
-                        allow_download=config.allow_download)
+    loaded = config.load()
+    device = next(loaded.model.parameters()).device
     prep = loaded.preprocessing
     input_shape = (1, prep.channels, prep.crop, prep.crop)
     layers = list(config.layers) if config.layers else default_layers(loaded.model, input_shape)
     resolve_layers(loaded.model, layers)
     rfs = analyse_receptive_fields(loaded.model, input_shape)
     load_seconds = time.perf_counter() - started
-    images = [Path(p) for p in config.images] or sample_images()
+    images = config.image_paths()
     settings = {"layers": layers, "top_k": config.top_k, "mode": config.mode, "device": str(device),
                 "crop": config.crop}
 

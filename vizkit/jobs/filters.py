@@ -6,18 +6,16 @@ in the statistics (summary table and npz) and picture pages for at most ``max_pa
 """
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from vizkit.capture.filters import DEAD_RATIO, DEFAULT_RADIUS, filter_stats
 from vizkit.errors import UserInputError
-from vizkit.jobs.common import JobReport
-from vizkit.load import DEFAULT_MODEL, load_model
+from vizkit.jobs.common import JobReport, ModelJob
 from vizkit.render.filters_pdf import write_filters_outputs
 from vizkit.render.info import ReportInfo
 
@@ -25,19 +23,13 @@ DEFAULT_MAX_PAGES = 9
 
 
 @dataclass
-class FiltersConfig:
+class FiltersConfig(ModelJob):
     """Options of ``vizkit filters``."""
 
-    model: str = DEFAULT_MODEL
-    weights: str | None = None
     layers: Sequence[str] | None = None
     radius: float = DEFAULT_RADIUS
     dead_ratio: float = DEAD_RATIO
     max_pages: int = DEFAULT_MAX_PAGES
-    out: str | Path = "vizkit-out"
-    allow_pickle: bool = False
-    allow_download: bool = False
-    command: list[str] | str = field(default_factory=lambda: list(sys.argv))
 
     def check(self) -> None:
         if not self.radius > 0:
@@ -66,8 +58,7 @@ def run_filters(config: FiltersConfig, *, progress: Callable[[str], None] | None
     """
     config.check()
     started = time.perf_counter()
-    loaded = load_model(config.model, config.weights, allow_pickle=config.allow_pickle,
-                        allow_download=config.allow_download)
+    loaded = config.load()
     load_seconds = time.perf_counter() - started
     t0 = time.perf_counter()
     stats = filter_stats(loaded.model, config.layers or None, config.radius, dead_ratio=config.dead_ratio)

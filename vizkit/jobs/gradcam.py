@@ -6,10 +6,9 @@ with each image's own class). A bad image is reported and skipped without losing
 """
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,8 +17,19 @@ from torch import nn
 from vizkit.capture.recorder import resolve_layers
 from vizkit.capture.state import preserve_model_state
 from vizkit.errors import ModelError, UserInputError, VizkitError
-from vizkit.jobs.common import JobReport, for_each_image, output_stems, predictions, resolve_device
-from vizkit.load import DEFAULT_MODEL, LoadedModel, deprocess, load_image, load_model, preprocess, sample_images
+from vizkit.jobs.common import (
+    ImageJob,
+    JobReport,
+    for_each_image,
+    output_stems,
+    predictions,
+)
+from vizkit.load import (
+    LoadedModel,
+    deprocess,
+    load_image,
+    preprocess,
+)
 from vizkit.project.gradcam import GradCamResult, default_gradcam_layer, gradcam
 from vizkit.project.targets import parse_targets
 from vizkit.render import ReportInfo
@@ -30,21 +40,13 @@ NO_RECTIFIER_NOTE = "no rectifier call was intercepted: guided backprop here equ
 
 
 @dataclass
-class GradCamConfig:
+class GradCamConfig(ImageJob):
     """Options of ``vizkit gradcam``. ``images`` empty means the bundled sample photos; ``layer`` None means the
     last spatial feature layer; ``targets``: ``auto``, class indices or class names (several allowed)."""
 
-    images: Sequence[str | Path] = ()
-    model: str = DEFAULT_MODEL
-    weights: str | None = None
     layer: str | None = None
     targets: Sequence[str] = ("auto",)
-    out: str | Path = "vizkit-out"
-    device: str = "auto"
     batch_size: int = 8
-    allow_pickle: bool = False
-    allow_download: bool = False
-    command: list[str] | str = field(default_factory=lambda: list(sys.argv))
 
     def check(self) -> None:
         if self.batch_size < 1:
@@ -112,16 +114,15 @@ def run_gradcam(config: GradCamConfig, *, progress: Callable[[str], None] | None
     """
     config.check()
     started = time.perf_counter()
-    device = resolve_device(config.device)
-    loaded = load_model(config.model, config.weights, device=device, allow_pickle=config.allow_pickle,
-                        allow_download=config.allow_download)
+    loaded = config.load()
+    device = next(loaded.model.parameters()).device
     prep = loaded.preprocessing
     shape = (1, prep.channels, prep.crop, prep.crop)
     layer = config.layer or default_gradcam_layer(loaded.model, shape)
     resolve_layers(loaded.model, [layer])
     parsed = parse_targets(config.targets, loaded.class_names, num_classes(loaded.model, shape))
     load_seconds = time.perf_counter() - started
-    images = [Path(p) for p in config.images] or sample_images()
+    images = config.image_paths()
     settings = {"layer": layer, "targets": [str(t) for t in config.targets] or ["auto"], "device": str(device),
                 "batch_size": config.batch_size}
     batches = _Batches(loaded, layer, parsed, images, config.batch_size, device)

@@ -7,10 +7,9 @@ image taken from the bundled sample photos.
 """
 from __future__ import annotations
 
-import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,11 +17,27 @@ import torch
 from vizkit.capture.recorder import resolve_layers
 from vizkit.capture.stages import default_layers
 from vizkit.errors import ModelError, UserInputError
-from vizkit.jobs.common import JobReport, for_each_image, predictions, resolve_device
+from vizkit.jobs.common import (
+    ImageJob,
+    JobReport,
+    for_each_image,
+    predictions,
+)
 from vizkit.jobs.gradcam import num_classes
-from vizkit.load import DEFAULT_MODEL, LoadedModel, deprocess, load_image, load_model, preprocess, sample_images
+from vizkit.load import (
+    LoadedModel,
+    deprocess,
+    load_image,
+    preprocess,
+    sample_images,
+)
 from vizkit.project.deconv import Unit
-from vizkit.project.occlusion import OcclusionMaps, check_window, default_window, occlusion_maps
+from vizkit.project.occlusion import (
+    OcclusionMaps,
+    check_window,
+    default_window,
+    occlusion_maps,
+)
 from vizkit.project.results import Prediction
 from vizkit.project.sanity import SanityResult, sanity_checks
 from vizkit.project.targets import parse_targets
@@ -33,26 +48,18 @@ RANDOM_NOTE = "random init weights (not pretrained): the maps show architecture,
 
 
 @dataclass
-class OcclusionConfig:
+class OcclusionConfig(ImageJob):
     """Options of ``vizkit occlusion``. ``images`` empty: the sample photos. ``layer`` None: the deepest default
     layer (the last resolution stage, the paper's layer 5). ``window``/``stride`` None: a seventh of the input side
     and half of that (32 / 16 at 224). ``target`` None: the top class of each unoccluded image; else a class index
     or name. ``batch``: occluded copies per forward pass. ``sanity``: add the sanity-check page."""
 
-    images: Sequence[str | Path] = ()
-    model: str = DEFAULT_MODEL
-    weights: str | None = None
     layer: str | None = None
     window: int | None = None
     stride: int | None = None
     target: str | None = None
     batch: int = 64
     sanity: bool = True
-    out: str | Path = "vizkit-out"
-    device: str = "auto"
-    allow_pickle: bool = False
-    allow_download: bool = False
-    command: list[str] | str = field(default_factory=lambda: list(sys.argv))
 
     def check(self) -> None:
         if self.batch < 1:
@@ -132,9 +139,8 @@ def run_occlusion(config: OcclusionConfig, *, progress: Callable[[str], None] | 
     are reported and skipped. Model, layer, window and target problems raise before any image is read."""
     config.check()
     started = time.perf_counter()
-    device = resolve_device(config.device)
-    loaded = load_model(config.model, config.weights, device=device, allow_pickle=config.allow_pickle,
-                        allow_download=config.allow_download)
+    loaded = config.load()
+    device = next(loaded.model.parameters()).device
     layer, win, step = settings_for(loaded, config.layer, config.window, config.stride)
     prep = loaded.preprocessing
     target = None
@@ -142,7 +148,7 @@ def run_occlusion(config: OcclusionConfig, *, progress: Callable[[str], None] | 
         n_classes = num_classes(loaded.model, (1, prep.channels, prep.crop, prep.crop))
         target = parse_targets([config.target], loaded.class_names, n_classes)[0]
     load_seconds = time.perf_counter() - started
-    images = [Path(p) for p in config.images] or sample_images()
+    images = config.image_paths()
     settings = {"layer": layer, "window": list(win), "stride": list(step), "fill": 0.0,
                 "target": config.target or "auto", "batch": config.batch, "sanity": config.sanity,
                 "device": str(device)}

@@ -6,10 +6,9 @@ with guided backprop, occlusion, the sanity checks, and the model's filters.
 """
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,12 +17,11 @@ from vizkit.capture.activations import activation_grids
 from vizkit.capture.filters import filter_stats
 from vizkit.capture.recorder import resolve_layers
 from vizkit.capture.stages import default_layers
-from vizkit.jobs.common import JobReport, for_each_image, resolve_device
+from vizkit.jobs.common import ImageJob, JobReport, for_each_image
 from vizkit.jobs.deconv import deconv_image
 from vizkit.jobs.filters import pictured_layers
 from vizkit.jobs.gradcam import gradcam_inputs
 from vizkit.jobs.occlusion import OtherImages, occlusion_image
-from vizkit.load import DEFAULT_MODEL, load_model, sample_images
 from vizkit.project.deconv import analyse_receptive_fields
 from vizkit.project.gradcam import default_gradcam_layer
 from vizkit.render import ReportInfo, atomic_dir, save_deconv_npz, write_manifest
@@ -38,32 +36,23 @@ from vizkit.render.summary_page import render_summary_page
 
 
 @dataclass
-class ReportConfig:
+class ReportConfig(ImageJob):
     """Options of ``vizkit report``. ``images`` empty means the bundled sample photos."""
 
-    images: Sequence[str | Path] = ()
-    model: str = DEFAULT_MODEL
-    weights: str | None = None
     layers: Sequence[str] | None = None
     top_k: int = 9
-    out: str | Path = "vizkit-out"
-    device: str = "auto"
-    allow_pickle: bool = False
-    allow_download: bool = False
-    command: list[str] | str = field(default_factory=lambda: list(sys.argv))
 
 
 def run_report(config: ReportConfig, *, progress: Callable[[str], None] | None = None) -> JobReport:
     """Write ``out/<stem>/report.pdf``, ``html/index.html`` (+ images), ``deconv.npz`` and ``report.manifest.json``."""
-    device = resolve_device(config.device)
-    loaded = load_model(config.model, config.weights, device=device, allow_pickle=config.allow_pickle,
-                        allow_download=config.allow_download)
+    loaded = config.load()
+    device = next(loaded.model.parameters()).device
     prep = loaded.preprocessing
     input_shape = (1, prep.channels, prep.crop, prep.crop)
     layers = list(config.layers) if config.layers else default_layers(loaded.model, input_shape)
     resolve_layers(loaded.model, layers)
     rfs = analyse_receptive_fields(loaded.model, input_shape)
-    images = [Path(p) for p in config.images] or sample_images()
+    images = config.image_paths()
     settings = {"layers": layers, "top_k": config.top_k, "device": str(device)}
     stats = filter_stats(loaded.model)  # model-level: the same section in every image's report
     pictured = pictured_layers([s.layer for s in stats], 5)
@@ -99,7 +88,7 @@ def run_report(config: ReportConfig, *, progress: Callable[[str], None] | None =
         timings["occlusion_and_sanity"] = time.perf_counter() - t0
         sections.append(Section("Occlusion", [lambda fig=fig: fig for fig in occlusion_pages(
             occ.maps, occ.image, loaded.class_names, predictions=occ.predictions)],
-                                summary="activity, projection, class probability and label under a sliding grey square"))
+                                summary="activity, projection, class probability and label under a grey square"))
         if occ.sanity:
             sections.append(Section("Sanity checks", [lambda fig=fig: fig for fig in sanity_pages(occ.sanity)],
                                     summary="cascading randomisation and image dependence of each method"))

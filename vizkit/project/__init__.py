@@ -14,7 +14,6 @@ from vizkit.project.deconv import (
 from vizkit.project.explicit import explicit_deconv
 from vizkit.project.gradcam import GradCamOutput, default_gradcam_layer, gradcam, guided_backprop
 from vizkit.project.occlusion import OcclusionMaps, occlusion_maps
-from vizkit.project.sanity import SanityResult, sanity_checks
 from vizkit.project.results import (
     AuditEntry,
     DeconvResult,
@@ -23,9 +22,11 @@ from vizkit.project.results import (
     UnitProjection,
 )
 from vizkit.project.rules import DeconvRules
+from vizkit.project.sanity import SanityResult, sanity_checks
 
 __all__ = [
-    "AuditEntry", "Capture", "GradCamOutput", "OcclusionMaps", "SanityResult", "default_gradcam_layer", "gradcam",
-    "guided_backprop", "occlusion_maps", "sanity_checks", "DeconvOutput", "DeconvResult", "DeconvRules", "LayerProjections", "Prediction", "Unit",
-    "UnitProjection", "deconv", "explicit_deconv", "forward_capture", "project_cropped", "project_full", "top_units",
+    "AuditEntry", "Capture", "DeconvOutput", "DeconvResult", "DeconvRules", "GradCamOutput", "LayerProjections",
+    "OcclusionMaps", "Prediction", "SanityResult", "Unit", "UnitProjection", "deconv", "default_gradcam_layer",
+    "explicit_deconv", "forward_capture", "gradcam", "guided_backprop", "occlusion_maps", "project_cropped",
+    "project_full", "sanity_checks", "top_units",
 ]

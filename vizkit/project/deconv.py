@@ -23,7 +23,7 @@ from vizkit.project.results import AuditEntry, LayerProjections, UnitProjection
 from vizkit.project.rules import IMAGE_DEPENDENT_OPS, DeconvRules
 
 MODES = ("max", "map")
-CROP_MAX_AREA = 0.5  # crop only when the cone covers at most this share of the image; else the full backward is as cheap
+CROP_MAX_AREA = 0.5  # crop only when the cone covers at most this share of the image; else full backward is as cheap
 
 
 @dataclass(frozen=True)

@@ -134,7 +134,8 @@ class _GuidedReLU(torch.autograd.Function):
     """ReLU only: the same rule from a 1-byte mask saved at forward time (no copy of x, no recomputation)."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, call: Callable[[], torch.Tensor], rules: GuidedBackpropRules) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, call: Callable[[], torch.Tensor],
+                rules: GuidedBackpropRules) -> torch.Tensor:
         out = call()
         if out is x:
             ctx.mark_dirty(x)
