@@ -188,14 +188,15 @@ def test_layer_pages_with_many_units_fit_on_a4_without_overlap(k, tmp_path):
     fig = render_layer_page(lp, make_result([lp]).image)
     w, h = fig.get_size_inches()
     assert (w, h) == pytest.approx((8.27, 11.69))
-    boxes = [ax.get_position() for ax in fig.axes]
-    assert len(boxes) == 3 * k
-    for b in boxes:  # inside the page margins, panels at least 0.9 in (23 mm) wide
-        assert b.x0 * w >= 0.4 and b.x1 * w <= w - 0.4 and b.y0 * h >= 0.4 and b.y1 * h <= h - 0.4
-        assert b.width * w >= 0.9
+    (canvas,) = fig.axes  # every panel is framed on one page canvas in inches, y down
+    boxes = [(r.get_x(), r.get_y(), r.get_x() + r.get_width(), r.get_y() + r.get_height()) for r in canvas.patches]
+    assert len(boxes) == 3 * k and len(canvas.images) == 3 * k
+    for x0, y0, x1, y1 in boxes:  # inside the page margins, square panels at least 0.9 in (23 mm) wide
+        assert x0 >= 0.4 and x1 <= w - 0.4 and y0 >= 0.4 and y1 <= h - 0.4
+        assert x1 - x0 >= 0.9
     for i, a in enumerate(boxes):
         for b in boxes[i + 1:]:
-            assert a.x1 <= b.x0 or b.x1 <= a.x0 or a.y1 <= b.y0 or b.y1 <= a.y0
+            assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
     result = make_result([lp])
     info = ReportInfo("x.png", "m", "w", None, True, {}, {}, "vizkit deconv x.png")
     assert render_deconv_pdf(result, info, tmp_path / "d.pdf") == 2 == pdf_page_count(tmp_path / "d.pdf")

@@ -6,6 +6,7 @@ import math
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from vizkit.project.results import LayerProjections, UnitProjection
 from vizkit.render.display import check_box, crop, display_image, is_zero_projection, normalise_projection
@@ -73,15 +74,20 @@ def render_layer_page(lp: LayerProjections, image: np.ndarray) -> Figure:
             x = left + col * pitch + j * (side + PANEL_GAP) + side / 2
             fig.text(x / page_w, 1 - grid_top / page_h, label, fontsize=FONT - 0.5, ha="center", va="top",
                      weight="bold", color="0.25")
+    # One invisible page-sized Axes in inches (y down) holds every panel: creating ~30 Axes per page cost more
+    # than drawing them.
+    canvas = fig.add_axes((0, 0, 1, 1))
+    canvas.set_xlim(0, page_w)
+    canvas.set_ylim(page_h, 0)
+    canvas.set_axis_off()
     for i, unit in enumerate(lp.units):
         row, col = divmod(i, ncols)
         x0 = left + col * pitch
         y0 = grid_top + HEADER_H + row * row_h
         zero = is_zero_projection(unit.projection)
         fig.text(x0 / page_w, 1 - y0 / page_h, _unit_label(i, unit, lp.mode, zero), fontsize=FONT - 0.5, va="top")
-        axes = [fig.add_axes([(x0 + j * (side + PANEL_GAP)) / page_w, 1 - (y0 + LABEL_H + side) / page_h,
-                              side / page_w, side / page_h]) for j in range(3)]
-        _draw_unit(axes, unit, lp.mode, np.asarray(lp.activation_maps)[i], picture, zero)
+        panels = [(x0 + j * (side + PANEL_GAP), y0 + LABEL_H, side) for j in range(3)]
+        _draw_unit(canvas, panels, unit, lp.mode, np.asarray(lp.activation_maps)[i], picture, zero)
     return fig
 
 
@@ -91,28 +97,36 @@ def _unit_label(i: int, unit: UnitProjection, mode: str, zero: bool) -> str:
     return f"#{i + 1}  ch {unit.channel}   act {unit.activation:.4g}{where}" + ("   zero projection" if zero else "")
 
 
-def _draw_unit(axes: list[Axes], unit: UnitProjection, mode: str, amap: np.ndarray, picture: np.ndarray,
-               zero: bool) -> None:
+def _show(canvas: Axes, image: np.ndarray, panel: tuple[float, float, float], **kw: object) -> None:
+    """Draw ``image`` into a square panel (x, y, side) of the page canvas, keeping its aspect ratio."""
+    x, y, side = panel
+    h, w = image.shape[:2]
+    scale = side / max(h, w)
+    dx, dy = (side - w * scale) / 2, (side - h * scale) / 2
+    canvas.imshow(image, extent=(x + dx, x + dx + w * scale, y + dy + h * scale, y + dy), aspect="auto",
+                  interpolation="none", **kw)
+    canvas.add_patch(Rectangle((x + dx, y + dy), w * scale, h * scale, fill=False, lw=0.4, ec="0.6"))
+
+
+def _draw_unit(canvas: Axes, panels: list[tuple[float, float, float]], unit: UnitProjection, mode: str,
+               amap: np.ndarray, picture: np.ndarray, zero: bool) -> None:
     h, w = picture.shape[:2]
     box = check_box(unit.box, h, w)
     proj = normalise_projection(unit.projection)
-    ax_proj, ax_patch, ax_act = axes
-    ax_proj.imshow(crop(proj, box) if mode == "max" else proj, vmin=0, vmax=1, interpolation="none")
+    p_proj, p_patch, p_act = panels
+    _show(canvas, crop(proj, box) if mode == "max" else proj, p_proj, vmin=0, vmax=1)
     if zero:
-        ax_proj.text(0.5, 0.5, "zero\nprojection", transform=ax_proj.transAxes, ha="center", va="center",
-                     fontsize=FONT - 1, color="firebrick")
-    ax_patch.imshow(crop(picture, box), interpolation="none")
-    ax_act.imshow(amap, cmap="viridis", interpolation="none")
+        x, y, side = p_proj
+        canvas.text(x + side / 2, y + side / 2, "zero\nprojection", ha="center", va="center", fontsize=FONT - 1,
+                    color="firebrick")
+    _show(canvas, crop(picture, box), p_patch)
+    amap = np.atleast_2d(amap)
+    _show(canvas, amap, p_act, cmap="viridis")
     if mode == "max":
-        xlim, ylim = ax_act.get_xlim(), ax_act.get_ylim()
-        y, x = unit.position
-        ax_act.plot([x], [y], marker="+", color="white", ms=8, mew=2.6)  # white halo: visible on any colour
-        ax_act.plot([x], [y], marker="+", color="red", ms=7, mew=1.2)
-        ax_act.set_xlim(xlim)
-        ax_act.set_ylim(ylim)
-    for ax in axes:
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for spine in ax.spines.values():
-            spine.set_linewidth(0.4)
-            spine.set_color("0.6")
+        x, y, side = p_act
+        ah, aw = amap.shape
+        scale = side / max(ah, aw)
+        px = x + (side - aw * scale) / 2 + (unit.position[1] + 0.5) * scale
+        py = y + (side - ah * scale) / 2 + (unit.position[0] + 0.5) * scale
+        canvas.plot([px], [py], marker="+", color="white", ms=8, mew=2.6)  # white halo: visible on any colour
+        canvas.plot([px], [py], marker="+", color="red", ms=7, mew=1.2)
