@@ -30,7 +30,7 @@ from vizkit.render.filters_pdf import filters_page_makers
 from vizkit.render.gradcam_pdf import gradcam_pages
 from vizkit.render.layer_page import render_layer_page
 from vizkit.render.occlusion_pdf import occlusion_pages
-from vizkit.render.report import Section, write_html_gallery, write_report_pdf
+from vizkit.render.report import Section, write_report
 from vizkit.render.sanity_pdf import sanity_pages
 from vizkit.render.summary_page import render_summary_page
 
@@ -100,8 +100,7 @@ def run_report(config: ReportConfig, *, progress: Callable[[str], None] | None =
         with atomic_dir(Path(config.out) / stem) as tmp:
             t1 = time.perf_counter()
             save_deconv_npz(result, tmp / "deconv.npz")
-            write_report_pdf(tmp / "report.pdf", title, subtitle, sections)
-            write_html_gallery(tmp / "html", title, subtitle, sections)
+            write_report(tmp / "report.pdf", tmp / "html", title, subtitle, sections)
             timings["render"] = time.perf_counter() - t1
             write_manifest(tmp, info, timings, name="report.manifest.json")
         return Path(config.out) / stem

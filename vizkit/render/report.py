@@ -45,25 +45,43 @@ def _toc_page(title: str, subtitle: str, sections: Sequence[Section], first_page
     return fig
 
 
-def write_report_pdf(path: Path, title: str, subtitle: str, sections: Sequence[Section]) -> int:
-    """Contents page, then every section's pages, numbered; returns the page count."""
+def write_report(pdf_path: Path, html_folder: Path, title: str, subtitle: str, sections: Sequence[Section], *,
+                 dpi: int = 90) -> int:
+    """The PDF (contents page, then every section's pages, numbered) and the HTML gallery of the same pages.
+
+    Each page is built once and saved twice (PDF page and PNG): building a page costs more than saving it.
+    Returns the PDF's page count."""
     first_pages, page = [], 2
     for section in sections:
         first_pages.append(page)
         page += len(section.pages)
     total = page - 1
     footer_text = f"vizkit {vizkit_version()} \u00b7 {title}"
-    with PdfPages(path, metadata={"Title": title, "Creator": f"vizkit {vizkit_version()}"}) as pdf:
+    images = html_folder / "img"
+    images.mkdir(parents=True, exist_ok=True)
+    nav, body, number = [], [], 1
+    with PdfPages(pdf_path, metadata={"Title": title, "Creator": f"vizkit {vizkit_version()}"}) as pdf:
         fig = _toc_page(title, subtitle, sections, first_pages)
         footer(fig, footer_text, 1, total)
         pdf.savefig(fig)
-        number = 2
-        for section in sections:
+        for s, section in enumerate(sections):
+            anchor = f"s{s}"
+            nav.append(f'<li class="l{section.level}"><a href="#{anchor}">{html.escape(section.title)}</a></li>')
+            tag = "h2" if section.level == 1 else "h3"
+            body.append(f'<section id="{anchor}"><{tag}>{html.escape(section.title)}</{tag}>')
+            if section.summary:
+                body.append(f'<p class="summary">{html.escape(section.summary)}</p>')
             for make in section.pages:
+                number += 1
                 fig = make()
                 footer(fig, footer_text, number, total)
                 pdf.savefig(fig)
-                number += 1
+                name = f"p{number:03d}.png"
+                fig.savefig(images / name, dpi=dpi)
+                alt = html.escape(f"{section.title}, page {number}")
+                body.append(f'<figure><img src="img/{name}" alt="{alt}"><figcaption>{alt}</figcaption></figure>')
+            body.append("</section>")
+    _write_index(html_folder, title, subtitle, nav, body)
     return total
 
 
@@ -84,27 +102,7 @@ figure { margin: 1em 0 2em; } figure img { width: 100%; border: 1px solid #ccc; 
 </style>"""
 
 
-def write_html_gallery(folder: Path, title: str, subtitle: str, sections: Sequence[Section], *,
-                       dpi: int = 90) -> Path:
-    """``folder/index.html`` plus ``folder/img/pNNN.png``: the same pages as the PDF, viewable from disk."""
-    images = folder / "img"
-    images.mkdir(parents=True, exist_ok=True)
-    nav, body, number = [], [], 0
-    for s, section in enumerate(sections):
-        anchor = f"s{s}"
-        nav.append(f'<li class="l{section.level}"><a href="#{anchor}">{html.escape(section.title)}</a></li>')
-        tag = "h2" if section.level == 1 else "h3"
-        body.append(f'<section id="{anchor}"><{tag}>{html.escape(section.title)}</{tag}>')
-        if section.summary:
-            body.append(f'<p class="summary">{html.escape(section.summary)}</p>')
-        for make in section.pages:
-            number += 1
-            name = f"p{number:03d}.png"
-            fig = make()
-            fig.savefig(images / name, dpi=dpi)
-            alt = html.escape(f"{section.title}, page {number}")
-            body.append(f'<figure><img src="img/{name}" alt="{alt}"><figcaption>{alt}</figcaption></figure>')
-        body.append("</section>")
+def _write_index(folder: Path, title: str, subtitle: str, nav: list[str], body: list[str]) -> Path:
     page = "\n".join([
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{html.escape(title)}</title>", _STYLE, "</head><body>",
