@@ -1,6 +1,7 @@
 """The deconvnet against independent references: explicit operators, Captum, hand-computed tensors."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -316,3 +317,15 @@ def test_receptive_field_crop_equals_full_image(builder, layer: str, size: int) 
     cropped = project_cropped(model, x, layer, units, rf, values)
     for i in range(len(units)):
         assert _rel(cropped[i], full[i]) < 1e-10 or full[i].abs().max() == cropped[i].abs().max() == 0, units[i]
+
+
+def test_deconv_mixing_cropped_and_full_units_equals_all_full() -> None:
+    """Per unit, deconv() picks the crop (border units, small clipped boxes) or the full backward: same numbers."""
+    torch.manual_seed(10)
+    model = _perturb(torchvision.models.resnet18()).double()
+    x = torch.randn(1, 3, 112, 112, dtype=torch.float64)
+    fast = deconv(model, x, ["layer2"], top_k=16, crop=True).layers[0]
+    slow = deconv(model, x, ["layer2"], top_k=16, crop=False).layers[0]
+    for a, b in zip(fast.units, slow.units, strict=True):
+        assert (a.channel, a.position) == (b.channel, b.position)
+        assert np.abs(a.projection - b.projection).max() <= 1e-10 * max(np.abs(b.projection).max(), 1e-300)

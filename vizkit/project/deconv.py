@@ -144,12 +144,13 @@ def project_cropped(model: nn.Module, x: torch.Tensor, layer: str, units: Sequen
     return out
 
 
-def _crop_worthwhile(rf: object | None, mode: str, height: int, width: int) -> bool:
+def _cropped_units(rf: object | None, mode: str, units: Sequence[Unit], height: int, width: int) -> list[bool]:
+    """Which units to compute on their receptive-field crop: a local model, mode max, and a crop (clipped to the
+    image, so border units of deep layers qualify too) covering at most CROP_MAX_AREA of the image."""
     if rf is None or mode != "max" or not getattr(rf, "local", False):
-        return False
-    h, w = rf.size  # type: ignore[attr-defined]
-    sy, sx = rf.stride  # type: ignore[attr-defined]
-    return min(height, h + 3 * sy) * min(width, w + 3 * sx) <= CROP_MAX_AREA * height * width
+        return [False] * len(units)
+    areas = [(y1 - y0) * (x1 - x0) for y0, y1, x0, x1 in (_crop_box(rf, u, height, width) for u in units)]
+    return [area <= CROP_MAX_AREA * height * width for area in areas]
 
 
 @dataclass
@@ -194,10 +195,14 @@ def deconv(model: nn.Module, x: torch.Tensor, layers: Sequence[str], *, top_k: i
         units = [u for u, _ in picked]
         values = [v for _, v in picked]
         rf = receptive_fields.get(layer)
-        if crop and _crop_worthwhile(rf, mode, height, width):
-            proj = project_cropped(model, x, layer, units, rf, values)
-        else:
-            proj = project_full(cap, layer, units, mode)
+        on_crop = _cropped_units(rf, mode, units, height, width) if crop else [False] * len(units)
+        proj = torch.empty((len(units), *x.shape[1:]), dtype=x.dtype, device=x.device)
+        for use_crop in (True, False):
+            idx = [i for i, c in enumerate(on_crop) if c == use_crop]
+            if idx and use_crop:
+                proj[idx] = project_cropped(model, x, layer, [units[i] for i in idx], rf, [values[i] for i in idx])
+            elif idx:
+                proj[idx] = project_full(cap, layer, [units[i] for i in idx], mode)
         grid = _as_grid(anchor.detach())[0]
         results.append(LayerProjections(
             layer=layer, mode=mode,
