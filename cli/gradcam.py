@@ -33,8 +33,8 @@ def gradcam(images: tuple[str, ...], model: str | None, weights: str | None, all
             batch_size: int) -> None:
     """Grad-CAM, guided backprop and guided Grad-CAM of each IMAGE for one or more target classes.
 
-    Writes OUT/<image>/gradcam.pdf, gradcam.npz and manifest.json for every IMAGE (the sample photos when none is
-    given). A bad image is reported and skipped; the exit code is then 2.
+    Writes OUT/<image>/gradcam.pdf, gradcam.npz and gradcam.manifest.json for every IMAGE (the sample photos when
+    none is given). A bad image is reported and skipped; the exit code is then 2.
     """
     from vizkit.jobs.gradcam import GradCamConfig, run_gradcam
     from vizkit.load import DEFAULT_MODEL, sample_images

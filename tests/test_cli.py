@@ -127,3 +127,16 @@ def test_console_script_runs(tmp_path: Path) -> None:
     exe = Path(sys.executable).with_name("vizkit")
     out = subprocess.run([str(exe), "--version"], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0 and "0.1.0" in out.stdout
+
+
+def test_commands_share_the_per_image_folder_without_overwriting(tmp_path: Path, sample_paths: list[Path]) -> None:
+    image = str(sample_paths[2])
+    for args in (["deconv", "--top-k", "1"], ["gradcam"], ["activations", "--top", "2"]):
+        code, _, err = _run([args[0], image, "--model", "lenet5", *args[1:], "--out", str(tmp_path)])
+        assert code == 0, err
+    folder = tmp_path / "coffee"
+    names = {p.name for p in folder.iterdir()}
+    assert {"deconv.pdf", "deconv.npz", "manifest.json", "gradcam.pdf", "gradcam.npz", "gradcam.manifest.json",
+            "activations.pdf", "activations.manifest.json"} <= names
+    deconv_manifest = json.loads((folder / "manifest.json").read_text())
+    assert {f["path"] for f in deconv_manifest["files"]} == {"deconv.npz", "deconv.pdf"}

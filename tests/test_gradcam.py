@@ -366,7 +366,7 @@ def test_cli_writes_pdf_npz_manifest_matching_the_library(tmp_path: Path, sample
     assert len(errors) == 1 and "notes.jpg" in errors[0] and "2 written, 1 failed" in err
     assert sorted(p.name for p in out_dir.iterdir()) == ["chelsea", "coffee"]
     folder = out_dir / "coffee"
-    assert sorted(p.name for p in folder.iterdir()) == ["gradcam.npz", "gradcam.pdf", "manifest.json"]
+    assert sorted(p.name for p in folder.iterdir()) == ["gradcam.manifest.json", "gradcam.npz", "gradcam.pdf"]
     assert _pdf_pages(folder / "gradcam.pdf") == 1
     arrays = np.load(folder / "gradcam.npz")
     assert sorted(arrays.files) == sorted(NPZ_KEYS)
@@ -379,7 +379,7 @@ def test_cli_writes_pdf_npz_manifest_matching_the_library(tmp_path: Path, sample
     assert arrays["targets"].tolist() == ref.targets[0].tolist()
     for key in ("scores", "cam_raw", "cam", "guided_backprop", "guided_gradcam"):
         np.testing.assert_allclose(arrays[key], getattr(ref, key)[0], rtol=1e-5, atol=1e-7)
-    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest = json.loads((folder / "gradcam.manifest.json").read_text())
     assert manifest["settings"]["layer"] == "features.pool2" and manifest["settings"]["targets"] == ["3", "auto"]
     assert {f["path"] for f in manifest["files"]} == {"gradcam.npz", "gradcam.pdf"}
     assert not list(out_dir.glob(".*"))

@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 
 from vizkit.capture.activations import ActivationGrid
 from vizkit.errors import UserInputError
-from vizkit.render.atomic import atomic_dir
+from vizkit.render.atomic import atomic_dir, output_folder
 from vizkit.render.display import display_image
 from vizkit.render.filters_pdf import axes_at, grid_layout
 from vizkit.render.info import ReportInfo, vizkit_version
@@ -265,9 +265,7 @@ def write_activations_outputs(x: np.ndarray, grids: Sequence[ActivationGrid], im
                               out_dir: Path, stem: str, timings: dict[str, float], scale: str = "shared") -> Path:
     """Write activations.npz, activations.pdf and activations.manifest.json (last) into ``out_dir/stem/``,
     atomically and beside other commands' files; return the folder."""
-    if not stem or stem in (".", "..") or "/" in stem or "\\" in stem or stem.startswith("."):
-        raise ValueError(f"output folder name {stem!r} must be a plain, non-hidden file name")
-    final = Path(out_dir) / stem
+    final = output_folder(out_dir, stem)
     start = time.perf_counter()
     with atomic_dir(final) as tmp:
         save_activations_npz(x, grids, tmp / "activations.npz")

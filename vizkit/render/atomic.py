@@ -36,6 +36,13 @@ def _check_target(final: Path) -> None:
         raise UserInputError(f"{final} exists and is not a folder; remove it or choose another output folder.")
 
 
+def output_folder(out_dir: str | os.PathLike, stem: str) -> Path:
+    """``out_dir/stem``, refusing names that would escape ``out_dir`` or hide the folder."""
+    if not stem or stem in (".", "..") or "/" in stem or "\\" in stem or stem.startswith("."):
+        raise ValueError(f"output folder name {stem!r} must be a plain, non-hidden file name")
+    return Path(out_dir) / stem
+
+
 @contextmanager
 def atomic_dir(final: Path) -> Iterator[Path]:
     """Yield an empty temporary folder ``final.parent/.<name>.tmp-<random>``; on success its entries land in ``final``.

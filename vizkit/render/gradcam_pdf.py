@@ -1,4 +1,4 @@
-"""The per-image folder of ``vizkit gradcam``: gradcam.npz, gradcam.pdf, manifest.json (last), all or nothing.
+"""The per-image folder of ``vizkit gradcam``: gradcam.npz, gradcam.pdf, gradcam.manifest.json (last), all or nothing.
 
 gradcam.pdf: page 1 starts with the image, model, layer, top-5 predictions, notes and the interception audit;
 then one row per target: the CAM over the image, guided backprop, guided Grad-CAM, with class name and probability.
@@ -14,7 +14,7 @@ from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
 from vizkit.project.gradcam import GradCamResult
-from vizkit.render.atomic import atomic_dir
+from vizkit.render.atomic import atomic_dir, output_folder
 from vizkit.render.display import (
     display_image,
     is_zero_projection,
@@ -33,6 +33,8 @@ LABEL_H = 0.34  # two label lines above a target's panels
 ROW_GAP = 0.18
 CAM_ALPHA = 0.5
 RANDOM_INIT_NOTE = "random init weights: the maps show the architecture's bias, not anything learned."
+
+MANIFEST = "gradcam.manifest.json"  # beside deconv's manifest.json in the same per-image folder
 
 
 def gradcam_arrays(result: GradCamResult) -> dict[str, np.ndarray]:
@@ -64,14 +66,13 @@ def save_gradcam_npz(result: GradCamResult, path: Path) -> None:
 def write_gradcam_outputs(result: GradCamResult, info: ReportInfo, out_dir: Path, stem: str,
                           timings: dict[str, float]) -> Path:
     """Write ``out_dir/stem/`` atomically and return it. ``timings`` gains a ``render`` entry (seconds)."""
-    if not stem or stem in (".", "..") or "/" in stem or "\\" in stem or stem.startswith("."):
-        raise ValueError(f"output folder name {stem!r} must be a plain, non-hidden file name")
     start = time.perf_counter()
-    with atomic_dir(Path(out_dir) / stem) as tmp:
+    final = output_folder(out_dir, stem)
+    with atomic_dir(final) as tmp:
         save_gradcam_npz(result, tmp / "gradcam.npz")
         render_gradcam_pdf(result, info, tmp / "gradcam.pdf")
-        write_manifest(tmp, info, {**timings, "render": time.perf_counter() - start})
-    return Path(out_dir) / stem
+        write_manifest(tmp, info, {**timings, "render": time.perf_counter() - start}, name=MANIFEST)
+    return final
 
 
 def render_gradcam_pdf(result: GradCamResult, info: ReportInfo, path: Path) -> int:

@@ -22,7 +22,7 @@ from matplotlib.patches import Rectangle
 from vizkit.project.occlusion import OcclusionMaps
 from vizkit.project.results import Prediction
 from vizkit.project.sanity import SanityResult
-from vizkit.render.atomic import atomic_dir
+from vizkit.render.atomic import atomic_dir, output_folder
 from vizkit.render.display import display_image, normalise_projection
 from vizkit.render.info import ReportInfo, vizkit_version
 from vizkit.render.manifest import write_manifest
@@ -206,10 +206,8 @@ def write_occlusion_outputs(maps: OcclusionMaps, image: np.ndarray, class_names:
                             sanity: Sequence[SanityResult] | None = None) -> Path:
     """Write occlusion.npz, occlusion.pdf, occlusion.sanity.json (when checks ran) and occlusion.manifest.json
     (last) into ``out_dir/stem/`` atomically; other commands' files there stay. Returns the folder."""
-    if not stem or stem in (".", "..") or "/" in stem or "\\" in stem or stem.startswith("."):
-        raise ValueError(f"output folder name {stem!r} must be a plain, non-hidden file name")
     start = time.perf_counter()
-    final = Path(out_dir) / stem
+    final = output_folder(out_dir, stem)
     with atomic_dir(final) as tmp:
         save_occlusion_npz(maps, tmp / "occlusion.npz")
         if sanity:
