@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from vizkit.capture.recorder import resolve_layers
 from vizkit.capture.stages import default_layers
 from vizkit.errors import UserInputError
@@ -70,6 +72,19 @@ def deconv_image(loaded: LoadedModel, image: str | Path, layers: Sequence[str], 
     )
 
 
+def prepare(config: ImageJob, layers: Sequence[str] | None
+            ) -> tuple[LoadedModel, torch.device, list[str], dict[str, object | None]]:
+    """Load the model once per run, pick and check the layers (default: one per resolution stage), and analyse
+    the receptive fields (for crops and image patches). Model and layer errors raise before any image is read."""
+    loaded = config.load()
+    device = next(loaded.model.parameters()).device
+    prep = loaded.preprocessing
+    input_shape = (1, prep.channels, prep.crop, prep.crop)
+    layers = list(layers) if layers else default_layers(loaded.model, input_shape)
+    resolve_layers(loaded.model, layers)
+    return loaded, device, layers, analyse_receptive_fields(loaded.model, input_shape)
+
+
 def run_deconv(config: DeconvConfig, *, progress: Callable[[str], None] | None = None) -> JobReport:
     """Run ``vizkit deconv``: one folder per image under ``config.out``; bad images are reported and skipped.
 
@@ -78,13 +93,8 @@ def run_deconv(config: DeconvConfig, *, progress: Callable[[str], None] | None =
     """
     config.check()
     started = time.perf_counter()
-    loaded = config.load()
-    device = next(loaded.model.parameters()).device
+    loaded, device, layers, rfs = prepare(config, config.layers)
     prep = loaded.preprocessing
-    input_shape = (1, prep.channels, prep.crop, prep.crop)
-    layers = list(config.layers) if config.layers else default_layers(loaded.model, input_shape)
-    resolve_layers(loaded.model, layers)
-    rfs = analyse_receptive_fields(loaded.model, input_shape)
     load_seconds = time.perf_counter() - started
     images = config.image_paths()
     settings = {"layers": layers, "top_k": config.top_k, "mode": config.mode, "device": str(device),

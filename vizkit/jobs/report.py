@@ -15,14 +15,11 @@ import torch
 
 from vizkit.capture.activations import activation_grids
 from vizkit.capture.filters import filter_stats
-from vizkit.capture.recorder import resolve_layers
-from vizkit.capture.stages import default_layers
 from vizkit.jobs.common import ImageJob, JobReport, for_each_image
-from vizkit.jobs.deconv import deconv_image
+from vizkit.jobs.deconv import deconv_image, prepare
 from vizkit.jobs.filters import pictured_layers
 from vizkit.jobs.gradcam import gradcam_inputs
 from vizkit.jobs.occlusion import OtherImages, occlusion_image
-from vizkit.project.deconv import analyse_receptive_fields
 from vizkit.project.gradcam import default_gradcam_layer
 from vizkit.render import ReportInfo, atomic_dir, save_deconv_npz, write_manifest
 from vizkit.render.activations_pdf import activation_page
@@ -45,13 +42,9 @@ class ReportConfig(ImageJob):
 
 def run_report(config: ReportConfig, *, progress: Callable[[str], None] | None = None) -> JobReport:
     """Write ``out/<stem>/report.pdf``, ``html/index.html`` (+ images), ``deconv.npz`` and ``report.manifest.json``."""
-    loaded = config.load()
-    device = next(loaded.model.parameters()).device
+    loaded, device, layers, rfs = prepare(config, config.layers)
     prep = loaded.preprocessing
     input_shape = (1, prep.channels, prep.crop, prep.crop)
-    layers = list(config.layers) if config.layers else default_layers(loaded.model, input_shape)
-    resolve_layers(loaded.model, layers)
-    rfs = analyse_receptive_fields(loaded.model, input_shape)
     images = config.image_paths()
     settings = {"layers": layers, "top_k": config.top_k, "device": str(device)}
     stats = filter_stats(loaded.model)  # model-level: the same section in every image's report
