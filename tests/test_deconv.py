@@ -329,3 +329,39 @@ def test_deconv_mixing_cropped_and_full_units_equals_all_full() -> None:
     for a, b in zip(fast.units, slow.units, strict=True):
         assert (a.channel, a.position) == (b.channel, b.position)
         assert np.abs(a.projection - b.projection).max() <= 1e-10 * max(np.abs(b.projection).max(), 1e-300)
+
+
+class _ViewNet(nn.Module):
+    """Old-style code: ``x.view(n, -1)`` raises on a channels-last tensor; vizkit must fall back, not fail."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4 * 6 * 6, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv(x))
+        return self.fc(h.view(h.shape[0], -1))
+
+
+def test_models_that_cannot_take_channels_last_fall_back() -> None:
+    torch.manual_seed(11)
+    model = _ViewNet().eval()
+    x = torch.randn(1, 3, 8, 8)
+    with pytest.raises(RuntimeError):
+        model(x.contiguous(memory_format=torch.channels_last))  # the premise
+    out = deconv(model, x, ["conv"], top_k=2, logits=True)
+    assert out.logits is not None and torch.allclose(out.logits, model(x))
+    assert all(np.abs(u.projection).max() > 0 for u in out.layers[0].units)
+
+
+def test_channels_last_layout_gives_the_same_projections_to_float_rounding() -> None:
+    torch.manual_seed(12)
+    model = _perturb(torchvision.models.vgg11_bn())
+    x = torch.randn(1, 3, 64, 64)
+    fast = deconv(model, x, ["features.14"], top_k=4, channels_last=True, logits=True)
+    plain = deconv(model, x, ["features.14"], top_k=4, channels_last=False, logits=True)
+    assert torch.allclose(fast.logits, plain.logits, rtol=1e-4, atol=1e-5)
+    for a, b in zip(fast.layers[0].units, plain.layers[0].units, strict=True):
+        assert (a.channel, a.position) == (b.channel, b.position)
+        assert np.abs(a.projection - b.projection).max() <= 1e-4 * np.abs(b.projection).max()

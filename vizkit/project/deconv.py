@@ -48,13 +48,29 @@ class Capture:
         return any(self.ops_before[layer][op] for op in IMAGE_DEPENDENT_OPS)
 
 
-def forward_capture(model: nn.Module, x: torch.Tensor, layers: Sequence[str], *, stop: bool = True) -> Capture:
+def forward_capture(model: nn.Module, x: torch.Tensor, layers: Sequence[str], *, stop: bool = True,
+                    channels_last: bool = False) -> Capture:
     """Run ``model`` once on ``x`` (1, C, H, W) with deconvnet rules, recording ``layers``.
 
     ``stop=True`` ends the forward at the last requested layer (no logits). The model's flags are restored on
-    return, also when the forward raises; the autograd graph stays alive in the returned Capture.
+    return, also when the forward raises; the autograd graph stays alive in the returned Capture. The forward
+    values are bit-identical to the model's own forward.
+
+    ``channels_last=True`` feeds the image in channels-last layout: oneDNN's convolutions, forward and backward,
+    run about 25 % faster that way on a CPU; values then differ from the ordinary layout by float rounding
+    (~1e-6 relative). A model whose code cannot take that layout (``x.view(n, -1)`` on a channels-last tensor
+    raises) is run again in the ordinary layout.
     """
-    leaf = x.detach().clone().requires_grad_(True)
+    if channels_last and x.dim() == 4:
+        try:
+            return _forward_capture(model, x.contiguous(memory_format=torch.channels_last), layers, stop)
+        except RuntimeError:
+            pass
+    return _forward_capture(model, x.contiguous(), layers, stop)
+
+
+def _forward_capture(model: nn.Module, x: torch.Tensor, layers: Sequence[str], stop: bool) -> Capture:
+    leaf = x.detach().clone(memory_format=torch.preserve_format).requires_grad_(True)
     rules = DeconvRules()
     with preserve_model_state(model), torch.enable_grad(), rules, Recorder(model, layers, stop=stop) as rec:
         rec.on_record.append(lambda name: ops_before.__setitem__(name, Counter(rules.counts)))
@@ -115,7 +131,7 @@ def _crop_box(rf: object, unit: Unit, height: int, width: int) -> tuple[int, int
 
 
 def project_cropped(model: nn.Module, x: torch.Tensor, layer: str, units: Sequence[Unit], rf: object,
-                    values: Sequence[float]) -> torch.Tensor:
+                    values: Sequence[float], *, channels_last: bool = False) -> torch.Tensor:
     """(K, C, H, W) projections of single units, each computed on its receptive-field crop.
 
     Crops of the same size are stacked into one batch: one forward and one backward for the whole group (images in
@@ -131,7 +147,7 @@ def project_cropped(model: nn.Module, x: torch.Tensor, layer: str, units: Sequen
     sy, sx = rf.stride  # type: ignore[attr-defined]
     for members in groups.values():
         crops = torch.cat([x[:, :, boxes[i][0] : boxes[i][1], boxes[i][2] : boxes[i][3]] for i in members])
-        cap = forward_capture(model, crops, [layer], stop=True)
+        cap = forward_capture(model, crops, [layer], stop=True, channels_last=channels_last)
         anchor = cap.outputs[layer]
         seeds = torch.zeros_like(anchor)
         for row, i in enumerate(members):
@@ -162,19 +178,20 @@ class DeconvOutput:
 
 def deconv(model: nn.Module, x: torch.Tensor, layers: Sequence[str], *, top_k: int = 9, mode: str = "max",
            channels: dict[str, Sequence[int]] | None = None, crop: bool = True, logits: bool = False,
-           receptive_fields: dict[str, object | None] | None = None) -> DeconvOutput:
+           receptive_fields: dict[str, object | None] | None = None, channels_last: bool = True) -> DeconvOutput:
     """Project the top-``top_k`` feature maps of each layer of ``model`` for one image ``x`` (1, C, H, W).
 
     mode ``max``: only the strongest activation of each map is kept (the paper's figures); ``map``: the whole map.
     ``channels`` picks feature maps per layer instead of ranking. ``logits=True`` runs the whole network (for
     predictions) instead of stopping at the deepest layer. ``crop=False`` forces full-image backward passes.
+    ``channels_last`` (default) runs the convolutions in the faster layout (see ``forward_capture``).
     Projections are raw (unnormalised) float32 arrays of the input's shape.
     """
     if mode not in MODES:
         raise UserInputError(f"unknown mode '{mode}'; use one of {', '.join(MODES)}")
     if x.dim() != 4 or x.shape[0] != 1:
         raise UserInputError(f"deconv takes one image of shape (1, C, H, W), got {tuple(x.shape)}")
-    cap = forward_capture(model, x, layers, stop=not logits)
+    cap = forward_capture(model, x, layers, stop=not logits, channels_last=channels_last)
     if receptive_fields is None and crop:
         receptive_fields = analyse_receptive_fields(model, tuple(x.shape))
     receptive_fields = receptive_fields or {}
@@ -200,7 +217,8 @@ def deconv(model: nn.Module, x: torch.Tensor, layers: Sequence[str], *, top_k: i
         for use_crop in (True, False):
             idx = [i for i, c in enumerate(on_crop) if c == use_crop]
             if idx and use_crop:
-                proj[idx] = project_cropped(model, x, layer, [units[i] for i in idx], rf, [values[i] for i in idx])
+                proj[idx] = project_cropped(model, x, layer, [units[i] for i in idx], rf, [values[i] for i in idx],
+                                        channels_last=channels_last)
             elif idx:
                 proj[idx] = project_full(cap, layer, [units[i] for i in idx], mode)
         grid = _as_grid(anchor.detach())[0]
