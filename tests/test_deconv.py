@@ -366,3 +366,12 @@ def test_channels_last_layout_gives_the_same_projections_to_float_rounding() -> 
     for a, b in zip(fast.layers[0].units, plain.layers[0].units, strict=True):
         assert (a.channel, a.position) == (b.channel, b.position)
         assert np.abs(a.projection - b.projection).max() <= 1e-4 * np.abs(b.projection).max()
+
+
+def test_scripted_models_are_refused_not_silently_wrong() -> None:
+    """Inside TorchScript no rule can be attached: the plain gradient would come back; vizkit refuses instead."""
+    from vizkit.errors import ModelError
+
+    model = torch.jit.script(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3)).eval())
+    with pytest.raises(ModelError, match="TorchScript"):
+        deconv(model, torch.randn(1, 3, 16, 16), ["2"])

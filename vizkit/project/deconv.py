@@ -20,7 +20,7 @@ from vizkit.capture.recorder import Recorder
 from vizkit.capture.state import preserve_model_state
 from vizkit.errors import UserInputError
 from vizkit.project.results import AuditEntry, LayerProjections, UnitProjection
-from vizkit.project.rules import IMAGE_DEPENDENT_OPS, DeconvRules
+from vizkit.project.rules import IMAGE_DEPENDENT_OPS, DeconvRules, check_interceptable
 
 MODES = ("max", "map")
 CROP_MAX_AREA = 0.5  # crop only when the cone covers at most this share of the image; else full backward is as cheap
@@ -70,6 +70,7 @@ def forward_capture(model: nn.Module, x: torch.Tensor, layers: Sequence[str], *,
 
 
 def _forward_capture(model: nn.Module, x: torch.Tensor, layers: Sequence[str], stop: bool) -> Capture:
+    check_interceptable(model, "deconvnet")
     leaf = x.detach().clone(memory_format=torch.preserve_format).requires_grad_(True)
     rules = DeconvRules()
     with preserve_model_state(model), torch.enable_grad(), rules, Recorder(model, layers, stop=stop) as rec:

@@ -47,7 +47,7 @@ from vizkit.capture.stages import default_layers
 from vizkit.capture.state import preserve_model_state
 from vizkit.errors import ModelError, UserInputError
 from vizkit.project.results import AuditEntry, Prediction
-from vizkit.project.rules import GuidedBackpropRules
+from vizkit.project.rules import GuidedBackpropRules, check_interceptable
 from vizkit.project.targets import resolve_targets
 
 Targets = Sequence[Sequence[int | None]]
@@ -111,7 +111,7 @@ def guided_backprop(model: nn.Module, x: torch.Tensor, targets: Targets) -> np.n
 def _explain(model: nn.Module, x: torch.Tensor, layer: str | None, targets: Targets | None) -> GradCamOutput:
     if x.dim() != 4:
         raise UserInputError(f"expected a batch of images (N, C, H, W), got shape {tuple(x.shape)}")
-    _refuse_scripted(model)
+    check_interceptable(model, "guided-backprop")
     with preserve_model_state(model), torch.enable_grad():
         x = x.detach().clone().requires_grad_(True)
         with GuidedBackpropRules() as rules, Recorder(model, [layer] if layer else []) as rec:
@@ -229,11 +229,6 @@ def _check_maps(maps: torch.Tensor, layer: str) -> torch.Tensor:
         raise ModelError(f"layer '{layer}' does not depend on the input; pick a layer the class scores depend on")
     return maps
 
-
-def _refuse_scripted(model: nn.Module) -> None:
-    if any(isinstance(m, torch.jit.ScriptModule) for m in model.modules()):
-        raise ModelError("TorchScript modules run outside Python calls, so guided backprop cannot be attached; "
-                         "use the eager model")
 
 
 

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from vizkit.errors import ModelError
 from vizkit.project.results import AuditEntry
 
 RECTIFY = "rectify: relu(signal)"
@@ -75,6 +76,14 @@ def _ops_table() -> dict[Callable[..., Any], _Op]:
 
 
 _OPS = _ops_table()
+
+
+def check_interceptable(model: torch.nn.Module, method: str) -> None:
+    """TorchScript modules run outside Python calls: no rule could be attached and the result would silently be
+    the plain gradient. Refuse them instead."""
+    if any(isinstance(m, torch.jit.ScriptModule) for m in model.modules()):
+        raise ModelError(f"TorchScript modules run outside Python calls, so the {method} rules cannot be attached; "
+                         "use the eager model")
 
 
 def _first_tensor(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor | None:
