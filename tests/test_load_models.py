@@ -11,15 +11,7 @@ import torchvision
 from torchvision.models import GoogLeNet_Weights, ResNet18_Weights
 
 from vizkit.errors import ModelError, UserInputError
-from vizkit.load import (
-    DEFAULT_MODEL,
-    LoadedModel,
-    Preprocessing,
-    available_models,
-    load_image,
-    load_model,
-    preprocess,
-)
+from vizkit.load import DEFAULT_MODEL, LoadedModel, Preprocessing, available_models, load_image, load_model, preprocess
 
 
 def _same_params(model: torch.nn.Module, sd: dict) -> bool:

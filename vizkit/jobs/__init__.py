@@ -5,13 +5,7 @@ The CLI only turns options into these configs; everything it does is reachable f
 from __future__ import annotations
 
 from vizkit.jobs.activations import ActivationsConfig, run_activations
-from vizkit.jobs.common import (
-           Failure,
-           JobReport,
-           for_each_image,
-           predictions,
-           resolve_device,
-)
+from vizkit.jobs.common import Failure, JobReport, for_each_image, predictions, resolve_device
 from vizkit.jobs.deconv import DeconvConfig, deconv_image, run_deconv
 from vizkit.jobs.filters import FiltersConfig, run_filters
 from vizkit.jobs.gradcam import GradCamConfig, gradcam_image, run_gradcam

@@ -14,12 +14,7 @@ from vizkit.capture.recorder import resolve_layers
 from vizkit.capture.stages import default_layers
 from vizkit.errors import UserInputError
 from vizkit.jobs.common import ImageJob, JobReport, for_each_image
-from vizkit.load import (
-    LoadedModel,
-    deprocess,
-    load_image,
-    preprocess,
-)
+from vizkit.load import LoadedModel, deprocess, load_image, preprocess
 from vizkit.render.activations_pdf import SCALES, write_activations_outputs
 from vizkit.render.info import ReportInfo
 

@@ -12,18 +12,8 @@ import torch
 from vizkit.capture.recorder import resolve_layers
 from vizkit.capture.stages import default_layers
 from vizkit.errors import UserInputError
-from vizkit.jobs.common import (
-    ImageJob,
-    JobReport,
-    for_each_image,
-    predictions,
-)
-from vizkit.load import (
-    LoadedModel,
-    deprocess,
-    load_image,
-    preprocess,
-)
+from vizkit.jobs.common import ImageJob, JobReport, for_each_image, predictions
+from vizkit.load import LoadedModel, deprocess, load_image, preprocess
 from vizkit.project.deconv import MODES, analyse_receptive_fields, deconv
 from vizkit.project.results import DeconvResult
 from vizkit.render import ReportInfo, write_deconv_outputs

@@ -17,19 +17,8 @@ from torch import nn
 from vizkit.capture.recorder import resolve_layers
 from vizkit.capture.state import preserve_model_state
 from vizkit.errors import ModelError, UserInputError, VizkitError
-from vizkit.jobs.common import (
-    ImageJob,
-    JobReport,
-    for_each_image,
-    output_stems,
-    predictions,
-)
-from vizkit.load import (
-    LoadedModel,
-    deprocess,
-    load_image,
-    preprocess,
-)
+from vizkit.jobs.common import ImageJob, JobReport, for_each_image, output_stems, predictions
+from vizkit.load import LoadedModel, deprocess, load_image, preprocess
 from vizkit.project.gradcam import GradCamResult, default_gradcam_layer, gradcam
 from vizkit.project.targets import parse_targets
 from vizkit.render import ReportInfo

@@ -17,27 +17,11 @@ import torch
 from vizkit.capture.recorder import resolve_layers
 from vizkit.capture.stages import default_layers
 from vizkit.errors import ModelError, UserInputError
-from vizkit.jobs.common import (
-    ImageJob,
-    JobReport,
-    for_each_image,
-    predictions,
-)
+from vizkit.jobs.common import ImageJob, JobReport, for_each_image, predictions
 from vizkit.jobs.gradcam import num_classes
-from vizkit.load import (
-    LoadedModel,
-    deprocess,
-    load_image,
-    preprocess,
-    sample_images,
-)
+from vizkit.load import LoadedModel, deprocess, load_image, preprocess, sample_images
 from vizkit.project.deconv import Unit
-from vizkit.project.occlusion import (
-    OcclusionMaps,
-    check_window,
-    default_window,
-    occlusion_maps,
-)
+from vizkit.project.occlusion import OcclusionMaps, check_window, default_window, occlusion_maps
 from vizkit.project.results import Prediction
 from vizkit.project.sanity import SanityResult, sanity_checks
 from vizkit.project.targets import parse_targets

@@ -14,13 +14,7 @@ from vizkit.project.deconv import (
 from vizkit.project.explicit import explicit_deconv
 from vizkit.project.gradcam import GradCamOutput, default_gradcam_layer, gradcam, guided_backprop
 from vizkit.project.occlusion import OcclusionMaps, occlusion_maps
-from vizkit.project.results import (
-    AuditEntry,
-    DeconvResult,
-    LayerProjections,
-    Prediction,
-    UnitProjection,
-)
+from vizkit.project.results import AuditEntry, DeconvResult, LayerProjections, Prediction, UnitProjection
 from vizkit.project.rules import DeconvRules
 from vizkit.project.sanity import SanityResult, sanity_checks
 

@@ -30,15 +30,7 @@ from vizkit.render.display import display_image
 from vizkit.render.filters_pdf import axes_at, grid_layout
 from vizkit.render.info import ReportInfo, vizkit_version
 from vizkit.render.manifest import write_manifest
-from vizkit.render.pages import (
-    FONT,
-    LINE,
-    MARGIN,
-    Cursor,
-    footer,
-    format_value,
-    new_page,
-)
+from vizkit.render.pages import FONT, LINE, MARGIN, Cursor, footer, format_value, new_page
 
 SCALES = ("shared", "map")
 CMAP = "viridis"

@@ -37,15 +37,7 @@ from vizkit.capture.filters import FilterStats
 from vizkit.render.atomic import atomic_dir
 from vizkit.render.info import ReportInfo, vizkit_version
 from vizkit.render.manifest import write_manifest
-from vizkit.render.pages import (
-    FONT,
-    LINE,
-    MARGIN,
-    Cursor,
-    footer,
-    format_value,
-    new_page,
-)
+from vizkit.render.pages import FONT, LINE, MARGIN, Cursor, footer, format_value, new_page
 
 MAX_TILES = 256
 MAX_ROWS = 256

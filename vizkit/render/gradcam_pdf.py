@@ -15,11 +15,7 @@ from matplotlib.figure import Figure
 
 from vizkit.project.gradcam import GradCamResult
 from vizkit.render.atomic import atomic_dir, output_folder
-from vizkit.render.display import (
-    display_image,
-    is_zero_projection,
-    normalise_projection,
-)
+from vizkit.render.display import display_image, is_zero_projection, normalise_projection
 from vizkit.render.info import ReportInfo, vizkit_version
 from vizkit.render.manifest import write_manifest
 from vizkit.render.pages import FONT, MARGIN, Cursor, footer, format_value, new_page
