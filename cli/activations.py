@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 
 import click
-from vizkit_cli.common import errors_to_exit_codes, finish, model_options, progress
+from vizkit_cli.common import errors_to_exit_codes, finish, image_command, model_options, progress, stage_layers_option
 
 EPILOG = """\b
 Examples:
@@ -15,17 +15,13 @@ Examples:
 
 
 @click.command(epilog=EPILOG)
-@click.argument("images", nargs=-1, type=click.Path(dir_okay=False, path_type=str))
+@image_command
 @model_options
-@click.option("--layer", "-l", "layers", multiple=True, metavar="L",
-              help="Layer name from model.named_modules() (repeatable). Default: one per resolution stage.")
+@stage_layers_option
 @click.option("--top", "-n", default=64, show_default=True, type=click.IntRange(min=1),
               help="Feature maps per layer, strongest first (by max activation, ties by mean).")
 @click.option("--scale", type=click.Choice(["shared", "map"]), default="shared", show_default=True,
               help="Colour scale: one per layer page (dark = weak), or each map stretched to its own range.")
-@click.option("--out", "-o", default="vizkit-out", show_default=True, type=click.Path(file_okay=False),
-              help="Output folder; one subfolder per image.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @errors_to_exit_codes
 def activations(images: tuple[str, ...], model: str | None, weights: str | None, allow_download: bool,
                 allow_pickle: bool, layers: tuple[str, ...], top: int, scale: str, out: str, device: str) -> None:

@@ -35,6 +35,20 @@ def errors_to_exit_codes(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def image_command(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """IMAGE... (default: the sample photos), --out and --device: the same on every per-image command."""
+    fn = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")(fn)
+    fn = click.option("--out", "-o", default="vizkit-out", show_default=True, type=click.Path(file_okay=False),
+                      help="Output folder; one subfolder per image.")(fn)
+    return click.argument("images", nargs=-1, type=click.Path(dir_okay=False, path_type=str))(fn)
+
+
+def stage_layers_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--layer", "-l", "layers", multiple=True, metavar="L",
+                        help="Layer name from model.named_modules() (repeatable). Default: one per resolution "
+                             "stage.")(fn)
+
+
 def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option("--unsafe-pickle", "allow_pickle", is_flag=True,
                       help="Load a fully pickled model file. This can execute arbitrary code: only for files you "

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 
 import click
-from vizkit_cli.common import errors_to_exit_codes, finish, model_options, progress
+from vizkit_cli.common import errors_to_exit_codes, finish, image_command, model_options, progress
 
 EPILOG = """\b
 Examples:
@@ -15,16 +15,13 @@ Examples:
 
 
 @click.command(epilog=EPILOG)
-@click.argument("images", nargs=-1, type=click.Path(dir_okay=False, path_type=str))
+@image_command
 @model_options
 @click.option("--layer", "-l", default=None, metavar="L",
               help="Layer name from model.named_modules(). Default: the last spatial feature layer.")
 @click.option("--target", "-t", "targets", multiple=True, metavar="T",
               help="auto (top predicted class), a class index or a class name (case-insensitive); repeatable. "
                    "Default: auto.")
-@click.option("--out", "-o", default="vizkit-out", show_default=True, type=click.Path(file_okay=False),
-              help="Output folder; one subfolder per image.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1),
               help="Images per forward pass.")
 @errors_to_exit_codes

@@ -10,7 +10,7 @@ import sys
 
 import click
 from vizkit_cli.activations import activations
-from vizkit_cli.common import errors_to_exit_codes, finish, model_options, progress
+from vizkit_cli.common import errors_to_exit_codes, finish, image_command, model_options, progress, stage_layers_option
 from vizkit_cli.filters import filters
 from vizkit_cli.gradcam import gradcam
 from vizkit_cli.occlusion import occlusion
@@ -33,17 +33,13 @@ def main(debug: bool) -> None:
 
 
 @main.command(epilog=EPILOG_DECONV)
-@click.argument("images", nargs=-1, type=click.Path(dir_okay=False, path_type=str))
+@image_command
 @model_options
-@click.option("--layer", "-l", "layers", multiple=True, metavar="L",
-              help="Layer name from model.named_modules() (repeatable). Default: one per resolution stage.")
+@stage_layers_option
 @click.option("--top-k", "-k", default=9, show_default=True, type=click.IntRange(min=1),
               help="Feature maps per layer, ranked by their strongest activation.")
 @click.option("--mode", type=click.Choice(["max", "map"]), default="max", show_default=True,
               help="max: project only each map's strongest activation (the paper); map: the whole feature map.")
-@click.option("--out", "-o", default="vizkit-out", show_default=True, type=click.Path(file_okay=False),
-              help="Output folder; one subfolder per image.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--no-crop", is_flag=True, help="Always back-propagate over the whole image (slower, same result).")
 @errors_to_exit_codes
 def deconv(images: tuple[str, ...], model: str | None, weights: str | None, allow_download: bool,
@@ -67,15 +63,11 @@ def deconv(images: tuple[str, ...], model: str | None, weights: str | None, allo
 
 
 @main.command()
-@click.argument("images", nargs=-1, type=click.Path(dir_okay=False, path_type=str))
+@image_command
 @model_options
-@click.option("--layer", "-l", "layers", multiple=True, metavar="L",
-              help="Layer name (repeatable). Default: one per resolution stage.")
+@stage_layers_option
 @click.option("--top-k", "-k", default=9, show_default=True, type=click.IntRange(min=1),
               help="Feature maps per layer in the deconvnet pages.")
-@click.option("--out", "-o", default="vizkit-out", show_default=True, type=click.Path(file_okay=False),
-              help="Output folder; one subfolder per image.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @errors_to_exit_codes
 def report(images: tuple[str, ...], model: str | None, weights: str | None, allow_download: bool,
            allow_pickle: bool, layers: tuple[str, ...], top_k: int, out: str, device: str) -> None:

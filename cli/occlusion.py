@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 
 import click
-from vizkit_cli.common import errors_to_exit_codes, finish, model_options, progress
+from vizkit_cli.common import errors_to_exit_codes, finish, image_command, model_options, progress
 
 EPILOG = """\b
 Examples:
@@ -15,7 +15,7 @@ Examples:
 
 
 @click.command(epilog=EPILOG)
-@click.argument("images", nargs=-1, type=click.Path(dir_okay=False, path_type=str))
+@image_command
 @model_options
 @click.option("--layer", "-l", default=None, metavar="L",
               help="Layer whose strongest feature map is watched (model.named_modules() name). Default: the last "
@@ -30,9 +30,6 @@ Examples:
               help="Occluded copies per forward pass (bounds memory; results do not depend on it).")
 @click.option("--sanity/--no-sanity", default=True, show_default=True,
               help="Add the sanity-check page (cascading weight randomisation, image dependence).")
-@click.option("--out", "-o", default="vizkit-out", show_default=True, type=click.Path(file_okay=False),
-              help="Output folder; one subfolder per image.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @errors_to_exit_codes
 def occlusion(images: tuple[str, ...], model: str | None, weights: str | None, allow_download: bool,
               allow_pickle: bool, layer: str | None, window: int | None, stride: int | None, target: str | None,
