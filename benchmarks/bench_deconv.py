@@ -24,7 +24,6 @@ import argparse
 import importlib
 import importlib.util
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision
+from _machine import machine  # noqa: E402 - sibling module; benchmarks run as scripts
 
 # The module itself (not ``vizkit.project.deconv``, which the package rebinds to the deconv function): PathProbe
 # wraps its functions to see which path deconv takes.
@@ -75,27 +75,6 @@ class Row:
         """Captum's best process CPU time over ``name``'s: less sensitive to other processes than wall time."""
         return min(self.cpu["captum"]) / min(self.cpu[name])
 
-
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu}; {torch.get_num_threads()} threads; torch {torch.__version__}; "
-            f"torchvision {torchvision.__version__}; captum {_version('captum')}; Python {platform.python_version()}")
-
-
-def _version(package: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "not installed"
 
 
 def sample_image() -> torch.Tensor:
@@ -244,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.manual_seed(0)
     model = torchvision.models.vgg16().eval()
     x = sample_image()
-    print(f"machine: {machine()}")
+    print(f"machine: {machine('captum')}")
     print(f"model: VGG16 random init (seed 0), image grace_hopper.jpg 224x224, {args.units} units, "
           f"{args.repeat} round(s); load average (1 min) at the start: {os.getloadavg()[0]:.1f}\n")
     with torch.no_grad():

@@ -29,37 +29,20 @@ than 1e-4. The machine may be shared: compare only times from the same run.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from collections.abc import Callable, Sequence
-from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
+from _machine import machine  # noqa: E402 - sibling module; benchmarks run as scripts
 
 from vizkit.project.gradcam import gradcam
 
 TOLERANCE = 1e-4
 
 
-def _version(package: str) -> str:
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "not installed"
-
-
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return (f"{cpu}; {torch.get_num_threads()} threads; torch {torch.__version__}; torchvision "
-            f"{torchvision.__version__}; grad-cam {_version('grad-cam')}; Python {platform.python_version()}")
 
 
 def batch(n: int, size: int) -> torch.Tensor:
@@ -103,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.manual_seed(0)
     model = torchvision.models.resnet50(weights=None).eval()
     x = batch(args.images, args.size)
-    print(f"machine: {machine()}")
+    print(f"machine: {machine('grad-cam')}")
     print(f"ResNet-50 (random init, seed 0), {args.images} images {args.size}x{args.size}, layer4, top-1 targets")
 
     best = {"vizkit": float("inf"), "vizkit full": float("inf"), "pytorch-grad-cam": float("inf")}

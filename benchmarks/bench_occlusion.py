@@ -21,33 +21,16 @@ different memory order), else FAIL and exit 1.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
+from _machine import machine  # noqa: E402 - sibling module; benchmarks run as scripts
 
 from vizkit.project.occlusion import occlusion_maps, pixel_attribution
-
-
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    from importlib.metadata import version
-
-    return (f"{cpu}; {torch.get_num_threads()} threads; torch {torch.__version__}; torchvision "
-            f"{torchvision.__version__}; captum {version('captum')}; Python {platform.python_version()}")
 
 
 def setup(name: str, size: int) -> tuple[torch.nn.Module, torch.Tensor, str]:
@@ -114,7 +97,7 @@ def main() -> int:
     scale = float(np.abs(ref).max())
     ok = err <= 1e-6 + 1e-3 * scale and maps.target == target
     n_pos = maps.probability.size
-    print(f"machine: {machine()}")
+    print(f"machine: {machine('captum')}")
     print(f"model {args.model} (layer {layer}), input {tuple(x.shape)}, window {args.window}, stride "
           f"{args.stride}: {n_pos} occluder positions, batch {args.batch}, target {target}")
     for name in contenders:
