@@ -40,7 +40,8 @@ def image_command(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")(fn)
     fn = click.option("--out", "-o", default="vizkit-out", show_default=True, type=click.Path(file_okay=False),
                       help="Output folder; one subfolder per image.")(fn)
-    return click.argument("images", nargs=-1, type=click.Path(dir_okay=False, path_type=str))(fn)
+    # Folders are accepted here and reported per file by the batch (named, skipped, exit 2 at the end).
+    return click.argument("images", nargs=-1, type=click.Path(path_type=str))(fn)
 
 
 def stage_layers_option(fn: Callable[..., Any]) -> Callable[..., Any]:

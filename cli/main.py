@@ -41,10 +41,16 @@ def main(debug: bool) -> None:
 @click.option("--mode", type=click.Choice(["max", "map"]), default="max", show_default=True,
               help="max: project only each map's strongest activation (the paper); map: the whole feature map.")
 @click.option("--no-crop", is_flag=True, help="Always back-propagate over the whole image (slower, same result).")
+@click.option("--engine", type=click.Choice(["autograd", "explicit"]), default="autograd", show_default=True,
+              help="autograd: back-propagation with the deconvnet rules (any graph). explicit: the paper's layer-by-"
+                   "layer deconvnet unpooling with the recorded switches (chain models such as VGG, AlexNet, ZFNet, "
+                   "LeNet-5); the same numbers.")
+@click.option("--save-switches", is_flag=True,
+              help="Also write the max-pool switches to deconv.npz (switches/<pool name>).")
 @errors_to_exit_codes
 def deconv(images: tuple[str, ...], model: str | None, weights: str | None, allow_download: bool,
            allow_pickle: bool, layers: tuple[str, ...], top_k: int, mode: str, out: str, device: str,
-           no_crop: bool) -> None:
+           no_crop: bool, engine: str, save_switches: bool) -> None:
     """Project the strongest feature maps of each layer back to pixels (Zeiler-Fergus deconvnet).
 
     Writes OUT/<image>/deconv.pdf, deconv.npz and manifest.json for every IMAGE (the sample photos when none is
@@ -56,7 +62,8 @@ def deconv(images: tuple[str, ...], model: str | None, weights: str | None, allo
     images = images or tuple(str(p) for p in sample_images())
     config = DeconvConfig(images=images, model=model or DEFAULT_MODEL, weights=weights, layers=layers or None,
                           top_k=top_k, mode=mode, out=out, device=device, allow_pickle=allow_pickle,
-                          allow_download=allow_download, crop=not no_crop, command=["vizkit", *sys.argv[1:]])
+                          allow_download=allow_download, crop=not no_crop, engine=engine,
+                          save_switches=save_switches, command=["vizkit", *sys.argv[1:]])
     with progress(len(images)) as step:
         report = run_deconv(config, progress=step)
     finish(report)

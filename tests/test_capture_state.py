@@ -92,7 +92,7 @@ def test_recorded_output_survives_downstream_inplace_relu() -> None:
 def test_switches_are_recorded_for_max_pools() -> None:
     model = torchvision.models.alexnet().eval()
     x = torch.randn(1, 3, 127, 127)
-    with Recorder(model, ["features.2"]) as rec:
+    with Recorder(model, ["features.2"], switches=True) as rec:
         rec.run(x)
     out, idx = torch.nn.functional.max_pool2d(model.features[1](model.features[0](x)), 3, 2, return_indices=True)
     assert torch.equal(rec.switches["features.2"], idx)

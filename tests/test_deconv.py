@@ -9,7 +9,8 @@ import torchvision
 from torch import nn
 
 from vizkit.project.deconv import Unit, deconv, forward_capture, project_full, top_units
-from vizkit.project.explicit import explicit_deconv, explicit_seeds
+from vizkit.project.explicit import explicit_deconv
+from vizkit.testing import explicit_seeds
 
 
 def _perturb(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import vizkit.render.deconv as deconv_module
+import vizkit.render.writer as writer_module
 from vizkit.errors import UserInputError
 from vizkit.project.results import AuditEntry, DeconvResult, LayerProjections, Prediction, UnitProjection
 from vizkit.render import (
@@ -260,8 +261,9 @@ def test_manifest_refuses_values_json_cannot_hold(info, tmp_path):
 
 def test_write_deconv_outputs_writes_npz_pdf_then_manifest(result, info, tmp_path, monkeypatch):
     calls: list[tuple[str, set[str]]] = []
-    for name in ("save_deconv_npz", "render_deconv_pdf", "write_manifest"):
-        real = getattr(deconv_module, name)
+    for module, name in ((deconv_module, "save_deconv_npz"), (deconv_module, "render_deconv_pdf"),
+                         (writer_module, "write_manifest")):
+        real = getattr(module, name)
 
         def spy(*args, _real=real, _name=name):
             folder = next(a for a in args if isinstance(a, Path))
@@ -269,7 +271,7 @@ def test_write_deconv_outputs_writes_npz_pdf_then_manifest(result, info, tmp_pat
             calls.append((_name, {p.name for p in folder.iterdir()}))
             return _real(*args)
 
-        monkeypatch.setattr(deconv_module, name, spy)
+        monkeypatch.setattr(module, name, spy)
     final = write_deconv_outputs(result, info, tmp_path / "out", "cat", {"project": 2.0})
     assert final == tmp_path / "out" / "cat"
     assert calls[-1] == ("write_manifest", {"deconv.npz", "deconv.pdf"})  # last, after the others exist

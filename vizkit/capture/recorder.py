@@ -1,9 +1,14 @@
-"""Forward hooks that record activations and max-pool switches of named layers, only inside a ``with`` block.
+"""Forward hooks that record activations (and, when asked, inputs and max-pool switches) of named layers, only
+inside a ``with`` block.
 
 Layers are named by ``model.named_modules()`` paths. A module that runs several times in one forward (torchvision
 ResNet reuses one ReLU per block) is recorded at its first call. Recorded outputs are handed downstream as a copy,
 so a later in-place op (``nn.ReLU(inplace=True)`` after a conv) cannot overwrite them and each recorded tensor
 keeps its own place in the autograd graph: projections start from it.
+
+Switches (the argmax of every max-pool window, Zeiler & Fergus's "switches") cost an extra pooling pass each, so
+they are recorded only for the commands that use them (``switches=True``: the explicit deconvnet engine and
+``--save-switches``), for every switch-bearing pool (``SWITCH_TYPES``) that runs.
 """
 from __future__ import annotations
 
@@ -14,10 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vizkit.capture.layer_table import SWITCH_TYPES
 from vizkit.errors import ModelError, close_matches
-
-_MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d,
-              nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
 
 
 class StopForward(Exception):
@@ -48,35 +51,49 @@ def max_pool_switches(module: nn.Module, inp: torch.Tensor) -> torch.Tensor:
         elif isinstance(module, nn.MaxPool1d):
             _, idx = F.max_pool1d(inp, module.kernel_size, module.stride, module.padding, module.dilation,
                                   ceil_mode=module.ceil_mode, return_indices=True)
+        elif isinstance(module, nn.MaxPool3d):
+            _, idx = F.max_pool3d(inp, module.kernel_size, module.stride, module.padding, module.dilation,
+                                  ceil_mode=module.ceil_mode, return_indices=True)
         else:
-            raise ModelError(f"switches of {type(module).__name__} are not supported; use MaxPool1d/2d")
+            raise ModelError(f"switches of {type(module).__name__} are not supported; "
+                             f"use one of {', '.join(t.__name__ for t in SWITCH_TYPES)}")
     return idx
 
 
 class Recorder:
-    """Record the outputs (and max-pool switches) of the named layers during forward passes.
+    """Record the outputs of the named layers during forward passes.
 
-    >>> with Recorder(model, ["features.4", "features.29"]) as rec:
+    >>> with Recorder(model, ["features.4", "features.29"], switches=True) as rec:
     ...     model(x)
-    >>> rec.outputs["features.29"].shape, rec.switches["features.4"].shape
+    >>> rec.outputs["features.29"].shape, rec.switches["features.2"].shape
 
     ``stop=True`` aborts the forward once every layer has fired (the caller catches nothing: ``run()`` does it).
-    Hooks are removed in ``__exit__``, also when the forward raises.
+    ``switches=True`` also records the switches of every max-pool of the model that runs (keyed by its name);
+    ``inputs=True`` keeps a copy of each named layer's first input, taken before the layer runs (an in-place
+    layer would otherwise overwrite it). Hooks are removed in ``__exit__``, also when the forward raises.
     """
 
-    def __init__(self, model: nn.Module, layers: Sequence[str], *, stop: bool = False) -> None:
+    def __init__(self, model: nn.Module, layers: Sequence[str], *, stop: bool = False, switches: bool = False,
+                 inputs: bool = False) -> None:
         self.model = model
         self.modules = resolve_layers(model, layers)
         self.stop = stop
         self.outputs: dict[str, torch.Tensor] = {}
+        self.inputs: dict[str, torch.Tensor] = {}
         self.switches: dict[str, torch.Tensor] = {}
         self.order: list[str] = []
         self.on_record: list[Any] = []  # callbacks(name) fired when a layer is first recorded
+        self._pools = ({n: m for n, m in model.named_modules() if isinstance(m, SWITCH_TYPES)} if switches else {})
+        self._keep_inputs = inputs
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def __enter__(self) -> Recorder:
         try:
+            for name, module in self._pools.items():  # first: a pool that is also the last layer records both
+                self._handles.append(module.register_forward_hook(self._switch_hook(name)))
             for name, module in self.modules.items():
+                if self._keep_inputs:
+                    self._handles.append(module.register_forward_pre_hook(self._input_hook(name)))
                 self._handles.append(module.register_forward_hook(self._hook(name)))
         except BaseException:
             self._remove()
@@ -91,6 +108,20 @@ class Recorder:
             handle.remove()
         self._handles.clear()
 
+    def _switch_hook(self, name: str) -> Any:
+        def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+            if name not in self.switches and inputs and isinstance(inputs[0], torch.Tensor):
+                self.switches[name] = max_pool_switches(module, inputs[0])
+
+        return hook
+
+    def _input_hook(self, name: str) -> Any:
+        def hook(module: nn.Module, inputs: tuple[Any, ...]) -> None:
+            if name not in self.inputs and inputs and isinstance(inputs[0], torch.Tensor):
+                self.inputs[name] = inputs[0].detach().clone()
+
+        return hook
+
     def _hook(self, name: str) -> Any:
         def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> Any:
             if name in self.outputs:
@@ -99,8 +130,6 @@ class Recorder:
                 raise ModelError(f"layer '{name}' returns {type(output).__name__}, not a tensor; pick a submodule")
             self.outputs[name] = output
             self.order.append(name)
-            if isinstance(module, _MAX_POOLS) and inputs and isinstance(inputs[0], torch.Tensor):
-                self.switches[name] = max_pool_switches(module, inputs[0])
             for callback in self.on_record:
                 callback(name)
             if self.stop and len(self.outputs) == len(self.modules):

@@ -1,5 +1,6 @@
 """``vizkit activations`` as a function: ``run_activations(ActivationsConfig(...))`` writes ``OUT/<stem>/`` per
-image; ``activations_image`` is the per-image step for notebooks (no files written)."""
+image; ``activations_tensor`` works on a preprocessed image, ``activations_image`` loads one file first (for
+notebooks: nothing is written)."""
 from __future__ import annotations
 
 import time
@@ -8,17 +9,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from vizkit.capture.activations import DEFAULT_TOP, ActivationGrid, activation_grids
-from vizkit.capture.recorder import resolve_layers
-from vizkit.capture.stages import default_layers
+from vizkit.capture.activations import DEFAULT_TOP, activation_grids
 from vizkit.errors import UserInputError
 from vizkit.jobs.common import ImageJob, JobReport, for_each_image
-from vizkit.load import LoadedModel, deprocess, load_image, preprocess
-from vizkit.render.activations_pdf import SCALES, write_activations_outputs
-from vizkit.render.info import ReportInfo
+from vizkit.jobs.context import RunContext, tiny_activation_notes
+from vizkit.load import LoadedModel
+from vizkit.project.results import SCALES, ActivationsResult
 
-#: Default output folder: its own, so it never replaces a ``vizkit deconv`` result folder of the same image.
+#: Default output folder: the same per-image folders as the other commands (each writes only its own files).
 DEFAULT_OUT = "vizkit-out"
 
 
@@ -37,40 +37,41 @@ class ActivationsConfig(ImageJob):
             raise UserInputError(f"unknown colour scale '{self.scale}'; use one of {', '.join(SCALES)}")
 
 
-def activations_image(loaded: LoadedModel, image: str | Path, layers: Sequence[str], *, top: int = DEFAULT_TOP
-                      ) -> tuple[np.ndarray, np.ndarray, list[ActivationGrid]]:
-    """Load, preprocess and record one image: (input (1, C, H, W) float32, display image (H, W, 3) uint8, grids)."""
-    device = next(loaded.model.parameters()).device
-    x = preprocess(load_image(image), loaded.preprocessing).to(device)
-    grids = activation_grids(loaded.model, x, layers, top=top)
-    return x.detach().float().cpu().numpy(), deprocess(x.cpu(), loaded.preprocessing), grids
+def activations_tensor(ctx: RunContext, x: torch.Tensor, layers: Sequence[str], *, top: int = DEFAULT_TOP,
+                       scale: str = "shared") -> ActivationsResult:
+    """The strongest feature maps of each layer for one preprocessed image x (1, C, H, W)."""
+    grids = activation_grids(ctx.model, x, layers, top=top)
+    notes = tiny_activation_notes([np.asarray(g.value_range) for g in grids])
+    return ActivationsResult(input=x.detach().float().cpu().numpy(), image=ctx.display(x), grids=grids,
+                             scale=scale, notes=notes)
+
+
+def activations_image(loaded: LoadedModel | RunContext, image: str | Path, layers: Sequence[str], *,
+                      top: int = DEFAULT_TOP) -> ActivationsResult:
+    """Load, preprocess and record one image file."""
+    ctx = loaded if isinstance(loaded, RunContext) else RunContext.from_loaded(loaded)
+    return activations_tensor(ctx, ctx.input(image), layers, top=top)
 
 
 def run_activations(config: ActivationsConfig, *, progress: Callable[[str], None] | None = None) -> JobReport:
     """Run ``vizkit activations``: one folder per image under ``config.out``; bad images are reported and
     skipped. Model, layer and option problems raise before any image is processed."""
+    from vizkit.render.writer import write_outputs
+
     config.check()
-    started = time.perf_counter()
-    loaded = config.load()
-    device = next(loaded.model.parameters()).device
-    prep = loaded.preprocessing
-    layers = list(dict.fromkeys(config.layers)) if config.layers else default_layers(
-        loaded.model, (1, prep.channels, prep.crop, prep.crop))
-    resolve_layers(loaded.model, layers)
-    load_seconds = time.perf_counter() - started
-    images = config.image_paths()
-    settings = {"layers": layers, "top": config.top, "scale": config.scale, "device": str(device),
+    ctx = RunContext.from_job(config)
+    layers = ctx.layers(config.layers)
+    settings = {"layers": layers, "top": config.top, "scale": config.scale, "device": str(ctx.device),
                 "ranking": "max activation, ties by mean"}
 
     def work(path: Path, stem: str) -> Path:
         t0 = time.perf_counter()
-        x, picture, grids = activations_image(loaded, path, layers, top=config.top)
-        info = ReportInfo(str(path), loaded.name, loaded.weights, loaded.weights_sha256, loaded.pretrained,
-                          prep.to_dict(), settings, config.command)
-        timings = {"load_model": load_seconds, "forward": time.perf_counter() - t0}
-        return write_activations_outputs(x, grids, picture, info, Path(config.out), stem, timings, config.scale)
+        result = activations_tensor(ctx, ctx.input(path), layers, top=config.top, scale=config.scale)
+        timings = {"load_model": ctx.load_seconds, "forward": time.perf_counter() - t0}
+        return write_outputs(result, ctx.info(path, settings), config.out, stem, timings)
 
-    return for_each_image(images, work, progress)
+    return for_each_image(config.image_paths(), work, progress)
 
 
-__all__ = ["DEFAULT_OUT", "ActivationsConfig", "activations_image", "run_activations"]
+__all__ = ["DEFAULT_OUT", "SCALES", "ActivationsConfig", "activations_image", "activations_tensor",
+           "run_activations"]

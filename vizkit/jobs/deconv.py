@@ -1,5 +1,9 @@
-"""``vizkit deconv`` as a function: ``run_deconv(DeconvConfig(...))``; ``deconv_image`` is the per-image step
-for notebooks (no files written)."""
+"""``vizkit deconv`` as a function: ``run_deconv(DeconvConfig(...))``.
+
+Per image, two steps: ``RunContext.input(path)`` loads and preprocesses the file, ``deconv_tensor(ctx, x, ...)``
+works on the tensor (a report or a dataset scan calls it on tensors it already has). ``deconv_image`` does both
+for notebooks (no files written).
+"""
 from __future__ import annotations
 
 import time
@@ -9,70 +13,84 @@ from pathlib import Path
 
 import torch
 
-from vizkit.capture.recorder import resolve_layers
-from vizkit.capture.stages import default_layers
 from vizkit.errors import UserInputError
-from vizkit.jobs.common import ImageJob, JobReport, for_each_image, predictions
-from vizkit.load import LoadedModel, deprocess, load_image, preprocess
-from vizkit.project.deconv import MODES, analyse_receptive_fields, deconv
+from vizkit.jobs.common import ImageJob, JobReport, for_each_image
+from vizkit.jobs.context import RunContext, tiny_activation_notes
+from vizkit.load import LoadedModel
+from vizkit.project.deconv import ENGINES, MODES, DeconvOutput, deconv
 from vizkit.project.results import DeconvResult
-from vizkit.render import ReportInfo, write_deconv_outputs
 
 NO_SWITCH_NOTE = ("no max-pool, gate or normalisation statistic before this layer: its projections do not depend "
                   "on the image beyond which units fire (guided backprop, which uses the forward ReLU masks, does)")
-RANDOM_NOTE = "random init weights (not pretrained): the pictures show architecture, not learned features"
 
 
 @dataclass
 class DeconvConfig(ImageJob):
-    """Options of ``vizkit deconv``. ``images`` empty means the bundled sample photos."""
+    """Options of ``vizkit deconv``. ``images`` empty means the bundled sample photos. ``engine``: ``autograd``
+    (any graph) or ``explicit`` (layer by layer, chain models); ``save_switches``: max-pool switches in the npz."""
 
     layers: Sequence[str] | None = None
     top_k: int = 9
     mode: str = "max"
     crop: bool = True
+    engine: str = "autograd"
+    save_switches: bool = False
 
     def check(self) -> None:
         if self.mode not in MODES:
             raise UserInputError(f"unknown mode '{self.mode}'; use one of {', '.join(MODES)}")
+        if self.engine not in ENGINES:
+            raise UserInputError(f"unknown engine '{self.engine}'; use one of {', '.join(ENGINES)}")
         if self.top_k < 1:
             raise UserInputError(f"--top-k must be at least 1, got {self.top_k}")
 
 
-def deconv_image(loaded: LoadedModel, image: str | Path, layers: Sequence[str], *, top_k: int = 9, mode: str = "max",
-                 crop: bool = True, receptive_fields: dict | None = None) -> DeconvResult:
-    """Load, preprocess and project one image: everything ``vizkit deconv`` renders, as a ``DeconvResult``."""
-    device = next(loaded.model.parameters()).device
-    x = preprocess(load_image(image), loaded.preprocessing).to(device)
-    out = deconv(loaded.model, x, layers, top_k=top_k, mode=mode, crop=crop, logits=True,
-                 receptive_fields=receptive_fields)
+def project_tensor(ctx: RunContext, x: torch.Tensor, layers: Sequence[str], *, top_k: int = 9, mode: str = "max",
+                   crop: bool = True, engine: str = "autograd", switches: bool = False) -> DeconvOutput:
+    """The deconvnet on one preprocessed image x (1, C, H, W): one forward to the logits, then the projections."""
+    return deconv(ctx.model, x, layers, top_k=top_k, mode=mode, crop=crop, logits=True, engine=engine,
+                  receptive_fields=ctx.receptive_fields(), switches=switches)
+
+
+def deconv_result(ctx: RunContext, x: torch.Tensor, out: DeconvOutput, top_k: int) -> DeconvResult:
+    """What ``vizkit deconv`` renders from a projection: the result with its notes (image independence, fewer
+    channels than asked, activations too small to come from trained weights)."""
+    notes: list[str] = []
     for lp in out.layers:
         if not lp.image_dependent:
             lp.note = NO_SWITCH_NOTE
-    notes = [] if loaded.pretrained else [RANDOM_NOTE]
+        if len(lp.units) < top_k:
+            short = f"layer {lp.layer} has {len(lp.units)} feature maps: all shown (--top-k {top_k} asked for more)"
+            lp.note = f"{lp.note}; {short}" if lp.note else short
+            notes.append(short)
     if any(not lp.image_dependent for lp in out.layers):
         notes.append("some layers have no max-pool before them; " + NO_SWITCH_NOTE.split(": ", 1)[1])
+    notes += tiny_activation_notes([out.outputs[lp.layer].float().cpu().numpy() for lp in out.layers])
     return DeconvResult(
         input=x.detach().float().cpu().numpy(),
-        image=deprocess(x.cpu(), loaded.preprocessing),
+        image=ctx.display(x),
         layers=out.layers,
-        predictions=predictions(out.logits, loaded.class_names) if out.logits is not None else [],
+        predictions=ctx.predictions(out.logits) if out.logits is not None else [],
         audit=out.audit,
         notes=notes,
+        switches={name: idx.cpu().numpy() for name, idx in out.switches.items()},
     )
 
 
-def prepare(config: ImageJob, layers: Sequence[str] | None
-            ) -> tuple[LoadedModel, torch.device, list[str], dict[str, object | None]]:
-    """Load the model once per run, pick and check the layers (default: one per resolution stage), and analyse
-    the receptive fields (for crops and image patches). Model and layer errors raise before any image is read."""
-    loaded = config.load()
-    device = next(loaded.model.parameters()).device
-    prep = loaded.preprocessing
-    input_shape = (1, prep.channels, prep.crop, prep.crop)
-    layers = list(layers) if layers else default_layers(loaded.model, input_shape)
-    resolve_layers(loaded.model, layers)
-    return loaded, device, layers, analyse_receptive_fields(loaded.model, input_shape)
+def deconv_tensor(ctx: RunContext, x: torch.Tensor, layers: Sequence[str], *, top_k: int = 9, mode: str = "max",
+                  crop: bool = True, engine: str = "autograd", switches: bool = False) -> DeconvResult:
+    """Project one preprocessed image x (1, C, H, W): everything ``vizkit deconv`` renders, as a ``DeconvResult``."""
+    out = project_tensor(ctx, x, layers, top_k=top_k, mode=mode, crop=crop, engine=engine, switches=switches)
+    return deconv_result(ctx, x, out, top_k)
+
+
+def deconv_image(loaded: LoadedModel | RunContext, image: str | Path, layers: Sequence[str], *, top_k: int = 9,
+                 mode: str = "max", crop: bool = True, engine: str = "autograd", switches: bool = False
+                 ) -> DeconvResult:
+    """Load, preprocess and project one image file (for notebooks: nothing is written)."""
+    ctx = loaded if isinstance(loaded, RunContext) else RunContext.from_loaded(loaded)
+    return deconv_tensor(ctx, ctx.input(image), layers, top_k=top_k, mode=mode, crop=crop, engine=engine,
+                         switches=switches)
 
 
 def run_deconv(config: DeconvConfig, *, progress: Callable[[str], None] | None = None) -> JobReport:
@@ -81,25 +99,23 @@ def run_deconv(config: DeconvConfig, *, progress: Callable[[str], None] | None =
     Model and layer problems raise (nothing can be done for any image); per-image problems are collected in the
     returned report so the batch goes on.
     """
+    from vizkit.render.writer import write_outputs
+
     config.check()
-    started = time.perf_counter()
-    loaded, device, layers, rfs = prepare(config, config.layers)
-    prep = loaded.preprocessing
-    load_seconds = time.perf_counter() - started
-    images = config.image_paths()
-    settings = {"layers": layers, "top_k": config.top_k, "mode": config.mode, "device": str(device),
-                "crop": config.crop}
+    ctx = RunContext.from_job(config)
+    layers = ctx.spatial_layers(config.layers)
+    settings = {"layers": layers, "top_k": config.top_k, "mode": config.mode, "device": str(ctx.device),
+                "crop": config.crop, "engine": config.engine}
 
     def work(path: Path, stem: str) -> Path:
         t0 = time.perf_counter()
-        result = deconv_image(loaded, path, layers, top_k=config.top_k, mode=config.mode, crop=config.crop,
-                              receptive_fields=rfs)
-        info = ReportInfo(str(path), loaded.name, loaded.weights, loaded.weights_sha256, loaded.pretrained,
-                          prep.to_dict(), settings, config.command)
-        timings = {"load_model": load_seconds, "project": time.perf_counter() - t0}
-        return write_deconv_outputs(result, info, Path(config.out), stem, timings)
+        result = deconv_tensor(ctx, ctx.input(path), layers, top_k=config.top_k, mode=config.mode, crop=config.crop,
+                               engine=config.engine, switches=config.save_switches)
+        timings = {"load_model": ctx.load_seconds, "project": time.perf_counter() - t0}
+        return write_outputs(result, ctx.info(path, settings), config.out, stem, timings)
 
-    return for_each_image(images, work, progress)
+    return for_each_image(config.image_paths(), work, progress)
 
 
-__all__ = ["DeconvConfig", "deconv_image", "run_deconv"]
+__all__ = ["NO_SWITCH_NOTE", "DeconvConfig", "deconv_image", "deconv_result", "deconv_tensor", "project_tensor",
+           "run_deconv"]

@@ -9,15 +9,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from vizkit.capture.filters import DEAD_RATIO, DEFAULT_RADIUS, filter_stats
 from vizkit.errors import UserInputError
 from vizkit.jobs.common import JobReport, ModelJob
-from vizkit.render.filters_pdf import write_filters_outputs
-from vizkit.render.info import ReportInfo
+from vizkit.jobs.context import RunContext
+from vizkit.project.results import FiltersResult
 
 DEFAULT_MAX_PAGES = 9
 
@@ -56,21 +55,19 @@ def run_filters(config: FiltersConfig, *, progress: Callable[[str], None] | None
 
     Model, layer and option problems raise a ``VizkitError`` (exit code 2); the report lists the one folder.
     """
+    from vizkit.render.writer import write_outputs
+
     config.check()
-    started = time.perf_counter()
-    loaded = config.load()
-    load_seconds = time.perf_counter() - started
+    ctx = RunContext.from_job(config)
     t0 = time.perf_counter()
-    stats = filter_stats(loaded.model, config.layers or None, config.radius, dead_ratio=config.dead_ratio)
+    stats = filter_stats(ctx.model, config.layers or None, config.radius, dead_ratio=config.dead_ratio)
     names = [s.layer for s in stats]
     pictured = names if config.layers else pictured_layers(names, config.max_pages)
     settings = {"layers": names if config.layers else "every Conv2d", "pictured": pictured,
                 "radius": config.radius, "dead_ratio": config.dead_ratio,
                 "max_pages": None if config.layers else config.max_pages}
-    info = ReportInfo(None, loaded.name, loaded.weights, loaded.weights_sha256,
-                      loaded.pretrained, loaded.preprocessing.to_dict(), settings, config.command)
-    timings = {"load_model": load_seconds, "statistics": time.perf_counter() - t0}
-    folder = write_filters_outputs(stats, info, Path(config.out), pictured, timings)
+    timings = {"load_model": ctx.load_seconds, "statistics": time.perf_counter() - t0}
+    folder = write_outputs(FiltersResult(stats, pictured), ctx.info(None, settings), config.out, timings=timings)
     if progress:
         progress(str(folder))
     return JobReport(written=[folder])

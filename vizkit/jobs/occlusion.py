@@ -1,5 +1,5 @@
-"""``vizkit occlusion`` as a function: ``run_occlusion(OcclusionConfig(...))``; ``occlusion_image`` is the per-image
-step for notebooks (no files written).
+"""``vizkit occlusion`` as a function: ``run_occlusion(OcclusionConfig(...))``; ``occlusion_tensor`` works on a
+preprocessed image, ``occlusion_image`` loads one file first (for notebooks: no files written).
 
 Per image: the Zeiler–Fergus occlusion maps (``vizkit.project.occlusion``) and, unless ``sanity=False``, the sanity
 checks (``vizkit.project.sanity``) of the three map methods for the same unit and class, with a second, unrelated
@@ -15,20 +15,16 @@ from pathlib import Path
 import torch
 
 from vizkit.capture.recorder import resolve_layers
-from vizkit.capture.stages import default_layers
-from vizkit.errors import ModelError, UserInputError
-from vizkit.jobs.common import ImageJob, JobReport, for_each_image, predictions
+from vizkit.errors import UserInputError
+from vizkit.jobs.common import ImageJob, JobReport, for_each_image
+from vizkit.jobs.context import RunContext
 from vizkit.jobs.gradcam import num_classes
-from vizkit.load import LoadedModel, deprocess, load_image, preprocess, sample_images
-from vizkit.project.deconv import Unit
-from vizkit.project.occlusion import OcclusionMaps, check_window, default_window, occlusion_maps
-from vizkit.project.results import Prediction
-from vizkit.project.sanity import SanityResult, sanity_checks
+from vizkit.load import LoadedModel, load_image, preprocess, sample_images
+from vizkit.project.deconv import DeconvOutput, Unit
+from vizkit.project.occlusion import check_window, default_window, occlusion_maps
+from vizkit.project.results import OcclusionResult
+from vizkit.project.sanity import sanity_checks
 from vizkit.project.targets import parse_targets
-from vizkit.render import ReportInfo
-from vizkit.render.occlusion_pdf import write_occlusion_outputs
-
-RANDOM_NOTE = "random init weights (not pretrained): the maps show architecture, not learned features"
 
 
 @dataclass
@@ -54,17 +50,6 @@ class OcclusionConfig(ImageJob):
                 raise UserInputError(f"--{name} must be at least 1, got {value}")
 
 
-@dataclass
-class OcclusionResult:
-    """Everything ``vizkit occlusion`` renders for one image."""
-
-    maps: OcclusionMaps
-    image: object  # (H, W, 3) uint8, the preprocessed image de-normalised
-    predictions: list[Prediction]
-    sanity: list[SanityResult] | None
-    notes: list[str]
-
-
 class OtherImages:
     """The sample photos, preprocessed once: the second, unrelated image of the sanity checks."""
 
@@ -81,75 +66,71 @@ class OtherImages:
         return max(candidates, key=lambda o: float((o - xc).abs().mean()) if o.shape == xc.shape else 0.0)
 
 
-def settings_for(loaded: LoadedModel, layer: str | None, window: int | None, stride: int | None
+def settings_for(ctx: RunContext, layer: str | None, window: int | None, stride: int | None
                  ) -> tuple[str, tuple[int, int], tuple[int, int]]:
     """The layer, window and stride a run uses (defaults filled in, all validated against the model's input)."""
-    prep = loaded.preprocessing
-    shape = (1, prep.channels, prep.crop, prep.crop)
-    if layer is None:
-        layers = default_layers(loaded.model, shape)
-        if not layers:
-            raise ModelError(f"{type(loaded.model).__name__} has no spatial feature layer; pass --layer")
-        layer = layers[-1]
-    resolve_layers(loaded.model, [layer])
-    auto_window, auto_stride = default_window(prep.crop, prep.crop)
+    _, _, height, width = ctx.input_shape
+    layer = layer or ctx.deepest_layer()
+    resolve_layers(ctx.model, [layer])
+    auto_window, auto_stride = default_window(height, width)
     if stride is None:
         stride = auto_stride if window is None else max(1, window // 2)
     window = auto_window if window is None else window
-    win, step = check_window(window, stride, prep.crop, prep.crop)
+    win, step = check_window(window, stride, height, width)
     return layer, win, step
 
 
-def occlusion_image(loaded: LoadedModel, image: str | Path, *, layer: str | None = None, window: int | None = None,
-                    stride: int | None = None, target: int | None = None, batch: int = 64, sanity: bool = True,
-                    others: OtherImages | None = None) -> OcclusionResult:
-    """Load, preprocess and occlude one image: everything ``vizkit occlusion`` renders, as an ``OcclusionResult``."""
-    layer, win, step = settings_for(loaded, layer, window, stride)
-    device = next(loaded.model.parameters()).device
-    x = preprocess(load_image(image), loaded.preprocessing).to(device)
-    maps = occlusion_maps(loaded.model, x, layer, window=win, stride=step, target=target, batch=batch)
+def occlusion_tensor(ctx: RunContext, x: torch.Tensor, *, layer: str, window: tuple[int, int],
+                     stride: tuple[int, int], target: int | None = None, batch: int = 64, sanity: bool = True,
+                     others: OtherImages | None = None, reference: DeconvOutput | None = None) -> OcclusionResult:
+    """Occlude one preprocessed image x (1, C, H, W) (settings from ``settings_for``); ``reference``: a deconvnet
+    run on x whose strongest unit at ``layer`` is reused for panel (b) and the sanity checks."""
+    maps = occlusion_maps(ctx.model, x, layer, window=window, stride=stride, target=target, batch=batch,
+                          reference=reference)
     checks = None
     if sanity:
-        other = (others or OtherImages(loaded)).unlike(x).to(device)
-        checks = sanity_checks(loaded.model, x, other, layer=layer, deconv_unit=Unit(maps.channel, maps.position),
+        other = (others or OtherImages(ctx.loaded)).unlike(x).to(ctx.device)
+        checks = sanity_checks(ctx.model, x, other, layer=layer, deconv_unit=Unit(maps.channel, maps.position),
                                target=maps.target)
-    return OcclusionResult(maps, deprocess(x.cpu(), loaded.preprocessing),
-                           predictions(torch.from_numpy(maps.logits), loaded.class_names), checks,
-                           [] if loaded.pretrained else [RANDOM_NOTE])
+    return OcclusionResult(maps, ctx.display(x), ctx.predictions(torch.from_numpy(maps.logits)), checks, [],
+                           ctx.loaded.class_names)
+
+
+def occlusion_image(loaded: LoadedModel | RunContext, image: str | Path, *, layer: str | None = None,
+                    window: int | None = None, stride: int | None = None, target: int | None = None,
+                    batch: int = 64, sanity: bool = True, others: OtherImages | None = None) -> OcclusionResult:
+    """Load, preprocess and occlude one image: everything ``vizkit occlusion`` renders, as an ``OcclusionResult``."""
+    ctx = loaded if isinstance(loaded, RunContext) else RunContext.from_loaded(loaded)
+    layer, win, step = settings_for(ctx, layer, window, stride)
+    return occlusion_tensor(ctx, ctx.input(image), layer=layer, window=win, stride=step, target=target, batch=batch,
+                            sanity=sanity, others=others)
 
 
 def run_occlusion(config: OcclusionConfig, *, progress: Callable[[str], None] | None = None) -> JobReport:
     """Run ``vizkit occlusion``: per image ``out/<stem>/occlusion.pdf``, ``occlusion.npz``, manifest; bad images
     are reported and skipped. Model, layer, window and target problems raise before any image is read."""
+    from vizkit.render.writer import write_outputs
+
     config.check()
-    started = time.perf_counter()
-    loaded = config.load()
-    device = next(loaded.model.parameters()).device
-    layer, win, step = settings_for(loaded, config.layer, config.window, config.stride)
-    prep = loaded.preprocessing
+    ctx = RunContext.from_job(config)
+    layer, win, step = settings_for(ctx, config.layer, config.window, config.stride)
     target = None
     if config.target is not None:
-        n_classes = num_classes(loaded.model, (1, prep.channels, prep.crop, prep.crop))
-        target = parse_targets([config.target], loaded.class_names, n_classes)[0]
-    load_seconds = time.perf_counter() - started
-    images = config.image_paths()
+        target = parse_targets([config.target], ctx.loaded.class_names, num_classes(ctx.model, ctx.input_shape))[0]
     settings = {"layer": layer, "window": list(win), "stride": list(step), "fill": 0.0,
                 "target": config.target or "auto", "batch": config.batch, "sanity": config.sanity,
-                "device": str(device)}
-    others = OtherImages(loaded)
+                "device": str(ctx.device)}
+    others = OtherImages(ctx.loaded)
 
     def work(path: Path, stem: str) -> Path:
         t0 = time.perf_counter()
-        result = occlusion_image(loaded, path, layer=layer, window=win[0], stride=step[0], target=target,
-                                 batch=config.batch, sanity=config.sanity, others=others)
-        info = ReportInfo(str(path), loaded.name, loaded.weights, loaded.weights_sha256, loaded.pretrained,
-                          prep.to_dict(), settings, config.command)
-        timings = {"load_model": load_seconds, "project": time.perf_counter() - t0}
-        return write_occlusion_outputs(result.maps, result.image, loaded.class_names, info, Path(config.out), stem,
-                                       timings, predictions=result.predictions, notes=result.notes,
-                                       sanity=result.sanity)
+        result = occlusion_tensor(ctx, ctx.input(path), layer=layer, window=win, stride=step, target=target,
+                                  batch=config.batch, sanity=config.sanity, others=others)
+        timings = {"load_model": ctx.load_seconds, "project": time.perf_counter() - t0}
+        return write_outputs(result, ctx.info(path, settings), config.out, stem, timings)
 
-    return for_each_image(images, work, progress)
+    return for_each_image(config.image_paths(), work, progress)
 
 
-__all__ = ["OcclusionConfig", "OcclusionResult", "OtherImages", "occlusion_image", "run_occlusion", "settings_for"]
+__all__ = ["OcclusionConfig", "OcclusionResult", "OtherImages", "occlusion_image", "occlusion_tensor", "run_occlusion",
+           "settings_for"]

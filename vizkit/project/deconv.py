@@ -4,7 +4,7 @@ One forward pass per image, under ``DeconvRules``, records every requested layer
 backward pass from that layer (``retain_graph``), seeded with the unit's activation and zero elsewhere. Where the
 network is spatially local up to the layer, a single unit's projection only depends on its receptive-field cone, so
 it is computed on a crop of the input around that cone (aligned to the layer's cumulative stride so every grid lines
-up): the same numbers for a fraction of the arithmetic (shared/DESIGN.md §3).
+up): the same numbers for a fraction of the arithmetic (docs/DESIGN.md, "Speed").
 """
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -23,6 +22,7 @@ from vizkit.project.results import AuditEntry, LayerProjections, UnitProjection
 from vizkit.project.rules import IMAGE_DEPENDENT_OPS, DeconvRules, check_interceptable
 
 MODES = ("max", "map")
+ENGINES = ("autograd", "explicit")  # autograd with deconvnet rules (any graph); explicit layer-by-layer (chains)
 CROP_MAX_AREA = 0.5  # crop only when the cone covers at most this share of the image; else full backward is as cheap
 
 
@@ -43,13 +43,14 @@ class Capture:
     logits: torch.Tensor | None
     rules: DeconvRules
     ops_before: dict[str, Counter[str]] = field(default_factory=dict)
+    switches: dict[str, torch.Tensor] = field(default_factory=dict)  # only when recorded (switches=True)
 
     def image_dependent(self, layer: str) -> bool:
         return any(self.ops_before[layer][op] for op in IMAGE_DEPENDENT_OPS)
 
 
 def forward_capture(model: nn.Module, x: torch.Tensor, layers: Sequence[str], *, stop: bool = True,
-                    channels_last: bool = False) -> Capture:
+                    channels_last: bool = False, switches: bool = False) -> Capture:
     """Run ``model`` once on ``x`` (1, C, H, W) with deconvnet rules, recording ``layers``.
 
     ``stop=True`` ends the forward at the last requested layer (no logits). The model's flags are restored on
@@ -60,24 +61,27 @@ def forward_capture(model: nn.Module, x: torch.Tensor, layers: Sequence[str], *,
     run about 25 % faster that way on a CPU; activations then differ from the ordinary layout by float rounding
     (~1e-6 relative), which can flip max-pool switches at near-ties. A model whose code cannot take that layout
     (``x.view(n, -1)`` on a channels-last tensor raises) is run again in the ordinary layout.
+    ``switches=True`` also records the max-pool switches that ran (``Capture.switches``).
     """
     if channels_last and x.dim() == 4:
         try:
-            return _forward_capture(model, x.contiguous(memory_format=torch.channels_last), layers, stop)
+            return _forward_capture(model, x.contiguous(memory_format=torch.channels_last), layers, stop, switches)
         except RuntimeError:
             pass
-    return _forward_capture(model, x.contiguous(), layers, stop)
+    return _forward_capture(model, x.contiguous(), layers, stop, switches)
 
 
-def _forward_capture(model: nn.Module, x: torch.Tensor, layers: Sequence[str], stop: bool) -> Capture:
+def _forward_capture(model: nn.Module, x: torch.Tensor, layers: Sequence[str], stop: bool, switches: bool
+                     ) -> Capture:
     check_interceptable(model, "deconvnet")
     leaf = x.detach().clone(memory_format=torch.preserve_format).requires_grad_(True)
     rules = DeconvRules()
-    with preserve_model_state(model), torch.enable_grad(), rules, Recorder(model, layers, stop=stop) as rec:
+    with preserve_model_state(model), torch.enable_grad(), rules, Recorder(model, layers, stop=stop,
+                                                                           switches=switches) as rec:
         rec.on_record.append(lambda name: ops_before.__setitem__(name, Counter(rules.counts)))
         ops_before: dict[str, Counter[str]] = {}
         logits = rec.run(leaf)
-    return Capture(leaf, dict(rec.outputs), logits, rules, ops_before)
+    return Capture(leaf, dict(rec.outputs), logits, rules, ops_before, dict(rec.switches))
 
 
 def _as_grid(t: torch.Tensor) -> torch.Tensor:
@@ -170,16 +174,42 @@ def _cropped_units(rf: object | None, mode: str, units: Sequence[Unit], height: 
     return [area <= CROP_MAX_AREA * height * width for area in areas]
 
 
+def _project_autograd(model: nn.Module, x: torch.Tensor, cap: Capture, layer: str,
+                      picked: Sequence[tuple[Unit, float]], mode: str, rf: object | None, channels_last: bool
+                      ) -> torch.Tensor:
+    """(K, C, H, W): single units on their receptive-field crop where that is exact and cheaper, the rest by a
+    backward pass over the whole image."""
+    units, values = [u for u, _ in picked], [v for _, v in picked]
+    _, _, height, width = x.shape
+    on_crop = _cropped_units(rf, mode, units, height, width)
+    proj = torch.empty((len(units), *x.shape[1:]), dtype=x.dtype, device=x.device)
+    crop_idx = [i for i, c in enumerate(on_crop) if c]
+    full_idx = [i for i, c in enumerate(on_crop) if not c]
+    if crop_idx:
+        proj[crop_idx] = project_cropped(model, x, layer, [units[i] for i in crop_idx], rf,
+                                         [values[i] for i in crop_idx], channels_last=channels_last)
+    if full_idx:
+        proj[full_idx] = project_full(cap, layer, [units[i] for i in full_idx], mode)
+    return proj
+
+
 @dataclass
 class DeconvOutput:
+    """layers: the projections; audit: intercepted ops; logits: (1, classes) when run to the end; outputs: the
+    recorded layer outputs (detached: feature maps without a second forward); switches: name -> indices of every
+    max-pool that ran, when asked for."""
+
     layers: list[LayerProjections]
     audit: list[AuditEntry]
     logits: torch.Tensor | None
+    outputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    switches: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def deconv(model: nn.Module, x: torch.Tensor, layers: Sequence[str], *, top_k: int = 9, mode: str = "max",
            channels: dict[str, Sequence[int]] | None = None, crop: bool = True, logits: bool = False,
-           receptive_fields: dict[str, object | None] | None = None, channels_last: bool = False) -> DeconvOutput:
+           receptive_fields: dict[str, object | None] | None = None, channels_last: bool = False,
+           engine: str = "autograd", switches: bool = False) -> DeconvOutput:
     """Project the top-``top_k`` feature maps of each layer of ``model`` for one image ``x`` (1, C, H, W).
 
     mode ``max``: only the strongest activation of each map is kept (the paper's figures); ``map``: the whole map.
@@ -188,13 +218,18 @@ def deconv(model: nn.Module, x: torch.Tensor, layers: Sequence[str], *, top_k: i
     ``channels_last=True`` runs the convolutions in the faster layout (see ``forward_capture``); off by default
     because its different rounding can flip a max-pool switch at a near-tie and route a unit's signal elsewhere
     (3e-2 relative difference from Captum on random VGG16 conv5_3).
+    ``engine="explicit"`` projects layer by layer with explicit operators and the recorded switches
+    (``vizkit.project.explicit``; chain models only, full image, equal to the default engine).
+    ``switches=True`` returns the max-pool switches of the forward pass in ``DeconvOutput.switches``.
     Projections are raw (unnormalised) float32 arrays of the input's shape.
     """
     if mode not in MODES:
         raise UserInputError(f"unknown mode '{mode}'; use one of {', '.join(MODES)}")
+    if engine not in ENGINES:
+        raise UserInputError(f"unknown engine '{engine}'; use one of {', '.join(ENGINES)}")
     if x.dim() != 4 or x.shape[0] != 1:
         raise UserInputError(f"deconv takes one image of shape (1, C, H, W), got {tuple(x.shape)}")
-    cap = forward_capture(model, x, layers, stop=not logits, channels_last=channels_last)
+    cap = forward_capture(model, x, layers, stop=not logits, channels_last=channels_last, switches=switches)
     if receptive_fields is None and crop:
         receptive_fields = analyse_receptive_fields(model, tuple(x.shape))
     receptive_fields = receptive_fields or {}
@@ -213,17 +248,13 @@ def deconv(model: nn.Module, x: torch.Tensor, layers: Sequence[str], *, top_k: i
         else:
             picked = top_units(anchor, top_k, mode)
         units = [u for u, _ in picked]
-        values = [v for _, v in picked]
         rf = receptive_fields.get(layer)
-        on_crop = _cropped_units(rf, mode, units, height, width) if crop else [False] * len(units)
-        proj = torch.empty((len(units), *x.shape[1:]), dtype=x.dtype, device=x.device)
-        for use_crop in (True, False):
-            idx = [i for i, c in enumerate(on_crop) if c == use_crop]
-            if idx and use_crop:
-                proj[idx] = project_cropped(model, x, layer, [units[i] for i in idx], rf, [values[i] for i in idx],
-                                        channels_last=channels_last)
-            elif idx:
-                proj[idx] = project_full(cap, layer, [units[i] for i in idx], mode)
+        if engine == "explicit":
+            from vizkit.project.explicit import explicit_deconv
+
+            proj = explicit_deconv(model, x, layer, _seed(anchor, units, mode))
+        else:
+            proj = _project_autograd(model, x, cap, layer, picked, mode, rf if crop else None, channels_last)
         grid = _as_grid(anchor.detach())[0]
         results.append(LayerProjections(
             layer=layer, mode=mode,
@@ -233,7 +264,8 @@ def deconv(model: nn.Module, x: torch.Tensor, layers: Sequence[str], *, top_k: i
             activation_maps=grid[[u.channel for u in units]].float().cpu().numpy(),
             image_dependent=cap.image_dependent(layer),
         ))
-    return DeconvOutput(results, cap.rules.audit(), cap.logits.detach() if cap.logits is not None else None)
+    return DeconvOutput(results, cap.rules.audit(), cap.logits.detach() if cap.logits is not None else None,
+                        {name: t.detach() for name, t in cap.outputs.items()}, cap.switches)
 
 
 def _box(rf: object | None, unit: Unit, height: int, width: int) -> tuple[int, int, int, int] | None:
@@ -252,7 +284,3 @@ def analyse_receptive_fields(model: nn.Module, input_shape: tuple[int, ...]) -> 
         return dict(receptive_fields(model, input_shape))
     except Exception:  # noqa: BLE001 - analysis is an optimisation; the full backward is always correct
         return {}
-
-
-def as_numpy(t: torch.Tensor) -> np.ndarray:
-    return t.detach().float().cpu().numpy()

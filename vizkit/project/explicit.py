@@ -1,19 +1,23 @@
-"""The deconvnet written out layer by layer, as in Zeiler & Fergus (2014), for chain models.
+"""The deconvnet written out layer by layer, as in Zeiler & Fergus (2014), for chain models: ``engine="explicit"``.
 
-This is the second, independent formulation the autograd-with-rules deconvnet is tested against: it walks the
-modules in reverse with explicit operators (scatter-add unpooling with the recorded switches, transposed
-convolution with the same filters and no bias, ReLU on the signal, BN and LRN as fixed scales). It only handles
-pure chains (VGG, AlexNet, ZFNet, LeNet-5: every leaf module consumes the previous one's output).
+One forward pass records, with hooks, every leaf module's input and the switches of every max-pool
+(``Recorder(..., switches=True)``); the signal then walks the modules in reverse with explicit operators:
+scatter-add unpooling with those switches (a location chosen by several overlapping windows receives the sum),
+transposed convolution with the same filters and no bias, ReLU on the signal, BN and LRN as fixed scales. It is the
+second, independent formulation the default (autograd-with-rules) engine is tested against, and equals it.
+
+Only pure chains qualify (VGG, AlexNet, ZFNet, LeNet-5: every leaf module consumes the previous one's output, a
+flatten in ``forward`` allowed); anything else is refused with one line naming the module.
 """
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vizkit.capture.recorder import Recorder
 from vizkit.capture.state import preserve_model_state
+from vizkit.errors import UserInputError
 
 _RECTIFIERS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hardswish)
 _IDENTITIES = (nn.Dropout, nn.Identity)
@@ -25,11 +29,13 @@ def chain_leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def _unpool(signal: torch.Tensor, switches: torch.Tensor, size: torch.Size) -> torch.Tensor:
-    """Place each pooled value at its switch; a location chosen by several windows receives the sum."""
+    """Place each pooled value at its switch (flat over the pooled dims, any of 1-3); a location chosen by several
+    windows receives the sum."""
     n, c = signal.shape[:2]
-    out = torch.zeros((n, c, size[-2] * size[-1]), dtype=signal.dtype, device=signal.device)
+    switches = switches.expand(n, *switches.shape[1:])
+    out = torch.zeros((n, c, int(torch.tensor(size[2:]).prod())), dtype=signal.dtype, device=signal.device)
     out.scatter_add_(2, switches.reshape(n, c, -1), signal.reshape(n, c, -1))
-    return out.view(n, c, size[-2], size[-1])
+    return out.view(n, c, *size[2:])
 
 
 def _lrn_denominator(x: torch.Tensor, m: nn.LocalResponseNorm) -> torch.Tensor:
@@ -51,54 +57,70 @@ def _conv_transpose(signal: torch.Tensor, m: nn.Conv2d, in_shape: torch.Size) ->
     return F.conv_transpose2d(signal, m.weight, None, stride, padding, tuple(out_pad), m.groups, dilation)
 
 
-def explicit_deconv(model: nn.Module, x: torch.Tensor, layer: str, seeds: torch.Tensor) -> torch.Tensor:
-    """Project ``seeds`` (K, *layer_output_shape[1:]) from ``layer`` down to pixels; returns (K, *x.shape[1:])."""
+def _record_chain(model: nn.Module, x: torch.Tensor, leaves: list[tuple[str, nn.Module]]) -> Recorder:
+    """One forward up to the last of ``leaves``, keeping each leaf's input and every pool's switches; refuses a
+    model whose leaves do not feed each other in definition order."""
+    names = [n for n, _ in leaves]
+    with preserve_model_state(model), torch.no_grad(), Recorder(model, names, stop=True, switches=True,
+                                                                  inputs=True) as rec:
+        rec.run(x)
+    if rec.order != names:
+        raise UserInputError(f"engine 'explicit' needs a chain model; {type(model).__name__} runs its modules in "
+                             "another order than it defines them: use the default engine")
+    feeds = [x, *(rec.outputs[n] for n in names[:-1])]
+    for (name, _), before in zip(leaves, feeds):
+        got = rec.inputs.get(name)
+        if got is None or got.numel() != before.numel() or not torch.equal(got.reshape(before.shape), before):
+            raise UserInputError(f"engine 'explicit' needs a chain model; the input of '{name}' is not the previous "
+                                 "module's output (a functional op or branch in forward()): use the default engine")
+    return rec
+
+
+def _step_back(m: nn.Module, name: str, signal: torch.Tensor, inp: torch.Tensor,
+               switches: torch.Tensor | None) -> torch.Tensor:
+    """The signal at ``m``'s output -> the signal at its input (K, *inp.shape[1:])."""
+    if isinstance(m, nn.Conv2d):
+        return _conv_transpose(signal, m, inp.shape)
+    if isinstance(m, _RECTIFIERS):
+        return signal.clamp(min=0)
+    if switches is not None:
+        return _unpool(signal, switches, inp.shape)
+    if isinstance(m, nn.BatchNorm2d):
+        scale = m.weight / torch.sqrt(m.running_var + m.eps)  # type: ignore[operator]
+        return signal * scale[None, :, None, None]
+    if isinstance(m, nn.LocalResponseNorm):
+        return signal / _lrn_denominator(inp, m).expand_as(signal)
+    if isinstance(m, nn.Linear):
+        return signal @ m.weight
+    if isinstance(m, nn.Flatten) or isinstance(m, _IDENTITIES):
+        return signal
+    if isinstance(m, nn.AdaptiveAvgPool2d) and tuple(inp.shape[2:]) == tuple(signal.shape[2:]):
+        return signal  # identity at this input size
+    raise UserInputError(f"engine 'explicit' has no rule for {type(m).__name__} ('{name}'); use the default engine")
+
+
+def explicit_deconv(model: nn.Module, x: torch.Tensor, layer: str, seeds: torch.Tensor, *,
+                    switches: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """Project ``seeds`` (K, *layer_output_shape[1:]) from ``layer`` down to pixels; returns (K, *x.shape[1:]).
+
+    ``switches``, when given, receives the recorded switches of the pools below ``layer`` (name -> indices)."""
     leaves = chain_leaves(model)
     names = [n for n, _ in leaves]
     if layer not in names:
-        raise ValueError(f"'{layer}' is not a leaf of this chain model")
-    stop = names.index(layer)
-    inputs: list[torch.Tensor] = []
-    switches: dict[int, torch.Tensor] = {}
-    with preserve_model_state(model), torch.no_grad():
-        h = x
-        for i, (_, m) in enumerate(leaves[: stop + 1]):
-            inputs.append(h.clone())  # a later in-place ReLU must not rewrite what we keep
-            if isinstance(m, nn.MaxPool2d):
-                h, switches[i] = F.max_pool2d(h, m.kernel_size, m.stride, m.padding, m.dilation,
-                                              ceil_mode=m.ceil_mode, return_indices=True)
-            elif isinstance(m, nn.Linear) and h.dim() > 2:
-                raise ValueError("insert nn.Flatten before Linear for the explicit deconvnet")
-            else:
-                h = m(h)
+        raise UserInputError(f"engine 'explicit' projects from leaf modules of a chain model; '{layer}' is not one")
+    leaves = leaves[: names.index(layer) + 1]
+    rec = _record_chain(model, x.detach(), leaves)
+    if switches is not None:
+        switches.update(rec.switches)
+    with torch.no_grad():
         signal = seeds.to(x.dtype)
-        for i in range(stop, -1, -1):
-            m, inp = leaves[i][1], inputs[i]
-            if isinstance(m, nn.Conv2d):
-                signal = _conv_transpose(signal, m, inp.shape)
-            elif isinstance(m, _RECTIFIERS):
-                signal = signal.clamp(min=0)
-            elif isinstance(m, nn.MaxPool2d):
-                signal = _unpool(signal, switches[i].expand(signal.shape[0], *switches[i].shape[1:]), inp.shape)
-            elif isinstance(m, nn.BatchNorm2d):
-                scale = m.weight / torch.sqrt(m.running_var + m.eps)
-                signal = signal * scale[None, :, None, None]
-            elif isinstance(m, nn.LocalResponseNorm):
-                signal = signal / _lrn_denominator(inp, m).expand_as(signal)
-            elif isinstance(m, nn.Linear):
-                signal = signal @ m.weight
-            elif isinstance(m, nn.Flatten):
-                signal = signal.reshape(signal.shape[0], *inp.shape[1:])
-            elif isinstance(m, nn.AdaptiveAvgPool2d) and tuple(inp.shape[2:]) == tuple(signal.shape[2:]):
-                pass  # identity at this input size
-            elif not isinstance(m, _IDENTITIES):
-                raise ValueError(f"explicit deconvnet has no rule for {type(m).__name__} ({leaves[i][0]})")
+        for name, m in reversed(leaves):
+            inp = rec.inputs[name]
+            out_shape = rec.outputs[name].shape
+            signal = signal.reshape(signal.shape[0], *out_shape[1:])  # undo a flatten done in forward()
+            signal = _step_back(m, name, signal, inp, rec.switches.get(name))
+            signal = signal.reshape(signal.shape[0], *inp.shape[1:])
     return signal
 
 
-def explicit_seeds(output: torch.Tensor, units: Sequence[tuple[int, int, int]]) -> torch.Tensor:
-    """Seeds that keep one activation (c, y, x) each and zero everything else."""
-    seeds = torch.zeros((len(units), *output.shape[1:]), dtype=output.dtype)
-    for i, (c, y, x) in enumerate(units):
-        seeds[i, c, y, x] = output[0, c, y, x]
-    return seeds
+__all__ = ["chain_leaves", "explicit_deconv"]

@@ -46,7 +46,7 @@ from vizkit.capture.recorder import Recorder, resolve_layers
 from vizkit.capture.stages import default_layers
 from vizkit.capture.state import preserve_model_state
 from vizkit.errors import ModelError, UserInputError
-from vizkit.project.results import AuditEntry, Prediction
+from vizkit.project.results import AuditEntry, GradCamResult
 from vizkit.project.rules import GuidedBackpropRules, check_interceptable
 from vizkit.project.targets import resolve_targets
 
@@ -231,35 +231,6 @@ def _check_maps(maps: torch.Tensor, layer: str) -> torch.Tensor:
 
 
 
-
-
-@dataclass
-class GradCamResult:
-    """Everything ``vizkit gradcam`` writes for one image (T targets; float32 arrays unless stated).
-
-    input (1, C, H, W) exactly as fed to the model; image (H, W, 3) uint8 for display; targets (T,) int64;
-    class_names (T,) their names; scores (T,) softmax probabilities; cam_raw (T, h, w); cam (T, H, W) in [0, 1];
-    guided_backprop / guided_gradcam (T, C, H, W).
-    """
-
-    input: np.ndarray
-    image: np.ndarray
-    layer: str
-    targets: np.ndarray
-    class_names: list[str]
-    scores: np.ndarray
-    cam_raw: np.ndarray
-    cam: np.ndarray
-    guided_backprop: np.ndarray
-    guided_gradcam: np.ndarray
-    predictions: list[Prediction] = field(default_factory=list)
-    audit: list[AuditEntry] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def zero_cam(self) -> np.ndarray:
-        """(T,) bool: the ReLU removed every location of that target's CAM (left all zero, not scaled)."""
-        return ~np.any(self.cam_raw > 0, axis=(1, 2))
 
 
 __all__ = ["GradCamOutput", "GradCamResult", "default_gradcam_layer", "gradcam", "guided_backprop", "scale_cam",

@@ -31,7 +31,7 @@ from torch import nn
 from vizkit.capture.recorder import Recorder, resolve_layers
 from vizkit.capture.state import preserve_model_state
 from vizkit.errors import UserInputError
-from vizkit.project.deconv import _as_grid, deconv
+from vizkit.project.deconv import DeconvOutput, _as_grid, deconv
 from vizkit.project.results import AuditEntry
 
 Pair = tuple[int, int]
@@ -131,11 +131,13 @@ def occluded_batch(x: torch.Tensor, corners: list[Pair], window: Pair, fill: flo
 
 def occlusion_maps(model: nn.Module, x: torch.Tensor, layer: str, *, window: int | tuple[int, int] = 32,
                    stride: int | tuple[int, int] = 16, target: int | None = None, batch: int = 64,
-                   fill: float = 0.0) -> OcclusionMaps:
+                   fill: float = 0.0, reference: DeconvOutput | None = None) -> OcclusionMaps:
     """Zeiler–Fergus occlusion maps of ``model`` for one image ``x`` (1, C, H, W), feature maps of ``layer``.
 
     ``batch`` occluded copies go through the model per forward pass (bounds memory; results do not depend on it).
-    ``target`` defaults to the top class of the unoccluded image. The model is left exactly as it was.
+    ``target`` defaults to the top class of the unoccluded image. ``reference``: a deconvnet run on the same image
+    that projected ``layer`` (mode max) and ran to the logits; its strongest unit is reused for (b) instead of
+    projecting again. The model is left exactly as it was.
     """
     if x.dim() != 4 or x.shape[0] != 1:
         raise UserInputError(f"occlusion takes one image of shape (1, C, H, W), got {tuple(x.shape)}")
@@ -150,8 +152,10 @@ def occlusion_maps(model: nn.Module, x: torch.Tensor, layer: str, *, window: int
     x = x.detach()
 
     # (b) and the unoccluded reference: strongest feature map (by its peak, as deconv ranks), its projection, logits.
-    out = deconv(model, x, [layer], top_k=1, mode="max", logits=True)
-    lp = out.layers[0]
+    reused = [lp for lp in reference.layers if lp.layer == layer and lp.mode == "max" and lp.units] if (
+        reference is not None and reference.logits is not None) else []
+    out = reference if reused else deconv(model, x, [layer], top_k=1, mode="max", logits=True)
+    lp = reused[0] if reused else out.layers[0]
     unit = lp.units[0]
     if out.logits is None:
         raise UserInputError("the model returned no output; occlusion needs class scores")

@@ -1,9 +1,21 @@
-"""Plain data produced by the projection step and consumed by render/. No torch objects inside."""
+"""Plain data produced by the projection step and consumed by render/: one result type per command, all here.
+
+No torch objects inside: a result can be pickled, compared and rendered without the model. The writer
+(``vizkit.render.writer.write_outputs``) picks a command's files by the result's type.
+"""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # annotations only: importing them here would pull torch into every reader of this module
+    from vizkit.capture.activations import ActivationGrid
+    from vizkit.capture.filters import FilterStats
+    from vizkit.project.occlusion import OcclusionMaps
+    from vizkit.project.sanity import SanityResult
 
 
 @dataclass
@@ -62,7 +74,8 @@ class DeconvResult:
     """Everything `vizkit deconv` renders for one image.
 
     input: (1, C, H, W) float32 exactly as fed to the model; image: (H, W, 3) uint8 for display (the
-    preprocessed image, de-normalised).
+    preprocessed image, de-normalised). switches: max-pool name -> (1, C, h, w) int64 flat indices into the pool's
+    input (per channel) of each window's maximum; only when asked for (``--save-switches``).
     """
 
     input: np.ndarray
@@ -70,4 +83,87 @@ class DeconvResult:
     layers: list[LayerProjections]
     predictions: list[Prediction] = field(default_factory=list)
     audit: list[AuditEntry] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    switches: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class GradCamResult:
+    """Everything ``vizkit gradcam`` writes for one image (T targets; float32 arrays unless stated).
+
+    input (1, C, H, W) exactly as fed to the model; image (H, W, 3) uint8 for display; targets (T,) int64;
+    class_names (T,) their names; scores (T,) softmax probabilities; cam_raw (T, h, w); cam (T, H, W) in [0, 1];
+    guided_backprop / guided_gradcam (T, C, H, W).
+    """
+
+    input: np.ndarray
+    image: np.ndarray
+    layer: str
+    targets: np.ndarray
+    class_names: list[str]
+    scores: np.ndarray
+    cam_raw: np.ndarray
+    cam: np.ndarray
+    guided_backprop: np.ndarray
+    guided_gradcam: np.ndarray
+    predictions: list[Prediction] = field(default_factory=list)
+    audit: list[AuditEntry] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def zero_cam(self) -> np.ndarray:
+        """(T,) bool: the ReLU removed every location of that target's CAM (left all zero, not scaled)."""
+        return ~np.any(self.cam_raw > 0, axis=(1, 2))
+
+
+#: Colour scales of activation pages: one per page (maps comparable) or each map on its own range.
+SCALES = ("shared", "map")
+
+
+@dataclass
+class ActivationsResult:
+    """Everything ``vizkit activations`` writes for one image: the input as fed (1, C, H, W) float32, the display
+    image (H, W, 3) uint8 and one grid of strongest feature maps per layer. ``scale``: the colour scale."""
+
+    input: np.ndarray
+    image: np.ndarray
+    grids: list[ActivationGrid]
+    scale: str = "shared"
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class OcclusionResult:
+    """Everything ``vizkit occlusion`` writes for one image: the maps, the display image, the unoccluded top-5,
+    the sanity checks (None when not run) and the class names for the labels."""
+
+    maps: OcclusionMaps
+    image: np.ndarray
+    predictions: list[Prediction]
+    sanity: list[SanityResult] | None
+    notes: list[str] = field(default_factory=list)
+    class_names: Sequence[str] | None = None
+
+
+@dataclass
+class FiltersResult:
+    """``vizkit filters``: per-layer filter statistics (every analysed layer) and which layers get a picture page."""
+
+    stats: list[FilterStats]
+    pictured: list[str]
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ReportResult:
+    """``vizkit report`` for one image: every method's result, computed from one preprocessed input.
+
+    grids: the feature maps of the deconvnet's layers (same order); gradcam, occlusion: at their own layers;
+    filters: model-level, the same in every image's report."""
+
+    deconv: DeconvResult
+    grids: list[ActivationGrid]
+    gradcam: GradCamResult
+    occlusion: OcclusionResult
+    filters: FiltersResult
     notes: list[str] = field(default_factory=list)

@@ -1,11 +1,11 @@
 """Backward rules of the Zeiler–Fergus deconvnet, applied to every call of an activation, however it is written.
 
-The deconvnet equals back-propagation with one changed rule (shared/DESIGN.md §2): max-pool backward is unpooling
-with the recorded switches (autograd scatter-*adds*, so overlapping windows sum), conv backward is the transposed
-convolution with the same filters and no bias, and the ReLU rule becomes ``relu(signal)``, ignoring the forward
-mask. Module backward hooks miss functional (GoogLeNet, Inception), in-place and reused (ResNet) activations, so
-the rules are attached at forward time by a ``TorchFunctionMode`` that sees every call. The forward values are
-computed by the original functions and stay bit-identical.
+The deconvnet equals back-propagation with one changed rule (docs/DESIGN.md, "Backward rules"): max-pool backward
+is unpooling with the recorded switches (autograd scatter-*adds*, so overlapping windows sum), conv backward is
+the transposed convolution with the same filters and no bias, and the ReLU rule becomes ``relu(signal)``,
+ignoring the forward mask. Module backward hooks miss functional (GoogLeNet, Inception), in-place and reused
+(ResNet) activations, so the rules are attached at forward time by a ``TorchFunctionMode`` that sees every call.
+The forward values are computed by the original functions and stay bit-identical.
 
 Rules (the report lists how many calls each one hit):
 - rectify: ReLU and its relatives (ReLU6/hardtanh, leaky ReLU, ELU, GELU, SiLU, Hardswish, Mish, threshold) pass

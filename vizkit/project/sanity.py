@@ -9,7 +9,7 @@ the model learned. Two checks, run on any model:
     order of execution, split into ``steps`` groups of about equal size. After each step every method's map is
     recomputed and compared with the original map by Spearman rank correlation. Random weights are drawn from a
     normal distribution with each tensor's own mean and standard deviation (not the module's initialiser), so
-    activations keep their scale and gradients do not vanish into rounding noise (shared/DESIGN.md §2); buffers
+    activations keep their scale and gradients do not vanish into rounding noise (docs/DESIGN.md, "Traps"); buffers
     (BatchNorm running statistics) are kept.
 (b) **Image dependence.** The same unit (deconv: same channel, same position) or the same target class
     (guided backprop, Grad-CAM) on a second, unrelated image; the rank correlation of the two maps.

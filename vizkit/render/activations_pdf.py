@@ -12,27 +12,25 @@ compare strengths by the labels).
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 from matplotlib import colormaps
-from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from vizkit.capture.activations import ActivationGrid
 from vizkit.errors import UserInputError
-from vizkit.render.atomic import atomic_dir, output_folder
+from vizkit.project.results import SCALES, ActivationsResult
 from vizkit.render.display import display_image
 from vizkit.render.filters_pdf import axes_at, grid_layout
-from vizkit.render.info import ReportInfo, vizkit_version
-from vizkit.render.manifest import write_manifest
-from vizkit.render.pages import FONT, LINE, MARGIN, Cursor, footer, format_value, new_page
+from vizkit.render.info import ReportInfo
+from vizkit.render.pages import FONT, LINE, MARGIN, Cursor, new_page
+from vizkit.render.provenance import model_block, notes_block, page_notes, run_block
+from vizkit.render.writer import Document, write_pdf
 
-SCALES = ("shared", "map")
 CMAP = "viridis"
 THUMB = 1.15  # inches: the image thumbnail on each layer page
 LABEL_H = 0.14  # inches under each map for its label
@@ -161,12 +159,12 @@ def _grid(fig: Figure, grid: ActivationGrid, rgb: np.ndarray, x: float, y: float
 
 
 def _summary_page(grids: Sequence[ActivationGrid], image: np.ndarray, x_shape: tuple[int, ...], info: ReportInfo,
-                  scale: str, first_layer_page: int) -> Figure:
+                  scale: str, first_layer_page: int, notes: Sequence[str] = ()) -> Figure:
     fig = new_page()
     page_w, page_h = fig.get_size_inches()
     width = page_w - 2 * MARGIN
     c = Cursor(fig, MARGIN, MARGIN, width)
-    c.line(f"vizkit activations: {Path(info.image_path).name}", size=15, weight="bold")
+    c.line(f"vizkit activations: {Path(info.image_path or 'image').name}", size=15, weight="bold")
     c.y += 0.08
     c.paragraph(f"image: {info.image_path}", color="0.3")
     c.y += 0.1
@@ -178,31 +176,15 @@ def _summary_page(grids: Sequence[ActivationGrid], image: np.ndarray, x_shape: t
              f"as fed to the model (de-normalised): {' x '.join(map(str, x_shape[1:]))}", fontsize=FONT - 1,
              va="top", color="0.3")
     right = Cursor(fig, MARGIN + side + 0.3, c.y - 0.1, width - side - 0.3)
-    right.heading("Model")
-    right.paragraph(f"model: {info.model}")
-    right.paragraph(f"weights: {info.weights}")
-    right.paragraph(f"weights sha256: {info.weights_sha256 or 'n/a'}", size=FONT - 1)
-    if info.pretrained:
-        right.line("pretrained: yes")
-    else:
-        right.line("pretrained: NO (random init weights)", weight="bold", color="firebrick")
-    right.heading("Preprocessing")
-    for key, value in info.preprocessing.items():
-        right.paragraph(f"{key}: {format_value(value)}")
+    model_block(right, info)
     below = Cursor(fig, MARGIN, max(c.y + side + 0.3, right.y), width)
-    below.heading("Settings")
-    for key, value in info.settings.items():
-        below.paragraph(f"{key}: {format_value(value)}", max_lines=3)
-    command = info.command if isinstance(info.command, str) else " ".join(str(a) for a in info.command)
-    below.paragraph(f"command: {command}", max_lines=3)
+    run_block(below, info)
     below.heading("How to read the pages")
     below.paragraph("One page per layer: its feature maps for this image, strongest first (ranked by each map's "
                     "maximum activation, ties by mean), labelled with channel and maximum. "
                     + ("Colour: one scale per page (colour bar at the top), so dark maps are weak maps."
                        if scale == "shared" else "Colour: each map stretched to its own range."))
-    if not info.pretrained:
-        below.paragraph("random init weights: the maps show the architecture's response, not anything learned.",
-                        weight="bold", color="firebrick")
+    notes_block(below, page_notes(info, notes))
     below.heading("Layers")
     rows = [[g.layer, f"{g.total_channels} x {' x '.join(map(str, np.shape(g.maps)[1:]))}", len(g.channels),
              int(g.channels[0]) if len(g.channels) else "-", f"{g.maxima[0]:.4g}" if len(g.maxima) else "-",
@@ -215,14 +197,15 @@ def _summary_page(grids: Sequence[ActivationGrid], image: np.ndarray, x_shape: t
 
 def activation_page_makers(grids: Sequence[ActivationGrid], image: np.ndarray, *, scale: str = "shared",
                            title_prefix: str = "", info: ReportInfo | None = None,
-                           x_shape: tuple[int, ...] | None = None) -> list[Callable[[], Figure]]:
+                           x_shape: tuple[int, ...] | None = None, notes: Sequence[str] = ()
+                           ) -> list[Callable[[], Figure]]:
     """Like :func:`activation_pages`, but each page as a function that builds it."""
     if scale not in SCALES:
         raise UserInputError(f"unknown colour scale '{scale}'; use one of {', '.join(SCALES)}")
     makers: list[Callable[[], Figure]] = []
     if info is not None:
         shape = x_shape or (1, 3, *np.shape(image)[:2])
-        makers.append(lambda: _summary_page(grids, image, shape, info, scale, first_layer_page=2))
+        makers.append(lambda: _summary_page(grids, image, shape, info, scale, first_layer_page=2, notes=notes))
     makers += [lambda g=g: activation_page(g, image, scale=scale, title_prefix=title_prefix) for g in grids]
     return makers
 
@@ -237,33 +220,20 @@ def activation_pages(grids: Sequence[ActivationGrid], image: np.ndarray, *, scal
                                                       info=info, x_shape=x_shape)]
 
 
-def render_activations_pdf(grids: Sequence[ActivationGrid], image: np.ndarray, x_shape: tuple[int, ...],
-                           info: ReportInfo, path: Path, scale: str = "shared") -> int:
+def render_activations_pdf(result: ActivationsResult, info: ReportInfo, path: Path) -> int:
     """Write activations.pdf (summary page + one page per layer) and return its page count."""
-    version = vizkit_version()
-    name = Path(info.image_path).name
-    metadata = {"Title": f"vizkit activations: {name}", "Creator": f"vizkit {version}",
-                "Subject": f"Feature maps of {info.model} on {name}", "Keywords": "feature maps, activations"}
-    makers = activation_page_makers(grids, image, scale=scale, info=info, x_shape=x_shape)
-    with PdfPages(path, metadata=metadata) as pdf:
-        for number, make in enumerate(makers, start=1):
-            fig = make()
-            footer(fig, f"vizkit {version} \u00b7 {info.model} \u00b7 {name}", number, len(makers))
-            pdf.savefig(fig)
-    return len(makers)
+    name = Path(info.image_path or "image").name
+    makers = activation_page_makers(result.grids, result.image, scale=result.scale, info=info,
+                                    x_shape=tuple(np.shape(result.input)), notes=result.notes)
+    return write_pdf(path, makers, title=f"vizkit activations: {name}",
+                     subject=f"Feature maps of {info.model} on {name}", keywords="feature maps, activations",
+                     footer_left=f"{info.model} \u00b7 {name}")
 
 
-def write_activations_outputs(x: np.ndarray, grids: Sequence[ActivationGrid], image: np.ndarray, info: ReportInfo,
-                              out_dir: Path, stem: str, timings: dict[str, float], scale: str = "shared") -> Path:
-    """Write activations.npz, activations.pdf and activations.manifest.json (last) into ``out_dir/stem/``,
-    atomically and beside other commands' files; return the folder."""
-    final = output_folder(out_dir, stem)
-    start = time.perf_counter()
-    with atomic_dir(final) as tmp:
-        save_activations_npz(x, grids, tmp / "activations.npz")
-        render_activations_pdf(grids, image, tuple(np.shape(x)), info, tmp / "activations.pdf", scale)
-        write_manifest(tmp, info, {**timings, "render": time.perf_counter() - start}, name=MANIFEST)
-    return final
+def activations_document(result: ActivationsResult, info: ReportInfo) -> Document:
+    """activations.npz, activations.pdf, then activations.manifest.json."""
+    return Document([("activations.npz", lambda p: save_activations_npz(result.input, result.grids, p)),
+                     ("activations.pdf", lambda p: render_activations_pdf(result, info, p))], manifest=MANIFEST)
 
 
 __all__ = [
@@ -272,9 +242,9 @@ __all__ = [
     "activation_page_makers",
     "activation_pages",
     "activations_arrays",
+    "activations_document",
     "colour_range",
     "coloured_maps",
     "render_activations_pdf",
     "save_activations_npz",
-    "write_activations_outputs",
 ]

@@ -12,7 +12,9 @@ def deconv_arrays(result: DeconvResult) -> dict[str, np.ndarray]:
     """The npz content: ``input`` plus ``<layer>/channels|positions|activations|projections`` per layer.
 
     channels (K,) int64; positions (K, 2) int64 as (y, x) on the layer's output grid; activations (K,) float32;
-    projections (K, C, H, W) float32, raw (unnormalised) in the same order.
+    projections (K, C, H, W) float32, raw (unnormalised) in the same order. With recorded switches, also
+    ``switches/<pool name>`` (1, C, h, w) int64: for each pooled unit the flat index (over the pool input's H x W,
+    per channel) of the maximum it passed on, the location the deconvnet unpools to.
     """
     inp = np.asarray(result.input)
     if inp.ndim != 4 or inp.shape[0] != 1:
@@ -37,6 +39,8 @@ def deconv_arrays(result: DeconvResult) -> dict[str, np.ndarray]:
         arrays[f"{lp.layer}/positions"] = np.array([u.position for u in lp.units], dtype=np.int64).reshape(k, 2)
         arrays[f"{lp.layer}/activations"] = np.array([u.activation for u in lp.units], dtype=np.float32).reshape(k)
         arrays[f"{lp.layer}/projections"] = projections
+    for pool, idx in result.switches.items():
+        arrays[f"switches/{pool}"] = np.asarray(idx).astype(np.int64, copy=False)
     return arrays
 
 

@@ -22,22 +22,21 @@ Pages (A4 portrait, Figure objects only):
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from vizkit.capture.filters import FilterStats
-from vizkit.render.atomic import atomic_dir
-from vizkit.render.info import ReportInfo, vizkit_version
-from vizkit.render.manifest import write_manifest
-from vizkit.render.pages import FONT, LINE, MARGIN, Cursor, footer, format_value, new_page
+from vizkit.project.results import FiltersResult
+from vizkit.render.info import ReportInfo
+from vizkit.render.pages import FONT, LINE, MARGIN, Cursor, format_value, new_page
+from vizkit.render.provenance import page_notes, training_line
+from vizkit.render.writer import Document, write_pdf
 
 MAX_TILES = 256
 MAX_ROWS = 256
@@ -346,11 +345,14 @@ def _summary_head(title: str, info: ReportInfo | None, stats: Sequence[FilterSta
     if info is not None:
         c.paragraph(f"model: {info.model}")
         c.paragraph(f"weights: {info.weights}   sha256: {info.weights_sha256 or 'n/a'}", max_lines=2)
-        if not info.pretrained:
-            c.line("pretrained: NO (random init weights): the filters show the initialisation, not learning",
-                   weight="bold", color=DEAD_COLOUR)
+        line, colour = training_line(info)
+        c.paragraph(line, **({"weight": "bold", "color": colour} if colour else {}))
+        if info.seed is not None:
+            c.line(f"seed: {info.seed}")
         for key, value in info.settings.items():
             c.paragraph(f"{key}: {format_value(value)}", max_lines=2)
+        for note in page_notes(info):
+            c.paragraph(f"note: {note}", weight="bold", color=DEAD_COLOUR, max_lines=2)
     radius = stats[0].radius if stats else 0.1
     ratio = stats[0].dead_ratio if stats else 1e-3
     c.heading("Definitions")
@@ -419,34 +421,21 @@ def filters_pages(stats: Sequence[FilterStats], title_prefix: str = "", *, pictu
                                                    first_page=first_page)]
 
 
-def render_filters_pdf(stats: Sequence[FilterStats], info: ReportInfo, path: Path,
-                       pictured: Sequence[str] | None = None) -> int:
+def render_filters_pdf(result: FiltersResult, info: ReportInfo, path: Path) -> int:
     """Write filters.pdf and return its page count."""
-    version = vizkit_version()
-    metadata = {"Title": f"vizkit filters: {info.model}", "Creator": f"vizkit {version}",
-                "Subject": f"Convolution filters and their RMS of {info.model}",
-                "Keywords": "filters, RMS, dead filters, Zeiler-Fergus"}
-    makers = filters_page_makers(stats, pictured=pictured, info=info)
-    with PdfPages(path, metadata=metadata) as pdf:
-        for number, make in enumerate(makers, start=1):
-            fig = make()
-            footer(fig, f"vizkit {version} \u00b7 filters \u00b7 {info.model}", number, len(makers))
-            pdf.savefig(fig)
-    return len(makers)
+    return write_pdf(path, filters_page_makers(result.stats, pictured=result.pictured, info=info),
+                     title=f"vizkit filters: {info.model}",
+                     subject=f"Convolution filters and their RMS of {info.model}",
+                     keywords="filters, RMS, dead filters, Zeiler-Fergus", footer_left=f"filters \u00b7 {info.model}")
 
 
-def write_filters_outputs(stats: Sequence[FilterStats], info: ReportInfo, out_dir: Path,
-                          pictured: Sequence[str] | None, timings: dict[str, float]) -> Path:
-    """Write ``out_dir/filters/`` (filters.pdf, filters.npz, filters.manifest.json last) atomically and return it."""
-    final = Path(out_dir) / "filters"
-    start = time.perf_counter()
-    with atomic_dir(final) as tmp:
-        save_filters_npz(stats, tmp / "filters.npz")
-        render_filters_pdf(stats, info, tmp / "filters.pdf", pictured)
-        write_manifest(tmp, info, {**timings, "render": time.perf_counter() - start}, name=MANIFEST)
-    return final
+def filters_document(result: FiltersResult, info: ReportInfo) -> Document:
+    """``filters/``: filters.npz, filters.pdf, then filters.manifest.json."""
+    return Document([("filters.npz", lambda p: save_filters_npz(result.stats, p)),
+                     ("filters.pdf", lambda p: render_filters_pdf(result, info, p))], manifest=MANIFEST,
+                    folder="filters")
 
 
-__all__ = ["axes_at", "filter_tiles", "filters_arrays", "filters_page_makers", "filters_pages",
+__all__ = ["axes_at", "filter_tiles", "filters_arrays", "filters_document", "filters_page_makers", "filters_pages",
            "grid_layout", "kernel_norms", "layer_page", "mosaic", "picture_kind", "render_filters_pdf", "rms_chart",
-           "save_filters_npz", "write_filters_outputs"]
+           "save_filters_npz"]

@@ -5,20 +5,18 @@ then one row per target: the CAM over the image, guided backprop, guided Grad-CA
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
-from vizkit.project.gradcam import GradCamResult
-from vizkit.render.atomic import atomic_dir, output_folder
+from vizkit.project.results import GradCamResult
 from vizkit.render.display import display_image, is_zero_projection, normalise_projection
-from vizkit.render.info import ReportInfo, vizkit_version
-from vizkit.render.manifest import write_manifest
-from vizkit.render.pages import FONT, MARGIN, Cursor, footer, format_value, new_page
+from vizkit.render.info import ReportInfo
+from vizkit.render.pages import FONT, MARGIN, Cursor, format_value, new_page
+from vizkit.render.provenance import command_text, page_notes, training_line
+from vizkit.render.writer import Document, write_pdf
 
 NPZ_KEYS = ("input", "targets", "scores", "cam_raw", "cam", "guided_backprop", "guided_gradcam")
 ZERO_CAM_NOTE = "CAM all zero: the ReLU removed every location (left at 0, not scaled)"
@@ -28,7 +26,6 @@ CLIP_PERCENTILE = 99.5  # gradient pictures: |values| above this percentile are 
 LABEL_H = 0.34  # two label lines above a target's panels
 ROW_GAP = 0.18
 CAM_ALPHA = 0.5
-RANDOM_INIT_NOTE = "random init weights: the maps show the architecture's bias, not anything learned."
 
 MANIFEST = "gradcam.manifest.json"  # beside deconv's manifest.json in the same per-image folder
 
@@ -59,31 +56,19 @@ def save_gradcam_npz(result: GradCamResult, path: Path) -> None:
         np.savez_compressed(f, **gradcam_arrays(result))
 
 
-def write_gradcam_outputs(result: GradCamResult, info: ReportInfo, out_dir: Path, stem: str,
-                          timings: dict[str, float]) -> Path:
-    """Write ``out_dir/stem/`` atomically and return it. ``timings`` gains a ``render`` entry (seconds)."""
-    start = time.perf_counter()
-    final = output_folder(out_dir, stem)
-    with atomic_dir(final) as tmp:
-        save_gradcam_npz(result, tmp / "gradcam.npz")
-        render_gradcam_pdf(result, info, tmp / "gradcam.pdf")
-        write_manifest(tmp, info, {**timings, "render": time.perf_counter() - start}, name=MANIFEST)
-    return final
+def gradcam_document(result: GradCamResult, info: ReportInfo) -> Document:
+    return Document([("gradcam.npz", lambda p: save_gradcam_npz(result, p)),
+                     ("gradcam.pdf", lambda p: render_gradcam_pdf(result, info, p))], manifest=MANIFEST)
 
 
 def render_gradcam_pdf(result: GradCamResult, info: ReportInfo, path: Path) -> int:
-    """Write the report to ``path`` and return its page count."""
-    version = vizkit_version()
-    name = Path(info.image_path).name
-    metadata = {"Title": f"vizkit gradcam: {name}", "Creator": f"vizkit {version}",
-                "Subject": f"Grad-CAM, guided backprop and guided Grad-CAM of {info.model} on {name}",
-                "Keywords": "Grad-CAM, guided backpropagation, guided Grad-CAM"}
+    """Write gradcam.pdf to ``path`` and return its page count."""
+    name = Path(info.image_path or "image").name
     figures = gradcam_pages(result, info)
-    with PdfPages(path, metadata=metadata) as pdf:
-        for number, fig in enumerate(figures, start=1):
-            footer(fig, f"vizkit {version} \u00b7 {info.model} \u00b7 {name}", number, len(figures))
-            pdf.savefig(fig)
-    return len(figures)
+    return write_pdf(path, [lambda fig=fig: fig for fig in figures], title=f"vizkit gradcam: {name}",
+                     subject=f"Grad-CAM, guided backprop and guided Grad-CAM of {info.model} on {name}",
+                     keywords="Grad-CAM, guided backpropagation, guided Grad-CAM",
+                     footer_left=f"{info.model} \u00b7 {name}")
 
 
 def contrast_picture(p: np.ndarray, percentile: float = CLIP_PERCENTILE) -> np.ndarray:
@@ -119,7 +104,7 @@ def _header(fig: Figure, result: GradCamResult, info: ReportInfo) -> float:
     page_w, page_h = fig.get_size_inches()
     width = page_w - 2 * MARGIN
     top = Cursor(fig, MARGIN, MARGIN, width)
-    top.line(f"vizkit gradcam: {Path(info.image_path).name}", size=15, weight="bold")
+    top.line(f"vizkit gradcam: {Path(info.image_path or 'image').name}", size=15, weight="bold")
     top.y += 0.06
     top.paragraph(f"image: {info.image_path}", color="0.3")
     top.y += 0.08
@@ -137,10 +122,8 @@ def _header(fig: Figure, result: GradCamResult, info: ReportInfo) -> float:
     right.heading("Model")
     right.paragraph(f"model: {info.model}")
     right.paragraph(f"weights: {info.weights}")
-    if info.pretrained:
-        right.line("pretrained: yes")
-    else:
-        right.line("pretrained: NO (random init weights)", weight="bold", color="firebrick")
+    line, colour = training_line(info)
+    right.paragraph(line, **({"weight": "bold", "color": colour} if colour else {}))
     grid = "x".join(map(str, np.shape(result.cam_raw)[1:]))
     right.paragraph(f"Grad-CAM layer: {result.layer} (grid {grid})")
     right.heading("Top-5 predictions")
@@ -159,13 +142,9 @@ def _header(fig: Figure, result: GradCamResult, info: ReportInfo) -> float:
                     "|value|.", size=FONT - 0.5, color="0.25")
     settings = ", ".join(f"{k}: {format_value(v)}" for k, v in info.settings.items())
     below.paragraph(f"settings: {settings}", max_lines=2)
-    command = info.command if isinstance(info.command, str) else " ".join(str(a) for a in info.command)
-    below.paragraph(f"command: {command}", max_lines=2)
-    notes = list(result.notes)
-    if not info.pretrained and not any("random init" in n.lower() for n in notes):
-        notes.insert(0, RANDOM_INIT_NOTE)
-    notes += [f"target {t} ({result.class_names[i]}): {ZERO_CAM_NOTE}" for i, t in enumerate(result.targets)
-              if result.zero_cam[i]]
+    below.paragraph(f"command: {command_text(info)}", max_lines=2)
+    notes = page_notes(info, result.notes, [f"target {t} ({result.class_names[i]}): {ZERO_CAM_NOTE}"
+                                            for i, t in enumerate(result.targets) if result.zero_cam[i]])
     if notes:
         below.heading("Notes")
     for note in notes:
@@ -176,11 +155,16 @@ def _header(fig: Figure, result: GradCamResult, info: ReportInfo) -> float:
     return below.y + 0.15
 
 
+def target_label(index: int, name: str) -> str:
+    """'class 281 tabby' or, for a model without class names, 'class 9' (not 'class 9 class 9')."""
+    return f"class {index}" if name == f"class {index}" else f"class {index} {name}"
+
+
 def _target_row(fig: Figure, result: GradCamResult, t: int, picture: np.ndarray, y: float, side: float) -> None:
     page_w, page_h = fig.get_size_inches()
     gap = (page_w - 2 * MARGIN - 3 * side) / 2
     label = Cursor(fig, MARGIN, y, page_w - 2 * MARGIN)
-    label.line(f"target {t + 1}: class {int(result.targets[t])} {result.class_names[t]}  \u00b7  probability "
+    label.line(f"target {t + 1}: {target_label(int(result.targets[t]), result.class_names[t])}  \u00b7  probability "
                f"{100 * float(result.scores[t]):.2f} %", size=FONT + 1, weight="bold")
     zero = bool(result.zero_cam[t])
     raw_max = float(np.max(result.cam_raw[t])) if np.size(result.cam_raw[t]) else 0.0
@@ -214,4 +198,5 @@ def _draw(axes: list[Axes], result: GradCamResult, t: int, picture: np.ndarray, 
             spine.set_color("0.6")
 
 
-__all__ = ["NPZ_KEYS", "gradcam_arrays", "render_gradcam_pdf", "save_gradcam_npz", "write_gradcam_outputs"]
+__all__ = ["NPZ_KEYS", "gradcam_arrays", "gradcam_document", "gradcam_pages", "render_gradcam_pdf",
+           "save_gradcam_npz", "target_label"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 #: Distributions whose versions every manifest records (None when not installed).
 RECORDED_LIBRARIES = ("vizkit", "torch", "torchvision", "timm", "captum", "numpy", "matplotlib")
@@ -17,6 +17,10 @@ class ReportInfo:
     path, a registry tag, or "random init"); weights_sha256: hash of the weights file when there is one;
     pretrained: False for randomly initialised weights; preprocessing: e.g. resize, crop, mean, std;
     settings: the run's options (layers, top_k, mode, device); command: argv list or the command string.
+    seed: the seed of random-init weights (None when the weights came from a file or registry);
+    checksum_match: whether the weights file matches its published checksum (None: nothing to compare with);
+    notes: what every page 1 of the run must say (e.g. weights that look untrained), before each result's notes.
+    Jobs build it once per image with ``RunContext.info`` (keywords); nothing else constructs it.
     """
 
     image_path: str | None  # None for model-level outputs (filters)
@@ -27,6 +31,9 @@ class ReportInfo:
     preprocessing: dict
     settings: dict
     command: list[str] | str
+    seed: int | None = None
+    checksum_match: bool | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 def distribution_version(name: str) -> str | None:

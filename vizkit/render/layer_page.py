@@ -1,7 +1,12 @@
-"""One deconv.pdf page per layer: for each of the top-K feature maps, projection | image patch | activation map."""
+"""deconv.pdf pages of one layer: for each of the top-K feature maps, projection | image patch | activation map.
+
+A layer whose K units would make the panels smaller than ``MIN_PANEL`` (where the column headers stop fitting)
+continues on further pages: every unit is shown, none is cut.
+"""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -18,6 +23,8 @@ LABEL_H = 0.17  # the unit's label line above its panels
 ROW_GAP = 0.08
 HEADER_H = 0.16  # column headers above the first row
 MAX_PANEL = 2.2
+MIN_PANEL = 0.95  # inches: the widest column header ("projection (box)", 7 pt) fits above its panel
+GRID_H = 10.0  # inches left for the unit grid below the page header (A4, worst-case header of three lines)
 IMAGE_INDEPENDENT_NOTE = "reconstructions here do not depend on the image beyond which units fire; see guided backprop"
 
 
@@ -35,17 +42,41 @@ def grid_for(k: int, width: float, height: float) -> tuple[int, float]:
     return best
 
 
+def units_per_page() -> int:
+    """The most units one page holds with panels of at least ``MIN_PANEL`` inches."""
+    width = new_page().get_size_inches()[0] - 2 * MARGIN
+    k = 1
+    while grid_for(k + 1, width, GRID_H)[1] >= MIN_PANEL:
+        k += 1
+    return k
+
+
+def layer_page_count(lp: LayerProjections) -> int:
+    return max(1, math.ceil(len(lp.units) / units_per_page()))
+
+
+def layer_page_makers(lp: LayerProjections, image: np.ndarray) -> list[Callable[[], Figure]]:
+    """One maker per page of this layer: units ``units_per_page()`` at a time, in rank order."""
+    per = units_per_page()
+    pages = layer_page_count(lp)
+    return [lambda p=p: render_layer_page(lp, image, start=p * per, stop=(p + 1) * per, part=(p + 1, pages))
+            for p in range(pages)]
+
+
 def layer_title(lp: LayerProjections) -> str:
     grid = "x".join(map(str, np.shape(lp.activation_maps)[1:]))
     return f"{lp.layer}  \u00b7  mode {lp.mode}  \u00b7  output grid {grid}"
 
 
-def render_layer_page(lp: LayerProjections, image: np.ndarray) -> Figure:
+def render_layer_page(lp: LayerProjections, image: np.ndarray, *, start: int = 0, stop: int | None = None,
+                      part: tuple[int, int] = (1, 1)) -> Figure:
+    """The page of units ``start:stop`` (ranks) of one layer; ``part`` = (this page, the layer's pages)."""
     fig = new_page()
     page_w, page_h = fig.get_size_inches()
     width = page_w - 2 * MARGIN
     head = Cursor(fig, MARGIN, MARGIN, width)
-    head.line(layer_title(lp), size=13, weight="bold")
+    more = f"  ·  page {part[0]} of {part[1]} (units {start + 1}-{min(len(lp.units), stop or len(lp.units))})"
+    head.line(layer_title(lp) + (more if part[1] > 1 else ""), size=13 if part[1] == 1 else 11, weight="bold")
     head.y += 0.06
     head.paragraph(f"top {len(lp.units)} feature maps ranked by their strongest activation. Projection: each "
                    f"normalised on its own, grey = 0. "
@@ -58,10 +89,11 @@ def render_layer_page(lp: LayerProjections, image: np.ndarray) -> Figure:
 
     picture = display_image(image)
     grid_top, grid_h = head.y, page_h - MARGIN - 0.25 - head.y
-    if not lp.units:
+    units = lp.units[start:stop]
+    if not units:
         head.line("no units selected for this layer")
         return fig
-    ncols, side = grid_for(len(lp.units), width, grid_h)
+    ncols, side = grid_for(len(units), width, grid_h)
     cell_w = 3 * side + 2 * PANEL_GAP
     gap = min(max(width - ncols * cell_w, 0.0) / max(ncols - 1, 1), 2 * CELL_GAP)
     pitch = cell_w + gap
@@ -69,7 +101,7 @@ def render_layer_page(lp: LayerProjections, image: np.ndarray) -> Figure:
     row_h = LABEL_H + side + ROW_GAP
     headers = ["projection (box)", "image patch", "activation map"] if lp.mode == "max" else [
         "projection", "image", "activation map"]
-    for col in range(min(ncols, len(lp.units))):
+    for col in range(min(ncols, len(units))):
         for j, label in enumerate(headers):
             x = left + col * pitch + j * (side + PANEL_GAP) + side / 2
             fig.text(x / page_w, 1 - grid_top / page_h, label, fontsize=FONT - 0.5, ha="center", va="top",
@@ -80,14 +112,16 @@ def render_layer_page(lp: LayerProjections, image: np.ndarray) -> Figure:
     canvas.set_xlim(0, page_w)
     canvas.set_ylim(page_h, 0)
     canvas.set_axis_off()
-    for i, unit in enumerate(lp.units):
+    maps = np.asarray(lp.activation_maps)[start:stop]
+    for i, unit in enumerate(units):
         row, col = divmod(i, ncols)
         x0 = left + col * pitch
         y0 = grid_top + HEADER_H + row * row_h
         zero = is_zero_projection(unit.projection)
-        fig.text(x0 / page_w, 1 - y0 / page_h, _unit_label(i, unit, lp.mode, zero), fontsize=FONT - 0.5, va="top")
+        fig.text(x0 / page_w, 1 - y0 / page_h, _unit_label(start + i, unit, lp.mode, zero), fontsize=FONT - 0.5,
+                 va="top")
         panels = [(x0 + j * (side + PANEL_GAP), y0 + LABEL_H, side) for j in range(3)]
-        _draw_unit(canvas, panels, unit, lp.mode, np.asarray(lp.activation_maps)[i], picture, zero)
+        _draw_unit(canvas, panels, unit, lp.mode, maps[i], picture, zero)
     return fig
 
 

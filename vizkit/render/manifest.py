@@ -35,11 +35,14 @@ def manifest_content(folder: Path, info: ReportInfo, timings: dict[str, float], 
         if p.is_file() and p.name != name
     ]
     command = info.command if isinstance(info.command, str) else [str(a) for a in info.command]
-    return {
+    weights: dict[str, object] = {"source": info.weights, "sha256": info.weights_sha256, "pretrained": info.pretrained}
+    if info.checksum_match is not None:  # recorded only when there was a published checksum to compare with
+        weights["checksum_match"] = info.checksum_match
+    content = {
         "schema_version": SCHEMA_VERSION,
         "image": info.image_path,
         "model": info.model,
-        "weights": {"source": info.weights, "sha256": info.weights_sha256, "pretrained": info.pretrained},
+        "weights": weights,
         "preprocessing": info.preprocessing,
         "versions": library_versions(),
         "command": command,
@@ -48,6 +51,11 @@ def manifest_content(folder: Path, info: ReportInfo, timings: dict[str, float], 
         "files": files,
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+    if info.seed is not None:  # random-init weights: the seed that reproduces them
+        content["seed"] = info.seed
+    if info.notes:
+        content["notes"] = list(info.notes)
+    return content
 
 
 def write_manifest(folder: Path, info: ReportInfo, timings: dict[str, float], name: str = MANIFEST_NAME) -> Path:

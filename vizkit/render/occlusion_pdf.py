@@ -8,26 +8,24 @@ at the centre of its occluder position.
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
 from vizkit.project.occlusion import OcclusionMaps
-from vizkit.project.results import Prediction
-from vizkit.project.sanity import SanityResult
-from vizkit.render.atomic import atomic_dir, output_folder
+from vizkit.project.results import OcclusionResult, Prediction
 from vizkit.render.display import display_image, normalise_projection
-from vizkit.render.info import ReportInfo, vizkit_version
-from vizkit.render.manifest import write_manifest
-from vizkit.render.pages import FONT, MARGIN, Cursor, footer, new_page
+from vizkit.render.info import ReportInfo
+from vizkit.render.pages import FONT, MARGIN, Cursor, new_page, wrap
+from vizkit.render.provenance import command_text, page_notes, training_line
 from vizkit.render.sanity_pdf import sanity_pages, write_sanity_json
+from vizkit.render.writer import Document, write_pdf
 
 NPZ_KEYS = ("input", "activity", "probability", "label", "projection", "channel", "target", "window", "stride")
 MANIFEST = "occlusion.manifest.json"
@@ -38,7 +36,7 @@ LEGEND_ROWS = 14
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d")
 OTHER_COLOUR = "#d9d9d9"
-RANDOM_INIT_NOTE = "random init weights: the maps show the architecture's bias, not anything learned."
+TITLE_SIZE = FONT  # panel titles, wrapped to the panel's width (two lines at most)
 
 
 def _name(index: int, class_names: Sequence[str] | None) -> str:
@@ -53,18 +51,21 @@ def _label(index: int, name: str) -> str:
 
 def occlusion_pages(maps: OcclusionMaps, image: np.ndarray, class_names: Sequence[str] | None, *,
                     info: ReportInfo | None = None, predictions: Sequence[Prediction] = (),
-                    notes: Sequence[str] = ()) -> list[Figure]:
-    """Page 1 of occlusion.pdf: the image, settings and the four maps of Zeiler & Fergus Fig. 7 (a)-(d)."""
+                    notes: Sequence[str] = (), name: str | None = None) -> list[Figure]:
+    """Page 1 of occlusion.pdf: the image, settings and the four maps of Zeiler & Fergus Fig. 7 (a)-(d).
+
+    ``name``: the image's file name for the title (default: from ``info``)."""
     fig = new_page()
     page_w, page_h = fig.get_size_inches()
     width = page_w - 2 * MARGIN
     c = Cursor(fig, MARGIN, MARGIN, width)
-    title = Path(info.image_path).name if info else "image"
+    title = name or (Path(info.image_path).name if info and info.image_path else "image")
     c.line(f"vizkit occlusion: {title}", size=15, weight="bold")
     c.y += 0.06
     if info:
-        pre = "" if info.pretrained else "  \u00b7  NOT pretrained (random init)"
-        c.paragraph(f"model {info.model}  \u00b7  weights {info.weights}{pre}", color="0.3", max_lines=2)
+        line, colour = training_line(info)
+        c.paragraph(f"model {info.model}  \u00b7  weights {info.weights}  \u00b7  {line}",
+                    color=colour or "0.3", max_lines=2)
     target = _name(maps.target, class_names)
     c.paragraph(
         f"Occluder: {maps.window[0]} x {maps.window[1]} px square filled with {maps.fill:g} in normalised input "
@@ -72,14 +73,13 @@ def occlusion_pages(maps: OcclusionMaps, image: np.ndarray, class_names: Sequenc
         f"{maps.probability.shape[0]} x {maps.probability.shape[1]} positions, one forward pass each (batched). "
         f"Layer {maps.layer}, strongest feature map: channel {maps.channel} (peak at {tuple(maps.position)}). "
         f"Correct class: {_label(maps.target, target)} (p = {maps.base_probability:.3f} unoccluded).", color="0.25")
-    for note in list(notes) + ([] if info is None or info.pretrained else [RANDOM_INIT_NOTE]):
+    for note in page_notes(info, notes):
         c.paragraph(f"note: {note}", color="firebrick", max_lines=3)
     if predictions:
         c.paragraph("top-5 unoccluded: " + ";  ".join(f"{_label(p.index, p.name)} {100 * p.probability:.1f} %"
                                                       for p in predictions[:5]), max_lines=2)
     if info:
-        command = info.command if isinstance(info.command, str) else " ".join(str(a) for a in info.command)
-        c.paragraph(f"command: {command}", size=FONT - 0.5, color="0.3", max_lines=2)
+        c.paragraph(f"command: {command_text(info)}", size=FONT - 0.5, color="0.3", max_lines=2)
     top = c.y + 0.3
     side = min(PANEL, (page_h - MARGIN - 0.35 - top - 2 * TITLE_GAP) / 3)
     left, right = MARGIN + 0.1, page_w - MARGIN - side - 0.45  # room for the colour bars on the right
@@ -110,7 +110,8 @@ def _frame(ax: Axes, maps: OcclusionMaps, title: str) -> None:
     _, _, h, w = maps.input.shape
     ax.set_xlim(-0.5, w - 0.5)
     ax.set_ylim(h - 0.5, -0.5)
-    ax.set_title(title, fontsize=FONT, loc="left")
+    side = ax.get_position().width * ax.figure.get_size_inches()[0]
+    ax.set_title("\n".join(wrap(title, side, TITLE_SIZE)[:2]), fontsize=TITLE_SIZE, loc="left")
     ax.tick_params(labelsize=FONT - 2, length=2)
 
 
@@ -129,6 +130,12 @@ def _draw_heat(fig: Figure, ax: Axes, maps: OcclusionMaps, values: np.ndarray, c
     box = ax.get_position()
     cax = fig.add_axes([box.x1 + 0.01, box.y0, 0.012, box.height])
     bar = fig.colorbar(im, cax=cax)
+    # No offset text ("1e-5 + 0.93") above the bar, where it would run into the titles when a map is nearly flat:
+    # full tick values instead, few enough to stay apart.
+    formatter = ScalarFormatter(useOffset=False)
+    formatter.set_powerlimits((-3, 4))
+    bar.ax.yaxis.set_major_formatter(formatter)
+    bar.ax.yaxis.set_major_locator(MaxNLocator(5))
     bar.ax.tick_params(labelsize=FONT - 2)
 
 
@@ -181,42 +188,25 @@ def save_occlusion_npz(maps: OcclusionMaps, path: Path) -> None:
         np.savez_compressed(f, **maps.arrays())
 
 
-def render_occlusion_pdf(maps: OcclusionMaps, image: np.ndarray, class_names: Sequence[str] | None,
-                         info: ReportInfo, path: Path, *, predictions: Sequence[Prediction] = (),
-                         notes: Sequence[str] = (), sanity: Sequence[SanityResult] | None = None) -> int:
-    """Write occlusion.pdf and return its page count."""
-    version = vizkit_version()
-    name = Path(info.image_path).name
-    figures = occlusion_pages(maps, image, class_names, info=info, predictions=predictions, notes=notes)
-    if sanity:
-        figures += sanity_pages(sanity)
-    metadata = {"Title": f"vizkit occlusion: {name}", "Creator": f"vizkit {version}",
-                "Subject": f"Occlusion sensitivity of {info.model} on {name}",
-                "Keywords": "occlusion, Zeiler-Fergus, sanity checks"}
-    with PdfPages(path, metadata=metadata) as pdf:
-        for number, fig in enumerate(figures, start=1):
-            footer(fig, f"vizkit {version} \u00b7 {info.model} \u00b7 {name}", number, len(figures))
-            pdf.savefig(fig)
-    return len(figures)
+def render_occlusion_pdf(result: OcclusionResult, info: ReportInfo, path: Path) -> int:
+    """Write occlusion.pdf (Fig. 7 page, then the sanity-check pages when the checks ran); returns the page count."""
+    name = Path(info.image_path or "image").name
+    figures = occlusion_pages(result.maps, result.image, result.class_names, info=info,
+                              predictions=result.predictions, notes=result.notes)
+    figures += sanity_pages(result.sanity) if result.sanity else []
+    return write_pdf(path, [lambda fig=fig: fig for fig in figures], title=f"vizkit occlusion: {name}",
+                     subject=f"Occlusion sensitivity of {info.model} on {name}",
+                     keywords="occlusion, Zeiler-Fergus, sanity checks", footer_left=f"{info.model} \u00b7 {name}")
 
 
-def write_occlusion_outputs(maps: OcclusionMaps, image: np.ndarray, class_names: Sequence[str] | None,
-                            info: ReportInfo, out_dir: Path, stem: str, timings: dict[str, float], *,
-                            predictions: Sequence[Prediction] = (), notes: Sequence[str] = (),
-                            sanity: Sequence[SanityResult] | None = None) -> Path:
-    """Write occlusion.npz, occlusion.pdf, occlusion.sanity.json (when checks ran) and occlusion.manifest.json
-    (last) into ``out_dir/stem/`` atomically; other commands' files there stay. Returns the folder."""
-    start = time.perf_counter()
-    final = output_folder(out_dir, stem)
-    with atomic_dir(final) as tmp:
-        save_occlusion_npz(maps, tmp / "occlusion.npz")
-        if sanity:
-            write_sanity_json(sanity, tmp / "occlusion.sanity.json")
-        render_occlusion_pdf(maps, image, class_names, info, tmp / "occlusion.pdf", predictions=predictions,
-                             notes=notes, sanity=sanity)
-        write_manifest(tmp, info, {**timings, "render": time.perf_counter() - start}, name=MANIFEST)
-    return final
+def occlusion_document(result: OcclusionResult, info: ReportInfo) -> Document:
+    """occlusion.npz, occlusion.sanity.json (when the checks ran), occlusion.pdf, then the manifest."""
+    files: list = [("occlusion.npz", lambda p: save_occlusion_npz(result.maps, p))]
+    if result.sanity:
+        files.append(("occlusion.sanity.json", lambda p: write_sanity_json(result.sanity, p)))
+    files.append(("occlusion.pdf", lambda p: render_occlusion_pdf(result, info, p)))
+    return Document(files, manifest=MANIFEST)
 
 
-__all__ = ["MANIFEST", "NPZ_KEYS", "label_legend", "occlusion_pages", "render_occlusion_pdf", "save_occlusion_npz",
-           "write_occlusion_outputs"]
+__all__ = ["MANIFEST", "NPZ_KEYS", "label_legend", "occlusion_document", "occlusion_pages", "render_occlusion_pdf",
+           "save_occlusion_npz"]

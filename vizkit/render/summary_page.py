@@ -9,25 +9,26 @@ from matplotlib.figure import Figure
 from vizkit.project.results import DeconvResult
 from vizkit.render.display import display_image
 from vizkit.render.info import ReportInfo
-from vizkit.render.pages import FONT, MARGIN, Cursor, format_value, new_page
+from vizkit.render.pages import FONT, MARGIN, Cursor, new_page
+from vizkit.render.provenance import RANDOM_INIT_NOTE, model_block, notes_block, page_notes, run_block
 
-RANDOM_INIT_NOTE = "random init weights: the pictures show the architecture's bias, not anything learned."
 IMAGE_SIZE = 3.0  # inches
 
 
 def summary_notes(result: DeconvResult, info: ReportInfo) -> list[str]:
-    notes = list(result.notes)
-    if not info.pretrained and not any("random init" in n.lower() for n in notes):
-        notes.insert(0, RANDOM_INIT_NOTE)
-    return notes
+    """The notes page 1 shows: the run's (random init first), then the result's, each once."""
+    return page_notes(info, result.notes)
 
 
-def render_summary_page(result: DeconvResult, info: ReportInfo, first_layer_page: int) -> Figure:
+def render_summary_page(result: DeconvResult, info: ReportInfo, first_layer_page: int | list[int]) -> Figure:
+    """Page 1 of deconv.pdf. ``first_layer_page``: each layer's first page, or the first layer's (one page each)."""
+    starts = (first_layer_page if isinstance(first_layer_page, list)
+              else [first_layer_page + i for i in range(len(result.layers))])
     fig = new_page()
     page_w, page_h = fig.get_size_inches()
     width = page_w - 2 * MARGIN
     top = Cursor(fig, MARGIN, MARGIN, width)
-    top.line(f"vizkit deconv: {Path(info.image_path).name}", size=15, weight="bold")
+    top.line(f"vizkit deconv: {Path(info.image_path or 'image').name}", size=15, weight="bold")
     top.y += 0.08
     top.paragraph(f"image: {info.image_path}", color="0.3")
     top.y += 0.1
@@ -43,15 +44,11 @@ def render_summary_page(result: DeconvResult, info: ReportInfo, first_layer_page
 
     right_x = MARGIN + IMAGE_SIZE + 0.3
     right = Cursor(fig, right_x, image_top - 0.1, page_w - MARGIN - right_x)
-    _model_block(right, info)
+    model_block(right, info)
     _predictions_block(right, result)
 
     below = Cursor(fig, MARGIN, max(image_top + IMAGE_SIZE + 0.25, right.y), width)
-    below.heading("Settings")
-    for key, value in info.settings.items():
-        below.paragraph(f"{key}: {format_value(value)}")
-    command = info.command if isinstance(info.command, str) else " ".join(str(a) for a in info.command)
-    below.paragraph(f"command: {command}", max_lines=3)
+    run_block(below, info)
 
     below.heading("Interception audit")
     if result.audit:
@@ -60,32 +57,15 @@ def render_summary_page(result: DeconvResult, info: ReportInfo, first_layer_page
     else:
         below.line("no operations intercepted")
 
-    below.heading("Notes")
-    notes = summary_notes(result, info)
-    for note in notes or ["none"]:
-        below.paragraph(f"\u2022 {note}", max_lines=4)
+    notes_block(below, summary_notes(result, info))
 
     below.heading("Layers")
     rows = [[lp.layer, lp.mode, "x".join(map(str, np.shape(lp.activation_maps)[1:])), len(lp.units),
-             "yes" if lp.image_dependent else "no", first_layer_page + i] for i, lp in enumerate(result.layers)]
+             "yes" if lp.image_dependent else "no", starts[i]] for i, lp in enumerate(result.layers)]
     below.table(["layer", "mode", "grid", "top-K", "depends on image", "page"], rows,
                 columns=[0.0, 2.4, 3.2, 4.3, 5.7, width], align=["left", "left", "left", "right", "right", "right"],
                 max_rows=max(3, int((page_h - MARGIN - 0.4 - below.y) / 0.155) - 3))
     return fig
-
-
-def _model_block(c: Cursor, info: ReportInfo) -> None:
-    c.heading("Model")
-    c.paragraph(f"model: {info.model}")
-    c.paragraph(f"weights: {info.weights}")
-    c.paragraph(f"weights sha256: {info.weights_sha256 or 'n/a'}", size=FONT - 1)
-    if info.pretrained:
-        c.line("pretrained: yes")
-    else:
-        c.line("pretrained: NO (random init weights)", weight="bold", color="firebrick")
-    c.heading("Preprocessing")
-    for key, value in info.preprocessing.items():
-        c.paragraph(f"{key}: {format_value(value)}")
 
 
 def _predictions_block(c: Cursor, result: DeconvResult) -> None:
@@ -96,3 +76,6 @@ def _predictions_block(c: Cursor, result: DeconvResult) -> None:
     rows = [[i + 1, p.index, p.name[:38], f"{100 * p.probability:.1f} %"] for i, p in enumerate(result.predictions[:5])]
     c.table(["#", "class", "name", "probability"], rows, columns=[0.0, 0.45, 0.6, c.width],
             align=["left", "right", "left", "right"])
+
+
+__all__ = ["RANDOM_INIT_NOTE", "render_summary_page", "summary_notes"]

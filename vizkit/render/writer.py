@@ -1,0 +1,108 @@
+"""The one writer of every command's outputs: ``write_outputs(result, info, out_dir, stem, timings)``.
+
+A command's files are chosen by its result type (``vizkit.project.results``): each page module says which files it
+writes (``Document``); this module writes them into the per-image (or per-run) folder atomically, beside other
+commands' files, and the manifest last. ``write_pdf`` is the one PDF writer: numbered footers, metadata, pages
+built one at a time so a long report never holds every figure.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vizkit.render.atomic import atomic_dir, output_folder
+from vizkit.render.info import ReportInfo, vizkit_version
+from vizkit.render.manifest import write_manifest
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from vizkit.project.results import (
+        ActivationsResult,
+        DeconvResult,
+        FiltersResult,
+        GradCamResult,
+        OcclusionResult,
+        ReportResult,
+    )
+
+    Result = DeconvResult | GradCamResult | ActivationsResult | OcclusionResult | FiltersResult | ReportResult
+
+PageMaker = Callable[[], "Figure"]
+
+
+@dataclass
+class Document:
+    """What one command writes: ``files`` (name, writer of that file), each written in order, then ``manifest``.
+    ``folder``: the folder name when the caller gives no stem (model-level outputs such as filters)."""
+
+    files: list[tuple[str, Callable[[Path], object]]]
+    manifest: str
+    folder: str | None = None
+    extra_timings: dict[str, float] = field(default_factory=dict)
+
+
+def document(result: Result, info: ReportInfo) -> Document:
+    """The files of ``result``'s command. Page modules are imported here, on first use: matplotlib loads only
+    when something is rendered."""
+    from vizkit.project import results as r
+
+    if isinstance(result, r.DeconvResult):
+        from vizkit.render.deconv import deconv_document
+        return deconv_document(result, info)
+    if isinstance(result, r.GradCamResult):
+        from vizkit.render.gradcam_pdf import gradcam_document
+        return gradcam_document(result, info)
+    if isinstance(result, r.ActivationsResult):
+        from vizkit.render.activations_pdf import activations_document
+        return activations_document(result, info)
+    if isinstance(result, r.OcclusionResult):
+        from vizkit.render.occlusion_pdf import occlusion_document
+        return occlusion_document(result, info)
+    if isinstance(result, r.FiltersResult):
+        from vizkit.render.filters_pdf import filters_document
+        return filters_document(result, info)
+    if isinstance(result, r.ReportResult):
+        from vizkit.render.report_document import report_document
+        return report_document(result, info)
+    raise TypeError(f"no writer for {type(result).__name__}")
+
+
+def write_outputs(result: Result, info: ReportInfo, out_dir: str | Path, stem: str | None = None,
+                  timings: dict[str, float] | None = None) -> Path:
+    """Write ``result``'s files into ``out_dir/stem/`` (a per-image folder; model-level results use their own
+    folder name) atomically, then its manifest with ``timings`` plus a ``render`` entry. Returns the folder."""
+    start = time.perf_counter()
+    doc = document(result, info)
+    name = stem if stem is not None else doc.folder
+    if name is None:
+        raise ValueError(f"{type(result).__name__} is a per-image result: give the image's folder name (stem)")
+    final = output_folder(out_dir, name)
+    with atomic_dir(final) as tmp:
+        for filename, write in doc.files:
+            write(tmp / filename)
+        write_manifest(tmp, info, {**(timings or {}), "render": time.perf_counter() - start}, doc.manifest)
+    return final
+
+
+def write_pdf(path: Path, pages: Sequence[PageMaker], *, title: str, subject: str, keywords: str,
+              footer_left: str) -> int:
+    """Build each page, number it ("footer_left ... page i / n") and save it into ``path``; returns the count."""
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    from vizkit.render.pages import footer
+
+    version = vizkit_version()
+    metadata = {"Title": title, "Subject": subject, "Creator": f"vizkit {version}", "Keywords": keywords}
+    with PdfPages(path, metadata=metadata) as pdf:
+        for number, make in enumerate(pages, start=1):
+            fig = make()
+            footer(fig, f"vizkit {version} \u00b7 {footer_left}", number, len(pages))
+            pdf.savefig(fig)
+    return len(pages)
+
+
+__all__ = ["Document", "document", "write_outputs", "write_pdf"]
