@@ -47,7 +47,7 @@ def max_pool_switches(module: nn.Module, inp: torch.Tensor) -> torch.Tensor:
             _, idx = F.max_pool2d(inp, module.kernel_size, module.stride, module.padding, module.dilation,
                                   ceil_mode=module.ceil_mode, return_indices=True)
         elif isinstance(module, nn.AdaptiveMaxPool2d):
-            _, idx = F.adaptive_max_pool2d(inp, module.output_size, return_indices=True)
+            _, idx = F.adaptive_max_pool2d(inp, module.output_size, return_indices=True)  # type: ignore[call-overload]
         elif isinstance(module, nn.MaxPool1d):
             _, idx = F.max_pool1d(inp, module.kernel_size, module.stride, module.padding, module.dilation,
                                   ceil_mode=module.ceil_mode, return_indices=True)

@@ -18,9 +18,6 @@ from vizkit.jobs.context import RunContext, tiny_activation_notes
 from vizkit.load import LoadedModel
 from vizkit.project.results import SCALES, ActivationsResult
 
-#: Default output folder: the same per-image folders as the other commands (each writes only its own files).
-DEFAULT_OUT = "vizkit-out"
-
 
 @dataclass
 class ActivationsConfig(ImageJob):
@@ -73,5 +70,5 @@ def run_activations(config: ActivationsConfig, *, progress: Callable[[str], None
     return for_each_image(config.image_paths(), work, progress)
 
 
-__all__ = ["DEFAULT_OUT", "SCALES", "ActivationsConfig", "activations_image", "activations_tensor",
+__all__ = ["SCALES", "ActivationsConfig", "activations_image", "activations_tensor",
            "run_activations"]

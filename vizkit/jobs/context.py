@@ -8,7 +8,7 @@ layers (one probe forward per run), the receptive fields, a preprocessed image, 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -62,7 +62,7 @@ class RunContext:
     load_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)  # run-level notes shown on every page 1
     _default_layers: list[str] | None = field(default=None, init=False, repr=False)
-    _receptive_fields: dict[str, ReceptiveField | None] | None = field(default=None, init=False, repr=False)
+    _receptive_fields: Mapping[str, ReceptiveField | None] | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def from_loaded(cls, loaded: LoadedModel, *, command: list[str] | str = "", load_seconds: float = 0.0
@@ -129,7 +129,7 @@ class RunContext:
                                  "pick a convolutional layer before global pooling (see 'vizkit layers')")
         return layers
 
-    def receptive_fields(self) -> dict[str, ReceptiveField | None]:
+    def receptive_fields(self) -> Mapping[str, ReceptiveField | None]:
         """Receptive fields of every layer ({} when the graph cannot be analysed), computed once per run."""
         if self._receptive_fields is None:
             from vizkit.project.deconv import analyse_receptive_fields

@@ -75,7 +75,7 @@ def gradcam_inputs(ctx: RunContext, x: torch.Tensor, layer: str,
             cam=out.cam[n],
             guided_backprop=out.guided_backprop[n],
             guided_gradcam=out.guided_gradcam[n],
-            predictions=ctx.predictions(torch.from_numpy(out.logits[n:n + 1])),
+            predictions=[] if out.logits is None else ctx.predictions(torch.from_numpy(out.logits[n:n + 1])),
             audit=out.audit,
             notes=list(notes),
         ))

@@ -9,8 +9,9 @@ up): the same numbers for a fraction of the arithmetic (docs/DESIGN.md, "Speed")
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -20,6 +21,9 @@ from vizkit.capture.state import preserve_model_state
 from vizkit.errors import UserInputError
 from vizkit.project.results import AuditEntry, LayerProjections, UnitProjection
 from vizkit.project.rules import IMAGE_DEPENDENT_OPS, DeconvRules, check_interceptable
+
+if TYPE_CHECKING:
+    from vizkit.capture.receptive_field import ReceptiveField
 
 MODES = ("max", "map")
 ENGINES = ("autograd", "explicit")  # autograd with deconvnet rules (any graph); explicit layer-by-layer (chains)
@@ -208,7 +212,7 @@ class DeconvOutput:
 
 def deconv(model: nn.Module, x: torch.Tensor, layers: Sequence[str], *, top_k: int = 9, mode: str = "max",
            channels: dict[str, Sequence[int]] | None = None, crop: bool = True, logits: bool = False,
-           receptive_fields: dict[str, object | None] | None = None, channels_last: bool = False,
+           receptive_fields: Mapping[str, ReceptiveField | None] | None = None, channels_last: bool = False,
            engine: str = "autograd", switches: bool = False) -> DeconvOutput:
     """Project the top-``top_k`` feature maps of each layer of ``model`` for one image ``x`` (1, C, H, W).
 
@@ -274,7 +278,7 @@ def _box(rf: object | None, unit: Unit, height: int, width: int) -> tuple[int, i
     return tuple(int(v) for v in rf.box(*unit.position, height, width))  # type: ignore[attr-defined, return-value]
 
 
-def analyse_receptive_fields(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, object | None]:
+def analyse_receptive_fields(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, ReceptiveField | None]:
     """Receptive fields of every layer, or {} when the graph cannot be analysed (then no crops, no boxes)."""
     try:
         from vizkit.capture.receptive_field import receptive_fields

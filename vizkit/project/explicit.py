@@ -50,6 +50,8 @@ def _lrn_denominator(x: torch.Tensor, m: nn.LocalResponseNorm) -> torch.Tensor:
 
 
 def _conv_transpose(signal: torch.Tensor, m: nn.Conv2d, in_shape: torch.Size) -> torch.Tensor:
+    if isinstance(m.padding, str):  # 'same' / 'valid' pad asymmetrically; conv_transpose2d cannot undo that
+        raise UserInputError(f"engine 'explicit' cannot invert padding='{m.padding}'; use the default engine")
     stride, padding, dilation = m.stride, m.padding, m.dilation
     k = m.kernel_size
     out_pad = [in_shape[2 + i] - ((signal.shape[2 + i] - 1) * stride[i] - 2 * padding[i] + dilation[i] * (k[i] - 1) + 1)
@@ -86,7 +88,10 @@ def _step_back(m: nn.Module, name: str, signal: torch.Tensor, inp: torch.Tensor,
     if switches is not None:
         return _unpool(signal, switches, inp.shape)
     if isinstance(m, nn.BatchNorm2d):
-        scale = m.weight / torch.sqrt(m.running_var + m.eps)  # type: ignore[operator]
+        if m.running_var is None or m.weight is None:
+            raise UserInputError(f"engine 'explicit' needs BatchNorm with running statistics and affine weights "
+                                 f"('{name}'); use the default engine")
+        scale = m.weight / torch.sqrt(m.running_var + m.eps)
         return signal * scale[None, :, None, None]
     if isinstance(m, nn.LocalResponseNorm):
         return signal / _lrn_denominator(inp, m).expand_as(signal)

@@ -2,6 +2,7 @@
 layer), manifest.json last; written by ``vizkit.render.writer``."""
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from vizkit.project.results import DeconvResult
@@ -19,7 +20,7 @@ def deconv_page_makers(result: DeconvResult, info: ReportInfo) -> list[PageMaker
     for lp in result.layers:
         first_pages.append(page)
         page += layer_page_count(lp)
-    makers: list[PageMaker] = [lambda: render_summary_page(result, info, first_layer_page=first_pages)]
+    makers: list[PageMaker] = [partial(render_summary_page, result, info, first_layer_page=first_pages)]
     for lp in result.layers:
         makers += layer_page_makers(lp, result.image)
     return makers

@@ -16,7 +16,7 @@ from vizkit.render.display import display_image, is_zero_projection, normalise_p
 from vizkit.render.info import ReportInfo
 from vizkit.render.pages import FONT, MARGIN, Cursor, format_value, new_page
 from vizkit.render.provenance import command_text, page_notes, training_line
-from vizkit.render.writer import Document, write_pdf
+from vizkit.render.writer import Document, built, write_pdf
 
 NPZ_KEYS = ("input", "targets", "scores", "cam_raw", "cam", "guided_backprop", "guided_gradcam")
 ZERO_CAM_NOTE = "CAM all zero: the ReLU removed every location (left at 0, not scaled)"
@@ -65,7 +65,7 @@ def render_gradcam_pdf(result: GradCamResult, info: ReportInfo, path: Path) -> i
     """Write gradcam.pdf to ``path`` and return its page count."""
     name = Path(info.image_path or "image").name
     figures = gradcam_pages(result, info)
-    return write_pdf(path, [lambda fig=fig: fig for fig in figures], title=f"vizkit gradcam: {name}",
+    return write_pdf(path, [built(fig) for fig in figures], title=f"vizkit gradcam: {name}",
                      subject=f"Grad-CAM, guided backprop and guided Grad-CAM of {info.model} on {name}",
                      keywords="Grad-CAM, guided backpropagation, guided Grad-CAM",
                      footer_left=f"{info.model} \u00b7 {name}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -59,7 +60,7 @@ def layer_page_makers(lp: LayerProjections, image: np.ndarray) -> list[Callable[
     """One maker per page of this layer: units ``units_per_page()`` at a time, in rank order."""
     per = units_per_page()
     pages = layer_page_count(lp)
-    return [lambda p=p: render_layer_page(lp, image, start=p * per, stop=(p + 1) * per, part=(p + 1, pages))
+    return [partial(render_layer_page, lp, image, start=p * per, stop=(p + 1) * per, part=(p + 1, pages))
             for p in range(pages)]
 
 

@@ -25,7 +25,7 @@ from vizkit.render.info import ReportInfo
 from vizkit.render.pages import FONT, MARGIN, Cursor, new_page, wrap
 from vizkit.render.provenance import command_text, page_notes, training_line
 from vizkit.render.sanity_pdf import sanity_pages, write_sanity_json
-from vizkit.render.writer import Document, write_pdf
+from vizkit.render.writer import Document, built, write_pdf
 
 NPZ_KEYS = ("input", "activity", "probability", "label", "projection", "channel", "target", "window", "stride")
 MANIFEST = "occlusion.manifest.json"
@@ -194,7 +194,7 @@ def render_occlusion_pdf(result: OcclusionResult, info: ReportInfo, path: Path) 
     figures = occlusion_pages(result.maps, result.image, result.class_names, info=info,
                               predictions=result.predictions, notes=result.notes)
     figures += sanity_pages(result.sanity) if result.sanity else []
-    return write_pdf(path, [lambda fig=fig: fig for fig in figures], title=f"vizkit occlusion: {name}",
+    return write_pdf(path, [built(fig) for fig in figures], title=f"vizkit occlusion: {name}",
                      subject=f"Occlusion sensitivity of {info.model} on {name}",
                      keywords="occlusion, Zeiler-Fergus, sanity checks", footer_left=f"{info.model} \u00b7 {name}")
 

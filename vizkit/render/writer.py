@@ -34,6 +34,11 @@ if TYPE_CHECKING:
 PageMaker = Callable[[], "Figure"]
 
 
+def built(fig: Figure) -> PageMaker:
+    """A page maker for a page that is already built."""
+    return lambda: fig
+
+
 @dataclass
 class Document:
     """What one command writes: ``files`` (name, writer of that file), each written in order, then ``manifest``.
@@ -105,4 +110,4 @@ def write_pdf(path: Path, pages: Sequence[PageMaker], *, title: str, subject: st
     return len(pages)
 
 
-__all__ = ["Document", "document", "write_outputs", "write_pdf"]
+__all__ = ["Document", "PageMaker", "built", "document", "write_outputs", "write_pdf"]
