@@ -101,12 +101,12 @@ def report(images: tuple[str, ...], model: str | None, weights: str | None, allo
 def layers(model: str | None, weights: str | None, allow_download: bool, allow_pickle: bool, as_json: bool) -> None:
     """Every layer: name, type, output shape, parameters, MACs, receptive field, stride, switches."""
     from vizkit.capture.layer_table import layer_table
+    from vizkit.jobs.context import input_shape
     from vizkit.load import DEFAULT_MODEL, load_model
 
     loaded = load_model(model or DEFAULT_MODEL, weights or "none", allow_pickle=allow_pickle,
                         allow_download=allow_download)
-    prep = loaded.preprocessing
-    table = layer_table(loaded.model, (1, prep.channels, prep.crop, prep.crop))
+    table = layer_table(loaded.model, input_shape(loaded))
     click.echo(table.to_json() if as_json else table.format())
 
 
