@@ -37,7 +37,7 @@ def test_explicit_engine_equals_the_default_engine(layer: str, mode: str) -> Non
     ref = deconv(model, x, [layer], top_k=4, mode=mode, crop=False)
     got = deconv(model, x, [layer], top_k=4, mode=mode, engine="explicit")
     assert [u.channel for u in got.layers[0].units] == [u.channel for u in ref.layers[0].units]
-    for a, b in zip(got.layers[0].units, ref.layers[0].units):
+    for a, b in zip(got.layers[0].units, ref.layers[0].units, strict=True):
         scale = np.abs(b.projection).max()
         assert scale > 0 and np.abs(a.projection - b.projection).max() <= 1e-10 * scale
     assert hook_count(model) == 0
@@ -79,7 +79,7 @@ def test_explicit_engine_refuses_a_model_that_is_not_a_chain() -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.relu(self.conv(x) + x)
 
-    with pytest.raises(UserInputError, match="chain model.*'relu'.*default engine"):
+    with pytest.raises(UserInputError, match=r"chain model.*'relu'.*default engine"):
         deconv(Residual().eval(), torch.randn(1, 3, 8, 8), ["relu"], top_k=1, engine="explicit")
     with pytest.raises(UserInputError, match="unknown engine"):
         deconv(chain(), torch.randn(1, 3, 13, 13, dtype=torch.float64), ["3"], engine="fast")

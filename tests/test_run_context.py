@@ -68,8 +68,8 @@ def test_report_preprocesses_once_and_probes_once(sample_paths: list[Path], tmp_
 
     calls = {"preprocess": 0, "probe": 0, "occlusion_deconv": 0}
 
-    def counted(name: str, real):  # noqa: ANN001, ANN202
-        def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def counted(name: str, real):
+        def wrapper(*args, **kwargs):
             calls[name] += 1
             return real(*args, **kwargs)
         return wrapper
@@ -107,6 +107,6 @@ def test_deconv_refuses_a_non_spatial_layer_with_one_line(layer: str, sample_pat
 def test_global_pool_is_refused_but_a_one_by_one_conv_is_not() -> None:
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Conv2d(4, 2, 1))
     ctx = RunContext.from_loaded(loaded_from(model))
-    with pytest.raises(ModelError, match="layer '2'.*spatial"):
+    with pytest.raises(ModelError, match=r"layer '2'.*spatial"):
         ctx.spatial_layers(["2"])
     assert ctx.spatial_layers(["3", "1"]) == ["3", "1"]

@@ -171,7 +171,7 @@ def test_occlusion_titles_and_colour_bars_do_not_overlap_when_probabilities_are_
                           name="cat.jpg")[0]
     renderer = FigureCanvasAgg(fig).get_renderer()
     fig.draw(renderer)
-    titles = [ax.title for ax in fig.axes] + [ax._left_title for ax in fig.axes]  # noqa: SLF001
+    titles = [ax.title for ax in fig.axes] + [ax._left_title for ax in fig.axes]
     bars = [t for ax in fig.axes for t in [*ax.get_yticklabels(), ax.yaxis.get_offset_text()]]
     boxes = _extents(fig, titles) + _extents(fig, bars)
     assert not _overlaps(boxes)

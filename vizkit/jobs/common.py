@@ -81,7 +81,7 @@ def predictions(logits: torch.Tensor, class_names: Sequence[str] | None, k: int 
     top = torch.topk(probs, min(k, probs.numel()))
     names = class_names or []
     return [Prediction(int(i), names[int(i)] if int(i) < len(names) else f"class {int(i)}", float(p))
-            for p, i in zip(top.values, top.indices)]
+            for p, i in zip(top.values, top.indices, strict=True)]
 
 
 def output_stems(images: Sequence[Path]) -> list[str]:
@@ -100,7 +100,7 @@ def for_each_image(images: Sequence[Path], work: Callable[[Path, str], Path],
     """Run ``work(image, stem) -> written folder`` on every image; a failing image is recorded and the batch
     goes on (user errors exit 2 at the end, anything else 1)."""
     report = JobReport()
-    for path, stem in zip(images, output_stems(images)):
+    for path, stem in zip(images, output_stems(images), strict=True):
         try:
             report.written.append(work(path, stem))
         except VizkitError as err:

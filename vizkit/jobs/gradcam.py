@@ -125,7 +125,8 @@ class _Batches:
         self.ctx, self.layer, self.targets = ctx, layer, targets
         stems = output_stems(images)
         self.batch_of = {stem: i // batch_size for i, stem in enumerate(stems)}
-        self.members = [list(zip(images, stems))[i:i + batch_size] for i in range(0, len(images), batch_size)]
+        pairs = list(zip(images, stems, strict=True))
+        self.members = [pairs[i:i + batch_size] for i in range(0, len(images), batch_size)]
         self.done: dict[str, tuple[GradCamResult, float] | BaseException] = {}
 
     def result(self, stem: str) -> tuple[GradCamResult, float]:
@@ -155,7 +156,7 @@ class _Batches:
                 self.done[stem] = err
             return
         seconds = (time.perf_counter() - start) / len(ok)
-        for stem, result in zip(ok, results):
+        for stem, result in zip(ok, results, strict=True):
             self.done[stem] = (result, seconds)
 
 

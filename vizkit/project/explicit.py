@@ -70,7 +70,7 @@ def _record_chain(model: nn.Module, x: torch.Tensor, leaves: list[tuple[str, nn.
         raise UserInputError(f"engine 'explicit' needs a chain model; {type(model).__name__} runs its modules in "
                              "another order than it defines them: use the default engine")
     feeds = [x, *(rec.outputs[n] for n in names[:-1])]
-    for (name, _), before in zip(leaves, feeds):
+    for (name, _), before in zip(leaves, feeds, strict=True):
         got = rec.inputs.get(name)
         if got is None or got.numel() != before.numel() or not torch.equal(got.reshape(before.shape), before):
             raise UserInputError(f"engine 'explicit' needs a chain model; the input of '{name}' is not the previous "
@@ -97,7 +97,7 @@ def _step_back(m: nn.Module, name: str, signal: torch.Tensor, inp: torch.Tensor,
         return signal / _lrn_denominator(inp, m).expand_as(signal)
     if isinstance(m, nn.Linear):
         return signal @ m.weight
-    if isinstance(m, nn.Flatten) or isinstance(m, _IDENTITIES):
+    if isinstance(m, (nn.Flatten, *_IDENTITIES)):
         return signal
     if isinstance(m, nn.AdaptiveAvgPool2d) and tuple(inp.shape[2:]) == tuple(signal.shape[2:]):
         return signal  # identity at this input size
