@@ -103,3 +103,11 @@ def test_cli_explicit_engine_and_saved_switches(sample_paths: list[Path], tmp_pa
     result = runner.invoke(main, ["deconv", *common, "--out", str(tmp_path / "plain")], catch_exceptions=False)
     with np.load(tmp_path / "plain" / "chelsea" / "deconv.npz") as plain:
         assert not any(k.startswith("switches/") for k in plain.files)
+
+
+def test_cli_refuses_the_explicit_engine_on_a_graph_once(sample_paths: list[Path], tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["deconv", *map(str, sample_paths[:2]), "--model", "resnet18", "--weights",
+                                       "none", "--engine", "explicit", "--out", str(tmp_path)])
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and "default engine" in lines[0]
+    assert not list(tmp_path.iterdir())

@@ -104,6 +104,12 @@ def run_deconv(config: DeconvConfig, *, progress: Callable[[str], None] | None =
     config.check()
     ctx = RunContext.from_job(config)
     layers = ctx.spatial_layers(config.layers)
+    if config.engine == "explicit":  # refuse a model the engine cannot walk once, not once per image
+        from vizkit.project.explicit import check_explicit
+
+        param = next(ctx.model.parameters(), None)
+        check_explicit(ctx.model, torch.zeros(ctx.input_shape, device=ctx.device,
+                                              dtype=param.dtype if param is not None else torch.float32), layers)
     settings = {"layers": layers, "top_k": config.top_k, "mode": config.mode, "device": str(ctx.device),
                 "crop": config.crop, "engine": config.engine}
 

@@ -104,16 +104,38 @@ def _step_back(m: nn.Module, name: str, signal: torch.Tensor, inp: torch.Tensor,
     raise UserInputError(f"engine 'explicit' has no rule for {type(m).__name__} ('{name}'); use the default engine")
 
 
+def _leaves_up_to(model: nn.Module, layer: str) -> list[tuple[str, nn.Module]]:
+    leaves = chain_leaves(model)
+    names = [n for n, _ in leaves]
+    if layer not in names:
+        raise UserInputError(f"engine 'explicit' projects from leaf modules of a chain model; '{layer}' is not one "
+                             "(use the default engine, or a leaf layer: see 'vizkit layers')")
+    return leaves[: names.index(layer) + 1]
+
+
+def check_explicit(model: nn.Module, x: torch.Tensor, layers: list[str]) -> None:
+    """Refuse, before any image, what the explicit engine cannot do: a layer that is not a leaf, a model that is
+    not a chain up to the deepest layer (one forward on ``x``, e.g. a blank input), a module without a rule."""
+    leaves = chain_leaves(model)
+    names = [n for n, _ in leaves]
+    for layer in layers:
+        _leaves_up_to(model, layer)
+    deepest = max(layers, key=names.index)
+    upto = _leaves_up_to(model, deepest)
+    rec = _record_chain(model, x.detach(), upto)
+    probe = torch.zeros((1, *rec.outputs[deepest].shape[1:]), dtype=x.dtype, device=x.device)
+    for name, m in reversed(upto):
+        probe = probe.reshape(1, *rec.outputs[name].shape[1:])
+        probe = _step_back(m, name, probe, rec.inputs[name], rec.switches.get(name)).reshape(
+            1, *rec.inputs[name].shape[1:])
+
+
 def explicit_deconv(model: nn.Module, x: torch.Tensor, layer: str, seeds: torch.Tensor, *,
                     switches: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """Project ``seeds`` (K, *layer_output_shape[1:]) from ``layer`` down to pixels; returns (K, *x.shape[1:]).
 
     ``switches``, when given, receives the recorded switches of the pools below ``layer`` (name -> indices)."""
-    leaves = chain_leaves(model)
-    names = [n for n, _ in leaves]
-    if layer not in names:
-        raise UserInputError(f"engine 'explicit' projects from leaf modules of a chain model; '{layer}' is not one")
-    leaves = leaves[: names.index(layer) + 1]
+    leaves = _leaves_up_to(model, layer)
     rec = _record_chain(model, x.detach(), leaves)
     if switches is not None:
         switches.update(rec.switches)
@@ -128,4 +150,4 @@ def explicit_deconv(model: nn.Module, x: torch.Tensor, layer: str, seeds: torch.
     return signal
 
 
-__all__ = ["chain_leaves", "explicit_deconv"]
+__all__ = ["chain_leaves", "check_explicit", "explicit_deconv"]
