@@ -49,7 +49,7 @@ def deconv_image(loaded: LoadedModel, image: str | Path, layers: Sequence[str], 
     for lp in out.layers:
         if not lp.image_dependent:
             lp.note = NO_SWITCH_NOTE
-    notes = [] if loaded.pretrained else [RANDOM_NOTE]
+    notes = [] if loaded.pretrained is not False else [RANDOM_NOTE]
     if any(not lp.image_dependent for lp in out.layers):
         notes.append("some layers have no max-pool before them; " + NO_SWITCH_NOTE.split(": ", 1)[1])
     return DeconvResult(

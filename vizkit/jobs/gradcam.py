@@ -60,7 +60,7 @@ def gradcam_inputs(loaded: LoadedModel, x: torch.Tensor, layer: str,
     """One ``GradCamResult`` per image of the preprocessed batch ``x`` (N, C, H, W); ``None`` targets = top-1."""
     out = gradcam(loaded.model, x, layer, [list(targets)] * x.shape[0])
     names = loaded.class_names or []
-    notes = [] if loaded.pretrained else [RANDOM_NOTE]
+    notes = [] if loaded.pretrained is not False else [RANDOM_NOTE]
     if not any("guided" in a.rule for a in out.audit):
         notes.append(NO_RECTIFIER_NOTE)
     results = []

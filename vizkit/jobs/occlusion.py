@@ -115,7 +115,7 @@ def occlusion_image(loaded: LoadedModel, image: str | Path, *, layer: str | None
                                target=maps.target)
     return OcclusionResult(maps, deprocess(x.cpu(), loaded.preprocessing),
                            predictions(torch.from_numpy(maps.logits), loaded.class_names), checks,
-                           [] if loaded.pretrained else [RANDOM_NOTE])
+                           [] if loaded.pretrained is not False else [RANDOM_NOTE])
 
 
 def run_occlusion(config: OcclusionConfig, *, progress: Callable[[str], None] | None = None) -> JobReport:

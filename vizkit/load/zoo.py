@@ -2,7 +2,7 @@
 
 Every zoo model is ``features`` (convolutional part) -> ``flatten`` -> ``classifier``, with named layers such as
 ``features.conv1`` and ``classifier.fc6``. The zoo ships no pretrained weights: ``load_model`` gives them random
-initialisation (``weights="none"``, the default) or loads a state-dict file you pass.
+initialisation (``--weights none``, the default; seeded) or loads a state-dict file you pass.
 
 - ``lenet5``: LeCun et al. 1998, 1x32x32 grayscale input, 10 outputs, 61,706 parameters. ReLU and max-pooling
   replace the original tanh and trainable sub-sampling, so the deconvnet has max-pool switches to unpool with.
@@ -146,7 +146,7 @@ def mobilenet_v1(width_mult: float = 1.0, num_classes: int = 1000) -> MobileNetV
     return MobileNetV1(width_mult=width_mult, num_classes=num_classes)
 
 
-# Name -> builder taking num_classes; the input each expects is in vizkit.load.models (preprocessing).
+# Name -> builder taking num_classes; the input each expects is in vizkit.load.zoo_models (preprocessing).
 ZOO: dict[str, Callable[..., nn.Module]] = {
     "lenet5": lenet5,
     "zfnet": zfnet,
