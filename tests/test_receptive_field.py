@@ -11,9 +11,9 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from vizkit.capture.layer_table import build_on_meta
 from vizkit.capture.receptive_field import ReceptiveField, receptive_field, receptive_fields
 from vizkit.errors import ModelError
+from vizkit.testing.meta import build_on_meta
 
 rf_module = importlib.import_module("vizkit.capture.receptive_field")
 
@@ -348,7 +348,7 @@ def test_torchvision_models_take_the_traced_path(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("fell back to module order")
 
-    monkeypatch.setattr(rf_module, "_chain_fallback", fail)
+    monkeypatch.setattr(rf_module, "chain_fallback", fail)
     for name in ("googlenet", "densenet121", "shufflenet_v2_x1_0", "regnet_y_400mf", "mnasnet0_5"):
         fields = receptive_fields(_meta(name, **({"init_weights": False} if name == "googlenet" else {})))
         assert sum(f is not None for f in fields.values()) > 0.9 * len(fields), name

@@ -27,10 +27,9 @@ from vizkit.capture.activations import ActivationGrid
 from vizkit.errors import UserInputError
 from vizkit.render.atomic import atomic_dir, output_folder
 from vizkit.render.display import display_image
-from vizkit.render.filters_pdf import axes_at, grid_layout
 from vizkit.render.info import ReportInfo, vizkit_version
 from vizkit.render.manifest import write_manifest
-from vizkit.render.pages import FONT, LINE, MARGIN, Cursor, footer, format_value, new_page
+from vizkit.render.pages import FONT, LINE, MARGIN, Cursor, axes_at, footer, format_value, grid_layout, new_page
 
 SCALES = ("shared", "map")
 CMAP = "viridis"
