@@ -260,9 +260,11 @@ def test_local_flags_timm_dynamic_same_padding():
         lite = timm.create_model("efficientnet_lite0")
     assert type(tf_lite.conv_stem).__name__ == "Conv2dSame"
     tf_fields, fields = receptive_fields(tf_lite), receptive_fields(lite)
-    assert tf_fields["conv_stem"].local is False  # padding computed from the input size
-    assert tf_fields["blocks.6"].local is False
+    # Padding computed from the input size, TF "same": local for crops whose size is congruent modulo the stride.
+    assert tf_fields["conv_stem"].local is True and tf_fields["conv_stem"].same_padding is True
+    assert tf_fields["blocks.6"].local is True and tf_fields["blocks.6"].same_padding is True
     assert fields["conv_stem"].local is True and fields["blocks.6"].local is True  # static symmetric padding
+    assert fields["blocks.6"].same_padding is False
     assert tf_fields["blocks.6"].size == fields["blocks.6"].size == (851, 851)
 
 

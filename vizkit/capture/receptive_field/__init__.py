@@ -42,12 +42,18 @@ __all__ = ["ReceptiveField", "forward_failed", "receptive_field", "receptive_fie
 
 @dataclass(frozen=True)
 class ReceptiveField:
-    """Field of one unit of a layer's output, in input pixels. ``size``/``stride``/``start`` are (h, w) pairs."""
+    """Field of one unit of a layer's output, in input pixels. ``size``/``stride``/``start`` are (h, w) pairs.
+
+    ``local``: the unit's value is unchanged when the input is cropped by ``crop_box``. ``same_padding``: some window
+    on the way pads from its input size like TensorFlow's "same" (timm ``Conv2dSame``); that padding depends only
+    on the size modulo the stride, so ``crop_box`` makes the crop's size congruent to the image's.
+    """
 
     size: tuple[int, int]
     stride: tuple[int, int]
     start: tuple[float, float]
     local: bool
+    same_padding: bool = False
 
     def box(self, y: int, x: int, height: int, width: int) -> tuple[int, int, int, int]:
         """(y0, y1, x0, x1) half-open pixel box of unit (y, x)'s field clipped to an image of height x width."""
@@ -55,6 +61,19 @@ class ReceptiveField:
         y0, x0 = max(lo[0], 0), max(lo[1], 0)
         y1, x1 = min(lo[0] + self.size[0], height), min(lo[1] + self.size[1], width)
         return y0, max(y1, y0), x0, max(x1, x0)
+
+    def crop_box(self, y: int, x: int, height: int, width: int) -> tuple[int, int, int, int]:
+        """(y0, y1, x0, x1): an input crop on which unit (y, x) of a ``local`` layer has its full-image value, at
+        position (y - y0 / stride, x - x0 / stride). The field widened by one stride, the start aligned down to the
+        cumulative stride (every grid lines up) and, with ``same_padding``, the end moved so that the crop's size is
+        congruent to the image's modulo the stride (every layer then pads the crop as it pads the image)."""
+        y0, y1, x0, x1 = self.box(y, x, height, width)
+        sy, sx = self.stride
+        y0, x0 = max(0, y0 - sy) // sy * sy, max(0, x0 - sx) // sx * sx
+        y1, x1 = min(height, y1 + sy), min(width, x1 + sx)
+        if self.same_padding:
+            y1, x1 = min(height, y1 + (height - y1) % sy), min(width, x1 + (width - x1) % sx)
+        return y0, y1, x0, x1
 
 
 def receptive_fields(model: nn.Module,
@@ -97,4 +116,4 @@ def receptive_field(model: nn.Module, layer: str,
 def _public(g: Geo | None) -> ReceptiveField | None:
     if g is None:
         return None
-    return ReceptiveField(size=g.size, stride=g.jump, start=g.start, local=g.local)
+    return ReceptiveField(size=g.size, stride=g.jump, start=g.start, local=g.local, same_padding=g.same_pad)

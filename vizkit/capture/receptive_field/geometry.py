@@ -22,6 +22,7 @@ class Geo:
     start: tuple[float, float]
     local: bool
     uniform: bool = False  # same value at every position (a global reduction, possibly broadcast back)
+    same_pad: bool = False  # some window on the way pads from its input size, as TF "same" does
 
     def extent(self, value: torch.Tensor, axis: int) -> int:
         return value.shape[self.axes.index(axis)]
@@ -66,7 +67,7 @@ def pair(v: Any) -> tuple[int, int]:
 # ------------------------------------------------------------------------------------------------ geometry ops
 
 def window(g: Any, value: torch.Tensor, kernel: Any, stride: Any, pad_left: Any, dilation: Any = 1,
-            local: bool = True) -> Geo | None:
+            local: bool = True, same_pad: bool = False) -> Geo | None:
     """A sliding window over the last two dims (conv / pool)."""
     if not isinstance(g, Geo) or len(g.axes) < 2 or None in g.axes[-2:]:
         return None
@@ -77,7 +78,8 @@ def window(g: Any, value: torch.Tensor, kernel: Any, stride: Any, pad_left: Any,
         size[a] = g.size[a] + (k_eff - 1) * g.jump[a]
         start[a] = g.start[a] + ((k_eff - 1) / 2 - p[i]) * g.jump[a]
         jump[a] = g.jump[a] * s[i]
-    return replace(g, size=tuple(size), jump=tuple(jump), start=tuple(start), local=g.local and local)
+    return replace(g, size=tuple(size), jump=tuple(jump), start=tuple(start), local=g.local and local,
+                   same_pad=g.same_pad or same_pad)
 
 
 def inferred_pad(in_value: torch.Tensor, out_value: torch.Tensor, kernel: Any, stride: Any,
@@ -160,7 +162,9 @@ def merge(operands: list[tuple[Any, Any]], out_value: Any) -> Any:
     size = tuple(int(round(hi[a] - lo[a])) + 1 for a in (0, 1))
     start = tuple((lo[a] + hi[a]) / 2 for a in (0, 1))
     uniform = all(g.uniform for g, _ in full)
-    return Geo(axes=tuple(axes), size=size, jump=ref.jump, start=start, local=local, uniform=uniform)
+    same_pad = any(g.same_pad for g, _ in full)
+    return Geo(axes=tuple(axes), size=size, jump=ref.jump, start=start, local=local, uniform=uniform,
+               same_pad=same_pad)
 
 
 def reshape(g: Any, in_value: Any, out_value: Any) -> Geo | None:

@@ -92,17 +92,29 @@ def _conv_pad(padding: Any, kernel: Any, dilation: Any) -> tuple[int, int]:
     return pair(padding)
 
 
+_TF_SAME = ("Conv2dSame", "MaxPool2dSame", "AvgPool2dSame")
+
+
+def _is_tf_same(m: nn.Module) -> bool:
+    """timm's windows that pad like TensorFlow's "same": total ``max((ceil(i/s)-1)*s + k_eff - i, 0)``, the smaller
+    half on the left."""
+    cls = type(m)
+    return cls.__module__.startswith("timm.") and cls.__name__ in _TF_SAME
+
+
 def module_state(m: nn.Module, s: list[Any], v: list[Any], out: Any) -> Any:
     """State of a leaf module's output from its input states ``s`` and values ``v``."""
     g, x = (s[0], v[0]) if s else (None, None)
     base = next((c for c in type(m).__mro__ if c.__module__.startswith("torch.nn")), None)
     if base is not None and type(m).forward is not base.forward:
-        # A variant of a torch.nn class with its own forward (timm Conv2dSame pads from the input size):
-        # geometry from the shapes, never local.
+        # A variant of a torch.nn class with its own forward: geometry from the shapes. timm's TF-"same" windows
+        # (Conv2dSame, MaxPool2dSame, AvgPool2dSame) pad by a rule that depends only on the input size modulo the
+        # stride, so they stay local with ``same_pad`` (crops of congruent size are exact); others are not local.
         if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)) and isinstance(out, torch.Tensor):
             k, st = m.kernel_size, m.stride or m.kernel_size
             d = getattr(m, "dilation", 1)
-            return window(g, out, k, st, inferred_pad(x, out, k, st, d), d, local=False)
+            same = _is_tf_same(m)
+            return window(g, out, k, st, inferred_pad(x, out, k, st, d), d, local=same, same_pad=same)
         return None
     if isinstance(m, _POINTWISE_MODULES):
         return g

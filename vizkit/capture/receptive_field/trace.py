@@ -18,12 +18,43 @@ __all__ = ["Propagator", "Tracer", "chain_fallback", "traced"]
 
 
 def traced(model: nn.Module, x: torch.Tensor) -> dict[str, Geo | None]:
-    """Geometry of every module's first output, by tracing ``model`` and running the graph on ``x``."""
+    """Geometry of every module's first output, by tracing ``model`` and running the graph on zeros like ``x``:
+    on meta tensors (shapes only, no arithmetic) and, if some op of the model cannot run there, on ``x``."""
     tracer = Tracer()
     graph = tracer.trace(model)
-    prop = Propagator(fx.GraphModule(tracer.root, graph))
-    prop.run(x)
-    return {name: first_geo(prop.states.get(node)) for name, node in tracer.outputs.items()}
+    gm = fx.GraphModule(tracer.root, graph)
+    try:
+        states = _run_on_meta(gm, x)
+    except Exception:  # an op without a meta kernel, data-dependent code, a tensor the module keeps unregistered
+        prop = Propagator(gm)
+        prop.run(x)
+        states = prop.states
+    return {name: first_geo(states.get(node)) for name, node in tracer.outputs.items()}
+
+
+class _Run(nn.Module):
+    """Runs the propagator as a module's forward, so that ``functional_call`` can hand it meta parameters."""
+
+    def __init__(self, gm: fx.GraphModule) -> None:
+        super().__init__()
+        self.gm = gm
+        self.states: dict[fx.Node, Any] = {}
+
+    def forward(self, x: torch.Tensor) -> None:
+        prop = Propagator(self.gm)
+        prop.run(x)
+        self.states = prop.states
+
+
+def _run_on_meta(gm: fx.GraphModule, x: torch.Tensor) -> dict[fx.Node, Any]:
+    """The graph on meta copies of every parameter and buffer, swapped in by ``torch.func.functional_call`` for
+    this call only (the modules get their own tensors back on return, also after an exception)."""
+    runner = _Run(gm)
+    tensors = {f"gm.{k}": v.detach().to("meta")
+               for k, v in [*gm.named_parameters(remove_duplicate=False), *gm.named_buffers(remove_duplicate=False)]}
+    torch.func.functional_call(runner, tensors, (torch.zeros(x.shape, dtype=x.dtype, device="meta"),),
+                               tie_weights=False, strict=False)
+    return runner.states
 
 
 def _has_tensor(value: Any) -> bool:
