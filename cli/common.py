@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -15,6 +16,13 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush does not raise on the closed pipe again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def errors_to_exit_codes(fn: Callable[..., Any]) -> Callable[..., Any]:
     """One clear line for user errors (exit 2), one line and a hint for internal errors (exit 1)."""
 
@@ -24,6 +32,9 @@ def errors_to_exit_codes(fn: Callable[..., Any]) -> Callable[..., Any]:
 
         try:
             return fn(*args, **kwargs)
+        except BrokenPipeError:  # `vizkit models | head`: the reader left; stop quietly, as other tools do
+            _silence_stdout()
+            sys.exit(0)
         except VizkitError as err:
             _fail(str(err), err.exit_code)
         except (click.exceptions.Exit, click.ClickException, SystemExit):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vizkit.capture.filters import DEAD_RATIO, DEFAULT_RADIUS, filter_stats
+from vizkit.capture.filters import DEAD_RATIO, DEFAULT_RADIUS, filter_stats, running_convs
 from vizkit.errors import UserInputError
 from vizkit.jobs.common import JobReport, ModelJob
 from vizkit.render.filters_pdf import write_filters_outputs
@@ -63,7 +63,9 @@ def run_filters(config: FiltersConfig, *, progress: Callable[[str], None] | None
     t0 = time.perf_counter()
     stats = filter_stats(loaded.model, config.layers or None, config.radius, dead_ratio=config.dead_ratio)
     names = [s.layer for s in stats]
-    pictured = names if config.layers else pictured_layers(names, config.max_pages)
+    prep = loaded.preprocessing
+    runs = set(running_convs(loaded.model, (1, prep.channels, prep.crop, prep.crop)))
+    pictured = names if config.layers else pictured_layers([n for n in names if n in runs], config.max_pages)
     settings = {"layers": names if config.layers else "every Conv2d", "pictured": pictured,
                 "radius": config.radius, "dead_ratio": config.dead_ratio,
                 "max_pages": None if config.layers else config.max_pages}

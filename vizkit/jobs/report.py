@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from vizkit.capture.activations import activation_grids
-from vizkit.capture.filters import filter_stats
+from vizkit.capture.filters import filter_stats, running_convs
 from vizkit.jobs.common import ImageJob, JobReport, for_each_image
 from vizkit.jobs.deconv import deconv_image, prepare
 from vizkit.jobs.filters import pictured_layers
@@ -48,7 +48,8 @@ def run_report(config: ReportConfig, *, progress: Callable[[str], None] | None =
     images = config.image_paths()
     settings = {"layers": layers, "top_k": config.top_k, "device": str(device)}
     stats = filter_stats(loaded.model)  # model-level: the same section in every image's report
-    pictured = pictured_layers([s.layer for s in stats], 5)
+    runs = set(running_convs(loaded.model, input_shape))  # not GoogLeNet's aux heads: they never run in eval
+    pictured = pictured_layers([s.layer for s in stats if s.layer in runs], 5)
     cam_layer = default_gradcam_layer(loaded.model, input_shape)
     others = OtherImages(loaded)  # the second, unrelated image of the sanity checks
 

@@ -46,7 +46,13 @@ class ZFNet(nn.Sequential):
     """Zeiler & Fergus 2014, Fig. 3. Sizes for a 224x224 input: 110 (conv1) -> 55 (pool1) -> 26 (conv2) -> 13
     (pool2) -> 13 (conv3, conv4, conv5) -> 6 (pool5). Contrast normalisation across feature maps is
     ``LocalResponseNorm(5)`` with AlexNet's constants (alpha 1e-4, beta 0.75, k 2). An adaptive 6x6 average pool
-    before the classifier (identity at 224x224) lets other input sizes work."""
+    before the classifier (identity at 224x224) lets other input sizes work.
+
+    ``vizkit_default_layers`` are the paper's layers 1-5 (Fig. 3), each taken where the layer ends: after
+    pooling and normalisation for layers 1 and 2, after the ReLU for 3 and 4, after pooling for 5."""
+
+    vizkit_default_layers = ("features.norm1", "features.norm2", "features.relu3", "features.relu4",
+                             "features.pool5")
 
     def __init__(self, num_classes: int = 1000, dropout: float = 0.5) -> None:
         features = nn.Sequential(OrderedDict([
