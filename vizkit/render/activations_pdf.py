@@ -183,6 +183,8 @@ def _summary_page(grids: Sequence[ActivationGrid], image: np.ndarray, x_shape: t
     right.paragraph(f"weights sha256: {info.weights_sha256 or 'n/a'}", size=FONT - 1)
     if info.pretrained:
         right.line("pretrained: yes")
+    elif info.pretrained is None:
+        right.line("pretrained: unknown (no published checksum to check the weights against)")
     else:
         right.line("pretrained: NO (random init weights)", weight="bold", color="firebrick")
     right.heading("Preprocessing")
@@ -199,7 +201,7 @@ def _summary_page(grids: Sequence[ActivationGrid], image: np.ndarray, x_shape: t
                     "maximum activation, ties by mean), labelled with channel and maximum. "
                     + ("Colour: one scale per page (colour bar at the top), so dark maps are weak maps."
                        if scale == "shared" else "Colour: each map stretched to its own range."))
-    if not info.pretrained:
+    if info.pretrained is False:
         below.paragraph("random init weights: the maps show the architecture's response, not anything learned.",
                         weight="bold", color="firebrick")
     below.heading("Layers")

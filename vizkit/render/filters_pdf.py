@@ -304,7 +304,7 @@ def _summary_head(title: str, info: ReportInfo | None, stats: Sequence[FilterSta
     if info is not None:
         c.paragraph(f"model: {info.model}")
         c.paragraph(f"weights: {info.weights}   sha256: {info.weights_sha256 or 'n/a'}", max_lines=2)
-        if not info.pretrained:
+        if info.pretrained is False:
             c.line("pretrained: NO (random init weights): the filters show the initialisation, not learning",
                    weight="bold", color=DEAD_COLOUR)
         for key, value in info.settings.items():

@@ -139,6 +139,8 @@ def _header(fig: Figure, result: GradCamResult, info: ReportInfo) -> float:
     right.paragraph(f"weights: {info.weights}")
     if info.pretrained:
         right.line("pretrained: yes")
+    elif info.pretrained is None:
+        right.line("pretrained: unknown (no published checksum to check the weights against)")
     else:
         right.line("pretrained: NO (random init weights)", weight="bold", color="firebrick")
     grid = "x".join(map(str, np.shape(result.cam_raw)[1:]))
@@ -162,7 +164,7 @@ def _header(fig: Figure, result: GradCamResult, info: ReportInfo) -> float:
     command = info.command if isinstance(info.command, str) else " ".join(str(a) for a in info.command)
     below.paragraph(f"command: {command}", max_lines=2)
     notes = list(result.notes)
-    if not info.pretrained and not any("random init" in n.lower() for n in notes):
+    if info.pretrained is False and not any("random init" in n.lower() for n in notes):
         notes.insert(0, RANDOM_INIT_NOTE)
     notes += [f"target {t} ({result.class_names[i]}): {ZERO_CAM_NOTE}" for i, t in enumerate(result.targets)
               if result.zero_cam[i]]

@@ -63,7 +63,7 @@ def occlusion_pages(maps: OcclusionMaps, image: np.ndarray, class_names: Sequenc
     c.line(f"vizkit occlusion: {title}", size=15, weight="bold")
     c.y += 0.06
     if info:
-        pre = "" if info.pretrained else "  \u00b7  NOT pretrained (random init)"
+        pre = "" if info.pretrained is not False else "  \u00b7  NOT pretrained (random init)"
         c.paragraph(f"model {info.model}  \u00b7  weights {info.weights}{pre}", color="0.3", max_lines=2)
     target = _name(maps.target, class_names)
     c.paragraph(
@@ -72,7 +72,7 @@ def occlusion_pages(maps: OcclusionMaps, image: np.ndarray, class_names: Sequenc
         f"{maps.probability.shape[0]} x {maps.probability.shape[1]} positions, one forward pass each (batched). "
         f"Layer {maps.layer}, strongest feature map: channel {maps.channel} (peak at {tuple(maps.position)}). "
         f"Correct class: {_label(maps.target, target)} (p = {maps.base_probability:.3f} unoccluded).", color="0.25")
-    for note in list(notes) + ([] if info is None or info.pretrained else [RANDOM_INIT_NOTE]):
+    for note in list(notes) + ([] if info is None or info.pretrained is not False else [RANDOM_INIT_NOTE]):
         c.paragraph(f"note: {note}", color="firebrick", max_lines=3)
     if predictions:
         c.paragraph("top-5 unoccluded: " + ";  ".join(f"{_label(p.index, p.name)} {100 * p.probability:.1f} %"

@@ -17,7 +17,7 @@ IMAGE_SIZE = 3.0  # inches
 
 def summary_notes(result: DeconvResult, info: ReportInfo) -> list[str]:
     notes = list(result.notes)
-    if not info.pretrained and not any("random init" in n.lower() for n in notes):
+    if info.pretrained is False and not any("random init" in n.lower() for n in notes):
         notes.insert(0, RANDOM_INIT_NOTE)
     return notes
 
@@ -81,6 +81,8 @@ def _model_block(c: Cursor, info: ReportInfo) -> None:
     c.paragraph(f"weights sha256: {info.weights_sha256 or 'n/a'}", size=FONT - 1)
     if info.pretrained:
         c.line("pretrained: yes")
+    elif info.pretrained is None:
+        c.line("pretrained: unknown (no published checksum to check the weights against)")
     else:
         c.line("pretrained: NO (random init weights)", weight="bold", color="firebrick")
     c.heading("Preprocessing")
