@@ -59,11 +59,13 @@ class WeightsFile:
     sha256: str
     checksum_match: bool | None
 
-    def provenance(self, known_pretrained: bool = False) -> dict[str, str | bool | None]:
-        """LoadedModel fields: a file matching a published checksum is pretrained; any other file is unknown."""
+    def loaded(self, name: str, model: nn.Module, prep: Preprocessing, class_names: list[str] | None, *,
+               source: str | None = None, known_pretrained: bool = False) -> LoadedModel:
+        """The LoadedModel for weights read from this file: a file matching a published checksum (or one known to
+        be published) is pretrained; any other file is unknown (None)."""
         pretrained = True if known_pretrained or self.checksum_match else None
-        return dict(weights=self.path, weights_sha256=self.sha256, pretrained=pretrained, weights_file=self.path,
-                    checksum_match=self.checksum_match)
+        return LoadedModel(name, model, prep, class_names, source or self.path, self.sha256, pretrained,
+                           weights_file=self.path, checksum_match=self.checksum_match)
 
 
 def hash_in_name(path: Path, digest: str, known: dict[str, str] | None = None) -> bool | None:

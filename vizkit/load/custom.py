@@ -58,7 +58,7 @@ def load_custom(spec: str, weights: str | None, *, allow_pickle: bool, model_kwa
             raise ModelError(f"{spec} has no published weights (--weights {weights}): pass a state-dict file, or "
                              "none for the model as its code initialises it")
         model, info = from_file(build, spec, weights, allow_pickle=allow_pickle)
-        return LoadedModel(spec, model, default_preprocessing(model), names_for(model), **info.provenance())
+        return info.loaded(spec, model, default_preprocessing(model), names_for(model))
     with seeded(seed):
         model = build()
     # Without --weights the code may load trained weights itself: unknown, unless the user said none.

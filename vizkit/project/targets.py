@@ -102,7 +102,12 @@ def target_objectives(targets: Sequence[Sequence[Target]] | TargetFn | None,
     objectives = []
     for t in range(index.shape[1]):
         score = logits.gather(1, index[:, t : t + 1].clone()).squeeze(1)
-        for fn in {id(row[t]): row[t] for row in rows if callable(row[t])}.values():
+        functions: dict[int, TargetFn] = {}
+        for row in rows:
+            item = row[t]
+            if callable(item):
+                functions[id(item)] = item
+        for fn in functions.values():
             values = _call_target(fn, logits)
             picked = torch.tensor([row[t] is fn for row in rows], device=logits.device)
             score = torch.where(picked, values, score)
