@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlparse
 
 import torch
@@ -40,12 +40,13 @@ def load_timm(name: str, arch: str, weights: str | None, *, allow_pickle: bool, 
         raise ModelError(f"unknown weights '{weights}' for timm:{arch}: use --weights DEFAULT, none or a file path")
 
     probe = timm.create_model(arch, pretrained=False)
-    cached = _timm_cached_file(probe.pretrained_cfg)
-    tag = probe.pretrained_cfg.get("hf_hub_id") or probe.pretrained_cfg.get("url") or arch
-    info: WeightsFile | None = None
+    cfg = cast(dict[str, Any], getattr(probe, "pretrained_cfg", None) or {})
+    cached = _timm_cached_file(cfg)
+    tag = cfg.get("hf_hub_id") or cfg.get("url") or arch
+    read: WeightsFile | None = None
     if cached is not None:
         model = _timm_pretrained(arch, {"file": str(cached)}, f"cached file {cached}")
-        info = WeightsFile(str(cached), sha256_file(cached), None)  # the hub publishes no checksum to compare
+        read = WeightsFile(str(cached), sha256_file(cached), None)  # the hub publishes no checksum to compare
     elif allow_download:
         model = _timm_pretrained(arch, None, "download")
     else:
@@ -55,7 +56,7 @@ def load_timm(name: str, arch: str, weights: str | None, *, allow_pickle: bool, 
             "Python), or use --weights none"
         )
     return LoadedModel(name, model, timm_preprocessing(model), names_for(model), f"timm pretrained ({tag})",
-                       info.sha256 if info else None, True, weights_file=info.path if info else None)
+                       read.sha256 if read else None, True, weights_file=read.path if read else None)
 
 
 def _timm_pretrained(arch: str, overlay: dict[str, Any] | None, how: str) -> nn.Module:

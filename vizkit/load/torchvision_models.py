@@ -6,7 +6,7 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlparse
 
 import torch
@@ -58,7 +58,7 @@ def load_torchvision(name: str, arch: str, weights: str | None, *, allow_pickle:
             _tv_after_load(arch, model)
         return info.loaded(name, model, _tv_prep(enum or default), names_for(model))
 
-    enum = default if is_default(weights) else _tv_enum(enum_cls, arch, weights)
+    enum = default if weights is None or is_default(weights) else _tv_enum(enum_cls, arch, weights)
     cached = _tv_cached_file(arch, enum, allow_download)
     try:
         sd = enum.get_state_dict(progress=False, check_hash=True, map_location="cpu", weights_only=True)
@@ -132,9 +132,10 @@ def _tv_kwargs(arch: str, enum: Any) -> dict[str, Any]:
 
 def _tv_after_load(arch: str, model: nn.Module) -> None:
     if arch == "googlenet":  # torchvision drops the untrained auxiliary heads after loading (inception keeps them)
-        model.aux_logits = False
-        model.aux1 = None
-        model.aux2 = None
+        net = cast(Any, model)
+        net.aux_logits = False
+        net.aux1 = None
+        net.aux2 = None
 
 
 _DENSENET_OLD_KEY = re.compile(

@@ -37,14 +37,15 @@ def _register_on_meta() -> Iterator[None]:
 
     def on_meta_parameter(self: nn.Module, name: str, param: nn.Parameter | None) -> None:
         register_parameter(self, name, param)
-        if param is not None:
-            p = self._parameters[name]
+        p = self._parameters[name]
+        if p is not None:
             self._parameters[name] = type(p)(p.to("meta"), requires_grad=p.requires_grad)
 
     def on_meta_buffer(self: nn.Module, name: str, tensor: torch.Tensor | None, persistent: bool = True) -> None:
         register_buffer(self, name, tensor, persistent)
-        if tensor is not None:
-            self._buffers[name] = self._buffers[name].to("meta")
+        b = self._buffers[name]
+        if b is not None:
+            self._buffers[name] = b.to("meta")
 
     nn.Module.register_parameter = on_meta_parameter  # type: ignore[method-assign]
     nn.Module.register_buffer = on_meta_buffer  # type: ignore[method-assign]
