@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 from vizkit_cli.common import errors_to_exit_codes, finish, image_command, model_options, progress, stage_layers_option
@@ -24,7 +25,8 @@ Examples:
               help="Colour scale: one per layer page (dark = weak), or each map stretched to its own range.")
 @errors_to_exit_codes
 def activations(images: tuple[str, ...], model: str | None, weights: str | None, allow_download: bool,
-                allow_pickle: bool, layers: tuple[str, ...], top: int, scale: str, out: str, device: str) -> None:
+                allow_pickle: bool, layers: tuple[str, ...], top: int, scale: str, out: str, device: str,
+                model_extra: dict[str, Any]) -> None:
     """Feature-map grids: for each layer, its strongest feature maps for each IMAGE (the sample photos when none
     is given), labelled with channel and maximum.
 
@@ -38,7 +40,7 @@ def activations(images: tuple[str, ...], model: str | None, weights: str | None,
     images = images or tuple(str(p) for p in sample_images())
     config = ActivationsConfig(images=images, model=model or DEFAULT_MODEL, weights=weights, layers=layers or None,
                                top=top, scale=scale, out=out, device=device, allow_pickle=allow_pickle,
-                               allow_download=allow_download, command=["vizkit", *sys.argv[1:]])
+                               allow_download=allow_download, command=["vizkit", *sys.argv[1:]], **model_extra)
     with progress(len(images)) as step:
         report = run_activations(config, progress=step)
     finish(report)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -15,6 +16,13 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush does not raise on the closed pipe again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def errors_to_exit_codes(fn: Callable[..., Any]) -> Callable[..., Any]:
     """One clear line for user errors (exit 2), one line and a hint for internal errors (exit 1)."""
 
@@ -24,6 +32,9 @@ def errors_to_exit_codes(fn: Callable[..., Any]) -> Callable[..., Any]:
 
         try:
             return fn(*args, **kwargs)
+        except BrokenPipeError:  # `vizkit models | head`: the reader left; stop quietly, as other tools do
+            _silence_stdout()
+            sys.exit(0)
         except VizkitError as err:
             _fail(str(err), err.exit_code)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
@@ -50,7 +61,64 @@ def stage_layers_option(fn: Callable[..., Any]) -> Callable[..., Any]:
                              "stage.")(fn)
 
 
+MODEL_EXTRA = ("model_kwargs", "input_size", "mean", "std", "classes", "seed")
+
+
+def _numbers(kind: type, count: int | None = None) -> Callable[[click.Context, click.Parameter, str | None], Any]:
+    def parse(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[Any, ...] | None:
+        if value is None:
+            return None
+        try:
+            values = tuple(kind(v) for v in value.replace(" ", "").split(","))
+        except ValueError:
+            raise click.BadParameter(f"'{value}' is not a comma-separated list of numbers") from None
+        if count is not None and len(values) != count:
+            raise click.BadParameter(f"'{value}' needs {count} comma-separated values")
+        return values
+
+    return parse
+
+
+def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) -> dict[str, Any] | None:
+    import json
+
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as err:
+        raise click.BadParameter(f"not valid JSON: {err}") from None
+    if not isinstance(parsed, dict):
+        raise click.BadParameter("give a JSON object of keyword arguments, e.g. '{\"width\": 32}'")
+    return parsed
+
+
 def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--model, --weights, --download, --unsafe-pickle as their own arguments; the options for your own model and
+    its input (--model-kwargs, --input-size, --mean, --std, --classes, --seed) gathered into ``model_extra``, a
+    dict of ``ModelJob`` fields to pass on as ``**model_extra``."""
+
+    command = fn
+
+    @wraps(command)
+    def gather(*args: Any, **kwargs: Any) -> Any:
+        kwargs["model_extra"] = {k: kwargs.pop(k) for k in MODEL_EXTRA}
+        return command(*args, **kwargs)
+
+    fn = gather
+    fn = click.option("--seed", default=0, show_default=True, type=int,
+                      help="Seed of the random initialisation (--weights none, or your own model without "
+                           "--weights): the same network on every run and in every command.")(fn)
+    fn = click.option("--classes", default=None, metavar="FILE", type=click.Path(dir_okay=False),
+                      help="Class names, one per line in output order (for a model without its own).")(fn)
+    fn = click.option("--std", default=None, metavar="S,...", callback=_numbers(float),
+                      help="Per-channel std of the input normalisation, comma-separated.")(fn)
+    fn = click.option("--mean", default=None, metavar="M,...", callback=_numbers(float),
+                      help="Per-channel mean of the input normalisation, comma-separated.")(fn)
+    fn = click.option("--input-size", default=None, metavar="C,H,W", callback=_numbers(int, 3),
+                      help="Input the model takes (square, H == W), e.g. 1,28,28; the image is resized to H.")(fn)
+    fn = click.option("--model-kwargs", default=None, metavar="JSON", callback=_json_object,
+                      help="Keyword arguments for your own model's NAME, as a JSON object.")(fn)
     fn = click.option("--unsafe-pickle", "allow_pickle", is_flag=True,
                       help="Load a fully pickled model file. This can execute arbitrary code: only for files you "
                            "trust.")(fn)
@@ -58,10 +126,12 @@ def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                       help="Allow downloading missing pretrained weights (vizkit never downloads otherwise).")(fn)
     fn = click.option("--weights", "-w", default=None, metavar="W",
                       help="DEFAULT or a torchvision weights enum name (e.g. IMAGENET1K_V2), a state-dict file "
-                           "(.pth/.pt/.safetensors), or 'none' for random init.")(fn)
+                           "(.pth/.pt/.safetensors), or 'none' for random init (seeded by --seed).")(fn)
     fn = click.option("--model", "-m", default=None, metavar="M",
-                      help="torchvision name (resnet50), timm:NAME, lenet5, zfnet, mobilenet_v1, or the offline "
-                           "default efficientnet_lite0. List: 'vizkit models'.")(fn)
+                      help="torchvision name (resnet50), timm:NAME, lenet5, zfnet, mobilenet_v1, the offline "
+                           "default efficientnet_lite0 (list: 'vizkit models'), or your own model as "
+                           "path/to/file.py:NAME or package.module:NAME (NAME an nn.Module class or a function "
+                           "returning one). A file given by path is executed: only for code you trust.")(fn)
     return fn
 
 

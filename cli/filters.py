@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 from vizkit_cli.common import errors_to_exit_codes, finish, model_options
@@ -27,7 +28,8 @@ Examples:
               help="Output folder; the results go to OUT/filters/.")
 @errors_to_exit_codes
 def filters(model: str | None, weights: str | None, allow_download: bool, allow_pickle: bool,
-            layers: tuple[str, ...], radius: float, max_pages: int, out: str) -> None:
+            layers: tuple[str, ...], radius: float, max_pages: int, out: str,
+            model_extra: dict[str, Any]) -> None:
     """Show the learned filters: first-layer filters as RGB (or grey) tiles, deeper layers as kernel-norm maps,
     every filter's RMS with dead and dominant filters flagged.
 
@@ -39,5 +41,5 @@ def filters(model: str | None, weights: str | None, allow_download: bool, allow_
 
     config = FiltersConfig(model=model or DEFAULT_MODEL, weights=weights, layers=layers or None, radius=radius,
                            max_pages=max_pages, out=out, allow_pickle=allow_pickle, allow_download=allow_download,
-                           command=["vizkit", *sys.argv[1:]])
+                           command=["vizkit", *sys.argv[1:]], **model_extra)
     finish(run_filters(config))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 from vizkit_cli.common import errors_to_exit_codes, finish, image_command, model_options, progress
@@ -27,7 +28,8 @@ Examples:
 @errors_to_exit_codes
 def gradcam(images: tuple[str, ...], model: str | None, weights: str | None, allow_download: bool,
             allow_pickle: bool, layer: str | None, targets: tuple[str, ...], out: str, device: str,
-            batch_size: int) -> None:
+            batch_size: int,
+            model_extra: dict[str, Any]) -> None:
     """Grad-CAM, guided backprop and guided Grad-CAM of each IMAGE for one or more target classes.
 
     Writes OUT/<image>/gradcam.pdf, gradcam.npz and gradcam.manifest.json for every IMAGE (the sample photos when
@@ -40,7 +42,7 @@ def gradcam(images: tuple[str, ...], model: str | None, weights: str | None, all
     config = GradCamConfig(images=images, model=model or DEFAULT_MODEL, weights=weights, layer=layer,
                            targets=targets or ("auto",), out=out, device=device, batch_size=batch_size,
                            allow_pickle=allow_pickle, allow_download=allow_download,
-                           command=["vizkit", *sys.argv[1:]])
+                           command=["vizkit", *sys.argv[1:]], **model_extra)
     with progress(len(images)) as step:
         report = run_gradcam(config, progress=step)
     finish(report)

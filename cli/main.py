@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import click
 from vizkit_cli.activations import activations
@@ -50,7 +51,7 @@ def main(debug: bool) -> None:
 @errors_to_exit_codes
 def deconv(images: tuple[str, ...], model: str | None, weights: str | None, allow_download: bool,
            allow_pickle: bool, layers: tuple[str, ...], top_k: int, mode: str, out: str, device: str,
-           no_crop: bool, engine: str, save_switches: bool) -> None:
+           no_crop: bool, engine: str, save_switches: bool, model_extra: dict[str, Any]) -> None:
     """Project the strongest feature maps of each layer back to pixels (Zeiler-Fergus deconvnet).
 
     Writes OUT/<image>/deconv.pdf, deconv.npz and manifest.json for every IMAGE (the sample photos when none is
@@ -63,7 +64,7 @@ def deconv(images: tuple[str, ...], model: str | None, weights: str | None, allo
     config = DeconvConfig(images=images, model=model or DEFAULT_MODEL, weights=weights, layers=layers or None,
                           top_k=top_k, mode=mode, out=out, device=device, allow_pickle=allow_pickle,
                           allow_download=allow_download, crop=not no_crop, engine=engine,
-                          save_switches=save_switches, command=["vizkit", *sys.argv[1:]])
+                          save_switches=save_switches, command=["vizkit", *sys.argv[1:]], **model_extra)
     with progress(len(images)) as step:
         report = run_deconv(config, progress=step)
     finish(report)
@@ -77,7 +78,8 @@ def deconv(images: tuple[str, ...], model: str | None, weights: str | None, allo
               help="Feature maps per layer in the deconvnet pages.")
 @errors_to_exit_codes
 def report(images: tuple[str, ...], model: str | None, weights: str | None, allow_download: bool,
-           allow_pickle: bool, layers: tuple[str, ...], top_k: int, out: str, device: str) -> None:
+           allow_pickle: bool, layers: tuple[str, ...], top_k: int, out: str, device: str,
+           model_extra: dict[str, Any]) -> None:
     """Every analysis of each IMAGE in one PDF with contents, and a static HTML gallery.
 
     Writes OUT/<image>/report.pdf, html/index.html (open it from disk; no server needed), deconv.npz and
@@ -89,7 +91,7 @@ def report(images: tuple[str, ...], model: str | None, weights: str | None, allo
     images = images or tuple(str(p) for p in sample_images())
     config = ReportConfig(images=images, model=model or DEFAULT_MODEL, weights=weights, layers=layers or None,
                           top_k=top_k, out=out, device=device, allow_pickle=allow_pickle,
-                          allow_download=allow_download, command=["vizkit", *sys.argv[1:]])
+                          allow_download=allow_download, command=["vizkit", *sys.argv[1:]], **model_extra)
     with progress(len(images)) as step:
         finish(run_report(config, progress=step))
 
@@ -98,14 +100,15 @@ def report(images: tuple[str, ...], model: str | None, weights: str | None, allo
 @model_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @errors_to_exit_codes
-def layers(model: str | None, weights: str | None, allow_download: bool, allow_pickle: bool, as_json: bool) -> None:
+def layers(model: str | None, weights: str | None, allow_download: bool, allow_pickle: bool, as_json: bool,
+           model_extra: dict[str, Any]) -> None:
     """Every layer: name, type, output shape, parameters, MACs, receptive field, stride, switches."""
     from vizkit.capture.layer_table import layer_table
     from vizkit.jobs.context import input_shape
     from vizkit.load import DEFAULT_MODEL, load_model
 
     loaded = load_model(model or DEFAULT_MODEL, weights or "none", allow_pickle=allow_pickle,
-                        allow_download=allow_download)
+                        allow_download=allow_download, **model_extra)
     table = layer_table(loaded.model, input_shape(loaded))
     click.echo(table.to_json() if as_json else table.format())
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 from vizkit_cli.common import errors_to_exit_codes, finish, image_command, model_options, progress
@@ -33,7 +34,8 @@ Examples:
 @errors_to_exit_codes
 def occlusion(images: tuple[str, ...], model: str | None, weights: str | None, allow_download: bool,
               allow_pickle: bool, layer: str | None, window: int | None, stride: int | None, target: str | None,
-              batch: int, sanity: bool, out: str, device: str) -> None:
+              batch: int, sanity: bool, out: str, device: str,
+              model_extra: dict[str, Any]) -> None:
     """Slide a grey square over each IMAGE (Zeiler & Fergus Fig. 7): activity of the layer's strongest feature map,
     its deconvnet projection, the correct class's probability and the most probable label per occluder position.
 
@@ -48,7 +50,7 @@ def occlusion(images: tuple[str, ...], model: str | None, weights: str | None, a
     config = OcclusionConfig(images=images, model=model or DEFAULT_MODEL, weights=weights, layer=layer,
                              window=window, stride=stride, target=target, batch=batch, sanity=sanity, out=out,
                              device=device, allow_pickle=allow_pickle, allow_download=allow_download,
-                             command=["vizkit", *sys.argv[1:]])
+                             command=["vizkit", *sys.argv[1:]], **model_extra)
     with progress(len(images)) as step:
         report = run_occlusion(config, progress=step)
     finish(report)

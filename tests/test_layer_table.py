@@ -12,9 +12,10 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models import get_model, get_model_weights, list_models
 
-from vizkit.capture.layer_table import LayerTable, build_on_meta, layer_table
+from vizkit.capture.layer_table import LayerTable, layer_table
 from vizkit.capture.state import hook_count, state_fingerprint
 from vizkit.errors import ModelError
+from vizkit.testing.meta import build_on_meta
 
 rf_module = importlib.import_module("vizkit.capture.receptive_field")
 CLASSIFIERS = list_models(module=torchvision.models)
@@ -36,7 +37,7 @@ def _build_like_weights(name: str) -> tuple[nn.Module, int]:
 @pytest.mark.parametrize("name", CLASSIFIERS)
 def test_totals_match_torchvision_meta(name: str, monkeypatch: pytest.MonkeyPatch):
     """Every torchvision classifier, ViTs included: FlopCounterMode counts attention the way torchvision did."""
-    monkeypatch.setattr(rf_module, "_chain_fallback", _no_fallback)  # fx tracing must work on all of them
+    monkeypatch.setattr(rf_module, "chain_fallback", _no_fallback)  # fx tracing must work on all of them
     model, crop = _build_like_weights(name)
     meta = get_model_weights(name).DEFAULT.meta
     table = layer_table(model, (1, 3, crop, crop))

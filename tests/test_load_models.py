@@ -81,7 +81,9 @@ def test_torchvision_default_weights_read_from_hub_cache(torch_home):
     with pytest.warns(UserWarning, match="does not match the sha256 prefix"):
         lm = load_model("resnet18", weights="DEFAULT")
     assert _same_params(lm.model, sd)
-    assert lm.pretrained and lm.weights == "IMAGENET1K_V1" and not lm.model.training
+    # A file that does not match torchvision's published checksum is not known to be pretrained.
+    assert lm.pretrained is None and lm.checksum_match is False
+    assert lm.weights == "IMAGENET1K_V1" and not lm.model.training
     assert lm.preprocessing == Preprocessing(256, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear")
     assert len(lm.class_names) == 1000 and lm.class_names[0] == "tench"
     import hashlib
@@ -137,7 +139,7 @@ def test_random_init_torchvision():
 
 
 def test_densenet_old_keys_are_renamed():
-    from vizkit.load.models import _densenet_remap
+    from vizkit.load.torchvision_models import densenet_remap as _densenet_remap
 
     sd = {"features.denseblock1.denselayer1.norm.1.weight": 1, "features.denseblock1.denselayer1.conv.2.weight": 2,
           "classifier.weight": 3}
@@ -153,7 +155,7 @@ def test_state_dict_pth_round_trip(tmp_path):
     torch.save(sd, path)
     lm = load_model("resnet18", weights=str(path))
     assert _same_params(lm.model, sd)
-    assert lm.weights == str(path.resolve()) and lm.pretrained
+    assert lm.weights == str(path.resolve()) and lm.pretrained is None  # a file of one's own: unknown
     import hashlib
 
     assert lm.weights_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
@@ -276,7 +278,7 @@ def test_timm_weights_file_round_trip(tmp_path):
 
 
 def test_timm_default_offline_is_a_clear_error(monkeypatch):
-    import vizkit.load.models as models
+    import vizkit.load.timm_models as models
 
     monkeypatch.setattr(models, "_timm_cached_file", lambda cfg: None)  # whatever this machine has cached
     with pytest.raises(ModelError, match="not in the Hugging Face or torch hub cache") as err:
@@ -287,7 +289,7 @@ def test_timm_default_offline_is_a_clear_error(monkeypatch):
 def test_timm_default_uses_cached_file(tmp_path, monkeypatch):
     import timm
 
-    import vizkit.load.models as models
+    import vizkit.load.timm_models as models
 
     torch.manual_seed(6)
     sd = timm.create_model("resnet18", pretrained=False).state_dict()

@@ -11,9 +11,9 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from vizkit.capture.layer_table import build_on_meta
 from vizkit.capture.receptive_field import ReceptiveField, receptive_field, receptive_fields
 from vizkit.errors import ModelError
+from vizkit.testing.meta import build_on_meta
 
 rf_module = importlib.import_module("vizkit.capture.receptive_field")
 
@@ -260,9 +260,11 @@ def test_local_flags_timm_dynamic_same_padding():
         lite = timm.create_model("efficientnet_lite0")
     assert type(tf_lite.conv_stem).__name__ == "Conv2dSame"
     tf_fields, fields = receptive_fields(tf_lite), receptive_fields(lite)
-    assert tf_fields["conv_stem"].local is False  # padding computed from the input size
-    assert tf_fields["blocks.6"].local is False
+    # Padding computed from the input size, TF "same": local for crops whose size is congruent modulo the stride.
+    assert tf_fields["conv_stem"].local is True and tf_fields["conv_stem"].same_padding is True
+    assert tf_fields["blocks.6"].local is True and tf_fields["blocks.6"].same_padding is True
     assert fields["conv_stem"].local is True and fields["blocks.6"].local is True  # static symmetric padding
+    assert fields["blocks.6"].same_padding is False
     assert tf_fields["blocks.6"].size == fields["blocks.6"].size == (851, 851)
 
 
@@ -348,7 +350,7 @@ def test_torchvision_models_take_the_traced_path(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("fell back to module order")
 
-    monkeypatch.setattr(rf_module, "_chain_fallback", fail)
+    monkeypatch.setattr(rf_module, "chain_fallback", fail)
     for name in ("googlenet", "densenet121", "shufflenet_v2_x1_0", "regnet_y_400mf", "mnasnet0_5"):
         fields = receptive_fields(_meta(name, **({"init_weights": False} if name == "googlenet" else {})))
         assert sum(f is not None for f in fields.values()) > 0.9 * len(fields), name

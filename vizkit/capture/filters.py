@@ -10,7 +10,8 @@ Definitions (one value per output filter ``o`` of a ``Conv2d`` with weight ``(ou
 - **dead**: ``rms[o] == 0`` or ``rms[o] < dead_ratio * median(rms of the layer)`` (default ratio 1e-3): a filter
   three orders of magnitude weaker than its layer's typical filter contributes nothing the next layer can see.
 
-Only weights are read (no forward pass, no hooks): the model is left exactly as it was.
+Only weights are read (no forward pass, no hooks), except by ``running_convs``, which runs one forward for shapes
+with hooks inside a ``try``/``finally``: the model is left exactly as it was.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 
 from vizkit.capture.recorder import resolve_layers
+from vizkit.capture.state import forward_for_shapes, preserve_model_state
 from vizkit.errors import ModelError, UserInputError, close_matches
 
 DEFAULT_RADIUS = 0.1
@@ -53,6 +55,25 @@ class FilterStats:
 def conv_layers(model: nn.Module) -> list[str]:
     """Names of every ``nn.Conv2d`` (subclasses such as timm's ``Conv2dSame`` included), in definition order."""
     return [name for name, m in model.named_modules() if name and isinstance(m, nn.Conv2d)]
+
+
+def running_convs(model: nn.Module, input_shape: tuple[int, ...]) -> list[str]:
+    """Names of the ``Conv2d`` layers that run in an eval-mode forward, in definition order: GoogLeNet's and
+    Inception's auxiliary heads do not, so pictures of them show weights no image ever meets. The forward runs on
+    meta copies of the model's tensors when it can (shapes only), else on zeros; a forward that fails, or runs no
+    conv, gives every conv."""
+    ran: set[str] = set()
+    handles = [m.register_forward_hook(lambda *_, name=name: ran.add(name))
+               for name, m in model.named_modules() if name and isinstance(m, nn.Conv2d)]
+    try:
+        with preserve_model_state(model), torch.no_grad():
+            forward_for_shapes(model, input_shape)
+    except Exception:  # noqa: BLE001 - a forward that fails on zeros cannot tell: every conv then counts
+        return conv_layers(model)
+    finally:
+        for h in handles:
+            h.remove()
+    return [name for name in conv_layers(model) if name in ran] or conv_layers(model)
 
 
 def filter_rms(weight: np.ndarray) -> np.ndarray:
@@ -98,4 +119,4 @@ def filter_stats(model: nn.Module, layers: Sequence[str] | None = None, radius: 
 
 
 __all__ = ["DEAD_RATIO", "DEFAULT_RADIUS", "FilterStats", "conv_layers", "filter_rms", "filter_stats",
-           "flag_filters"]
+           "flag_filters", "running_convs"]

@@ -19,10 +19,9 @@ Conventions, checked against torchvision's published ``meta["num_params"]`` / ``
 """
 from __future__ import annotations
 
-import contextlib
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,10 +29,10 @@ from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 from torch.utils.flop_counter import FlopCounterMode
 
-from vizkit.capture.receptive_field import _zeros, forward_failed, receptive_fields
+from vizkit.capture.receptive_field import forward_failed, receptive_fields, zeros_input
 from vizkit.capture.state import preserve_model_state
 
-__all__ = ["LayerRow", "LayerTable", "SWITCH_TYPES", "build_on_meta", "layer_table"]
+__all__ = ["LayerRow", "LayerTable", "SWITCH_TYPES", "layer_table"]
 
 SWITCH_TYPES: tuple[type[nn.Module], ...] = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool2d)
 """Modules whose forward records max-pool switches for the deconvnet."""
@@ -93,8 +92,9 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 224, 224
     """Describe every module of ``model`` for one eval-mode forward on zeros of ``input_shape``.
 
     Works on real models (the forward runs on the model's device) and, at no cost, on models built on the meta
-    device (see ``build_on_meta``). The model is left as it was: hooks are removed and every module's own
-    ``training`` flag is restored even if the forward raises. See the module docstring for the counting rules.
+    device (``vizkit.testing.meta.build_on_meta`` builds them in tests). The model is left as it was: hooks are
+    removed and every module's own ``training`` flag is restored even if the forward raises. See the module
+    docstring for the counting rules.
     """
     input_shape = tuple(int(n) for n in input_shape)
     named = [(name, m) for name, m in model.named_modules() if name]
@@ -124,7 +124,7 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 224, 224
         for _, m in named:
             handles.append(m.register_forward_pre_hook(pre))
             handles.append(m.register_forward_hook(post))
-        x = _zeros(model, input_shape)
+        x = zeros_input(model, input_shape)
         with preserve_model_state(model, freeze=False), torch.no_grad(), counter, use:
             try:
                 model(x)
@@ -153,21 +153,6 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 224, 224
     )
 
 
-def build_on_meta(builder: Callable[..., nn.Module], *args: Any, **kwargs: Any) -> nn.Module:
-    """``builder(*args, **kwargs)`` with every parameter and buffer on the meta device: no memory, no init cost.
-
-    Tries ``with torch.device("meta")`` first; builders that compute with tensors while constructing (torchvision
-    RegNet's ``BlockParams`` calls ``.tolist()``) get a second try in which only registered parameters and buffers
-    are moved to meta (each is allocated uninitialised on the CPU for a moment).
-    """
-    try:
-        with torch.device("meta"):
-            return builder(*args, **kwargs)
-    except NotImplementedError:
-        with _register_on_meta():
-            return builder(*args, **kwargs)
-
-
 # ------------------------------------------------------------------------------------------------------ helpers
 
 @dataclass
@@ -193,30 +178,6 @@ class _ParamUse(TorchFunctionMode):
             if isinstance(a, torch.Tensor) and id(a) in self.params:
                 self.used.add(id(a))
         return func(*args, **kwargs)
-
-
-@contextlib.contextmanager
-def _register_on_meta() -> Iterator[None]:
-    register_parameter, register_buffer = nn.Module.register_parameter, nn.Module.register_buffer
-
-    def on_meta_parameter(self: nn.Module, name: str, param: nn.Parameter | None) -> None:
-        register_parameter(self, name, param)
-        if param is not None:
-            p = self._parameters[name]
-            self._parameters[name] = type(p)(p.to("meta"), requires_grad=p.requires_grad)
-
-    def on_meta_buffer(self: nn.Module, name: str, tensor: torch.Tensor | None, persistent: bool = True) -> None:
-        register_buffer(self, name, tensor, persistent)
-        if tensor is not None:
-            self._buffers[name] = self._buffers[name].to("meta")
-
-    nn.Module.register_parameter = on_meta_parameter  # type: ignore[method-assign]
-    nn.Module.register_buffer = on_meta_buffer  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        nn.Module.register_parameter = register_parameter  # type: ignore[method-assign]
-        nn.Module.register_buffer = register_buffer  # type: ignore[method-assign]
 
 
 def _human(n: int) -> str:

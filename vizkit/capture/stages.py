@@ -1,23 +1,38 @@
-"""Pick default layers: one per resolution stage, like the paper's layers 1-5."""
+"""Pick default layers: the ones a model declares (``vizkit_default_layers``, e.g. ZFNet's layers 1-5 of the
+paper), else one per resolution stage."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 from vizkit.capture.state import preserve_model_state
+from vizkit.errors import ModelError
 
 # Modules that only reshape or pass through: never a stage's representative.
 _SKIP = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Dropout, nn.Identity, nn.Flatten)
 
 
+DECLARED = "vizkit_default_layers"
+
+
 def default_layers(model: nn.Module, input_shape: tuple[int, ...]) -> list[str]:
-    """One layer per spatial resolution, in execution order.
+    """The layers the model names in a ``vizkit_default_layers`` attribute (a sequence of ``named_modules()``
+    names; the zoo's ZFNet names the paper's layers 1-5, your own model may too), else one layer per spatial
+    resolution, in execution order.
 
     A stage is a run of module calls producing the same spatial size. Its representative is the outermost module
     (fewest dots in its name) that runs wholly inside the stage, and of those the last to finish: ``layer1`` for a
     ResNet stage, ``features.8`` for VGG's second stage. Modules reused across stages (a ResNet block's ReLU) or
     containers that span several stages (``features``) are not eligible.
     """
+    declared = getattr(model, DECLARED, None)
+    if declared:
+        modules = dict(model.named_modules())
+        missing = [name for name in declared if name not in modules]
+        if missing:
+            raise ModelError(f"{type(model).__name__}.{DECLARED} names {', '.join(missing)}, which "
+                             "model.named_modules() does not have")
+        return list(declared)
     calls: list[tuple[str, tuple[int, int]]] = []
     handles = []
     try:

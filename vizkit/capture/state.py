@@ -47,3 +47,18 @@ def hook_count(model: nn.Module) -> int:
 def state_fingerprint(model: nn.Module) -> dict[str, torch.Tensor]:
     """A detached copy of the state dict, to compare before and after a call."""
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def forward_for_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> object:
+    """``model`` on zeros of ``input_shape`` for shapes, hooks and call order, never for values: on meta copies of
+    its parameters and buffers (swapped in by ``torch.func.functional_call`` for this call only; no arithmetic, no
+    memory) when every op can run there, else on real zeros on the model's device."""
+    named = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
+    ref = next((t for _, t in named if t.is_floating_point()), None)
+    dtype = ref.dtype if ref is not None else torch.float32
+    try:
+        meta = {k: t.detach().to("meta") for k, t in named}
+        return torch.func.functional_call(model, meta, (torch.zeros(input_shape, dtype=dtype, device="meta"),),
+                                          tie_weights=False, strict=False)
+    except Exception:  # noqa: BLE001 - an op without a meta kernel or data-dependent code: run it for real
+        return model(torch.zeros(input_shape, dtype=dtype, device=ref.device if ref is not None else "cpu"))

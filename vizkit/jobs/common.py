@@ -6,6 +6,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -48,10 +49,19 @@ class ModelJob:
     allow_pickle: bool = False  # --unsafe-pickle: a fully pickled model file can execute code
     allow_download: bool = False
     command: list[str] | str = field(default_factory=lambda: list(sys.argv))
+    # Your own model (model="file.py:NAME" or "package.module:NAME") and input options (vizkit.load.models).
+    model_kwargs: dict[str, Any] | None = None
+    input_size: tuple[int, int, int] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    classes: str | Path | Sequence[str] | None = None
+    seed: int = 0  # random init (weights "none") is seeded: every run and command sees the same network
 
     def load(self) -> LoadedModel:
         return load_model(self.model, self.weights, device=resolve_device(self.device),
-                          allow_pickle=self.allow_pickle, allow_download=self.allow_download)
+                          allow_pickle=self.allow_pickle, allow_download=self.allow_download,
+                          model_kwargs=self.model_kwargs, input_size=self.input_size, mean=self.mean, std=self.std,
+                          classes=self.classes, seed=self.seed)
 
 
 @dataclass(kw_only=True)

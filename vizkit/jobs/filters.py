@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vizkit.capture.filters import DEAD_RATIO, DEFAULT_RADIUS, filter_stats
+from vizkit.capture.filters import DEAD_RATIO, DEFAULT_RADIUS, filter_stats, running_convs
 from vizkit.errors import UserInputError
 from vizkit.jobs.common import JobReport, ModelJob
 from vizkit.jobs.context import RunContext
@@ -50,6 +50,12 @@ def pictured_layers(names: Sequence[str], max_pages: int = DEFAULT_MAX_PAGES) ->
     return [names[0]] + [names[i] for i in picks]
 
 
+def running_pictured(ctx: RunContext, names: Sequence[str], max_pages: int) -> list[str]:
+    """``pictured_layers`` among the convolutions an eval forward runs (not GoogLeNet's aux heads)."""
+    runs = set(running_convs(ctx.model, ctx.input_shape))
+    return pictured_layers([n for n in names if n in runs], max_pages)
+
+
 def run_filters(config: FiltersConfig, *, progress: Callable[[str], None] | None = None) -> JobReport:
     """Run ``vizkit filters``: ``OUT/filters/`` with filters.pdf, filters.npz and filters.manifest.json, atomically.
 
@@ -62,7 +68,7 @@ def run_filters(config: FiltersConfig, *, progress: Callable[[str], None] | None
     t0 = time.perf_counter()
     stats = filter_stats(ctx.model, config.layers or None, config.radius, dead_ratio=config.dead_ratio)
     names = [s.layer for s in stats]
-    pictured = names if config.layers else pictured_layers(names, config.max_pages)
+    pictured = names if config.layers else running_pictured(ctx, names, config.max_pages)
     settings = {"layers": names if config.layers else "every Conv2d", "pictured": pictured,
                 "radius": config.radius, "dead_ratio": config.dead_ratio,
                 "max_pages": None if config.layers else config.max_pages}
@@ -73,4 +79,4 @@ def run_filters(config: FiltersConfig, *, progress: Callable[[str], None] | None
     return JobReport(written=[folder])
 
 
-__all__ = ["FiltersConfig", "pictured_layers", "run_filters"]
+__all__ = ["FiltersConfig", "pictured_layers", "run_filters", "running_pictured"]

@@ -18,7 +18,7 @@ from vizkit.errors import UserInputError
 from vizkit.jobs.common import ImageJob, JobReport, for_each_image
 from vizkit.jobs.context import RunContext
 from vizkit.jobs.deconv import deconv_result, project_tensor
-from vizkit.jobs.filters import pictured_layers
+from vizkit.jobs.filters import running_pictured
 from vizkit.jobs.gradcam import gradcam_inputs
 from vizkit.jobs.occlusion import OtherImages, occlusion_tensor, settings_for
 from vizkit.project.results import FiltersResult, ReportResult
@@ -47,7 +47,7 @@ def run_report(config: ReportConfig, *, progress: Callable[[str], None] | None =
     layers = ctx.spatial_layers(config.layers)
     settings = {"layers": layers, "top_k": config.top_k, "device": str(ctx.device)}
     stats = filter_stats(ctx.model)  # model-level: the same section in every image's report
-    filters = FiltersResult(stats, pictured_layers([s.layer for s in stats], 5))
+    filters = FiltersResult(stats, running_pictured(ctx, [s.layer for s in stats], 5))
     cam_layer = ctx.deepest_layer()
     occ_layer, window, stride = settings_for(ctx, None, None, None)
     others = OtherImages(ctx.loaded)  # the second, unrelated image of the sanity checks

@@ -54,13 +54,14 @@ def read_weights_file(path: str | os.PathLike, *, allow_pickle: bool = False) ->
             raise ModelError(f"cannot unpickle weights file {p}: {_first_line(e)}") from e
         if "unsupported global" in str(e).lower():  # torch's safe unpickler met a class or function
             raise ModelError(
-                f"{p} is not a plain state dict (it holds pickled Python objects); allow_pickle=True (CLI "
-                "--unsafe-pickle) loads it but can execute arbitrary code from the file - only for files you trust"
+                f"{p} is not a plain state dict (it holds pickled Python objects); --unsafe-pickle "
+                "(allow_pickle=True in Python) loads it but can execute arbitrary code from the file - only for "
+                "files you trust"
             ) from e
         detail = next((ln.strip() for ln in str(e).splitlines() if "Unpickler error" in ln), _first_line(e))
         raise ModelError(
             f"cannot read weights file {p} with the safe loader ({detail}); if it is a Python pickle you trust, "
-            "allow_pickle=True (CLI --unsafe-pickle) reads it but can execute arbitrary code"
+            "--unsafe-pickle (allow_pickle=True in Python) reads it but can execute arbitrary code"
         ) from e
     except (RuntimeError, EOFError, OSError, ValueError, AttributeError, ModuleNotFoundError) as e:
         raise ModelError(f"cannot read weights file {p}: {type(e).__name__}: {_first_line(e)}") from e
@@ -127,13 +128,13 @@ def fit_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor], *, name: st
         if wrong:
             parts.append(f"shape mismatch (file vs model) {_preview(wrong)}")
         raise ModelError(
-            f"weights {source} do not fit model {name!r}: {'; '.join(parts)} - "
+            f"weights {source} do not fit model {name}: {'; '.join(parts)} - "
             "is it the state dict of this architecture?"
         )
     try:
         model.load_state_dict(sd, strict=True)
     except RuntimeError as e:
-        raise ModelError(f"weights {source} do not fit model {name!r}: {_first_line(e)}") from e
+        raise ModelError(f"weights {source} do not fit model {name}: {_first_line(e)}") from e
 
 
 def classifier_size(model: nn.Module, sd: Mapping[str, torch.Tensor]) -> int | None:

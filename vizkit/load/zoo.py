@@ -2,7 +2,7 @@
 
 Every zoo model is ``features`` (convolutional part) -> ``flatten`` -> ``classifier``, with named layers such as
 ``features.conv1`` and ``classifier.fc6``. The zoo ships no pretrained weights: ``load_model`` gives them random
-initialisation (``weights="none"``, the default) or loads a state-dict file you pass.
+initialisation (``--weights none``, the default; seeded) or loads a state-dict file you pass.
 
 - ``lenet5``: LeCun et al. 1998, 1x32x32 grayscale input, 10 outputs, 61,706 parameters. ReLU and max-pooling
   replace the original tanh and trainable sub-sampling, so the deconvnet has max-pool switches to unpool with.
@@ -46,7 +46,13 @@ class ZFNet(nn.Sequential):
     """Zeiler & Fergus 2014, Fig. 3. Sizes for a 224x224 input: 110 (conv1) -> 55 (pool1) -> 26 (conv2) -> 13
     (pool2) -> 13 (conv3, conv4, conv5) -> 6 (pool5). Contrast normalisation across feature maps is
     ``LocalResponseNorm(5)`` with AlexNet's constants (alpha 1e-4, beta 0.75, k 2). An adaptive 6x6 average pool
-    before the classifier (identity at 224x224) lets other input sizes work."""
+    before the classifier (identity at 224x224) lets other input sizes work.
+
+    ``vizkit_default_layers`` are the paper's layers 1-5 (Fig. 3), each taken where the layer ends: after
+    pooling and normalisation for layers 1 and 2, after the ReLU for 3 and 4, after pooling for 5."""
+
+    vizkit_default_layers = ("features.norm1", "features.norm2", "features.relu3", "features.relu4",
+                             "features.pool5")
 
     def __init__(self, num_classes: int = 1000, dropout: float = 0.5) -> None:
         features = nn.Sequential(OrderedDict([
@@ -146,7 +152,7 @@ def mobilenet_v1(width_mult: float = 1.0, num_classes: int = 1000) -> MobileNetV
     return MobileNetV1(width_mult=width_mult, num_classes=num_classes)
 
 
-# Name -> builder taking num_classes; the input each expects is in vizkit.load.models (preprocessing).
+# Name -> builder taking num_classes; the input each expects is in vizkit.load.zoo_models (preprocessing).
 ZOO: dict[str, Callable[..., nn.Module]] = {
     "lenet5": lenet5,
     "zfnet": zfnet,

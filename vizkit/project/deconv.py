@@ -131,12 +131,9 @@ def project_full(cap: Capture, layer: str, units: Sequence[Unit], mode: str = "m
 
 
 def _crop_box(rf: object, unit: Unit, height: int, width: int) -> tuple[int, int, int, int]:
-    """The unit's receptive-field box, widened by one stride and aligned down to the cumulative stride."""
+    """The input crop on which the unit keeps its value (``ReceptiveField.crop_box``)."""
     y, x = unit.position or (0, 0)
-    y0, y1, x0, x1 = rf.box(y, x, height, width)  # type: ignore[attr-defined]
-    sy, sx = rf.stride  # type: ignore[attr-defined]
-    y0, x0 = max(0, y0 - sy) // sy * sy, max(0, x0 - sx) // sx * sx
-    return y0, min(height, y1 + sy), x0, min(width, x1 + sx)
+    return rf.crop_box(y, x, height, width)  # type: ignore[attr-defined, no-any-return]
 
 
 def project_cropped(model: nn.Module, x: torch.Tensor, layer: str, units: Sequence[Unit], rf: object,

@@ -48,16 +48,17 @@ from vizkit.capture.state import preserve_model_state
 from vizkit.errors import ModelError, UserInputError
 from vizkit.project.results import AuditEntry, GradCamResult
 from vizkit.project.rules import GuidedBackpropRules, check_interceptable
-from vizkit.project.targets import resolve_targets
+from vizkit.project.targets import Target, TargetFn, target_objectives
 
-Targets = Sequence[Sequence[int | None]]
+Targets = Sequence[Sequence[Target]] | TargetFn
 
 
 @dataclass
 class GradCamOutput:
     """Numpy arrays for N images x T targets (float32 unless stated).
 
-    targets (N, T) int64 class indices; scores (N, T) softmax probabilities of those classes; cam_raw (N, T, h, w)
+    targets (N, T) int64 class indices (-1 for a target function); scores (N, T) softmax probabilities of those
+    classes (a target function's own score); cam_raw (N, T, h, w)
     at the layer's resolution, before upsampling and scaling; cam (N, T, H, W) upsampled and scaled to [0, 1];
     guided_backprop and guided_gradcam (N, T, C, H, W), raw; audit: the rectifier calls the guided rule hit;
     logits (N, classes): the model's output, for predictions (None where not kept).
@@ -92,8 +93,10 @@ def gradcam(model: nn.Module, x: torch.Tensor, layer: str, targets: Targets | No
     """Grad-CAM at ``layer``, guided backprop and guided Grad-CAM for every image of ``x`` (N, C, H, W).
 
     ``targets[n]`` lists the classes to explain for image n (the same count T for every image; ``None`` entries
-    mean that image's top-1); ``targets=None`` is the top-1 class of each image. The model is left exactly as it
-    was (flags, gradients, hooks), also when the forward raises.
+    mean that image's top-1); ``targets=None`` is the top-1 class of each image. A target may also be a function
+    ``f(logits) -> (N,)`` scores (a multi-label sum, a regression output, a region of a segmentation map); a bare
+    function is one target for every image, and ``lambda z: z[:, k]`` equals class ``k``. The model is left exactly
+    as it was (flags, gradients, hooks), also when the forward raises.
 
     ``guided=False`` computes the CAMs only: the autograd graph then starts at the layer (nothing below it is
     recorded or back-propagated), and ``guided_backprop``/``guided_gradcam`` are empty (N, T, 0, H, W) arrays.
@@ -116,24 +119,22 @@ def _explain(model: nn.Module, x: torch.Tensor, layer: str | None, targets: Targ
         x = x.detach().clone().requires_grad_(True)
         with GuidedBackpropRules() as rules, Recorder(model, [layer] if layer else []) as rec:
             logits = _check_logits(rec.run(x), x.shape[0])
-        index = resolve_targets(targets, logits)
-        scores = torch.softmax(logits.detach().double(), dim=1).gather(1, index)
+        index, objectives = target_objectives(targets, logits)
+        scores = _scores(index, objectives, logits)
         maps = _check_maps(rec.outputs[layer], layer) if layer else None
-        rows = torch.arange(x.shape[0], device=logits.device)
         cams, guided = [], []
-        for t in range(index.shape[1]):
-            seed = torch.zeros_like(logits)
-            seed[rows, index[:, t]] = 1.0
+        for t, objective in enumerate(objectives):
+            seed = torch.ones_like(objective)
             if maps is not None:
                 rules.guided = False  # Grad-CAM weights come from the ordinary gradient
-                (grad_maps,) = torch.autograd.grad(logits, maps, seed, retain_graph=True, allow_unused=True)
+                (grad_maps,) = torch.autograd.grad(objective, maps, seed, retain_graph=True, allow_unused=True)
                 if grad_maps is None:
                     raise ModelError(f"the class scores do not depend on layer '{layer}'; pick a layer on the path "
                                      "to the classifier")
                 weights = grad_maps.mean(dim=(2, 3), keepdim=True)
                 cams.append(torch.relu((weights * maps.detach()).sum(dim=1)))
             rules.guided = True
-            (grad,) = torch.autograd.grad(logits, x, seed, retain_graph=t + 1 < index.shape[1])
+            (grad,) = torch.autograd.grad(objective, x, seed, retain_graph=t + 1 < index.shape[1])
             guided.append(grad)
     gbp = torch.stack(guided, dim=1)  # (N, T, C, H, W)
     if maps is None:
@@ -179,15 +180,12 @@ def _cam_only(model: nn.Module, x: torch.Tensor, layer: str, targets: Targets | 
             raise ModelError(f"layer '{layer}' did not run in the forward pass or returned no tensor; pick a layer "
                              "the model calls (see 'vizkit layers')")
         maps = _check_maps(start.maps, layer)
-        index = resolve_targets(targets, logits)
-        scores = torch.softmax(logits.detach().double(), dim=1).gather(1, index)
-        rows = torch.arange(x.shape[0], device=logits.device)
+        index, objectives = target_objectives(targets, logits)
+        scores = _scores(index, objectives, logits)
         cams = []
-        for t in range(index.shape[1]):
-            seed = torch.zeros_like(logits)
-            seed[rows, index[:, t]] = 1.0
-            (grad_maps,) = torch.autograd.grad(logits, maps, seed, retain_graph=t + 1 < index.shape[1],
-                                               allow_unused=True)
+        for t, objective in enumerate(objectives):
+            (grad_maps,) = torch.autograd.grad(objective, maps, torch.ones_like(objective),
+                                               retain_graph=t + 1 < index.shape[1], allow_unused=True)
             if grad_maps is None:
                 raise ModelError(f"the class scores do not depend on layer '{layer}'; pick a layer on the path "
                                  "to the classifier")
@@ -196,6 +194,13 @@ def _cam_only(model: nn.Module, x: torch.Tensor, layer: str, targets: Targets | 
     cam = scale_cam(upsample_cam(cam_raw, tuple(x.shape[-2:])))
     empty = np.zeros((*index.shape, 0, *x.shape[-2:]), np.float32)
     return GradCamOutput(_np(index), _np(scores), _np(cam_raw), _np(cam), empty, empty.copy(), [], _np(logits))
+
+
+def _scores(index: torch.Tensor, objectives: list[torch.Tensor], logits: torch.Tensor) -> torch.Tensor:
+    """(N, T): the softmax probability of a class target, the function's own score for a function target."""
+    probs = torch.softmax(logits.detach().double(), dim=1).gather(1, index.clamp(min=0))
+    raw = torch.stack([o.detach().double() for o in objectives], dim=1)
+    return torch.where(index >= 0, probs, raw)
 
 
 def upsample_cam(cam_raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

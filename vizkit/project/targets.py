@@ -2,16 +2,22 @@
 
 ``parse_targets`` checks the specs once, before any image is processed (a bad target is a usage error, exit 2);
 ``resolve_targets`` fills ``auto`` (None) with each image's top-1 class after the forward pass.
+
+In Python a target may also be a function ``f(logits) -> (N,)`` scores, one per image: a multi-label sum, a
+regression head, a region of a segmentation output. ``target_objectives`` turns a batch's targets into the
+differentiable scores that attribution methods back-propagate; a class index k is the same as ``lambda z: z[:, k]``.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
 from vizkit.errors import UserInputError, close_matches
 
 AUTO = "auto"
+TargetFn = Callable[[torch.Tensor], torch.Tensor]
+Target = int | None | TargetFn
 
 
 def parse_targets(specs: Sequence[str], class_names: Sequence[str] | None, num_classes: int) -> list[int | None]:
@@ -81,4 +87,42 @@ def resolve_targets(targets: Sequence[Sequence[int | None]] | None, logits: torc
     return torch.tensor(rows, dtype=torch.long, device=logits.device)
 
 
-__all__ = ["AUTO", "parse_targets", "resolve_targets"]
+def target_objectives(targets: Sequence[Sequence[Target]] | TargetFn | None,
+                      logits: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """(index, objectives): index (N, T) long with each image's class (-1 where the target is a function), and T
+    differentiable (N,) score tensors to back-propagate. ``targets``: per image a list of class indices, ``None``
+    (top-1) or functions ``f(logits) -> (N,)``; a single function stands for one target of every image."""
+    n = logits.shape[0]
+    if callable(targets):
+        targets = [[targets]] * n
+    rows = [list(row) for row in targets] if targets is not None else None
+    plain = None if rows is None else [[None if callable(t) else t for t in row] for row in rows]
+    index = resolve_targets(plain, logits)
+    rows = rows or [[None]] * n
+    objectives = []
+    for t in range(index.shape[1]):
+        score = logits.gather(1, index[:, t : t + 1].clone()).squeeze(1)
+        functions: dict[int, TargetFn] = {}
+        for row in rows:
+            item = row[t]
+            if callable(item):
+                functions[id(item)] = item
+        for fn in functions.values():
+            values = _call_target(fn, logits)
+            picked = torch.tensor([row[t] is fn for row in rows], device=logits.device)
+            score = torch.where(picked, values, score)
+        objectives.append(score)
+    index[torch.tensor([[callable(t) for t in row] for row in rows], device=index.device)] = -1
+    return index, objectives
+
+
+def _call_target(fn: TargetFn, logits: torch.Tensor) -> torch.Tensor:
+    values = fn(logits)
+    if not isinstance(values, torch.Tensor) or tuple(values.shape) != (logits.shape[0],):
+        shape = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
+        raise UserInputError(f"a target function must return one score per image, shape ({logits.shape[0]},); "
+                             f"got {shape}")
+    return values.to(logits.dtype)
+
+
+__all__ = ["AUTO", "Target", "TargetFn", "parse_targets", "resolve_targets", "target_objectives"]

@@ -25,9 +25,8 @@ from vizkit.capture.activations import ActivationGrid
 from vizkit.errors import UserInputError
 from vizkit.project.results import SCALES, ActivationsResult
 from vizkit.render.display import display_image
-from vizkit.render.filters_pdf import axes_at, grid_layout
 from vizkit.render.info import ReportInfo
-from vizkit.render.pages import FONT, LINE, MARGIN, Cursor, new_page
+from vizkit.render.pages import FONT, LINE, MARGIN, Cursor, axes_at, grid_layout, new_page
 from vizkit.render.provenance import model_block, notes_block, page_notes, run_block
 from vizkit.render.writer import Document, write_pdf
 

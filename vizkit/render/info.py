@@ -15,7 +15,7 @@ class ReportInfo:
 
     image_path: the image as the user named it; model: model name; weights: where the weights came from (a file
     path, a registry tag, or "random init"); weights_sha256: hash of the weights file when there is one;
-    pretrained: False for randomly initialised weights; preprocessing: e.g. resize, crop, mean, std;
+    pretrained: False for randomly initialised weights, None when unknown; preprocessing: e.g. resize, crop, mean, std;
     settings: the run's options (layers, top_k, mode, device); command: argv list or the command string.
     seed: the seed of random-init weights (None when the weights came from a file or registry);
     checksum_match: whether the weights file matches its published checksum (None: nothing to compare with);
@@ -27,7 +27,7 @@ class ReportInfo:
     model: str
     weights: str
     weights_sha256: str | None
-    pretrained: bool
+    pretrained: bool | None
     preprocessing: dict
     settings: dict
     command: list[str] | str

@@ -1,9 +1,12 @@
 """A4 page scaffolding shared by every PDF vizkit writes: Figure objects only (no pyplot), inch-based layout."""
 from __future__ import annotations
 
+import math
 import textwrap
 from collections.abc import Sequence
 
+import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
@@ -92,3 +95,48 @@ def format_value(value: object) -> str:
     if isinstance(value, (list, tuple)):
         return ", ".join(format_value(v) for v in value)
     return str(value)
+
+
+# ---- layout of pictures on a page (filter and activation pages) ----
+
+def mosaic(tiles: np.ndarray, ncols: int, scale: int, gap: int, row_gap: int | None = None) -> np.ndarray:
+    """Tiles (n, h, w, 3) upscaled by ``scale`` (nearest), on white, ``gap`` pixels apart (``row_gap`` between
+    rows, default ``gap``)."""
+    n, h, w, _ = tiles.shape
+    row_gap = gap if row_gap is None else row_gap
+    rows = math.ceil(n / ncols)
+    th, tw = h * scale, w * scale
+    out = np.ones((rows * (th + row_gap) - row_gap, ncols * (tw + gap) - gap, 3), dtype=np.float32)
+    big = tiles.repeat(scale, axis=1).repeat(scale, axis=2)
+    for i in range(n):
+        r, c = divmod(i, ncols)
+        out[r * (th + row_gap): r * (th + row_gap) + th, c * (tw + gap): c * (tw + gap) + tw] = big[i]
+    return out
+
+
+def grid_layout(n: int, th: int, tw: int, gap: int, label_h: float, width: float,
+                 height: float) -> tuple[int, float]:
+    """(columns, inches per pixel) that make n tiles of th x tw pixels largest in a width x height (inches) area,
+    with ``label_h`` inches under every row."""
+    best = (1, 0.0)
+    for ncols in range(1, n + 1):
+        rows = math.ceil(n / ncols)
+        ipp = min(width / (ncols * (tw + gap)), (height - rows * label_h) / (rows * (th + gap)))
+        if ipp > best[1] + 1e-12:
+            best = (ncols, ipp)
+    return best
+
+
+def axes_at(fig: Figure, x: float, y: float, w: float, h: float) -> Axes:
+    """Axes at x, y (inches from the top-left corner), w x h inches."""
+    pw, ph = fig.get_size_inches()
+    return fig.add_axes([x / pw, 1 - (y + h) / ph, w / pw, h / ph])
+
+
+def plain_axes(ax: Axes) -> None:
+    """No ticks, thin grey spines: a frame around a picture."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_linewidth(0.4)
+        spine.set_color("0.6")

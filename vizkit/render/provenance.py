@@ -19,7 +19,7 @@ def page_notes(info: ReportInfo | None, *notes: Iterable[str]) -> list[str]:
     """The random-init warning (when the weights are random), the run's notes, then ``notes``; each once.
 
     The warning is owned here: another note that also says "random init" is dropped rather than said twice."""
-    head = [RANDOM_INIT_NOTE] if info is not None and not info.pretrained else []
+    head = [RANDOM_INIT_NOTE] if info is not None and info.pretrained is False else []
     rest = [*(info.notes if info is not None else []), *(n for group in notes for n in group)]
     if head:
         rest = [n for n in rest if "random init" not in n.lower()]
@@ -28,13 +28,15 @@ def page_notes(info: ReportInfo | None, *notes: Iterable[str]) -> list[str]:
 
 def training_line(info: ReportInfo) -> tuple[str, str | None]:
     """What is known about the weights' training, and a warning colour when it is bad or unknown."""
-    if not info.pretrained:
+    if info.pretrained is False:
         seed = "" if info.seed is None else f", seed {info.seed}"
         return f"pretrained: NO (random init weights{seed})", WARN
     if info.checksum_match is True:
         return "pretrained: yes (the file matches its published checksum)", None
     if info.checksum_match is False:
         return "pretrained: unknown: the file does NOT match its published checksum", WARN
+    if info.pretrained:
+        return "pretrained: yes (the model's published weights)", None
     return "pretrained: not verified (no published checksum to compare the file with)", None
 
 

@@ -1,7 +1,9 @@
-"""Helpers for vizkit's own tests and for users checking their models, never imported by the runtime package
-(as ``captum.testing``): oracle seeds for the explicit deconvnet."""
+"""Helpers for vizkit's own tests and for users checking their models against references, as ``captum.testing``
+is for Captum: oracle seeds for the explicit deconvnet, models built on the meta device. Nothing in the runtime
+package imports from here."""
 from __future__ import annotations
 
 from vizkit.testing.deconv import explicit_seeds
+from vizkit.testing.meta import build_on_meta
 
-__all__ = ["explicit_seeds"]
+__all__ = ["build_on_meta", "explicit_seeds"]

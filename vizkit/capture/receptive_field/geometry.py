@@ -1,5 +1,5 @@
 """Receptive-field arithmetic per op: the (size, jump, start) triple of each spatial axis, and how windows,
-merges, reshapes, reductions and padding change it. ``receptive_field.py`` dispatches graph nodes to these."""
+merges, reshapes, reductions and padding change it. ``ops`` dispatches graph nodes to these."""
 from __future__ import annotations
 
 import math
@@ -13,7 +13,7 @@ from torch.utils import _pytree as pytree
 # --------------------------------------------------------------------------------------------------------- state
 
 @dataclass(frozen=True)
-class _Geo:
+class Geo:
     """Geometry of a tensor whose dims ``axes`` carry the input's height (0) and width (1)."""
 
     axes: tuple[int | None, ...]
@@ -22,42 +22,43 @@ class _Geo:
     start: tuple[float, float]
     local: bool
     uniform: bool = False  # same value at every position (a global reduction, possibly broadcast back)
+    same_pad: bool = False  # some window on the way pads from its input size, as TF "same" does
 
     def extent(self, value: torch.Tensor, axis: int) -> int:
         return value.shape[self.axes.index(axis)]
 
 
-class _Const:
+class Const:
     """Values that do not depend on the input's pixels: parameters, buffers, numbers, shapes."""
 
     def __repr__(self) -> str:
         return "CONST"
 
 
-CONST = _Const()
+CONST = Const()
 
 
-def _first_geo(state: Any) -> _Geo | None:
-    for s in pytree.tree_leaves(state, is_leaf=lambda v: isinstance(v, _Geo)):
-        if isinstance(s, _Geo):
+def first_geo(state: Any) -> Geo | None:
+    for s in pytree.tree_leaves(state, is_leaf=lambda v: isinstance(v, Geo)):
+        if isinstance(s, Geo):
             return s
     return None
 
 
-def _zeros(model: nn.Module, shape: tuple[int, ...]) -> torch.Tensor:
+def zeros_input(model: nn.Module, shape: tuple[int, ...]) -> torch.Tensor:
     ref = next((t for t in list(model.parameters()) + list(model.buffers()) if t.is_floating_point()), None)
     if ref is None:
         return torch.zeros(shape)
     return torch.zeros(shape, device=ref.device, dtype=ref.dtype)
 
 
-def _input_geo(value: torch.Tensor) -> _Geo | None:
+def input_geo(value: torch.Tensor) -> Geo | None:
     if not isinstance(value, torch.Tensor) or value.dim() != 4:
         return None
-    return _Geo(axes=(None, None, 0, 1), size=(1, 1), jump=(1, 1), start=(0.0, 0.0), local=True)
+    return Geo(axes=(None, None, 0, 1), size=(1, 1), jump=(1, 1), start=(0.0, 0.0), local=True)
 
 
-def _pair(v: Any) -> tuple[int, int]:
+def pair(v: Any) -> tuple[int, int]:
     if isinstance(v, (tuple, list)):
         return (int(v[0]), int(v[-1])) if len(v) else (0, 0)
     return int(v), int(v)
@@ -65,25 +66,26 @@ def _pair(v: Any) -> tuple[int, int]:
 
 # ------------------------------------------------------------------------------------------------ geometry ops
 
-def _window(g: Any, value: torch.Tensor, kernel: Any, stride: Any, pad_left: Any, dilation: Any = 1,
-            local: bool = True) -> _Geo | None:
+def window(g: Any, value: torch.Tensor, kernel: Any, stride: Any, pad_left: Any, dilation: Any = 1,
+            local: bool = True, same_pad: bool = False) -> Geo | None:
     """A sliding window over the last two dims (conv / pool)."""
-    if not isinstance(g, _Geo) or len(g.axes) < 2 or None in g.axes[-2:]:
+    if not isinstance(g, Geo) or len(g.axes) < 2 or None in g.axes[-2:]:
         return None
-    k, s, p, d = _pair(kernel), _pair(stride), _pair(pad_left), _pair(dilation)
+    k, s, p, d = pair(kernel), pair(stride), pair(pad_left), pair(dilation)
     size, jump, start = list(g.size), list(g.jump), list(g.start)
     for i, a in enumerate(g.axes[-2:]):
         k_eff = d[i] * (k[i] - 1) + 1
         size[a] = g.size[a] + (k_eff - 1) * g.jump[a]
         start[a] = g.start[a] + ((k_eff - 1) / 2 - p[i]) * g.jump[a]
         jump[a] = g.jump[a] * s[i]
-    return replace(g, size=tuple(size), jump=tuple(jump), start=tuple(start), local=g.local and local)
+    return replace(g, size=tuple(size), jump=tuple(jump), start=tuple(start), local=g.local and local,
+                   same_pad=g.same_pad or same_pad)
 
 
-def _inferred_pad(in_value: torch.Tensor, out_value: torch.Tensor, kernel: Any, stride: Any,
+def inferred_pad(in_value: torch.Tensor, out_value: torch.Tensor, kernel: Any, stride: Any,
                   dilation: Any) -> tuple[int, int]:
     """Left padding of a window op known only from its shapes (the smaller half on the left, as torch and TF do)."""
-    k, s, d = _pair(kernel), _pair(stride), _pair(dilation)
+    k, s, d = pair(kernel), pair(stride), pair(dilation)
     pads = []
     for i in range(2):
         i_n, o_n = in_value.shape[-2 + i], out_value.shape[-2 + i]
@@ -91,19 +93,19 @@ def _inferred_pad(in_value: torch.Tensor, out_value: torch.Tensor, kernel: Any, 
     return pads[0], pads[1]
 
 
-def _adaptive(g: Any, in_value: torch.Tensor, out_value: torch.Tensor) -> _Geo | None:
+def adaptive(g: Any, in_value: torch.Tensor, out_value: torch.Tensor) -> Geo | None:
     """Adaptive pooling: a regular pool when sizes divide; never local (the window follows the input size)."""
-    if not isinstance(g, _Geo) or None in g.axes[-2:]:
+    if not isinstance(g, Geo) or None in g.axes[-2:]:
         return None
     ins, outs = in_value.shape[-2:], out_value.shape[-2:]
     if any(i % o for i, o in zip(ins, outs)):
         return None
     k = tuple(i // o for i, o in zip(ins, outs))
-    out = _window(g, out_value, k, k, 0, local=False)
+    out = window(g, out_value, k, k, 0, local=False)
     return replace(out, uniform=tuple(outs) == (1, 1)) if out is not None else None
 
 
-def _global(g: _Geo, value: torch.Tensor, keep_axes: tuple[int | None, ...]) -> _Geo:
+def global_reduce(g: Geo, value: torch.Tensor, keep_axes: tuple[int | None, ...]) -> Geo:
     """A reduction over both spatial dims (kept as size-1 dims)."""
     size, jump, start = list(g.size), list(g.jump), list(g.start)
     for a in (0, 1):
@@ -114,13 +116,13 @@ def _global(g: _Geo, value: torch.Tensor, keep_axes: tuple[int | None, ...]) -> 
     return replace(g, axes=keep_axes, size=tuple(size), jump=tuple(jump), start=tuple(start), local=False, uniform=True)
 
 
-def _merge(operands: list[tuple[Any, Any]], out_value: Any) -> Any:
+def merge(operands: list[tuple[Any, Any]], out_value: Any) -> Any:
     """Elementwise op over broadcast operands: union of the full-size operands' fields; gates clear ``local``."""
     if not isinstance(out_value, torch.Tensor):
         return CONST
     out_nd = out_value.dim()
-    full: list[tuple[_Geo, int]] = []
-    bcast: list[_Geo] = []
+    full: list[tuple[Geo, int]] = []
+    bcast: list[Geo] = []
     local = True
     for state, value in operands:
         if state is CONST:
@@ -128,7 +130,7 @@ def _merge(operands: list[tuple[Any, Any]], out_value: Any) -> Any:
                     and value.shape[-2:] == out_value.shape[-2:]:
                 local = False  # a position-dependent constant (positional embedding) is not translation-invariant
             continue
-        if not isinstance(state, _Geo) or not isinstance(value, torch.Tensor):
+        if not isinstance(state, Geo) or not isinstance(value, torch.Tensor):
             return None
         offset = out_nd - value.dim()
         same = all(value.shape[d] == out_value.shape[d + offset] for d, a in enumerate(state.axes) if a is not None)
@@ -160,12 +162,14 @@ def _merge(operands: list[tuple[Any, Any]], out_value: Any) -> Any:
     size = tuple(int(round(hi[a] - lo[a])) + 1 for a in (0, 1))
     start = tuple((lo[a] + hi[a]) / 2 for a in (0, 1))
     uniform = all(g.uniform for g, _ in full)
-    return _Geo(axes=tuple(axes), size=size, jump=ref.jump, start=start, local=local, uniform=uniform)
+    same_pad = any(g.same_pad for g, _ in full)
+    return Geo(axes=tuple(axes), size=size, jump=ref.jump, start=start, local=local, uniform=uniform,
+               same_pad=same_pad)
 
 
-def _reshape(g: Any, in_value: Any, out_value: Any) -> _Geo | None:
+def reshape(g: Any, in_value: Any, out_value: Any) -> Geo | None:
     """view / reshape / flatten / (un)squeeze: follow H and W if both survive as whole dims."""
-    if not isinstance(g, _Geo) or not isinstance(out_value, torch.Tensor):
+    if not isinstance(g, Geo) or not isinstance(out_value, torch.Tensor):
         return None
     ins, outs = list(in_value.shape), list(out_value.shape)
     axes: list[int | None] = [None] * len(outs)
@@ -181,16 +185,16 @@ def _reshape(g: Any, in_value: Any, out_value: Any) -> _Geo | None:
     return replace(g, axes=tuple(axes))
 
 
-def _permute(g: Any, dims: Any) -> _Geo | None:
-    if not isinstance(g, _Geo):
+def permute(g: Any, dims: Any) -> Geo | None:
+    if not isinstance(g, Geo):
         return None
     nd = len(g.axes)
     dims = [d % nd for d in (dims[0] if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims)]
     return replace(g, axes=tuple(g.axes[d] for d in dims))
 
 
-def _transpose(g: Any, d0: int, d1: int) -> _Geo | None:
-    if not isinstance(g, _Geo):
+def transpose(g: Any, d0: int, d1: int) -> Geo | None:
+    if not isinstance(g, Geo):
         return None
     axes = list(g.axes)
     d0, d1 = d0 % len(axes), d1 % len(axes)
@@ -198,9 +202,9 @@ def _transpose(g: Any, d0: int, d1: int) -> _Geo | None:
     return replace(g, axes=tuple(axes))
 
 
-def _index(g: Any, idx: Any) -> _Geo | None:
+def index(g: Any, idx: Any) -> Geo | None:
     """Basic indexing: allowed when it leaves H and W whole."""
-    if not isinstance(g, _Geo):
+    if not isinstance(g, Geo):
         return None
     idx = idx if isinstance(idx, tuple) else (idx,)
     consumed = sum(1 for i in idx if i is not None and i is not Ellipsis)
@@ -227,37 +231,37 @@ def _index(g: Any, idx: Any) -> _Geo | None:
     return replace(g, axes=tuple(axes))
 
 
-def _dims(dim: Any, nd: int) -> list[int]:
+def norm_dims(dim: Any, nd: int) -> list[int]:
     if dim is None:
         return list(range(nd))
     return [d % nd for d in (dim if isinstance(dim, (tuple, list)) else [dim])]
 
 
-def _reduce(g: Any, value: torch.Tensor, dim: Any, keepdim: bool) -> _Geo | None:
-    if not isinstance(g, _Geo):
+def reduce(g: Any, value: torch.Tensor, dim: Any, keepdim: bool) -> Geo | None:
+    if not isinstance(g, Geo):
         return None
-    dims = _dims(dim, len(g.axes))
+    dims = norm_dims(dim, len(g.axes))
     spatial = [d for d in dims if g.axes[d] is not None]
     if spatial:
         if keepdim and len(spatial) == 2:
-            return _global(g, value, g.axes)
+            return global_reduce(g, value, g.axes)
         return None
     axes = g.axes if keepdim else tuple(a for d, a in enumerate(g.axes) if d not in dims)
     return replace(g, axes=axes)
 
 
-def _over_dims(g: Any, dims: list[int]) -> _Geo | None:
+def over_dims(g: Any, dims: list[int]) -> Geo | None:
     """An op that mixes values along ``dims`` (softmax, layer/group norm): not local if that includes space."""
-    if not isinstance(g, _Geo):
+    if not isinstance(g, Geo):
         return None
     if any(g.axes[d % len(g.axes)] is not None for d in dims):
         return replace(g, local=False)
     return g
 
 
-def _pad(g: Any, pad: Any, mode: str, dynamic: bool) -> _Geo | None:
+def padded(g: Any, pad: Any, mode: str, dynamic: bool) -> Geo | None:
     """F.pad: (left, right) pairs starting at the last dim."""
-    if not isinstance(g, _Geo):
+    if not isinstance(g, Geo):
         return None
     start = list(g.start)
     for i in range(len(pad) // 2):
