@@ -110,3 +110,17 @@ def test_global_pool_is_refused_but_a_one_by_one_conv_is_not() -> None:
     with pytest.raises(ModelError, match=r"layer '2'.*spatial"):
         ctx.spatial_layers(["2"])
     assert ctx.spatial_layers(["3", "1"]) == ["3", "1"]
+
+
+def test_lazy_job_names_resolve_to_the_objects_even_after_every_submodule_loaded() -> None:
+    import importlib
+    import pkgutil
+
+    import vizkit.jobs as jobs
+
+    for info in pkgutil.iter_modules(jobs.__path__):
+        importlib.import_module(f"vizkit.jobs.{info.name}")  # a submodule named like an export would shadow it
+    for name in jobs.__all__:
+        value = getattr(jobs, name)
+        assert not isinstance(value, type(jobs)), name
+        assert value is getattr(importlib.import_module(value.__module__), name), name
