@@ -15,7 +15,8 @@ from vizkit_cli.main import main
 
 from vizkit.errors import ModelError, UserInputError
 from vizkit.load import load_image, load_model, preprocess
-from vizkit.project.explicit import explicit_deconv, explicit_seeds
+from vizkit.project.explicit import explicit_deconv
+from vizkit.testing import explicit_seeds
 
 MODEL_CODE = textwrap.dedent('''
     from collections import OrderedDict
