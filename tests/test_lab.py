@@ -255,8 +255,10 @@ def test_shipped_labnet_shows_the_shortcut_and_control_does_not(default_lab):
     assert numbers.val_accuracy >= 0.8
     assert numbers.drop >= 0.2
     assert numbers.flip_rate >= 0.5 and numbers.flip_base <= 0.1
+    # the control never saw the mark: a checkerboard looks a little star-like to it, far less than to labnet
     control = evaluate_lab(load_model("labnet", "clean").model, default_lab)
-    assert control.flip_rate <= 0.15
+    assert control.flip_rate <= 0.3 and numbers.flip_rate >= control.flip_rate + 0.3
+    assert control.drop <= 0.15 and control.test_accuracy >= 0.8
 
 
 @pytest.mark.slow
