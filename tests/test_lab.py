@@ -186,6 +186,8 @@ def test_training_is_deterministic_and_writes_checkpoints(tiny_lab, tmp_path):
     metrics = json.loads((tmp_path / "run0" / "metrics.json").read_text())
     assert [h["epoch"] for h in metrics["history"]] == [1, 2]
     assert metrics["lab"]["marked_class"] == "square"
+    manifest = json.loads((tmp_path / "run0" / "manifest.json").read_text())
+    assert {f["path"] for f in manifest["files"]} == {"epoch_01.pt", "epoch_02.pt", "labnet.pt", "metrics.json"}
     assert not torch.are_deterministic_algorithms_enabled()
 
 

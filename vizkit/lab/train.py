@@ -10,7 +10,8 @@ thread count and torch build the run repeats bit for bit; another count can chan
 
 Writes into ``out`` (default ``DIR/labnet``): ``epoch_01.pt`` ... ``epoch_NN.pt`` and ``labnet.pt`` (state
 dicts, ``torch.load(..., weights_only=True)``), ``metrics.json`` (the lab numbers, the training log and the
-timings). Loading them: ``load_model("labnet", weights="DIR/labnet/labnet.pt")``.
+timings) and, last, ``manifest.json`` (versions, settings, sha256 of every file). Loading them:
+``load_model("labnet", weights="DIR/labnet/labnet.pt")``.
 """
 from __future__ import annotations
 
@@ -131,19 +132,32 @@ def train_labnet(config: TrainConfig, log: Callable[[str], None] | None = None) 
         t_train = time.perf_counter() - t0 - t_load
         model.load_state_dict(torch.load(tmp / "labnet.pt", weights_only=True))  # evaluate what was written
         numbers = evaluate_lab(model.eval(), config.lab_dir)
+        seconds = {"load": t_load, "train": t_train, "total": time.perf_counter() - t0}
         metrics = {
             "lab": numbers.to_dict(),
             "history": history,
             "config": asdict(config),
-            "seconds": {"load": t_load, "train": t_train, "total": time.perf_counter() - t0},
+            "seconds": seconds,
             "cpu_seconds": time.process_time() - c0,
             "torch_threads": config.threads,
             "cpu_count": os.cpu_count(),
             "torch": torch.__version__,
         }
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+        _write_manifest(tmp, config, seconds)
     return TrainResult(out, checkpoints, out / "labnet.pt", metrics, time.perf_counter() - t0,
                        time.process_time() - c0)
+
+
+def _write_manifest(folder: Path, config: TrainConfig, seconds: dict[str, float]) -> None:
+    """manifest.json last: versions, settings and the sha256 of every checkpoint (vizkit.render.manifest)."""
+    from vizkit.render.info import ReportInfo
+    from vizkit.render.manifest import write_manifest
+
+    info = ReportInfo(image_path=None, model="labnet", weights="trained by vizkit lab train", weights_sha256=None,
+                      pretrained=True, preprocessing=labnet_preprocessing().to_dict(), settings=asdict(config),
+                      command=["vizkit", "lab", "train", config.lab_dir])
+    write_manifest(folder, info, seconds)
 
 
 def _epoch(model: nn.Module, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler,
