@@ -12,6 +12,7 @@ Model names (``available_models()`` lists all but timm's):
 - your own model: ``path/to/file.py:NAME`` or ``package.module:NAME`` (``vizkit.load.custom``), NAME an
   ``nn.Module`` class or a function returning one, called with ``model_kwargs``. Loading a file by path executes
   it: only for code you trust.
+- ``labnet`` (the shortcut lab's CNN, in the zoo) whose default weights are the trained ones shipped in ``vizkit.lab``.
 
 ``weights``:
 

