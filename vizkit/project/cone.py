@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.nn.grad import conv2d_input
 from torch.overrides import TorchFunctionMode
 
 DENSE_SHARE = 0.5  # an element whose box covers more of the map than this goes through the ordinary batched kernel
@@ -70,7 +71,7 @@ def cone_input_grad(grad: torch.Tensor, weight: torch.Tensor, geo: _Geometry) ->
     if dense:
         idx = torch.tensor(dense, device=grad.device)
         shape = (len(dense), *geo.shape[1:])
-        out[idx] = torch.nn.grad.conv2d_input(shape, weight, grad[idx], geo.stride, geo.padding, geo.dilation,
+        out[idx] = conv2d_input(shape, weight, grad[idx], geo.stride, geo.padding, geo.dilation,
                                               geo.groups)
     (sy, sx), (py, px) = geo.stride, geo.padding
     for b, box in enumerate(boxes):

@@ -17,26 +17,23 @@ receptive-field box (the whole image when the receptive field is unknown).
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
+from vizkit.capture.receptive_field import ReceptiveField
 from vizkit.capture.state import preserve_model_state
 from vizkit.errors import UserInputError
 from vizkit.load.preprocessing import Preprocessing, deprocess
 from vizkit.project.cone import ConeConv
-from vizkit.project.deconv import (
-    Unit,
-    _as_grid,
-    _crop_box,
-    _cropped_units,
-    analyse_receptive_fields,
-    forward_capture,
-)
+from vizkit.project.deconv import Unit, _as_grid, _crop_box, _cropped_units, analyse_receptive_fields, forward_capture
+
+if TYPE_CHECKING:
+    from vizkit.project.topk import LayerTopK, MineResult
 
 Box = tuple[int, int, int, int]
 
@@ -81,7 +78,7 @@ class ImageSource(Protocol):
 
 
 def project_requests(model: nn.Module, images: dict[int, torch.Tensor], layer: str, requests: Sequence[Request], *,
-                     receptive_field: object | None = None, batch_size: int = 16, cone: bool = True,
+                     receptive_field: ReceptiveField | None = None, batch_size: int = 16, cone: bool = True,
                      ) -> list[tuple[np.ndarray, Box]]:
     """Projections of ``requests`` on ``images`` (index -> (C, H, W) on the model's device), in request order, each
     cropped to its receptive-field box. ``receptive_field``: the layer's ``ReceptiveField`` or None (then no crop
@@ -105,10 +102,11 @@ def project_requests(model: nn.Module, images: dict[int, torch.Tensor], layer: s
     return [(p, b) for p, b in zip(out, boxes) if p is not None]
 
 
-def _output_box(rf: object | None, position: tuple[int, int], height: int, width: int) -> Box:
+def _output_box(rf: ReceptiveField | None, position: tuple[int, int], height: int, width: int) -> Box:
     if rf is None:
         return (0, height, 0, width)
-    return tuple(int(v) for v in rf.box(*position, height, width))  # type: ignore[attr-defined, return-value]
+    y0, y1, x0, x1 = rf.box(*position, height, width)
+    return int(y0), int(y1), int(x0), int(x1)
 
 
 def _cut(grad: torch.Tensor, where: Box, box: Box) -> np.ndarray:
@@ -133,9 +131,10 @@ def _capture(model: nn.Module, x: torch.Tensor, layer: str, cone: bool) -> tuple
 
 
 def _project_crops(model: nn.Module, images: dict[int, torch.Tensor], layer: str, requests: Sequence[Request],
-                   idx: Sequence[int], rf: object, batch_size: int, cone: bool):  # noqa: ANN202 - generator
+                   idx: Sequence[int], rf: ReceptiveField | None, batch_size: int, cone: bool,
+                   ) -> Iterator[tuple[int, tuple[torch.Tensor, Box]]]:
     """Yield (request index, (projection of the crop, crop box)) for elements computed on their crop."""
-    if not idx:
+    if not idx or rf is None:
         return
     _, height, width = next(iter(images.values())).shape
     crops = {i: _crop_box(rf, Unit(requests[i].channel, requests[i].position), height, width) for i in idx}
@@ -143,7 +142,7 @@ def _project_crops(model: nn.Module, images: dict[int, torch.Tensor], layer: str
     for i in idx:
         y0, y1, x0, x1 = crops[i]
         groups.setdefault((y1 - y0, x1 - x0), []).append(i)
-    sy, sx = rf.stride  # type: ignore[attr-defined]
+    sy, sx = rf.stride
     for members in groups.values():
         for start in range(0, len(members), batch_size):
             chunk = members[start : start + batch_size]
@@ -165,7 +164,7 @@ def _window(image: torch.Tensor, box: Box) -> torch.Tensor:
 
 
 def _project_full(model: nn.Module, images: dict[int, torch.Tensor], layer: str, requests: Sequence[Request],
-                  idx: Sequence[int], batch_size: int, cone: bool):  # noqa: ANN202 - generator
+                  idx: Sequence[int], batch_size: int, cone: bool) -> Iterator[tuple[int, torch.Tensor]]:
     """Yield (request index, full-image projection): each distinct image forwarded once, backward in rounds."""
     per_image: dict[int, list[int]] = {}
     for i in idx:
@@ -191,7 +190,7 @@ def _project_full(model: nn.Module, images: dict[int, torch.Tensor], layer: str,
                 yield i, grad[row]
 
 
-def select_units(result: object, layer: str, spec: str | None = None) -> list[int]:
+def select_units(result: MineResult, layer: str, spec: str | None = None) -> list[int]:
     """Channels of ``layer`` to render: ``all``; ``top:N`` or ``N``, the N strongest by mean activation (ties to the
     smaller channel); or a comma list ``3,7,12`` (in that order). Units with no top-K entry are left out."""
     spec = (spec or DEFAULT_UNITS).strip()
@@ -223,15 +222,16 @@ DEFAULT_UNITS = "top:16"
 MAX_IMAGES = 256  # distinct images of one chunk of units held on the device at once
 
 
-def _layer_state(result: object, layer: str):  # noqa: ANN202 - LayerTopK, duck-typed to avoid an import cycle
-    layers = result.layers  # type: ignore[attr-defined]
+def _layer_state(result: MineResult, layer: str) -> LayerTopK:
+    layers = result.layers
     if layer not in layers:
         raise UserInputError(f"layer '{layer}' was not scanned; scanned layers: {', '.join(layers)}")
     return layers[layer]
 
 
-def project_units(model: nn.Module, result: object, dataset: ImageSource, layer: str, channels: Sequence[int], *,
-                  prep: Preprocessing | None = None, receptive_field: object | None = None, batch_size: int = 16,
+def project_units(model: nn.Module, result: MineResult, dataset: ImageSource, layer: str, channels: Sequence[int], *,
+                  prep: Preprocessing | None = None, receptive_field: ReceptiveField | None = None,
+                  batch_size: int = 16,
                   device: torch.device | str | None = None, cone: bool = True,
                   progress: Callable[[int, int], None] | None = None) -> list[UnitTopProjections]:
     """Re-read each selected unit's top-K images from ``dataset`` and project them (see the module docstring).
@@ -243,7 +243,7 @@ def project_units(model: nn.Module, result: object, dataset: ImageSource, layer:
     if prep is None:
         raise UserInputError("project_units needs the preprocessing (prep=) to de-normalise the image patches")
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    paths = result.paths  # type: ignore[attr-defined]
+    paths = result.paths
     k = state.image_index.shape[1]
     units = {ch: UnitTopProjections(layer, ch, []) for ch in channels}
     step = max(1, MAX_IMAGES // max(k, 1))  # units per chunk: at most MAX_IMAGES images held on the device
@@ -254,7 +254,8 @@ def project_units(model: nn.Module, result: object, dataset: ImageSource, layer:
         requests = [Request(ch, int(state.image_index[ch, r]), _position(state.positions[ch, r])) for ch, r in wanted]
         if receptive_field is None and images:
             shape = (1, *next(iter(images.values())).shape)
-            receptive_field = analyse_receptive_fields(model, shape).get(layer)
+            found = analyse_receptive_fields(model, shape).get(layer)
+            receptive_field = found if isinstance(found, ReceptiveField) else None
         projected = project_requests(model, images, layer, requests, receptive_field=receptive_field,
                                      batch_size=batch_size, cone=cone)
         for (ch, r), req, (proj, box) in zip(wanted, requests, projected):
