@@ -73,8 +73,9 @@ def histogram_svg(values: np.ndarray, mean: float, width: int = 360, height: int
     hi = hi if hi > lo else lo + 1.0
     counts, edges = np.histogram(values, bins=min(10, max(values.size, 1)), range=(lo, hi))
     sx = lambda v: 10 + (width - 20) * (v - lo) / (hi - lo)  # noqa: E731
-    bars = [f'<rect x="{sx(a):.1f}" y="{height - 20 - 80 * c / counts.max():.1f}" width="{max(sx(b) - sx(a) - 1, 1):.1f}" '
-            f'height="{80 * c / counts.max():.1f}" fill="#4a7bb7"><title>{c} in [{a:.4g}, {b:.4g})</title></rect>'
+    bar = lambda c: 80 * c / counts.max()  # noqa: E731
+    bars = [f'<rect x="{sx(a):.1f}" y="{height - 20 - bar(c):.1f}" width="{max(sx(b) - sx(a) - 1, 1):.1f}" '
+            f'height="{bar(c):.1f}" fill="#4a7bb7"><title>{c} in [{a:.4g}, {b:.4g})</title></rect>'
             for a, b, c in zip(edges[:-1], edges[1:], counts) if c]
     marks = [f'<line x1="{sx(mean):.1f}" x2="{sx(mean):.1f}" y1="10" y2="{height - 20}" stroke="firebrick"/>',
              f'<text x="{sx(mean) + 3:.1f}" y="18" font-size="10" fill="firebrick">dataset mean {mean:.3g}</text>',

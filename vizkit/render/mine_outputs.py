@@ -93,7 +93,8 @@ def write_mine_outputs(result: MineResult, projections: Sequence[UnitTopProjecti
     mine.npz holds the scan keys only and the PDF and gallery show the summary."""
     final = output_folder(out_dir, "mine")
     with atomic_dir(final) as tmp:
-        np.savez_compressed(tmp / "mine.npz", **result.to_arrays(), **projection_arrays(projections, result.k))
+        arrays = {**result.to_arrays(), **projection_arrays(projections, result.k)}
+        np.savez_compressed(tmp / "mine.npz", **arrays)  # type: ignore[arg-type]
         pages = render_mine_pdf(result, projections, info, tmp / "mine.pdf")
         write_mine_html(result, projections, info, tmp / "html")
         content = manifest_content(tmp, info, dict(timings), MANIFEST)
