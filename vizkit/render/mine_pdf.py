@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 UNITS_PER_PAGE = 3
 GRID_GAP = 0.3  # between the projection grid and the patch grid, inches
 CELL_GAP = 0.05
-LABEL_H = 0.2
+LABEL_H = 0.34  # the unit's label line and the grid titles
 VALUE_H = 0.11  # the value printed under each cell
 
 
@@ -112,8 +112,10 @@ def _draw_unit(fig: Figure, canvas: Axes, unit: UnitTopProjections, result: Mine
     grid_w = (width - GRID_GAP) / 2
     side = min((grid_w - (cols - 1) * CELL_GAP) / cols, (height - LABEL_H) / rows - VALUE_H - CELL_GAP)
     y0 = top + LABEL_H
-    for g, (title, x0) in enumerate((("projections", MARGIN), ("image patches", MARGIN + grid_w + GRID_GAP))):
-        fig.text((x0 + grid_w / 2) / page_w, 1 - (y0 - 0.02) / page_h, title, fontsize=FONT - 1, ha="center",
+    used = cols * side + (cols - 1) * CELL_GAP  # the two grids side by side, centred on the page
+    left = MARGIN + (width - 2 * used - GRID_GAP) / 2
+    for g, (title, x0) in enumerate((("projections", left), ("image patches", left + used + GRID_GAP))):
+        fig.text((x0 + used / 2) / page_w, 1 - (y0 - 0.02) / page_h, title, fontsize=FONT - 1, ha="center",
                  va="bottom", color="0.3")
         for r, entry in enumerate(unit.entries):
             row, col = divmod(r, cols)
