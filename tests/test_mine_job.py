@@ -82,12 +82,27 @@ def test_cli_skips_bad_files_and_equals_the_api(tmp_path: Path, lenet_file: Path
     for layer in LENET_LAYERS:
         assert not np.isin(arrays[f"{layer}/image_index"], list(bad)).any()
     manifest = json.loads((out / "mine" / "mine.manifest.json").read_text())
-    assert [s["path"] for s in manifest["settings"]["skipped"]] == [str(data / "c0/004.png"), str(data / "c1/009.png")]
+    assert [s["path"] for s in manifest["dataset"]["skipped"]] == [str(data / "c0/004.png"), str(data / "c1/009.png")]
     assert manifest["settings"]["images_scanned"] == 12
     result = mine(load_model("lenet5", str(lenet_file)), data, LENET_LAYERS, k=4, per_class=True, batch_size=3)
     assert result.images_scanned == 12 and len(result.skipped) == 2
     api = result.to_arrays()
     _same({k: arrays[k] for k in api}, api)
+
+
+def test_cli_projects_and_renders(tmp_path: Path, lenet_file: Path) -> None:
+    from vizkit_cli.main import main
+
+    data = _folder(tmp_path / "data", 6)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["mine", str(data), "--model", "lenet5", "--weights", str(lenet_file), "--units",
+                                    "top:2", "-k", "3", "--out", str(out), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    folder = out / "mine"
+    assert {p.name for p in folder.iterdir()} >= {"mine.npz", "mine.pdf", "html", "mine.manifest.json"}
+    manifest = json.loads((folder / "mine.manifest.json").read_text())
+    assert all(len(units) == 2 for units in manifest["rendered_units"].values())
+    assert len(manifest["rendered_units"]) == len(manifest["settings"]["layers"]) >= 2
 
 
 def test_api_takes_a_plain_dataloader() -> None:
@@ -167,7 +182,7 @@ def test_sigkill_then_resume_gives_identical_arrays(tmp_path: Path) -> None:
         assert p.returncode == 2 and "017.png" in err, err  # the unreadable file, also when met before the kill
     _same(_npz(killed), _npz(tmp_path / "whole"))
     manifest = json.loads((killed / "mine" / "mine.manifest.json").read_text())
-    assert [s["path"] for s in manifest["settings"]["skipped"]] == [str(data / "c1" / "017.png")]
+    assert [s["path"] for s in manifest["dataset"]["skipped"]] == [str(data / "c1" / "017.png")]
 
 
 def _free_port() -> int:
@@ -190,5 +205,6 @@ def test_two_gloo_ranks_equal_one_process(tmp_path: Path, lenet_file: Path) -> N
                             capture_output=True, text=True, timeout=600)
     assert single.returncode == 2, single.stderr
     _same(_npz(tmp_path / "two"), _npz(tmp_path / "one"))
-    two = json.loads((tmp_path / "two" / "mine" / "mine.manifest.json").read_text())["settings"]
-    assert two["ranks"] == 2 and two["images_scanned"] == 22 and len(two["skipped"]) == 1
+    two = json.loads((tmp_path / "two" / "mine" / "mine.manifest.json").read_text())
+    assert two["settings"]["ranks"] == 2 and two["settings"]["images_scanned"] == 22
+    assert [s["path"] for s in two["dataset"]["skipped"]] == [str(data / "c0" / "006.png")]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vizkit.capture.receptive_field import ReceptiveField
 from vizkit.capture.recorder import resolve_layers
 from vizkit.capture.stages import default_layers
 from vizkit.errors import UserInputError
@@ -24,16 +25,16 @@ from vizkit.jobs.distributed import Ranks, gather_objects, gather_state, process
 from vizkit.jobs.mine_checkpoint import Checkpoint, checkpoint_path, load_checkpoint, model_digest, save_checkpoint
 from vizkit.load import LoadedModel
 from vizkit.load.dataset import ImageDataset, ImageList, image_loader, list_images
+from vizkit.project.deconv import analyse_receptive_fields
+from vizkit.project.mine_projection import UnitTopProjections, project_units, select_units
 from vizkit.project.scan import ScanState, scan_batches
 from vizkit.project.topk import MineResult
-from vizkit.render.atomic import atomic_dir
 from vizkit.render.info import ReportInfo
-from vizkit.render.manifest import write_manifest
+from vizkit.render.mine_outputs import write_mine_outputs
 
 log = logging.getLogger("vizkit")
 
 MINE_DIR = "mine"
-MANIFEST = "mine.manifest.json"
 
 
 @dataclass(kw_only=True)
@@ -158,7 +159,6 @@ def _info(config: MineConfig, loaded: LoadedModel, layers: list[str], images: Im
                 "ranks": ranks.world, "checkpoint_every": config.checkpoint_every, "resume": config.resume,
                 "images_listed": len(images.paths), "images_scanned": result.images_scanned,
                 "dataset_fingerprint": images.fingerprint(),
-                "skipped": [{"path": p, "reason": m} for p, m in result.skipped],
                 "dead_units": {name: int(np.sum(layer.dead)) for name, layer in result.layers.items()}}
     return ReportInfo(str(config.data), loaded.name, loaded.weights, loaded.weights_sha256, loaded.pretrained,
                       loaded.preprocessing.to_dict(), settings, config.command)
@@ -166,13 +166,27 @@ def _info(config: MineConfig, loaded: LoadedModel, layers: list[str], images: Im
 
 def _write(config: MineConfig, result: MineResult, loaded: LoadedModel, layers: list[str], images: ImageList,
            ranks: Ranks, timings: dict[str, float]) -> Path:
-    """Scan-only output: ``mine.npz`` (the scan keys) and the manifest, written atomically."""
+    """Pass 2 (unless ``--no-project``): re-read each selected unit's top-K images and project them; then
+    ``mine.npz``, ``mine.pdf``, ``html/`` and the manifest, written atomically under ``OUT/mine``."""
+    projections: list[UnitTopProjections] = []
+    if config.project:
+        t0 = time.perf_counter()
+        prep = loaded.preprocessing
+        rfs = analyse_receptive_fields(loaded.model, (1, prep.channels, prep.crop, prep.crop))
+        dataset = ImageDataset(images, prep)
+        for layer in layers:
+            channels = select_units(result, layer, config.units)
+            log.info("projecting %d units of %s", len(channels), layer)
+            field = rfs.get(layer)
+            projections += project_units(loaded.model, result, dataset, layer, channels, prep=prep,
+                                         receptive_field=field if isinstance(field, ReceptiveField) else None,
+                                         batch_size=min(config.batch_size, 16))
+        timings["project"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     info = _info(config, loaded, layers, images, ranks, result)
-    final = Path(config.out) / MINE_DIR
-    with atomic_dir(final) as tmp:
-        np.savez(tmp / "mine.npz", **result.to_arrays())
-        write_manifest(tmp, info, timings, MANIFEST)
-    return final
+    folder = write_mine_outputs(result, projections, info, Path(config.out), timings)
+    timings["render"] = time.perf_counter() - t0
+    return folder
 
 
 __all__ = ["MineConfig", "MineReport", "run_mine"]
