@@ -160,9 +160,9 @@ def test_sigkill_then_resume_gives_identical_arrays(tmp_path: Path) -> None:
     torch.save(load_model("resnet18", "none").model.state_dict(), weights)
     # Sorted order: c0/000, c0/002, ...; positions 8-11 (right after the first checkpoint) are slow to decode,
     # which leaves a wide window to kill the run there.
-    data = _folder(tmp_path / "data", 60, size=20, bad=(17,), big=(16, 18, 20, 22))
-    common = ["mine", str(data), "--model", "resnet18", "--weights", str(weights), "--layer", "maxpool", "--layer",
-              "layer1", "--no-project", "-b", "4", "--device", "cpu", "-k", "5"]
+    data = _folder(tmp_path / "data", 36, size=20, bad=(17,), big=(16, 18, 20, 22))
+    common = ["mine", str(data), "--model", "resnet18", "--weights", str(weights), "--layer", "conv1", "--layer",
+              "maxpool", "--no-project", "-b", "4", "--device", "cpu", "-k", "5"]
     killed = tmp_path / "killed"
     ckpt = killed / "mine" / "checkpoint.pt"
     proc = _vizkit([*common, "--checkpoint-every", "8", "--out", str(killed)])
@@ -174,7 +174,7 @@ def test_sigkill_then_resume_gives_identical_arrays(tmp_path: Path) -> None:
     assert proc.returncode == -signal.SIGKILL, f"the run ended before it could be killed: {err}"
     assert ckpt.exists() and not list(killed.rglob("mine.npz"))
     done = torch.load(ckpt, weights_only=True)["positions"]
-    assert 8 <= done < 61
+    assert 8 <= done < 37
     resumed = _vizkit([*common, "--checkpoint-every", "8", "--out", str(killed), "--resume"])
     whole = _vizkit([*common, "--out", str(tmp_path / "whole")])
     for p in (resumed, whole):
