@@ -22,7 +22,7 @@ from vizkit.errors import ModelError, UserInputError
 from vizkit.load.dataset import ImageBatch
 from vizkit.project.topk import EMPTY, LayerTopK, MineResult, merge_topk
 
-__all__ = ["Reduced", "ScanState", "as_image_batch", "reduce_output", "scan_batches"]
+__all__ = ["Reduced", "ScanRun", "ScanState", "StreamCounter", "as_image_batch", "reduce_output", "scan_batches"]
 
 
 @dataclass
@@ -223,14 +223,21 @@ class ScanState:
                          (t[f"{name}/fired"].cpu().double() / n).float().numpy(), class_values, class_index)
 
 
-class _Counter:
+class StreamCounter:
     """Global indices for loaders that yield plain tensors: position in the stream."""
 
     def __init__(self, start: int = 0) -> None:
         self.next = start
 
 
-def as_image_batch(batch: Any, counter: _Counter) -> ImageBatch:
+@dataclass
+class ScanRun:
+    skipped: list[tuple[int, str]]   # (global index, reason) of unreadable images
+    positions: int                   # stream entries consumed (readable + skipped)
+    seen: int                        # 1 + the largest global index met (the index space's size)
+
+
+def as_image_batch(batch: Any, counter: StreamCounter) -> ImageBatch:
     """An ``ImageBatch`` as is; a tensor (B, C, H, W) or an (x, labels, ...) pair from a user's DataLoader gets
     stream positions as indices and its labels when they are integers."""
     if isinstance(batch, ImageBatch):
@@ -251,15 +258,15 @@ def as_image_batch(batch: Any, counter: _Counter) -> ImageBatch:
 
 def scan_batches(model: nn.Module, batches: Iterable[Any], state: ScanState, *,
                  owned: np.ndarray | None = None,
-                 on_batch: Callable[[int, list[tuple[int, str]]], None] | None = None) -> list[tuple[int, str]]:
-    """Update ``state`` with every batch; returns the skipped (global index, reason) pairs.
+                 on_batch: Callable[[int, list[tuple[int, str]]], None] | None = None) -> ScanRun:
+    """Update ``state`` with every batch; returns the skipped (global index, reason) pairs and counts.
 
     ``owned``: bool per global index, the images this process counts in means and rates (distributed padding
     duplicates are not); ``on_batch(positions_done, skipped)`` runs after each batch (checkpoints).
     """
     skipped: list[tuple[int, str]] = []
-    positions = 0
-    counter = _Counter()
+    positions = seen = 0
+    counter = StreamCounter()
     device = state.device
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     with preserve_model_state(model), torch.inference_mode(), _Reducer(model, state.layers) as reducer:
@@ -267,6 +274,8 @@ def scan_batches(model: nn.Module, batches: Iterable[Any], state: ScanState, *,
             batch = as_image_batch(raw, counter)
             skipped.extend(batch.skipped)
             positions += int(batch.index.numel()) + len(batch.skipped)
+            seen = max([seen, *(i + 1 for i, _ in batch.skipped)] +
+                       ([int(batch.index.max()) + 1] if batch.index.numel() else []))
             if batch.index.numel():
                 counted_cpu = (torch.from_numpy(owned[batch.index.numpy()]) if owned is not None
                                else torch.ones(batch.index.numel(), dtype=torch.bool))
@@ -277,4 +286,4 @@ def scan_batches(model: nn.Module, batches: Iterable[Any], state: ScanState, *,
                              int(counted_cpu.sum()))
             if on_batch is not None:
                 on_batch(positions, skipped)
-    return skipped
+    return ScanRun(skipped, positions, seen)
