@@ -4,8 +4,8 @@
                                             [--quick] [--plain] [--save FILE]
 
 VGG16 with seeded random weights (offline: no pretrained weights are downloaded; eval mode) and ``--images``
-224x224 images generated offline from the photos shipped with scikit-image and matplotlib (crops at several
-scales and offsets, some mirrored; nothing is written to disk). Pass 1 (not timed here) is a plain per-image
+images generated offline by ``_images.py`` from the photos shipped with scikit-image and matplotlib (crops at
+several scales and offsets, some mirrored), preprocessed to 224x224. Pass 1 (not timed here) is a plain per-image
 top-K of ``features.29`` (ReLU after conv5_3); the ``--units`` channels with the largest mean activation are kept,
 each with its top ``--k`` (image, position): 64 x 9 = 576 projections by default. They are computed by
 
@@ -18,14 +18,17 @@ vizkit seeds each projection with the unit's activation, so ``projection / activ
 attribution inside the unit's box (Captum's is zero outside it): the largest relative error over projections
 (max |a - b| / max |b|) must stay below 1e-4, else it prints FAIL and exits 1. Timings on a shared machine are
 noisy; the process CPU-time ratio is printed beside the wall-time ratio. ``--save`` writes the requests and
-projections to an npz (``gpu_check.sh`` compares a CUDA run with a CPU run that way).
+projections to an npz; ``--requests`` projects the requests of such a file instead of scanning
+(``gpu_check.sh`` compares a CUDA run with a CPU run that way).
 """
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,6 +37,8 @@ from _machine import machine  # noqa: E402 - sibling module; benchmarks run as s
 
 from vizkit.capture.receptive_field import receptive_fields
 from vizkit.capture.recorder import Recorder
+from vizkit.load.dataset import ImageDataset, list_images
+from vizkit.load.preprocessing import Preprocessing
 from vizkit.project.mine_projection import Request, project_requests
 
 LAYER = "features.29"
@@ -42,35 +47,16 @@ TOLERANCE = 1e-4
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-def bench_images(n: int, size: int = 224, seed: int = 0) -> list[torch.Tensor]:
-    """``n`` normalised (3, size, size) crops of the sample photos of scikit-image and matplotlib."""
-    from matplotlib import cbook
-    from PIL import Image
+def bench_images(n: int, folder: str | None = None) -> list[torch.Tensor]:
+    """The benchmark folder of ``_images.py`` (``n`` offline crops of bundled photos, made if missing), read and
+    preprocessed as ``vizkit mine`` does for VGG16 (resize 256, centre crop 224, ImageNet mean/std)."""
+    from _images import make_image_folder
 
-    photos = []
-    try:
-        import skimage.data as sd
-
-        photos += [Image.fromarray(getattr(sd, name)()).convert("RGB")
-                   for name in ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "hubble_deep_field")
-                   if hasattr(sd, name)]
-    except ImportError:
-        pass
-    with cbook.get_sample_data("grace_hopper.jpg") as f:
-        photos.append(Image.open(f).convert("RGB"))
-    rng = np.random.default_rng(seed)
-    mean, std = torch.tensor(MEAN).view(3, 1, 1), torch.tensor(STD).view(3, 1, 1)
-    out = []
-    for i in range(n):
-        photo = photos[i % len(photos)]
-        side = int(min(photo.size) * rng.uniform(0.35, 1.0))
-        x0, y0 = (int(rng.integers(0, d - side + 1)) for d in photo.size)
-        crop = photo.crop((x0, y0, x0 + side, y0 + side)).resize((size, size), Image.BILINEAR)
-        if rng.random() < 0.5:
-            crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
-        x = torch.from_numpy(np.asarray(crop, dtype=np.float32) / 255).permute(2, 0, 1)
-        out.append((x - mean) / std)
-    return out
+    root = Path(folder) if folder and Path(folder).is_dir() else make_image_folder(
+        folder or Path(tempfile.gettempdir()) / f"vizkit-bench-images-{n}", n)
+    dataset = ImageDataset(list_images(root, limit=n), Preprocessing(256, 224, MEAN, STD))
+    images = [dataset[i][0] for i in range(len(dataset))]
+    return [x for x in images if x is not None]
 
 
 def top_requests(model: torch.nn.Module, images: Sequence[torch.Tensor], units: int, k: int,
@@ -138,24 +124,32 @@ def max_rel_err(ours: Sequence[tuple[np.ndarray, tuple[int, int, int, int]]], va
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--units", type=int, default=64, help="units projected (default 64)")
-    parser.add_argument("--images", type=int, default=64, help="images in the generated dataset (default 64)")
+    parser.add_argument("--images", type=int, default=None, help="images in the generated dataset (default 64)")
     parser.add_argument("--k", type=int, default=9, help="top-K images per unit (default 9)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--batch-size", type=int, default=16, help="vizkit's batch size (default 16)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    parser.add_argument("--quick", action="store_true", help="4 units x 3 images of 8: checks that it runs")
+    parser.add_argument("--quick", action="store_true", help="4 units x top-3 (of 8 images unless --images)")
     parser.add_argument("--plain", action="store_true", help="also time vizkit without the cone backward")
     parser.add_argument("--save", help="write requests and projections to this npz")
+    parser.add_argument("--requests", help="project the requests saved by an earlier --save instead of scanning")
+    parser.add_argument("--data", help="benchmark image folder (made there by _images.py if missing)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.units, args.images, args.k = 4, 8, 3
+        args.units, args.k = 4, 3
+    args.images = args.images or (8 if args.quick else 64)
     torch.set_num_threads(args.threads)
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False  # exact comparisons
     device = torch.device(args.device)
     torch.manual_seed(0)
     model = torchvision.models.vgg16().eval().to(device)
-    images = bench_images(args.images)
-    requests, values = top_requests(model, images, args.units, args.k, device)
+    images = bench_images(args.images, args.data)
+    if args.requests:  # the same projections as an earlier run (gpu_check.sh: CUDA redoes the CPU's requests)
+        with np.load(args.requests) as saved:
+            requests = [Request(int(c), int(i), (int(y), int(x))) for c, i, y, x in saved["requests"]]
+            values = [float(v) for v in saved["values"]]
+    else:
+        requests, values = top_requests(model, images, args.units, args.k, device)
     print(f"machine: {machine('captum')}; device {device}")
     print(f"VGG16 (random init, seeded) {LAYER}: {args.units} units x top-{args.k} of {args.images} generated "
           f"images = {len(requests)} projections, {len({r.image for r in requests})} distinct images")
@@ -166,8 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     wall, cpu, ours = timed(lambda: project(True), device)
     cwall, ccpu, ref = timed(lambda: captum_projections(model, images, requests, device), device)
     err = max_rel_err(ours, values, ref)  # type: ignore[arg-type]
-    print(f"vizkit batched    {wall:8.2f} s wall {cpu:8.2f} s CPU  ({1000 * wall / len(requests):.1f} ms/projection)")
-    print(f"captum            {cwall:8.2f} s wall {ccpu:8.2f} s CPU  ({1000 * cwall / len(requests):.1f} ms/projection)")
+    per = lambda w: f"{1000 * w / len(requests):.1f} ms/projection"  # noqa: E731
+    print(f"vizkit batched    {wall:8.2f} s wall {cpu:8.2f} s CPU  ({per(wall)})")
+    print(f"captum            {cwall:8.2f} s wall {ccpu:8.2f} s CPU  ({per(cwall)})")
     if args.plain:
         pwall, pcpu, _ = timed(lambda: project(False), device)
         print(f"vizkit, no cone   {pwall:8.2f} s wall {pcpu:8.2f} s CPU  (cone backward buys {pwall / wall:.2f}x)")
