@@ -74,17 +74,25 @@ def cone_input_grad(grad: torch.Tensor, weight: torch.Tensor, geo: _Geometry) ->
     if dense:
         idx = torch.tensor(dense, device=grad.device)
         shape = (len(dense), *geo.shape[1:])
-        out[idx] = conv2d_input(shape, weight, grad[idx], geo.stride, geo.padding, geo.dilation,
-                                              geo.groups)
+        out[idx] = conv2d_input(shape, weight, grad[idx], geo.stride, geo.padding, geo.dilation, geo.groups)
     (sy, sx), (py, px) = geo.stride, geo.padding
+    flipped = None
     for b, box in enumerate(boxes):
         if box is None or b in dense:
             continue
         y0, y1, x0, x1 = box
         # t[j] collects every input index oy0*s - p + j that the box's outputs read: the transposed convolution
         # of the box with no padding, shifted back to where the box's window starts.
-        t = F.conv_transpose2d(grad[b : b + 1, :, y0:y1, x0:x1], weight, stride=geo.stride,
-                               dilation=geo.dilation, groups=geo.groups)[0]
+        g = grad[b : b + 1, :, y0:y1, x0:x1].contiguous()
+        if geo.stride == (1, 1) and geo.groups == 1:
+            # stride 1: the transposed convolution is a plain "full" convolution with the flipped filters, which
+            # runs on the (faster) forward kernels
+            if flipped is None:
+                flipped = weight.flip(2, 3).transpose(0, 1).contiguous()
+            (dy, dx), (kh, kw) = geo.dilation, weight.shape[2:]
+            t = F.conv2d(g, flipped, padding=((kh - 1) * dy, (kw - 1) * dx), dilation=geo.dilation)[0]
+        else:
+            t = F.conv_transpose2d(g, weight, stride=geo.stride, dilation=geo.dilation, groups=geo.groups)[0]
         iy, ix = y0 * sy - py, x0 * sx - px
         j0, j1 = max(0, -iy), min(t.shape[1], height - iy)
         k0, k1 = max(0, -ix), min(t.shape[2], width - ix)
