@@ -197,10 +197,21 @@ def test_two_gloo_ranks_equal_one_process(tmp_path: Path, lenet_file: Path) -> N
     common = ["mine", str(data), "--model", "lenet5", "--weights", str(lenet_file), "--no-project", "--per-class",
               "-k", "6", "-b", "4", "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr",
-                          "127.0.0.1", "--master-port", str(_free_port()), "-m", "vizkit", *common, "--out",
-                          str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=600)
-    assert "006.png" in run.stderr and not (tmp_path / "two" / "mine" / "checkpoint.pt").exists(), run.stderr
+
+    def torchrun(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr",
+                               "127.0.0.1", "--master-port", str(_free_port()), "-m", "vizkit", *common, "--out",
+                               str(tmp_path / "two"), *extra], env=env, capture_output=True, text=True, timeout=600)
+
+    run = torchrun("--checkpoint-every", "4")
+    assert "006.png" in run.stderr, run.stderr
+    assert sorted(p.name for p in (tmp_path / "two" / "mine").glob("checkpoint*")) == [
+        "checkpoint-rank0-of-2.pt", "checkpoint-rank1-of-2.pt"]  # one per rank, each for its own shard
+    first = _npz(tmp_path / "two")
+    (tmp_path / "two" / "mine" / "mine.npz").unlink()
+    resumed = torchrun("--resume")  # both ranks load their finished state and merge again
+    assert "006.png" in resumed.stderr, resumed.stderr
+    _same(_npz(tmp_path / "two"), first)
     single = subprocess.run([sys.executable, "-m", "vizkit", *common, "--out", str(tmp_path / "one")], env=env,
                             capture_output=True, text=True, timeout=600)
     assert single.returncode == 2, single.stderr

@@ -126,6 +126,9 @@ def _scan(config: MineConfig, images: ImageList, loaded: LoadedModel, layers: li
         state.load_state_dict(ckpt.state)
         start, before = ckpt.positions, ckpt.skipped
         log.info("resuming %s after %d of %d images", path, start, len(indices))
+        for i, message in before:  # named again, so that every run names every file it skips
+            if on_skip is not None:
+                on_skip(str(images.paths[i]), message)
     elif config.resume:
         log.warning("vizkit: no checkpoint at %s; scanning from the start", path)
     loader = image_loader(ImageDataset(images, loaded.preprocessing), batch_size=config.batch_size,
