@@ -105,6 +105,14 @@ def test_cli_projects_and_renders(tmp_path: Path, lenet_file: Path) -> None:
     assert len(manifest["rendered_units"]) == len(manifest["settings"]["layers"]) >= 2
 
 
+@pytest.mark.parametrize("units", ["foo", "top:0", "1,x"])
+def test_bad_units_refused_before_the_scan(tmp_path: Path, units: str) -> None:
+    from vizkit.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="--units"):
+        run_mine(MineConfig(data=tmp_path / "never-listed", units=units))  # raised before DATA is even read
+
+
 def test_api_takes_a_plain_dataloader() -> None:
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 5, 3, stride=2))
