@@ -25,8 +25,10 @@ LAYERS = ["5", "10"]
 
 
 def _info() -> ReportInfo:
-    return ReportInfo(None, "small-vgg", "random init", None, False, PREP.to_dict(),
-                      {"data": "data/", "layers": LAYERS, "top_k": 4, "units": "top:5"}, ["vizkit", "mine", "data/"])
+    return ReportInfo(image_path=None, model="small-vgg", weights="random init", weights_sha256=None,
+                      pretrained=False, preprocessing=PREP.to_dict(),
+                      settings={"data": "data/", "layers": LAYERS, "top_k": 4, "units": "top:5"},
+                      command=["vizkit", "mine", "data/"], seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +117,7 @@ def test_grid_shape_is_near_square() -> None:
 def test_failure_while_writing_leaves_no_npz(mined, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     result, units = mined
 
-    def broken(*args: object) -> int:
+    def broken(*args: object, **kwargs: object) -> int:
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(mine_outputs, "render_mine_pdf", broken)

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, SequentialSampler, Subset
 from vizkit.capture.recorder import resolve_layers
 from vizkit.capture.stages import default_layers
 from vizkit.errors import UserInputError
+from vizkit.jobs.context import RunContext, input_shape, model_device
 from vizkit.load.dataset import ImageDataset, ImageList, image_loader, list_images
 from vizkit.load.models import LoadedModel
 from vizkit.load.preprocessing import Preprocessing
@@ -40,19 +41,20 @@ def mine(model: nn.Module | LoadedModel, data: str | os.PathLike | ImageList | D
     name them (an ``ImageList`` from a folder with subfolders, or a dataset with a ``classes`` attribute, does).
     ``device``: where the state lives and the batches go; default the model's device. The model is left as it was.
     """
+    ctx = None
     if isinstance(model, LoadedModel):
+        ctx = RunContext.from_loaded(model) if prep is None or prep is model.preprocessing else None
         prep = prep or model.preprocessing
         model = model.model
-    if device is None:
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    device = torch.device(device)
+    device = torch.device(device) if device is not None else model_device(model)
     batches, paths, labels, names = _batches(data, prep, batch_size, workers, limit, device)
     first, batches = _peek(batches)
-    if layers is None:
-        shape = (1, prep.channels, prep.crop, prep.crop) if prep is not None else _input_shape(first)
-        layers = default_layers(model, shape)
-    layers = list(dict.fromkeys(layers))
-    resolve_layers(model, layers)
+    if ctx is not None:
+        layers = ctx.layers(layers)  # the run's probe: one forward for the default layers
+    else:  # a bare module: the input shape comes from prep, else from the first batch
+        shape = input_shape(prep) if prep is not None else _input_shape(first)
+        layers = list(dict.fromkeys(layers)) if layers else default_layers(model, shape)
+        resolve_layers(model, layers)
     names = list(classes) if classes is not None else names
     if per_class and not names:
         raise UserInputError("per_class needs class names: a folder with class subfolders, a dataset with a "
