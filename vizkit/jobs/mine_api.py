@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -42,10 +43,9 @@ def mine(model: nn.Module | LoadedModel, data: str | os.PathLike | ImageList | D
     ``device``: where the state lives and the batches go; default the model's device. The model is left as it was.
     """
     ctx = None
-    if isinstance(model, LoadedModel):
-        ctx = RunContext.from_loaded(model) if prep is None or prep is model.preprocessing else None
-        prep = prep or model.preprocessing
-        model = model.model
+    if isinstance(model, LoadedModel):  # its context: the input shape and default layers from one probe
+        ctx = RunContext.from_loaded(model if prep is None else replace(model, preprocessing=prep))
+        model, prep = ctx.model, ctx.loaded.preprocessing
     device = torch.device(device) if device is not None else model_device(model)
     batches, paths, labels, names = _batches(data, prep, batch_size, workers, limit, device)
     first, batches = _peek(batches)
