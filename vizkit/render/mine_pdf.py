@@ -159,13 +159,18 @@ def _units_page(units: Sequence[UnitTopProjections], result: MineResult) -> Figu
     return fig
 
 
+def mine_page_makers(result: MineResult, units: Sequence[UnitTopProjections], info: ReportInfo,
+                     notes: Sequence[str] = ()) -> list[PageMaker]:
+    """mine.pdf's pages, each built when called: the summary, then ``UNITS_PER_PAGE`` units per page."""
+    chunks = [list(units[i : i + UNITS_PER_PAGE]) for i in range(0, len(units), UNITS_PER_PAGE)]
+    pages: list[PageMaker] = [partial(_summary_page, result, units, info, notes)]
+    return pages + [partial(_units_page, chunk, result) for chunk in chunks]
+
+
 def render_mine_pdf(result: MineResult, units: Sequence[UnitTopProjections], info: ReportInfo, path: Path, *,
                     notes: Sequence[str] = ()) -> int:
     """Write mine.pdf to ``path``; returns its page count (1 + ceil(units / UNITS_PER_PAGE)). ``notes``: the
     result's notes for page 1 (after the run's, from ``info``)."""
-    chunks = [list(units[i : i + UNITS_PER_PAGE]) for i in range(0, len(units), UNITS_PER_PAGE)]
-    pages: list[PageMaker] = [partial(_summary_page, result, units, info, notes)]
-    pages += [partial(_units_page, chunk, result) for chunk in chunks]
-    return write_pdf(path, pages, title=f"vizkit mine: {info.model}",
+    return write_pdf(path, mine_page_makers(result, units, info, notes), title=f"vizkit mine: {info.model}",
                      subject="Top-K activations per unit over a dataset with deconvnet projections",
                      keywords="deconvnet, Zeiler-Fergus, dataset, top-k", footer_left=f"mine \u00b7 {info.model}")
