@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import click
 from vizkit_cli.common import errors_to_exit_codes, model_options, stage_layers_option
@@ -44,7 +45,7 @@ Examples:
 def mine(data: str, model: str | None, weights: str | None, allow_download: bool, allow_pickle: bool,
          layers: tuple[str, ...], top_k: int, batch_size: int, workers: int, limit: int | None, per_class: bool,
          units: str | None, no_project: bool, checkpoint_every: int | None, resume: bool, out: str,
-         device: str) -> None:
+         device: str, model_extra: dict[str, Any]) -> None:
     """For every unit of the chosen layers, the K images of DATA that excite it most, with their deconvnet
     projections (Zeiler-Fergus Fig. 2).
 
@@ -52,14 +53,14 @@ def mine(data: str, model: str | None, weights: str | None, allow_download: bool
     one image path per line. Writes OUT/mine/: mine.npz, mine.pdf, html/index.html and mine.manifest.json. An
     unreadable image is named on one line and skipped; the run goes on and exits 2 at the end.
     """
-    from vizkit.jobs.mine import MineConfig, run_mine
+    from vizkit.jobs.mining import MineConfig, run_mine
     from vizkit.load import DEFAULT_MODEL
 
     config = MineConfig(data=data, model=model or DEFAULT_MODEL, weights=weights, layers=layers or None,
                         top_k=top_k, batch_size=batch_size, workers=workers, limit=limit, per_class=per_class,
                         units=units, project=not no_project, checkpoint_every=checkpoint_every, resume=resume,
                         out=out, device=device, allow_pickle=allow_pickle, allow_download=allow_download,
-                        command=["vizkit", *sys.argv[1:]])
+                        command=["vizkit", *sys.argv[1:]], **model_extra)
     from tqdm import tqdm
 
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 draws the progress bar

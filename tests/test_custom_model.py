@@ -88,6 +88,15 @@ def test_custom_model_runs_through_every_command(model_file: Path, classes_file:
     gradcam = np.load(out / "chelsea" / "gradcam.npz")
     assert gradcam["targets"].tolist() == [1]  # "bee" from --classes
 
+    listing = tmp_path / "images.txt"  # mine reads a dataset: here the sample photos, listed in a file
+    listing.write_text("".join(f"{p}\n" for p in sample_paths))
+    code, text = _run(["mine", str(listing), *common, "-k", "2", "--units", "top:2", "--out", str(out)])
+    assert code == 0, text
+    mined = json.loads((out / "mine" / "mine.manifest.json").read_text())
+    assert mined["model"] == spec and mined["preprocessing"]["crop"] == 32
+    with np.load(out / "mine" / "mine.npz") as scan:  # width 6 from --model-kwargs: 6 and 12 channels
+        assert {scan[f"{layer}/values"].shape[0] for layer in mined["settings"]["layers"]} <= {6, 12}
+
 
 def test_custom_model_deconv_equals_explicit_oracle(model_file: Path, tmp_path: Path,
                                                     sample_paths: list[Path]) -> None:

@@ -17,8 +17,8 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from vizkit.jobs.mine import MineConfig, run_mine
 from vizkit.jobs.mine_api import mine
+from vizkit.jobs.mining import MineConfig, run_mine
 from vizkit.load import load_model
 
 LENET_LAYERS = ["features.relu1", "features.pool2"]

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from mine_helpers import PREP, TensorImages, brute_force_result, random_images, small_vgg
 from test_report import CHROMIUM, FLAGS  # the report gallery's browser helper: same flags, same skip rule
+from test_writer import texts
 
 from vizkit.project.mine_projection import UnitTopProjections, project_units, select_units
 from vizkit.project.topk import MineResult
@@ -19,14 +20,17 @@ from vizkit.render import mine_outputs
 from vizkit.render.info import ReportInfo
 from vizkit.render.mine_html import histogram_svg
 from vizkit.render.mine_outputs import read_projections, write_mine_outputs
-from vizkit.render.mine_pdf import UNITS_PER_PAGE, grid_shape
+from vizkit.render.mine_pdf import UNITS_PER_PAGE, grid_shape, mine_page_makers
+from vizkit.render.provenance import RANDOM_INIT_NOTE
 
 LAYERS = ["5", "10"]
 
 
 def _info() -> ReportInfo:
-    return ReportInfo(None, "small-vgg", "random init", None, False, PREP.to_dict(),
-                      {"data": "data/", "layers": LAYERS, "top_k": 4, "units": "top:5"}, ["vizkit", "mine", "data/"])
+    return ReportInfo(image_path=None, model="small-vgg", weights="random init", weights_sha256=None,
+                      pretrained=False, preprocessing=PREP.to_dict(),
+                      settings={"data": "data/", "layers": LAYERS, "top_k": 4, "units": "top:5"},
+                      command=["vizkit", "mine", "data/"], seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +105,18 @@ def test_gallery_links_resolve_and_nothing_is_remote(mine_dir: Path, mined) -> N
     assert all(e.path in text for e in unit.entries) and "data/img002.png" in (html_dir / "index.html").read_text()
 
 
+def test_page_one_is_the_provenance_block_with_each_note_once(mined) -> None:
+    result, units = mined
+    note = "a note of this scan"
+    page = texts(mine_page_makers(result, units, _info(), [note])[0]())
+    assert page.count(RANDOM_INIT_NOTE) == 1 and page.count(note) == 1
+    assert "pretrained: NO (random init weights, seed 0)" in page and "command: vizkit mine data/" in page
+    own = ReportInfo(image_path=None, model="small-vgg", weights="mine.pth", weights_sha256="ab" * 32,
+                     pretrained=None, preprocessing=PREP.to_dict(), settings={"data": "data/"}, command="vizkit mine")
+    page = texts(mine_page_makers(result, units, own)[0]())  # your own weights file: unknown, not random
+    assert RANDOM_INIT_NOTE not in page and "not verified" in page and "weights sha256: abab" in page
+
+
 def test_histogram_counts_every_top_value() -> None:
     svg = histogram_svg(np.array([3.0, 2.0, 2.0, 1.0, -np.inf]), mean=0.5)
     counts = [int(c) for c in re.findall(r"<title>(\d+) in", svg)]
@@ -115,7 +131,7 @@ def test_grid_shape_is_near_square() -> None:
 def test_failure_while_writing_leaves_no_npz(mined, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     result, units = mined
 
-    def broken(*args: object) -> int:
+    def broken(*args: object, **kwargs: object) -> int:
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(mine_outputs, "render_mine_pdf", broken)

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from vizkit.jobs.deconv import DeconvConfig, deconv_image, deconv_result, deconv_tensor, project_tensor, run_deconv
     from vizkit.jobs.filters import FiltersConfig, run_filters
     from vizkit.jobs.gradcam import GradCamConfig, gradcam_image, gradcam_inputs, run_gradcam
+    from vizkit.jobs.mine_api import mine
+    from vizkit.jobs.mining import MineConfig, MineReport, run_mine
     from vizkit.jobs.occlusion import OcclusionConfig, occlusion_image, occlusion_tensor, run_occlusion
     from vizkit.jobs.report import ReportConfig, run_report
 
@@ -29,6 +31,8 @@ _EXPORTS = {
     "GradCamConfig": "vizkit.jobs.gradcam",
     "ImageJob": "vizkit.jobs.common",
     "JobReport": "vizkit.jobs.common",
+    "MineConfig": "vizkit.jobs.mining",
+    "MineReport": "vizkit.jobs.mining",
     "ModelJob": "vizkit.jobs.common",
     "OcclusionConfig": "vizkit.jobs.occlusion",
     "ReportConfig": "vizkit.jobs.report",
@@ -42,6 +46,7 @@ _EXPORTS = {
     "gradcam_image": "vizkit.jobs.gradcam",
     "gradcam_inputs": "vizkit.jobs.gradcam",
     "input_shape": "vizkit.jobs.context",
+    "mine": "vizkit.jobs.mine_api",
     "model_device": "vizkit.jobs.context",
     "occlusion_image": "vizkit.jobs.occlusion",
     "occlusion_tensor": "vizkit.jobs.occlusion",
@@ -52,17 +57,19 @@ _EXPORTS = {
     "run_deconv": "vizkit.jobs.deconv",
     "run_filters": "vizkit.jobs.filters",
     "run_gradcam": "vizkit.jobs.gradcam",
+    "run_mine": "vizkit.jobs.mining",
     "run_occlusion": "vizkit.jobs.occlusion",
     "run_report": "vizkit.jobs.report",
     "tiny_activation_notes": "vizkit.jobs.context",
 }
 
 __all__ = ["ActivationsConfig", "DeconvConfig", "Failure", "FiltersConfig", "GradCamConfig", "ImageJob", "JobReport",
-           "ModelJob", "OcclusionConfig", "ReportConfig", "RunContext", "activations_image", "activations_tensor",
-           "deconv_image", "deconv_result", "deconv_tensor", "for_each_image", "gradcam_image", "gradcam_inputs",
-           "input_shape", "model_device", "occlusion_image", "occlusion_tensor", "predictions", "project_tensor",
-           "resolve_device", "run_activations", "run_deconv", "run_filters", "run_gradcam", "run_occlusion",
-           "run_report", "tiny_activation_notes"]
+           "MineConfig", "MineReport", "ModelJob", "OcclusionConfig", "ReportConfig", "RunContext",
+           "activations_image", "activations_tensor", "deconv_image", "deconv_result", "deconv_tensor",
+           "for_each_image", "gradcam_image", "gradcam_inputs", "input_shape", "mine", "model_device",
+           "occlusion_image", "occlusion_tensor", "predictions", "project_tensor", "resolve_device",
+           "run_activations", "run_deconv", "run_filters", "run_gradcam", "run_mine", "run_occlusion", "run_report",
+           "tiny_activation_notes"]
 
 
 def __getattr__(name: str) -> Any:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from vizkit.load import LoadedModel, deprocess, load_image, preprocess
+from vizkit.load.preprocessing import Preprocessing
 from vizkit.project.results import Prediction
 
 if TYPE_CHECKING:
@@ -39,9 +40,10 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def input_shape(loaded: LoadedModel) -> tuple[int, int, int, int]:
-    """The one place that turns the model's preprocessing into the shape of one input image."""
-    prep = loaded.preprocessing
+def input_shape(loaded: LoadedModel | Preprocessing) -> tuple[int, int, int, int]:
+    """The one place that turns the model's preprocessing (or a bare ``Preprocessing``) into the shape of one
+    input image."""
+    prep = loaded.preprocessing if isinstance(loaded, LoadedModel) else loaded
     return (1, prep.channels, prep.crop, prep.crop)
 
 

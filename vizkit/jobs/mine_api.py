@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -20,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, SequentialSampler, Subset
 from vizkit.capture.recorder import resolve_layers
 from vizkit.capture.stages import default_layers
 from vizkit.errors import UserInputError
+from vizkit.jobs.context import RunContext, input_shape, model_device
 from vizkit.load.dataset import ImageDataset, ImageList, image_loader, list_images
 from vizkit.load.models import LoadedModel
 from vizkit.load.preprocessing import Preprocessing
@@ -40,19 +42,19 @@ def mine(model: nn.Module | LoadedModel, data: str | os.PathLike | ImageList | D
     name them (an ``ImageList`` from a folder with subfolders, or a dataset with a ``classes`` attribute, does).
     ``device``: where the state lives and the batches go; default the model's device. The model is left as it was.
     """
-    if isinstance(model, LoadedModel):
-        prep = prep or model.preprocessing
-        model = model.model
-    if device is None:
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    device = torch.device(device)
+    ctx = None
+    if isinstance(model, LoadedModel):  # its context: the input shape and default layers from one probe
+        ctx = RunContext.from_loaded(model if prep is None else replace(model, preprocessing=prep))
+        model, prep = ctx.model, ctx.loaded.preprocessing
+    device = torch.device(device) if device is not None else model_device(model)
     batches, paths, labels, names = _batches(data, prep, batch_size, workers, limit, device)
     first, batches = _peek(batches)
-    if layers is None:
-        shape = (1, prep.channels, prep.crop, prep.crop) if prep is not None else _input_shape(first)
-        layers = default_layers(model, shape)
-    layers = list(dict.fromkeys(layers))
-    resolve_layers(model, layers)
+    if ctx is not None:
+        layers = ctx.layers(layers)  # the run's probe: one forward for the default layers
+    else:  # a bare module: the input shape comes from prep, else from the first batch
+        shape = input_shape(prep) if prep is not None else _input_shape(first)
+        layers = list(dict.fromkeys(layers)) if layers else default_layers(model, shape)
+        resolve_layers(model, layers)
     names = list(classes) if classes is not None else names
     if per_class and not names:
         raise UserInputError("per_class needs class names: a folder with class subfolders, a dataset with a "

@@ -242,7 +242,11 @@ def project_units(model: nn.Module, result: MineResult, dataset: ImageSource, la
     prep = prep or getattr(dataset, "prep", None)
     if prep is None:
         raise UserInputError("project_units needs the preprocessing (prep=) to de-normalise the image patches")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    if device is None:
+        from vizkit.jobs.context import model_device  # the one lookup (a model may have no parameters)
+
+        device = model_device(model)
+    device = torch.device(device)
     paths = result.paths
     k = state.image_index.shape[1]
     units = {ch: UnitTopProjections(layer, ch, []) for ch in channels}

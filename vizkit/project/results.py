@@ -14,8 +14,10 @@ import numpy as np
 if TYPE_CHECKING:  # annotations only: importing them here would pull torch into every reader of this module
     from vizkit.capture.activations import ActivationGrid
     from vizkit.capture.filters import FilterStats
+    from vizkit.project.mine_projection import UnitTopProjections
     from vizkit.project.occlusion import OcclusionMaps
     from vizkit.project.sanity import SanityResult
+    from vizkit.project.topk import MineResult
 
 
 @dataclass
@@ -166,4 +168,14 @@ class ReportResult:
     gradcam: GradCamResult
     occlusion: OcclusionResult
     filters: FiltersResult
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class MineOutput:
+    """``vizkit mine`` for one dataset: the scan (per layer the exact top-K images of every unit), the rendered
+    units' projections (pass 2; empty with ``--no-project``) and what page 1 must say about them."""
+
+    result: MineResult
+    projections: list[UnitTopProjections] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)

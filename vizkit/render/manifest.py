@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -27,7 +28,9 @@ def _jsonable(value: object) -> object:
     raise TypeError(f"manifest: cannot write {type(value).__name__} value {value!r} as JSON")
 
 
-def manifest_content(folder: Path, info: ReportInfo, timings: dict[str, float], name: str = MANIFEST_NAME) -> dict:
+def manifest_content(folder: Path, info: ReportInfo, timings: dict[str, float], name: str = MANIFEST_NAME, *,
+                     extra: Mapping[str, object] | None = None) -> dict:
+    """The manifest's keys; ``extra`` (a command's own keys, e.g. mine's dataset) come last."""
     folder = Path(folder)
     files = [
         {"path": p.relative_to(folder).as_posix(), "bytes": p.stat().st_size, "sha256": sha256_file(p)}
@@ -38,7 +41,7 @@ def manifest_content(folder: Path, info: ReportInfo, timings: dict[str, float], 
     weights: dict[str, object] = {"source": info.weights, "sha256": info.weights_sha256, "pretrained": info.pretrained}
     if info.checksum_match is not None:  # recorded only when there was a published checksum to compare with
         weights["checksum_match"] = info.checksum_match
-    content = {
+    content: dict[str, object] = {
         "schema_version": SCHEMA_VERSION,
         "image": info.image_path,
         "model": info.model,
@@ -55,16 +58,18 @@ def manifest_content(folder: Path, info: ReportInfo, timings: dict[str, float], 
         content["seed"] = info.seed
     if info.notes:
         content["notes"] = list(info.notes)
+    content.update(extra or {})
     return content
 
 
-def write_manifest(folder: Path, info: ReportInfo, timings: dict[str, float], name: str = MANIFEST_NAME) -> Path:
+def write_manifest(folder: Path, info: ReportInfo, timings: dict[str, float], name: str = MANIFEST_NAME, *,
+                   extra: Mapping[str, object] | None = None) -> Path:
     """Hash every file already in ``folder`` (recursively) and write ``folder/<name>``; call it last.
 
     ``vizkit deconv`` writes ``manifest.json``; other commands sharing the per-image folder write
     ``<command>.manifest.json`` so that no run overwrites another command's record.
     """
-    content = manifest_content(folder, info, timings, name)
+    content = manifest_content(folder, info, timings, name, extra=extra)
     text = json.dumps(content, indent=2, default=_jsonable, allow_nan=False) + "\n"
     path = Path(folder) / name
     path.write_text(text, encoding="utf-8")

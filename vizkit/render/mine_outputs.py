@@ -1,4 +1,5 @@
-"""DIR/mine/: mine.npz, mine.pdf, html/ and mine.manifest.json, written atomically, manifest last.
+"""DIR/mine/: mine.npz, mine.pdf, html/ and mine.manifest.json (``mine_document``), written by the one writer
+(``vizkit.render.writer.write_outputs``) atomically, manifest last.
 
 Projection keys of mine.npz, per layer L with U rendered units of top-K (packed: boxes differ in size at borders):
 
@@ -14,7 +15,6 @@ what keeps 512 conv5_3 units x 9 of VGG16 under 300 MB (float16 would take about
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,16 +22,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from vizkit.project.mine_projection import UnitTopProjections
-from vizkit.render.atomic import atomic_dir, output_folder
+from vizkit.project.results import MineOutput
 from vizkit.render.info import ReportInfo
-from vizkit.render.manifest import _jsonable, manifest_content
 from vizkit.render.mine_html import write_mine_html
 from vizkit.render.mine_pdf import render_mine_pdf
+from vizkit.render.writer import Document, write_outputs
 
 if TYPE_CHECKING:
     from vizkit.project.topk import MineResult
 
 MANIFEST = "mine.manifest.json"
+FOLDER = "mine"
 Box = tuple[int, int, int, int]
 
 
@@ -86,24 +87,46 @@ def read_projections(arrays: Mapping[str, np.ndarray], layer: str
     return out
 
 
+def save_mine_npz(result: MineResult, projections: Sequence[UnitTopProjections], path: Path) -> None:
+    """mine.npz: the scan keys (``MineResult.to_arrays``) and the packed projection keys, nothing else."""
+    arrays = {**result.to_arrays(), **projection_arrays(projections, result.k)}
+    with open(path, "wb") as f:  # a file object: savez would otherwise append ".npz" to other suffixes
+        np.savez_compressed(f, **arrays)  # type: ignore[arg-type]
+
+
+def manifest_keys(result: MineResult, projections: Sequence[UnitTopProjections], info: ReportInfo
+                  ) -> dict[str, object]:
+    """What mine.manifest.json adds to the common keys: the dataset (every skipped file with its reason), the
+    PDF's page count (filled in when the PDF is written) and the rendered units per layer."""
+    return {"dataset": {"source": info.settings.get("data"), "listed": len(result.paths),
+                        "scanned": result.images_scanned,
+                        "skipped": [{"path": p, "reason": r} for p, r in result.skipped]},
+            "pdf_pages": None,
+            "rendered_units": {layer: [u.channel for u in projections if u.layer == layer]
+                               for layer in result.layers}}
+
+
+def mine_document(output: MineOutput, info: ReportInfo) -> Document:
+    """``mine/``: mine.npz, mine.pdf, html/, then mine.manifest.json. Only these entries are replaced in an
+    existing folder: the scan's ``checkpoint*`` files there stay. With no projections (``--no-project``), mine.npz
+    holds the scan keys only and the PDF and gallery show the summary."""
+    result, units = output.result, output.projections
+    extra = manifest_keys(result, units, info)
+
+    def pdf(path: Path) -> None:
+        extra["pdf_pages"] = render_mine_pdf(result, units, info, path, notes=output.notes)
+
+    return Document([("mine.npz", lambda p: save_mine_npz(result, units, p)), ("mine.pdf", pdf),
+                     ("html", lambda p: write_mine_html(result, units, info, p))],
+                    manifest=MANIFEST, folder=FOLDER, manifest_extra=extra)
+
+
 def write_mine_outputs(result: MineResult, projections: Sequence[UnitTopProjections], info: ReportInfo,
                        out_dir: str | Path, timings: Mapping[str, float]) -> Path:
-    """Write DIR/mine/ atomically and return it. Files of an earlier run are replaced entry by entry; any
-    ``checkpoint*`` file already there stays (it is not written here). With no projections (``--no-project``),
-    mine.npz holds the scan keys only and the PDF and gallery show the summary."""
-    final = output_folder(out_dir, "mine")
-    with atomic_dir(final) as tmp:
-        arrays = {**result.to_arrays(), **projection_arrays(projections, result.k)}
-        np.savez_compressed(tmp / "mine.npz", **arrays)  # type: ignore[arg-type]
-        pages = render_mine_pdf(result, projections, info, tmp / "mine.pdf")
-        write_mine_html(result, projections, info, tmp / "html")
-        content = manifest_content(tmp, info, dict(timings), MANIFEST)
-        content["dataset"] = {"source": info.settings.get("data"), "listed": len(result.paths),
-                              "scanned": result.images_scanned,
-                              "skipped": [{"path": p, "reason": r} for p, r in result.skipped]}
-        content["pdf_pages"] = pages
-        content["rendered_units"] = {layer: [u.channel for u in projections if u.layer == layer]
-                                     for layer in result.layers}
-        text = json.dumps(content, indent=2, default=_jsonable, allow_nan=False) + "\n"
-        (tmp / MANIFEST).write_text(text, encoding="utf-8")
-    return final
+    """Write DIR/mine/ for a ``MineResult`` and its projections (``project_units``) and return it: the Python
+    API's way to ``write_outputs(MineOutput(...), info, out_dir)``. ``info``: ``RunContext.info(None, settings)``."""
+    return write_outputs(MineOutput(result, list(projections)), info, out_dir, timings=dict(timings))
+
+
+__all__ = ["FOLDER", "MANIFEST", "manifest_keys", "mine_document", "projection_arrays", "read_projections",
+           "save_mine_npz", "write_mine_outputs"]

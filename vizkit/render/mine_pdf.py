@@ -7,20 +7,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from vizkit.project.mine_projection import UnitTopProjections
 from vizkit.render.display import is_zero_projection, normalise_projection
-from vizkit.render.info import ReportInfo, vizkit_version
-from vizkit.render.pages import FONT, MARGIN, Cursor, footer, format_value, new_page
-from vizkit.render.summary_page import RANDOM_INIT_NOTE
+from vizkit.render.info import ReportInfo
+from vizkit.render.pages import FONT, LINE, MARGIN, Cursor, new_page
+from vizkit.render.provenance import model_block, notes_block, page_notes, run_block
+from vizkit.render.writer import PageMaker, write_pdf
 
 if TYPE_CHECKING:
     from vizkit.project.topk import MineResult
@@ -48,16 +49,25 @@ def summary_lines(result: MineResult, info: ReportInfo) -> list[tuple[str, str]]
             ("top-K", str(result.k))]
 
 
-def _summary_page(result: MineResult, units: Sequence[UnitTopProjections], info: ReportInfo) -> Figure:
+def _summary_page(result: MineResult, units: Sequence[UnitTopProjections], info: ReportInfo,
+                  notes: Sequence[str] = ()) -> Figure:
+    """Page 1: the dataset beside the model (the one provenance block), the layers with their dead and rendered
+    units, the settings, the notes (run-level first) and as many skipped files as fit."""
     fig = new_page()
-    width = fig.get_size_inches()[0] - 2 * MARGIN
+    page_w, page_h = fig.get_size_inches()
+    width = page_w - 2 * MARGIN
     c = Cursor(fig, MARGIN, MARGIN, width)
     c.line("vizkit mine: what each unit responds to across a dataset", size=14, weight="bold")
     c.y += 0.05
+    half = (width - 0.3) / 2
+    left = Cursor(fig, MARGIN, c.y, half)
+    left.heading("Dataset")
     for key, value in summary_lines(result, info):
-        c.paragraph(f"{key}: {value}")
-    if not info.pretrained:
-        c.paragraph(f"note: {RANDOM_INIT_NOTE}", weight="bold", color="firebrick")
+        if key != "model":  # the model block beside it says more
+            left.paragraph(f"{key}: {value}", max_lines=3)
+    right = Cursor(fig, MARGIN + half + 0.3, c.y, half)
+    model_block(right, info)
+    c.y = max(left.y, right.y)
     c.heading("Layers")
     rendered: dict[str, int] = {}
     for u in units:
@@ -68,18 +78,20 @@ def _summary_page(result: MineResult, units: Sequence[UnitTopProjections], info:
         rows.append([name, state.values.shape[0], dead, f"{100 * dead / max(state.values.shape[0], 1):.1f}%",
                      rendered.get(name, 0)])
     c.table(["layer", "channels", "dead units", "dead share", "rendered"], rows,
-            columns=[0.0, 2.9, 3.9, 4.9, width], align=["left", "right", "right", "right", "right"], max_rows=30)
+            columns=[0.0, 2.9, 3.9, 4.9, width], align=["left", "right", "right", "right", "right"], max_rows=20)
     c.paragraph("dead: no image of the dataset made the unit's maximum > 0. Each unit page shows its top-K "
                 "activations: deconvnet projections (left, each normalised on its own, grey = 0) beside the image "
                 "patches under the unit's receptive field (right), in rank order, each with its value.", color="0.3")
-    c.heading("Settings")
-    for key, value in info.settings.items():
-        c.paragraph(f"{key}: {format_value(value)}", max_lines=2)
+    run_block(c, info, max_lines=2)
+    notes_block(c, page_notes(info, notes), max_lines=3)
     c.heading(f"Skipped files ({len(result.skipped)})")
-    for path, reason in result.skipped[:20]:
+    room = max(1, int((page_h - MARGIN - 0.35 - c.y) / LINE) - 1)  # the rest are in mine.manifest.json
+    shown = result.skipped if len(result.skipped) <= room else result.skipped[: room - 1]
+    for path, reason in shown:
         c.paragraph(f"{path}: {reason}", max_lines=1)
-    if len(result.skipped) > 20:
-        c.line(f"... and {len(result.skipped) - 20} more (all are listed in mine.manifest.json)", style="italic")
+    if len(shown) < len(result.skipped):
+        c.line(f"... and {len(result.skipped) - len(shown)} more (all are listed in mine.manifest.json)",
+               style="italic")
     if not result.skipped:
         c.line("none")
     return fig
@@ -147,17 +159,18 @@ def _units_page(units: Sequence[UnitTopProjections], result: MineResult) -> Figu
     return fig
 
 
-def render_mine_pdf(result: MineResult, units: Sequence[UnitTopProjections], info: ReportInfo, path: Path) -> int:
-    """Write mine.pdf to ``path``; returns its page count (1 + ceil(units / UNITS_PER_PAGE))."""
+def mine_page_makers(result: MineResult, units: Sequence[UnitTopProjections], info: ReportInfo,
+                     notes: Sequence[str] = ()) -> list[PageMaker]:
+    """mine.pdf's pages, each built when called: the summary, then ``UNITS_PER_PAGE`` units per page."""
     chunks = [list(units[i : i + UNITS_PER_PAGE]) for i in range(0, len(units), UNITS_PER_PAGE)]
-    pages = 1 + len(chunks)
-    version = vizkit_version()
-    metadata = {"Title": f"vizkit mine: {info.model}", "Creator": f"vizkit {version}",
-                "Subject": "Top-K activations per unit over a dataset with deconvnet projections",
-                "Keywords": "deconvnet, Zeiler-Fergus, dataset, top-k"}
-    with PdfPages(path, metadata=metadata) as pdf:
-        for number in range(1, pages + 1):
-            fig = _summary_page(result, units, info) if number == 1 else _units_page(chunks[number - 2], result)
-            footer(fig, f"vizkit {version} \u00b7 mine \u00b7 {info.model}", number, pages)
-            pdf.savefig(fig)
-    return pages
+    pages: list[PageMaker] = [partial(_summary_page, result, units, info, notes)]
+    return pages + [partial(_units_page, chunk, result) for chunk in chunks]
+
+
+def render_mine_pdf(result: MineResult, units: Sequence[UnitTopProjections], info: ReportInfo, path: Path, *,
+                    notes: Sequence[str] = ()) -> int:
+    """Write mine.pdf to ``path``; returns its page count (1 + ceil(units / UNITS_PER_PAGE)). ``notes``: the
+    result's notes for page 1 (after the run's, from ``info``)."""
+    return write_pdf(path, mine_page_makers(result, units, info, notes), title=f"vizkit mine: {info.model}",
+                     subject="Top-K activations per unit over a dataset with deconvnet projections",
+                     keywords="deconvnet, Zeiler-Fergus, dataset, top-k", footer_left=f"mine \u00b7 {info.model}")

@@ -18,24 +18,21 @@ from pathlib import Path
 import numpy as np
 
 from vizkit.capture.receptive_field import ReceptiveField
-from vizkit.capture.recorder import resolve_layers
-from vizkit.capture.stages import default_layers
 from vizkit.errors import UserInputError
 from vizkit.jobs.common import Failure, JobReport, ModelJob, resolve_device
+from vizkit.jobs.context import RunContext, tiny_activation_notes
 from vizkit.jobs.distributed import Ranks, gather_objects, gather_state, process_group, shard
 from vizkit.jobs.mine_checkpoint import Checkpoint, checkpoint_path, load_checkpoint, model_digest, save_checkpoint
-from vizkit.load import LoadedModel
 from vizkit.load.dataset import ImageDataset, ImageList, image_loader, list_images
-from vizkit.project.deconv import analyse_receptive_fields
 from vizkit.project.mine_projection import UnitTopProjections, project_units, select_units
+from vizkit.project.results import MineOutput
 from vizkit.project.scan import ScanState, scan_batches
 from vizkit.project.topk import MineResult
-from vizkit.render.info import ReportInfo
-from vizkit.render.mine_outputs import write_mine_outputs
 
 log = logging.getLogger("vizkit")
 
-MINE_DIR = "mine"
+MINE_DIR = "mine"  # OUT/mine/: the checkpoints here, the outputs from the writer (mine_document's folder)
+NO_PROJECT_NOTE = "--no-project: the scan only; no unit was projected or rendered"
 
 
 @dataclass(kw_only=True)
@@ -76,9 +73,10 @@ class MineReport(JobReport):
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def _identity(images: ImageList, loaded: LoadedModel, layers: list[str], config: MineConfig,
+def _identity(images: ImageList, ctx: RunContext, layers: list[str], config: MineConfig,
               ranks: Ranks) -> dict[str, str]:
     """What a checkpoint must match to be resumed (names are the words of the refusal message)."""
+    loaded = ctx.loaded
     return {"dataset": images.fingerprint(), "model": loaded.name, "weights": model_digest(loaded.model),
             "preprocessing": json.dumps(loaded.preprocessing.to_dict(), sort_keys=True),
             "layer list": ",".join(layers), "top-k": str(config.top_k), "per-class": str(config.per_class),
@@ -91,19 +89,15 @@ def run_mine(config: MineConfig, *, progress: Callable[[int, int], None] | None 
     are reported through ``on_skip(path, reason)`` as they are met and in the report (exit code 2).
     ``progress(done, total)``: this process's images scanned so far (resumed ones included) out of its share."""
     config.check()
-    started = time.perf_counter()
     images = list_images(config.data, config.limit)
     if config.per_class and not images.classes:
         raise UserInputError(f"--per-class needs class subfolders in {config.data} (DATA/<class>/<image>)")
     with process_group(resolve_device(config.device)) as (ranks, device):
-        loaded = replace(config, device=str(device)).load()
-        prep = loaded.preprocessing
-        layers = list(dict.fromkeys(config.layers)) if config.layers else default_layers(
-            loaded.model, (1, prep.channels, prep.crop, prep.crop))
-        resolve_layers(loaded.model, layers)
-        timings = {"load_model": time.perf_counter() - started}
+        ctx = RunContext.from_job(replace(config, device=str(device)))  # each rank on its own device
+        layers = ctx.layers(config.layers)
+        timings = {"load_model": ctx.load_seconds}
         t0 = time.perf_counter()
-        state, skipped = _scan(config, images, loaded, layers, ranks, progress, on_skip)
+        state, skipped = _scan(config, images, ctx, layers, ranks, progress, on_skip)
         merged = gather_state(state, ranks)
         every_skipped = sorted({s for part in gather_objects(skipped, ranks) for s in part})
         timings["scan"] = time.perf_counter() - t0
@@ -112,21 +106,20 @@ def run_mine(config: MineConfig, *, progress: Callable[[int, int], None] | None 
         return MineReport(failures=[Failure(paths[i], message, 2) for i, message in every_skipped], timings=timings)
     result = merged.result(paths, classes=images.classes if config.per_class else None, labels=images.labels,
                            skipped=[(paths[i], message) for i, message in every_skipped])
-    folder = _write(config, result, loaded, layers, images, ranks, timings)
+    folder = _write(config, result, ctx, layers, images, ranks, timings)
     failures = [Failure(path, message, 2) for path, message in result.skipped]
     return MineReport(written=[folder], failures=failures, result=result, timings=timings)
 
 
-def _scan(config: MineConfig, images: ImageList, loaded: LoadedModel, layers: list[str], ranks: Ranks,
+def _scan(config: MineConfig, images: ImageList, ctx: RunContext, layers: list[str], ranks: Ranks,
           progress: Callable[[int, int], None] | None, on_skip: Callable[[str, str], None] | None
           ) -> tuple[ScanState, list[tuple[int, str]]]:
     """This rank's pass over its shard, from the checkpoint on when resuming; checkpoints every N images."""
-    device = next(loaded.model.parameters()).device
     n_classes = len(images.classes) if config.per_class and images.classes else 0
-    state = ScanState(layers, config.top_k, n_classes=n_classes, device=device)
+    state = ScanState(layers, config.top_k, n_classes=n_classes, device=ctx.device)
     indices, owned = shard(len(images.paths), ranks)
     path = checkpoint_path(Path(config.out) / MINE_DIR, ranks)
-    identity = _identity(images, loaded, layers, config, ranks) if config.checkpoint_every or config.resume else {}
+    identity = _identity(images, ctx, layers, config, ranks) if config.checkpoint_every or config.resume else {}
     start, before = 0, []
     if config.resume and path.is_file():
         ckpt = load_checkpoint(path, identity)
@@ -138,8 +131,8 @@ def _scan(config: MineConfig, images: ImageList, loaded: LoadedModel, layers: li
                 on_skip(str(images.paths[i]), message)
     elif config.resume:
         log.warning("vizkit: no checkpoint at %s; scanning from the start", path)
-    loader = image_loader(ImageDataset(images, loaded.preprocessing), batch_size=config.batch_size,
-                          workers=config.workers, device=device, indices=indices[start:])
+    loader = image_loader(ImageDataset(images, ctx.loaded.preprocessing), batch_size=config.batch_size,
+                          workers=config.workers, device=ctx.device, indices=indices[start:])
     saved, reported = start, 0
 
     def on_batch(done: int, skipped: list[tuple[int, str]]) -> None:
@@ -154,49 +147,63 @@ def _scan(config: MineConfig, images: ImageList, loaded: LoadedModel, layers: li
             save_checkpoint(path, Checkpoint(identity, start + done, before + skipped, state.state_dict()))
             saved = start + done
 
-    run = scan_batches(loaded.model, loader, state, owned=owned, on_batch=on_batch)
+    run = scan_batches(ctx.model, loader, state, owned=owned, on_batch=on_batch)
     skipped = before + run.skipped
     if config.checkpoint_every:  # the finished state: --resume then goes straight to the projections
         save_checkpoint(path, Checkpoint(identity, start + run.positions, skipped, state.state_dict()))
     return state, skipped
 
 
-def _info(config: MineConfig, loaded: LoadedModel, layers: list[str], images: ImageList, ranks: Ranks,
-          result: MineResult) -> ReportInfo:
-    settings = {"data": str(config.data), "layers": layers, "top_k": config.top_k, "per_class": config.per_class,
-                "units": config.units, "project": config.project, "batch_size": config.batch_size,
-                "workers": config.workers, "limit": config.limit, "device": str(next(loaded.model.parameters()).device),
-                "ranks": ranks.world, "checkpoint_every": config.checkpoint_every, "resume": config.resume,
-                "images_listed": len(images.paths), "images_scanned": result.images_scanned,
-                "dataset_fingerprint": images.fingerprint(),
-                "dead_units": {name: int(np.sum(layer.dead)) for name, layer in result.layers.items()}}
-    return ReportInfo(str(config.data), loaded.name, loaded.weights, loaded.weights_sha256, loaded.pretrained,
-                      loaded.preprocessing.to_dict(), settings, config.command)
+def _settings(config: MineConfig, ctx: RunContext, layers: list[str], images: ImageList, ranks: Ranks,
+              result: MineResult) -> dict:
+    return {"data": str(config.data), "layers": layers, "top_k": config.top_k, "per_class": config.per_class,
+            "units": config.units, "project": config.project, "batch_size": config.batch_size,
+            "workers": config.workers, "limit": config.limit, "device": str(ctx.device),
+            "ranks": ranks.world, "checkpoint_every": config.checkpoint_every, "resume": config.resume,
+            "images_listed": len(images.paths), "images_scanned": result.images_scanned,
+            "dataset_fingerprint": images.fingerprint(),
+            "dead_units": {name: int(np.sum(layer.dead)) for name, layer in result.layers.items()}}
 
 
-def _write(config: MineConfig, result: MineResult, loaded: LoadedModel, layers: list[str], images: ImageList,
+def mine_notes(result: MineResult, projected: bool) -> list[str]:
+    """What page 1 must say about this scan: activations too small for trained weights, a scan-only run."""
+    top = [layer.values[np.isfinite(layer.values)] for layer in result.layers.values()]
+    return tiny_activation_notes(top) + ([] if projected else [NO_PROJECT_NOTE])
+
+
+def _project(config: MineConfig, result: MineResult, ctx: RunContext, layers: list[str],
+             images: ImageList) -> list[UnitTopProjections]:
+    """Pass 2: re-read each selected unit's top-K images and project them (batched, cone-cropped)."""
+    rfs = ctx.receptive_fields()
+    dataset = ImageDataset(images, ctx.loaded.preprocessing)
+    projections: list[UnitTopProjections] = []
+    for layer in layers:
+        channels = select_units(result, layer, config.units)
+        log.info("projecting %d units of %s", len(channels), layer)
+        rf = rfs.get(layer)
+        projections += project_units(ctx.model, result, dataset, layer, channels, prep=ctx.loaded.preprocessing,
+                                     receptive_field=rf if isinstance(rf, ReceptiveField) else None,
+                                     batch_size=min(config.batch_size, 16), device=ctx.device)
+    return projections
+
+
+def _write(config: MineConfig, result: MineResult, ctx: RunContext, layers: list[str], images: ImageList,
            ranks: Ranks, timings: dict[str, float]) -> Path:
-    """Pass 2 (unless ``--no-project``): re-read each selected unit's top-K images and project them; then
-    ``mine.npz``, ``mine.pdf``, ``html/`` and the manifest, written atomically under ``OUT/mine``."""
+    """Pass 2 (unless ``--no-project``), then ``mine.npz``, ``mine.pdf``, ``html/`` and the manifest through the
+    one writer, atomically under ``OUT/mine`` (the checkpoints there stay)."""
+    from vizkit.render.writer import write_outputs
+
     projections: list[UnitTopProjections] = []
     if config.project:
         t0 = time.perf_counter()
-        prep = loaded.preprocessing
-        rfs = analyse_receptive_fields(loaded.model, (1, prep.channels, prep.crop, prep.crop))
-        dataset = ImageDataset(images, prep)
-        for layer in layers:
-            channels = select_units(result, layer, config.units)
-            log.info("projecting %d units of %s", len(channels), layer)
-            field = rfs.get(layer)
-            projections += project_units(loaded.model, result, dataset, layer, channels, prep=prep,
-                                         receptive_field=field if isinstance(field, ReceptiveField) else None,
-                                         batch_size=min(config.batch_size, 16))
+        projections = _project(config, result, ctx, layers, images)
         timings["project"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    info = _info(config, loaded, layers, images, ranks, result)
-    folder = write_mine_outputs(result, projections, info, Path(config.out), timings)
+    output = MineOutput(result, projections, mine_notes(result, config.project))
+    info = ctx.info(None, _settings(config, ctx, layers, images, ranks, result))
+    folder = write_outputs(output, info, config.out, timings=dict(timings))
     timings["render"] = time.perf_counter() - t0
     return folder
 
 
-__all__ = ["MineConfig", "MineReport", "run_mine"]
+__all__ = ["MINE_DIR", "MineConfig", "MineReport", "mine_notes", "run_mine"]
