@@ -1,7 +1,7 @@
 """`vizkit mine` pass 2 against Captum's NeuronDeconvolution: the same top-K projections, agreement and speed.
 
     python benchmarks/bench_mine_project.py [--units 64] [--images 64] [--k 9] [--threads 2] [--device cpu|cuda]
-                                            [--quick] [--plain] [--save FILE]
+                                            [--quick] [--cone] [--save FILE]
 
 VGG16 with seeded random weights (offline: no pretrained weights are downloaded; eval mode) and ``--images``
 images generated offline by ``_images.py`` from the photos shipped with scikit-image and matplotlib (crops at
@@ -10,9 +10,9 @@ top-K of ``features.29`` (ReLU after conv5_3); the ``--units`` channels with the
 each with its top ``--k`` (image, position): 64 x 9 = 576 projections by default. They are computed by
 
 - vizkit: ``project_requests`` (what ``vizkit mine`` runs): distinct images forwarded once in batches, backward
-  in rounds, convolution backward restricted to the cone;
+  in rounds over that graph;
 - Captum: one ``NeuronDeconvolution(model, layer).attribute(image, neuron_selector=(c, y, x))`` per projection;
-- ``--plain``: vizkit without the cone-restricted backward, for information (what the cone buys).
+- ``--cone``: vizkit with the cone-restricted convolution backward (``cone=True``), for information.
 
 vizkit seeds each projection with the unit's activation, so ``projection / activation`` must equal Captum's
 attribution inside the unit's box (Captum's is zero outside it): the largest relative error over projections
@@ -132,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16, help="vizkit's batch size (default 16)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--quick", action="store_true", help="4 units x top-3 (of 8 images unless --images)")
-    parser.add_argument("--plain", action="store_true", help="also time vizkit without the cone backward")
+    parser.add_argument("--cone", action="store_true", help="also time vizkit with the cone-restricted backward")
     parser.add_argument("--save", help="write requests and projections to this npz")
     parser.add_argument("--requests", help="project the requests saved by an earlier --save instead of scanning")
     parser.add_argument("--data", help="benchmark image folder (made there by _images.py if missing)")
@@ -160,14 +160,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     project = lambda cone: project_requests(model, on_device, LAYER, requests, receptive_field=rf,  # noqa: E731
                                             batch_size=args.batch_size, cone=cone)
     per = lambda w: f"{1000 * w / len(requests):.1f} ms/projection"  # noqa: E731
-    wall, cpu, ours = timed(lambda: project(True), device)
+    wall, cpu, ours = timed(lambda: project(False), device)
     print(f"vizkit batched    {wall:8.2f} s wall {cpu:8.2f} s CPU  ({per(wall)})", flush=True)
     cwall, ccpu, ref = timed(lambda: captum_projections(model, images, requests, device), device)
     err = max_rel_err(ours, values, ref)  # type: ignore[arg-type]
     print(f"captum            {cwall:8.2f} s wall {ccpu:8.2f} s CPU  ({per(cwall)})", flush=True)
-    if args.plain:
-        pwall, pcpu, _ = timed(lambda: project(False), device)
-        print(f"vizkit, no cone   {pwall:8.2f} s wall {pcpu:8.2f} s CPU  (cone backward buys {pwall / wall:.2f}x)")
+    if args.cone:
+        pwall, pcpu, _ = timed(lambda: project(True), device)
+        print(f"vizkit, cone      {pwall:8.2f} s wall {pcpu:8.2f} s CPU  (cone backward buys {wall / pwall:.2f}x)")
     print(f"max relative error vs captum: {err:.2e} (tolerance {TOLERANCE:g})")
     if args.save:
         np.savez_compressed(args.save, requests=np.array([(r.channel, r.image, *r.position) for r in requests]),

@@ -113,11 +113,12 @@ def test_page_notes_drop_a_second_random_init_warning_and_duplicates() -> None:
 @pytest.mark.parametrize(("pretrained", "match", "expected"), [
     (False, None, "pretrained: NO"), (True, True, "pretrained: yes"), (True, False, "does NOT match"),
     (True, None, "published weights"), (None, None, "not verified")])
-def test_pretrained_yes_only_for_published_weights(pretrained: bool | None, match: bool | None, expected: str) -> None:
-    # yes: a file matching its published checksum, or weights the loader knows are published (shipped with vizkit,
-    # a registry's pretrained download); a file of unknown origin is "not verified"; a failed checksum is not yes
+def test_pretrained_yes_only_when_the_checksum_says_so(pretrained: bool | None, match: bool | None,
+                                                       expected: str) -> None:
+    # yes: only a file matching its published checksum. Weights the loader resolved by a published name (shipped with
+    # vizkit, a registry's cache) say so but are not verified; a file of unknown origin is "not verified"
     line, _ = training_line(make_info(pretrained=pretrained, checksum_match=match))  # type: ignore[arg-type]
-    assert expected in line and (("yes" in line) == (pretrained is True and match is not False))
+    assert expected in line and (("yes" in line) == (pretrained is True and match is True))
 
 
 def test_manifest_records_seed_and_checksum_only_when_known(tmp_path: Path) -> None:
