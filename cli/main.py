@@ -14,6 +14,7 @@ from vizkit_cli.common import errors_to_exit_codes, finish, image_command, model
 from vizkit_cli.filters import filters
 from vizkit_cli.gradcam import gradcam
 from vizkit_cli.invariance import invariance
+from vizkit_cli.mine import mine
 from vizkit_cli.occlusion import occlusion
 
 EPILOG_DECONV = """\b
@@ -114,7 +115,7 @@ def models() -> None:
         click.echo(name)
 
 
-for command in (gradcam, filters, activations, occlusion, invariance):
+for command in (gradcam, filters, activations, occlusion, mine, invariance):
     main.add_command(command)
 
 if __name__ == "__main__":
