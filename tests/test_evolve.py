@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
+from test_report import CHROMIUM, FLAGS  # the report gallery's browser helper: same flags, same skip rule
 
 from vizkit.capture.filters import filter_stats
 from vizkit.capture.recorder import Recorder
@@ -160,13 +163,19 @@ def _pdf_pages(path: Path) -> int:
     return len(re.findall(rb"/Type\s*/Page[^s]", path.read_bytes()))
 
 
-def test_cli_skips_a_broken_checkpoint_names_it_and_writes_the_rest(lab: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def cli_run(lab: Path, tmp_path_factory) -> tuple[Any, Path]:
     from vizkit_cli.evolve import evolve as evolve_cli
 
-    out = tmp_path / "out"
+    out = tmp_path_factory.mktemp("evolve-cli") / "out"
     result = CliRunner().invoke(evolve_cli, [str(lab / "ckpt"), "--data", str(lab / "data"), "--model", "lenet5",
                                              "--layer", "features.pool2", "--units", "4", "--top-k", "2",
                                              "--patches", "--out", str(out)], catch_exceptions=False)
+    return result, out
+
+
+def test_cli_skips_a_broken_checkpoint_names_it_and_writes_the_rest(cli_run: tuple[Any, Path]) -> None:
+    result, out = cli_run
     assert result.exit_code == 2
     assert "epoch_7.pt" in result.stderr and "zz-broken.png" in result.stderr
     folder = out / "evolve"
@@ -192,6 +201,24 @@ def test_cli_skips_a_broken_checkpoint_names_it_and_writes_the_rest(lab: Path, t
             assert (folder / "html" / src).is_file(), src
     assert (folder / "html" / "layer00.html").is_file()
     assert not list(out.glob(".*"))
+
+
+def test_gallery_renders_in_headless_chromium(cli_run: tuple[Any, Path], tmp_path: Path) -> None:
+    if CHROMIUM is None:
+        if os.environ.get("VIZKIT_REQUIRE_CHROMIUM"):
+            pytest.fail("chromium is required here (VIZKIT_REQUIRE_CHROMIUM is set) but is not installed")
+        pytest.skip("chromium not installed (apt-get install chromium)")
+    html_dir = cli_run[1] / "evolve" / "html"
+    common = [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
+    for name in ("index.html", "layer00.html"):
+        page = (html_dir / name).resolve().as_uri()
+        dom = subprocess.run([*common, "--virtual-time-budget=5000", "--dump-dom", page], capture_output=True,
+                             text=True, timeout=120).stdout
+        loaded = re.search(r'data-loaded="(\d+)/(\d+)"', dom)
+        assert loaded, f"{name}: the load script did not run"
+        assert loaded.group(1) == loaded.group(2), (name, loaded.group(0))
+        if name == "layer00.html":
+            assert int(loaded.group(2)) == 3 * 4 * 2  # checkpoints x units x (projection, patch)
 
 
 def test_no_loadable_checkpoint_writes_nothing_and_exits_2(lab: Path, tmp_path: Path) -> None:
