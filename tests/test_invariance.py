@@ -248,3 +248,16 @@ def test_cli_usage_errors_exit_2_before_any_output(tmp_path: Path, sample_paths)
                                                  str(tmp_path), *args], catch_exceptions=False)
         assert result.exit_code == 2 and message in result.stderr, result.stderr
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_sweep_on_cuda_equals_the_cpu() -> None:
+    model = _toy()
+    x = torch.randn(1, 3, 16, 16)
+    sweeps = [make_sweep(name, 16, 9) for name in ("translate", "scale", "rotate")]
+    cpu = sweep(model, x, sweeps, ["1", "4"])
+    gpu = sweep(copy.deepcopy(model).cuda(), x.cuda(), sweeps, ["1", "4"])
+    for a, b in zip(cpu.curves, gpu.curves, strict=True):
+        np.testing.assert_allclose(a.probability, b.probability, atol=1e-5)
+        np.testing.assert_allclose(a.distance["4"], b.distance["4"], rtol=1e-4, atol=1e-6)

@@ -63,7 +63,7 @@ def translate(x: torch.Tensor, shifts: int | Sequence[int], *, fill: float = 0.0
 def _resample(x: torch.Tensor, theta: torch.Tensor, fill: float) -> torch.Tensor:
     """Bilinear resampling of the (1, C, H, W) x at S affine grids ``theta`` (S, 2, 3) in normalised coordinates,
     ``fill`` outside: (S, C, H, W), one ``grid_sample`` call."""
-    theta = theta.to(x.dtype)
+    theta = theta.to(device=x.device, dtype=x.dtype)
     grid = F.affine_grid(theta, [theta.shape[0], *x.shape[1:]], align_corners=False)
     shifted = (x - fill).expand(theta.shape[0], *x.shape[1:])
     return F.grid_sample(shifted, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill
