@@ -228,3 +228,16 @@ def test_no_loadable_checkpoint_writes_nothing_and_exits_2(lab: Path, tmp_path: 
                                              "--model", "lenet5", "--out", str(tmp_path)], catch_exceptions=False)
     assert result.exit_code == 2 and "epoch_7.pt" in result.stderr and "no checkpoint could be loaded" in result.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_unknown_model_or_layer_is_one_error_before_any_checkpoint(lab: Path, tmp_path: Path) -> None:
+    from vizkit_cli.evolve import evolve as evolve_cli
+
+    for args, message in ((["--model", "lenet6"], "unknown model"),
+                          (["--model", "lenet5", "--layer", "features.conv9"], "unknown layer"),
+                          (["--model", "lenet5", "--units", "3,99"], "3,99")):
+        result = CliRunner().invoke(evolve_cli, [str(lab / "ckpt"), "--data", str(lab / "data"), *args, "--out",
+                                                 str(tmp_path)], catch_exceptions=False)
+        assert result.exit_code == 2 and message in result.stderr, result.stderr
+        assert "checkpoint skipped" not in result.stderr and "written" not in result.stderr
+    assert not list(tmp_path.iterdir())

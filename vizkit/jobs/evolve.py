@@ -127,73 +127,92 @@ def _load(config: EvolveConfig, path: Path, device: torch.device) -> LoadedModel
                       allow_download=config.allow_download)
 
 
-def evolve(config: EvolveConfig, *, progress: Callable[[str], None] | None = None
-           ) -> tuple[EvolveResult | None, list[Failure], dict[str, float]]:
-    """Both passes (see the module docstring); returns the result (None when no checkpoint loaded), the skipped
-    checkpoints and images, and timings. Data, model and layer problems raise before any checkpoint is scanned."""
-    config.check()
-    timings: dict[str, float] = {}
+@dataclass
+class _Plan:
+    """What every checkpoint shares, settled before the first one is read."""
+
+    checkpoints: CheckpointList
+    device: torch.device
+    layers: list[str]
+    convs: dict[str, str | None]
+    fields: dict[str, ReceptiveField | None]
+    data: _Images
+    preprocessing: dict
+
+
+def _plan(config: EvolveConfig) -> _Plan:
+    """Checkpoints, dataset, model name and layers, checked on the architecture with random weights: an unknown
+    model or layer is one error, not a skipped checkpoint each."""
     checkpoints = list_checkpoints(list(config.checkpoints))
     images = list_images(config.data, config.limit)
     device = resolve_device(config.device)
-    failures: list[Failure] = []
-    good: list[int] = []
-    scans: list[MineResult] = []
-    rms: list[dict[str, tuple[float, float]]] = []
-    layers: list[str] = []
-    convs: dict[str, str | None] = {}
-    data: _Images | None = None
-    prep_dict: dict = {}
-    t0 = time.perf_counter()
-    for t, path in enumerate(checkpoints.paths):
+    template = load_model(config.model, "none", device=device)
+    prep = template.preprocessing
+    shape = (1, prep.channels, prep.crop, prep.crop)
+    layers = list(dict.fromkeys(config.layers)) if config.layers else default_layers(template.model, shape)
+    resolve_layers(template.model, layers)
+    found = analyse_receptive_fields(template.model, shape)
+    fields = {layer: f if isinstance(f, ReceptiveField) else None for layer, f in
+              ((layer, found.get(layer)) for layer in layers)}
+    return _Plan(checkpoints, device, layers, {layer: layer_conv(template.model, layer) for layer in layers}, fields,
+                 _Images(images, template, config.batch_size), prep.to_dict())
+
+
+def _scan_all(config: EvolveConfig, plan: _Plan, failures: list[Failure], progress: Callable[[str], None] | None
+              ) -> tuple[list[int], list[MineResult], list[dict[str, tuple[float, float]]]]:
+    """Pass 1: (indices of the loadable checkpoints, their scans, their filter trends); the others go to
+    ``failures`` with one line each."""
+    good, scans, rms = [], [], []
+    for t, path in enumerate(plan.checkpoints.paths):
         try:
-            loaded = _load(config, path, device)
+            loaded = _load(config, path, plan.device)
         except (VizkitError, RuntimeError, ValueError, OSError) as err:
             message = str(err).splitlines()[0] if str(err) else type(err).__name__
             if progress:
                 progress(f"skipped checkpoint {path}: {message}")
             failures.append(Failure(str(path), f"checkpoint skipped: {message}", 2))
             continue
-        if data is None:
-            prep = loaded.preprocessing
-            layers = list(dict.fromkeys(config.layers)) if config.layers else default_layers(
-                loaded.model, (1, prep.channels, prep.crop, prep.crop))
-            resolve_layers(loaded.model, layers)
-            convs = {layer: layer_conv(loaded.model, layer) for layer in layers}
-            data = _Images(images, loaded, config.batch_size)
-            prep_dict = prep.to_dict()
-        scans.append(_scan(loaded, data, layers, config.top_k))
-        rms.append({layer: filter_trend(loaded.model, convs[layer]) for layer in layers})
+        scans.append(_scan(loaded, plan.data, plan.layers, config.top_k))
+        if len(scans) == 1:  # a bad --units fails now, not after every checkpoint was scanned
+            for layer in plan.layers:
+                select_units(scans[0], layer, config.units)
+        rms.append({layer: filter_trend(loaded.model, plan.convs[layer]) for layer in plan.layers})
         good.append(t)
         if progress:
             progress(f"scanned {path}")
-    timings["scan"] = time.perf_counter() - t0
-    if not scans or data is None:
+    return good, scans, rms
+
+
+def evolve(config: EvolveConfig, *, progress: Callable[[str], None] | None = None
+           ) -> tuple[EvolveResult | None, list[Failure], dict[str, float]]:
+    """Both passes (see the module docstring); returns the result (None when no checkpoint loaded), the skipped
+    checkpoints and images, and timings. Data, model and layer problems raise before any checkpoint is read."""
+    config.check()
+    plan = _plan(config)
+    failures: list[Failure] = []
+    t0 = time.perf_counter()
+    good, scans, rms = _scan_all(config, plan, failures, progress)
+    timings = {"scan": time.perf_counter() - t0}
+    if not scans:
         return None, failures, timings
     failures += [Failure(p, why, 2) for p, why in scans[0].skipped]
-    units = {layer: select_units(scans[-1], layer, config.units) for layer in layers}
-    cells: dict[str, list[list[Cell | None]]] = {layer: [] for layer in layers}
+    units = {layer: select_units(scans[-1], layer, config.units) for layer in plan.layers}
+    cells: dict[str, list[list[Cell | None]]] = {layer: [] for layer in plan.layers}
     t0 = time.perf_counter()
-    fields: dict[str, ReceptiveField | None] = {}
-    for t, scan in zip(good, scans, strict=True):
-        loaded = _load(config, checkpoints.paths[t], device)
-        if not fields:
-            prep = loaded.preprocessing
-            found = analyse_receptive_fields(loaded.model, (1, prep.channels, prep.crop, prep.crop))
-            fields = {layer: f if isinstance(f, ReceptiveField) else None for layer, f in
-                      ((layer, found.get(layer)) for layer in layers)}
-        for layer in layers:
-            cells[layer].append(_project(loaded, scan, data, layer, units[layer], fields[layer]))
+    for t, scan in zip(good, scans, strict=True):  # pass 2: each unit's strongest activation, projected
+        loaded = _load(config, plan.checkpoints.paths[t], plan.device)
+        for layer in plan.layers:
+            cells[layer].append(_project(loaded, scan, plan.data, layer, units[layer], plan.fields[layer]))
         if progress:
-            progress(f"projected {checkpoints.paths[t]}")
+            progress(f"projected {plan.checkpoints.paths[t]}")
     timings["project"] = time.perf_counter() - t0
-    kept = CheckpointList([checkpoints.paths[t] for t in good], [checkpoints.numbers[t] for t in good],
-                          checkpoints.order)
-    evolution = [stack_layer(layer, convs[layer], [s.layers[layer] for s in scans], [r[layer] for r in rms])
-                 for layer in layers]
+    cp = plan.checkpoints
+    kept = CheckpointList([cp.paths[t] for t in good], [cp.numbers[t] for t in good], cp.order)
+    evolution = [stack_layer(layer, plan.convs[layer], [s.layers[layer] for s in scans], [r[layer] for r in rms])
+                 for layer in plan.layers]
     skipped = [f.image for f in failures if f.message.startswith("checkpoint skipped")]
-    result = EvolveResult(kept, scans[-1].paths, evolution, units, cells, scans[-1].skipped, skipped, prep_dict,
-                          images_scanned=scans[-1].images_scanned)
+    result = EvolveResult(kept, scans[-1].paths, evolution, units, cells, scans[-1].skipped, skipped,
+                          plan.preprocessing, images_scanned=scans[-1].images_scanned)
     return result, failures, timings
 
 
