@@ -15,6 +15,7 @@ from vizkit_cli.evolve import evolve
 from vizkit_cli.filters import filters
 from vizkit_cli.gradcam import gradcam
 from vizkit_cli.invariance import invariance
+from vizkit_cli.lab import lab
 from vizkit_cli.mine import mine
 from vizkit_cli.occlusion import occlusion
 
@@ -22,6 +23,7 @@ EPILOG_DECONV = """\b
 Examples:
   vizkit deconv                                   # sample photos, offline default model
   vizkit deconv cat.jpg dog.png --out results
+  vizkit deconv lab/test/star/test_star_0000.png --model labnet   # after 'vizkit lab make lab'
   vizkit deconv photo.jpg --model resnet50 --weights my_resnet.pth --layer layer3 --layer layer4
   vizkit deconv photo.jpg --model timm:convnext_tiny --weights none --mode map --top-k 4
 """
@@ -116,7 +118,7 @@ def models() -> None:
         click.echo(name)
 
 
-for command in (gradcam, filters, activations, occlusion, mine, invariance, evolve):
+for command in (gradcam, filters, activations, occlusion, mine, invariance, evolve, lab):
     main.add_command(command)
 
 if __name__ == "__main__":
