@@ -241,3 +241,36 @@ def test_unknown_model_or_layer_is_one_error_before_any_checkpoint(lab: Path, tm
         assert result.exit_code == 2 and message in result.stderr, result.stderr
         assert "checkpoint skipped" not in result.stderr and "written" not in result.stderr
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_labnet_checkpoints_show_the_unit_that_responds_to_the_planted_mark(tmp_path: Path) -> None:
+    """On the shipped per-epoch labnet checkpoints, a last-stage unit whose 9 strongest images all carry the mark and
+    whose strongest activation's receptive field covers the mark appears, and stays once it has appeared. With 18 of
+    100 images marked, nine marked images in a unit's top-9 by chance has probability about 0.18**9 = 2e-7."""
+    from vizkit.lab import LabSpec, labnet_checkpoints, make_lab, read_lab
+    from vizkit.project.deconv import analyse_receptive_fields
+
+    lab_dir = tmp_path / "lab"
+    make_lab(LabSpec(per_class={"train": 1, "val": 20, "test": 1}), lab_dir)
+    info = read_lab(lab_dir)
+    checkpoints = [p for p in labnet_checkpoints() if progress_number(p) in (1, 2, 5, 10)]
+    assert len(checkpoints) == 4
+    result, failures, _ = evolve(EvolveConfig(checkpoints=[str(p) for p in checkpoints], data=str(lab_dir / "val"),
+                                              model="labnet", layers=["features.relu4"], units="top:2", top_k=9,
+                                              command="test"))
+    assert result is not None and not failures and result.checkpoints.numbers == [1, 2, 5, 10]
+    marked = {str(lab_dir / p) for p in info["marked_images"]}
+    is_marked = np.array([p in marked for p in result.paths])
+    assert is_marked.sum() == 18
+    y0, x0, y1, x1 = info["mark"]["box"]
+    field = analyse_receptive_fields(load_model("labnet", "none").model, (1, 3, 64, 64))["features.relu4"]
+    evo = result.layers[0]
+    all_marked = np.all((evo.image_index >= 0) & is_marked[evo.image_index], axis=2)  # (T, C)
+    boxes = [[field.box(int(p[0]), int(p[1]), 64, 64) for p in evo.positions[t, :, 0]] for t in range(4)]
+    covers = np.array([[b[0] <= y0 and y1 <= b[1] and b[2] <= x0 and x1 <= b[3] for b in row] for row in boxes])
+    on_mark = all_marked & covers
+    assert on_mark.any(), "no unit responds to the planted mark at any epoch"
+    unit = int(np.flatnonzero(on_mark[-1])[0])  # a mark unit of the trained network
+    first = int(np.argmax(on_mark[:, unit]))
+    assert on_mark[first:, unit].all()  # once it appeared it stayed
