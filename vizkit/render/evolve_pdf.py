@@ -23,7 +23,7 @@ from vizkit.render.mine_pdf import _show
 from vizkit.render.pages import FONT, MARGIN, Cursor, footer, new_page
 
 ROWS_PER_PAGE = 9
-COLS_PER_PAGE = 8
+COLS_PER_PAGE = 10
 LABEL_W = 0.75  # the unit label column, inches
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf", "#7f7f7f")
 
