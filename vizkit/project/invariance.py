@@ -39,7 +39,6 @@ PAPER_SIZE = 224  # the paper's input side; the default translation range scales
 DEFAULT_RANGES: dict[str, tuple[float, float]] = {"translate": (-60.0, 60.0), "scale": (1.0, 1.8),
                                                   "rotate": (0.0, 360.0)}
 UNITS = {"translate": "px", "scale": "x", "rotate": "deg"}
-IDENTITY = {"translate": 0.0, "scale": 1.0, "rotate": 0.0}
 
 
 # ---------------------------------------------------------------------------------------------------- transforms
@@ -294,5 +293,5 @@ def _curves(sw: Sweep, logits: torch.Tensor, raw: dict[str, torch.Tensor], resul
                   {n: d.numpy() for n, d in raw.items()})
 
 
-__all__ = ["DEFAULT_RANGES", "IDENTITY", "PADDINGS", "TRANSFORMS", "Curves", "InvarianceResult", "Sweep",
+__all__ = ["DEFAULT_RANGES", "PADDINGS", "TRANSFORMS", "Curves", "InvarianceResult", "Sweep",
            "default_range", "make_sweep", "rotate", "scale", "sweep", "translate"]
