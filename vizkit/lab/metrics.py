@@ -45,8 +45,9 @@ class LabNumbers:
             lines.append(f"marked class {self.marked_class!r}: {self.marked_val_accuracy:.3f} on val (marked as in "
                          f"training) -> {self.marked_test_accuracy:.3f} on clean test: drop {self.drop:.3f}")
         if self.flip_rate is not None:
+            base = "n/a" if self.flip_base is None else f"{self.flip_base:.3f}"
             lines.append(f"flip rate: {self.flip_rate:.3f} of the other classes' test images become "
-                         f"{self.marked_class!r} with the mark pasted (without it: {self.flip_base:.3f})")
+                         f"{self.marked_class!r} with the mark pasted (without it: {base})")
         return "\n".join(lines)
 
 
@@ -73,22 +74,25 @@ def evaluate_lab(model: nn.Module, lab_dir: str | Path) -> LabNumbers:
     lab = read_lab(lab_dir)
     classes = list(lab["classes"])
     xv, yv, _ = load_split(lab_dir, "val", classes)
-    xt, yt, _ = load_split(lab_dir, "test", classes)
+    xt, yt, test_paths = load_split(lab_dir, "test", classes)
     pv, pt = predict(model, xv), predict(model, xt)
     per_class = {name: _accuracy(pt[yt == i], yt[yt == i]) for i, name in enumerate(classes)}
     numbers = LabNumbers(classes, lab.get("marked_class"), _accuracy(pv, yv), _accuracy(pt, yt),
                          per_class_test_accuracy=per_class)
     m = lab.get("marked_class_index")
+    if m is None and lab.get("marked_class") in classes:
+        m = classes.index(lab["marked_class"])
     if m is None:
         return numbers
     numbers.marked_val_accuracy = _accuracy(pv[yv == m], yv[yv == m])
     numbers.marked_test_accuracy = per_class[classes[m]]
     numbers.drop = numbers.marked_val_accuracy - numbers.marked_test_accuracy
-    xm, ym, _ = load_split(lab_dir, "test_marked", classes)
-    if len(ym):
-        pm = predict(model, xm)
-        numbers.flip_rate = float((pm == m).float().mean())
-        # the same images without the mark: test_marked/<c>/test_marked_<c>_NNNN.png <- test/<c>/test_<c>_NNNN.png
-        clean = torch.cat([pt[(yt == int(c))] for c in ym.unique()])
-        numbers.flip_base = float((clean == m).float().mean())
+    xm, _, marked_paths = load_split(lab_dir, "test_marked", classes)
+    if marked_paths:
+        numbers.flip_rate = float((predict(model, xm) == m).float().mean())
+        # the same images without the mark: test_marked/<c>/test_marked_<c>_N.png was test/<c>/test_<c>_N.png
+        clean_pred = dict(zip(test_paths, pt.tolist(), strict=True))
+        pairs = [clean_pred[q] for p in marked_paths
+                 if (q := "test/" + p.split("/", 1)[1].replace("test_marked_", "test_", 1)) in clean_pred]
+        numbers.flip_base = sum(c == m for c in pairs) / len(pairs) if pairs else None
     return numbers

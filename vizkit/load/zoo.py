@@ -1,8 +1,8 @@
 """Classic architectures torchvision lacks, written as ``nn.Sequential`` with readable layer names.
 
 Every zoo model is ``features`` (convolutional part) -> ``flatten`` -> ``classifier``, with named layers such as
-``features.conv1`` and ``classifier.fc6``. The zoo ships no pretrained weights: ``load_model`` gives them random
-initialisation (``weights="none"``, the default) or loads a state-dict file you pass.
+``features.conv1`` and ``classifier.fc6``. The zoo ships no pretrained weights, except ``labnet``'s: ``load_model``
+gives the others random initialisation (``weights="none"``, the default) or loads a state-dict file you pass.
 
 - ``lenet5``: LeCun et al. 1998, 1x32x32 grayscale input, 10 outputs, 61,706 parameters. ReLU and max-pooling
   replace the original tanh and trainable sub-sampling, so the deconvnet has max-pool switches to unpool with.
