@@ -105,6 +105,14 @@ def test_cli_projects_and_renders(tmp_path: Path, lenet_file: Path) -> None:
     assert len(manifest["rendered_units"]) == len(manifest["settings"]["layers"]) >= 2
 
 
+@pytest.mark.parametrize("units", ["foo", "top:0", "1,x"])
+def test_bad_units_refused_before_the_scan(tmp_path: Path, units: str) -> None:
+    from vizkit.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="--units"):
+        run_mine(MineConfig(data=tmp_path / "never-listed", units=units))  # raised before DATA is even read
+
+
 def test_api_takes_a_plain_dataloader() -> None:
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 5, 3, stride=2))
@@ -160,9 +168,9 @@ def test_sigkill_then_resume_gives_identical_arrays(tmp_path: Path) -> None:
     torch.save(load_model("resnet18", "none").model.state_dict(), weights)
     # Sorted order: c0/000, c0/002, ...; positions 8-11 (right after the first checkpoint) are slow to decode,
     # which leaves a wide window to kill the run there.
-    data = _folder(tmp_path / "data", 60, size=20, bad=(17,), big=(16, 18, 20, 22))
-    common = ["mine", str(data), "--model", "resnet18", "--weights", str(weights), "--layer", "maxpool", "--layer",
-              "layer1", "--no-project", "-b", "4", "--device", "cpu", "-k", "5"]
+    data = _folder(tmp_path / "data", 36, size=20, bad=(17,), big=(16, 18, 20, 22))
+    common = ["mine", str(data), "--model", "resnet18", "--weights", str(weights), "--layer", "conv1", "--layer",
+              "maxpool", "--no-project", "-b", "4", "--device", "cpu", "-k", "5"]
     killed = tmp_path / "killed"
     ckpt = killed / "mine" / "checkpoint.pt"
     proc = _vizkit([*common, "--checkpoint-every", "8", "--out", str(killed)])
@@ -174,7 +182,7 @@ def test_sigkill_then_resume_gives_identical_arrays(tmp_path: Path) -> None:
     assert proc.returncode == -signal.SIGKILL, f"the run ended before it could be killed: {err}"
     assert ckpt.exists() and not list(killed.rglob("mine.npz"))
     done = torch.load(ckpt, weights_only=True)["positions"]
-    assert 8 <= done < 61
+    assert 8 <= done < 37
     resumed = _vizkit([*common, "--checkpoint-every", "8", "--out", str(killed), "--resume"])
     whole = _vizkit([*common, "--out", str(tmp_path / "whole")])
     for p in (resumed, whole):
@@ -197,10 +205,21 @@ def test_two_gloo_ranks_equal_one_process(tmp_path: Path, lenet_file: Path) -> N
     common = ["mine", str(data), "--model", "lenet5", "--weights", str(lenet_file), "--no-project", "--per-class",
               "-k", "6", "-b", "4", "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr",
-                          "127.0.0.1", "--master-port", str(_free_port()), "-m", "vizkit", *common, "--out",
-                          str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=600)
-    assert "006.png" in run.stderr and not (tmp_path / "two" / "mine" / "checkpoint.pt").exists(), run.stderr
+
+    def torchrun(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr",
+                               "127.0.0.1", "--master-port", str(_free_port()), "-m", "vizkit", *common, "--out",
+                               str(tmp_path / "two"), *extra], env=env, capture_output=True, text=True, timeout=600)
+
+    run = torchrun("--checkpoint-every", "4")
+    assert "006.png" in run.stderr, run.stderr
+    assert sorted(p.name for p in (tmp_path / "two" / "mine").glob("checkpoint*")) == [
+        "checkpoint-rank0-of-2.pt", "checkpoint-rank1-of-2.pt"]  # one per rank, each for its own shard
+    first = _npz(tmp_path / "two")
+    (tmp_path / "two" / "mine" / "mine.npz").unlink()
+    resumed = torchrun("--resume")  # both ranks load their finished state and merge again
+    assert "006.png" in resumed.stderr, resumed.stderr
+    _same(_npz(tmp_path / "two"), first)
     single = subprocess.run([sys.executable, "-m", "vizkit", *common, "--out", str(tmp_path / "one")], env=env,
                             capture_output=True, text=True, timeout=600)
     assert single.returncode == 2, single.stderr

@@ -86,7 +86,8 @@ def test_projections_are_nonzero_and_values_come_from_the_scan() -> None:
 
 def test_cone_conv_backward_equals_autograd() -> None:
     torch.manual_seed(0)
-    for k, s, p, d, g in [(3, 1, 1, 1, 1), (5, 2, 2, 1, 1), (3, 2, 0, 2, 1), (3, 1, 1, 1, 4), (11, 4, 2, 1, 1)]:
+    for k, s, p, d, g in [(3, 1, 1, 1, 1), (3, 1, 2, 2, 1), (5, 2, 2, 1, 1), (3, 2, 0, 2, 1), (3, 1, 1, 1, 4),
+                          (11, 4, 2, 1, 1), (1, 1, 0, 1, 1)]:
         w, b = torch.randn(8, 8 // g, k, k, dtype=torch.float64), torch.randn(8, dtype=torch.float64)
         x = torch.randn(4, 8, 23, 23, dtype=torch.float64, requires_grad=True)
         y = F.conv2d(x, w, b, s, p, d, g)

@@ -11,10 +11,13 @@ from vizkit.jobs.evolve import EvolveConfig, run_evolve
 from vizkit.jobs.filters import FiltersConfig, run_filters
 from vizkit.jobs.gradcam import GradCamConfig, gradcam_image, run_gradcam
 from vizkit.jobs.invariance import InvarianceConfig, invariance_image, run_invariance
+from vizkit.jobs.mine import MineConfig, MineReport, run_mine
+from vizkit.jobs.mine_api import mine
 from vizkit.jobs.occlusion import OcclusionConfig, run_occlusion
 from vizkit.jobs.report import ReportConfig, run_report
 
 __all__ = ["ActivationsConfig", "DeconvConfig", "EvolveConfig", "Failure", "FiltersConfig", "GradCamConfig",
-           "InvarianceConfig", "JobReport", "OcclusionConfig", "ReportConfig", "deconv_image", "for_each_image",
-           "gradcam_image", "invariance_image", "predictions", "resolve_device", "run_activations", "run_deconv",
-           "run_evolve", "run_filters", "run_gradcam", "run_invariance", "run_occlusion", "run_report"]
+           "InvarianceConfig", "JobReport", "MineConfig", "MineReport", "OcclusionConfig", "ReportConfig",
+           "deconv_image", "for_each_image", "gradcam_image", "invariance_image", "mine", "predictions",
+           "resolve_device", "run_activations", "run_deconv", "run_evolve", "run_filters", "run_gradcam",
+           "run_invariance", "run_mine", "run_occlusion", "run_report"]

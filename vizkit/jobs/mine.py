@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -59,6 +60,12 @@ class MineConfig(ModelJob):
                                  ("--limit", self.limit, 1)):
             if value is not None and value < low:
                 raise UserInputError(f"{name} must be at least {low}, got {value}")
+        spec = (self.units or "all").strip()
+        count = spec[4:] if spec.startswith("top:") else spec
+        listed = re.fullmatch(r"\d+(\s*,\s*\d+)*\s*,?", spec)
+        if self.project and spec != "all" and (not count.isdigit() or int(count) < 1) and not listed:
+            # checked before the scan: select_units would only refuse it after hours of scanning
+            raise UserInputError(f"--units {spec!r}: use all, top:N, N or a comma list of channels like 3,7,12")
 
 
 @dataclass
@@ -126,6 +133,9 @@ def _scan(config: MineConfig, images: ImageList, loaded: LoadedModel, layers: li
         state.load_state_dict(ckpt.state)
         start, before = ckpt.positions, ckpt.skipped
         log.info("resuming %s after %d of %d images", path, start, len(indices))
+        for i, message in before:  # named again, so that every run names every file it skips
+            if on_skip is not None:
+                on_skip(str(images.paths[i]), message)
     elif config.resume:
         log.warning("vizkit: no checkpoint at %s; scanning from the start", path)
     loader = image_loader(ImageDataset(images, loaded.preprocessing), batch_size=config.batch_size,

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch.nn.grad import conv2d_input
 from torch.overrides import TorchFunctionMode
 
-DENSE_SHARE = 0.5  # an element whose box covers more of the map than this goes through the ordinary batched kernel
+DENSE_SHARE = 0.8  # an element whose box covers more of the map than this goes through the ordinary batched kernel
 _CONV = {F.conv2d, torch.conv2d}
 
 
@@ -52,7 +52,8 @@ class _ConeConv2d(torch.autograd.Function):
 
 def _boxes(grad: torch.Tensor) -> list[tuple[int, int, int, int] | None]:
     """Per element, the (y0, y1, x0, x1) bounding box of its nonzero gradient, or None when it is all zero."""
-    nz = grad.ne(0).any(dim=1)
+    n, _, h, w = grad.shape
+    nz = grad.reshape(n, grad.shape[1], h * w).ne(0).any(dim=1).view(n, h, w)  # contiguous reductions: cheap
     rows, cols = nz.any(dim=2).cpu(), nz.any(dim=1).cpu()  # one device sync for the whole batch
     out: list[tuple[int, int, int, int] | None] = []
     for r, c in zip(rows, cols):
@@ -65,23 +66,33 @@ def cone_input_grad(grad: torch.Tensor, weight: torch.Tensor, geo: _Geometry) ->
     """conv2d's input gradient for ``grad`` (N, O, h, w), each element computed on its nonzero box only."""
     n, _, h, w = grad.shape
     height, width = geo.shape[2], geo.shape[3]
-    out = grad.new_zeros(geo.shape)
     boxes = _boxes(grad)
     dense = [b for b, box in enumerate(boxes) if box and (box[1] - box[0]) * (box[3] - box[2]) > DENSE_SHARE * h * w]
+    if len(dense) == n:  # nothing to skip: the ordinary kernel, no copies
+        return conv2d_input(geo.shape, weight, grad, geo.stride, geo.padding, geo.dilation, geo.groups)
+    out = grad.new_zeros(geo.shape)
     if dense:
         idx = torch.tensor(dense, device=grad.device)
         shape = (len(dense), *geo.shape[1:])
-        out[idx] = conv2d_input(shape, weight, grad[idx], geo.stride, geo.padding, geo.dilation,
-                                              geo.groups)
+        out[idx] = conv2d_input(shape, weight, grad[idx], geo.stride, geo.padding, geo.dilation, geo.groups)
     (sy, sx), (py, px) = geo.stride, geo.padding
+    flipped = None
     for b, box in enumerate(boxes):
         if box is None or b in dense:
             continue
         y0, y1, x0, x1 = box
         # t[j] collects every input index oy0*s - p + j that the box's outputs read: the transposed convolution
         # of the box with no padding, shifted back to where the box's window starts.
-        t = F.conv_transpose2d(grad[b : b + 1, :, y0:y1, x0:x1], weight, stride=geo.stride,
-                               dilation=geo.dilation, groups=geo.groups)[0]
+        g = grad[b : b + 1, :, y0:y1, x0:x1].contiguous()
+        if geo.stride == (1, 1) and geo.groups == 1:
+            # stride 1: the transposed convolution is a plain "full" convolution with the flipped filters, which
+            # runs on the (faster) forward kernels
+            if flipped is None:
+                flipped = weight.flip(2, 3).transpose(0, 1).contiguous()
+            (dy, dx), (kh, kw) = geo.dilation, weight.shape[2:]
+            t = F.conv2d(g, flipped, padding=((kh - 1) * dy, (kw - 1) * dx), dilation=geo.dilation)[0]
+        else:
+            t = F.conv_transpose2d(g, weight, stride=geo.stride, dilation=geo.dilation, groups=geo.groups)[0]
         iy, ix = y0 * sy - py, x0 * sx - px
         j0, j1 = max(0, -iy), min(t.shape[1], height - iy)
         k0, k1 = max(0, -ix), min(t.shape[2], width - ix)
