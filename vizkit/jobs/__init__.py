@@ -16,18 +16,22 @@ if TYPE_CHECKING:
     from vizkit.jobs.common import Failure, ImageJob, JobReport, ModelJob, for_each_image, predictions, resolve_device
     from vizkit.jobs.context import RunContext, input_shape, model_device, tiny_activation_notes
     from vizkit.jobs.deconv import DeconvConfig, deconv_image, deconv_result, deconv_tensor, project_tensor, run_deconv
+    from vizkit.jobs.evolve import EvolveConfig, run_evolve
     from vizkit.jobs.filters import FiltersConfig, run_filters
     from vizkit.jobs.gradcam import GradCamConfig, gradcam_image, gradcam_inputs, run_gradcam
+    from vizkit.jobs.invariance import InvarianceConfig, invariance_image, run_invariance
     from vizkit.jobs.occlusion import OcclusionConfig, occlusion_image, occlusion_tensor, run_occlusion
     from vizkit.jobs.report import ReportConfig, run_report
 
 _EXPORTS = {
     "ActivationsConfig": "vizkit.jobs.activations",
     "DeconvConfig": "vizkit.jobs.deconv",
+    "EvolveConfig": "vizkit.jobs.evolve",
     "Failure": "vizkit.jobs.common",
     "FiltersConfig": "vizkit.jobs.filters",
     "GradCamConfig": "vizkit.jobs.gradcam",
     "ImageJob": "vizkit.jobs.common",
+    "InvarianceConfig": "vizkit.jobs.invariance",
     "JobReport": "vizkit.jobs.common",
     "ModelJob": "vizkit.jobs.common",
     "OcclusionConfig": "vizkit.jobs.occlusion",
@@ -42,6 +46,7 @@ _EXPORTS = {
     "gradcam_image": "vizkit.jobs.gradcam",
     "gradcam_inputs": "vizkit.jobs.gradcam",
     "input_shape": "vizkit.jobs.context",
+    "invariance_image": "vizkit.jobs.invariance",
     "model_device": "vizkit.jobs.context",
     "occlusion_image": "vizkit.jobs.occlusion",
     "occlusion_tensor": "vizkit.jobs.occlusion",
@@ -50,19 +55,22 @@ _EXPORTS = {
     "resolve_device": "vizkit.jobs.common",
     "run_activations": "vizkit.jobs.activations",
     "run_deconv": "vizkit.jobs.deconv",
+    "run_evolve": "vizkit.jobs.evolve",
     "run_filters": "vizkit.jobs.filters",
     "run_gradcam": "vizkit.jobs.gradcam",
+    "run_invariance": "vizkit.jobs.invariance",
     "run_occlusion": "vizkit.jobs.occlusion",
     "run_report": "vizkit.jobs.report",
     "tiny_activation_notes": "vizkit.jobs.context",
 }
 
-__all__ = ["ActivationsConfig", "DeconvConfig", "Failure", "FiltersConfig", "GradCamConfig", "ImageJob", "JobReport",
-           "ModelJob", "OcclusionConfig", "ReportConfig", "RunContext", "activations_image", "activations_tensor",
-           "deconv_image", "deconv_result", "deconv_tensor", "for_each_image", "gradcam_image", "gradcam_inputs",
-           "input_shape", "model_device", "occlusion_image", "occlusion_tensor", "predictions", "project_tensor",
-           "resolve_device", "run_activations", "run_deconv", "run_filters", "run_gradcam", "run_occlusion",
-           "run_report", "tiny_activation_notes"]
+__all__ = ["ActivationsConfig", "DeconvConfig", "EvolveConfig", "Failure", "FiltersConfig", "GradCamConfig", "ImageJob",
+           "InvarianceConfig", "JobReport", "ModelJob", "OcclusionConfig", "ReportConfig", "RunContext",
+           "activations_image", "activations_tensor", "deconv_image", "deconv_result", "deconv_tensor",
+           "for_each_image", "gradcam_image", "gradcam_inputs", "input_shape", "invariance_image",
+           "model_device", "occlusion_image", "occlusion_tensor", "predictions", "project_tensor",
+           "resolve_device", "run_activations", "run_deconv", "run_evolve", "run_filters", "run_gradcam",
+           "run_invariance", "run_occlusion", "run_report", "tiny_activation_notes"]
 
 
 def __getattr__(name: str) -> Any:
