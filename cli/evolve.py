@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 from vizkit_cli.common import errors_to_exit_codes, finish, model_options
@@ -35,7 +36,7 @@ Examples:
 @errors_to_exit_codes
 def evolve(checkpoints: tuple[str, ...], data: str, model: str | None, weights: str | None, allow_download: bool,
            allow_pickle: bool, layers: tuple[str, ...], units: str, top_k: int, patches: bool, batch_size: int,
-           limit: int | None, out: str, device: str) -> None:
+           limit: int | None, out: str, device: str, model_extra: dict[str, Any]) -> None:
     """How the features of a training run formed (Zeiler & Fergus Fig. 4): for every CHECKPOINT (weight files or
     folders of them) the dataset scan of 'vizkit mine' and the deconvnet projection of each unit's strongest
     activation, side by side in training order, with trends (filter RMS, dead units, mean activation, stability).
@@ -52,5 +53,5 @@ def evolve(checkpoints: tuple[str, ...], data: str, model: str | None, weights: 
     config = EvolveConfig(checkpoints=checkpoints, data=data, model=model or DEFAULT_MODEL, layers=layers or None,
                           units=units, top_k=top_k, patches=patches, batch_size=batch_size, limit=limit, out=out,
                           device=device, allow_pickle=allow_pickle, allow_download=allow_download,
-                          command=["vizkit", *sys.argv[1:]])
+                          command=["vizkit", *sys.argv[1:]], **model_extra)
     finish(run_evolve(config, progress=lambda line: click.echo(line, err=True)))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 from vizkit_cli.common import errors_to_exit_codes, finish, image_command, model_options, progress
@@ -37,7 +38,8 @@ Examples:
 @errors_to_exit_codes
 def invariance(images: tuple[str, ...], model: str | None, weights: str | None, allow_download: bool,
                allow_pickle: bool, transforms: tuple[str, ...], steps: int, ranges: tuple[str, ...], padding: str,
-               layers: tuple[str, ...], target: str | None, batch: int, out: str, device: str) -> None:
+               layers: tuple[str, ...], target: str | None, batch: int, out: str, device: str,
+               model_extra: dict[str, Any]) -> None:
     """Shift, scale and rotate each IMAGE step by step (Zeiler & Fergus Fig. 5): how far each layer's feature vector
     moves (Euclidean distance divided by the original's norm) and the target class's probability.
 
@@ -54,7 +56,8 @@ def invariance(images: tuple[str, ...], model: str | None, weights: str | None, 
                               transforms=transforms or TRANSFORMS, steps=steps,
                               ranges=dict(parse_range(r) for r in ranges), padding=padding, layers=layers or None,
                               target=target, batch=batch, out=out, device=device, allow_pickle=allow_pickle,
-                              allow_download=allow_download, command=["vizkit", *sys.argv[1:]])
+                              allow_download=allow_download, command=["vizkit", *sys.argv[1:]],
+                              **model_extra)
     with progress(len(images)) as step:
         report = run_invariance(config, progress=step)
     finish(report)

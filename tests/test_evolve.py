@@ -19,7 +19,7 @@ from test_report import CHROMIUM, FLAGS  # the report gallery's browser helper: 
 from vizkit.capture.filters import filter_stats
 from vizkit.capture.recorder import Recorder
 from vizkit.errors import UserInputError
-from vizkit.jobs.evolve import EvolveConfig, evolve
+from vizkit.jobs.evolve import EvolveConfig, evolve_checkpoints
 from vizkit.load import load_model
 from vizkit.load.checkpoints import BY_MTIME, BY_NAME, list_checkpoints, progress_number
 from vizkit.load.dataset import ImageDataset, list_images
@@ -117,7 +117,7 @@ def _config(lab: Path, checkpoints: list[str], **kw) -> EvolveConfig:
 
 
 def test_identical_checkpoints_give_full_stability(lab: Path) -> None:
-    result, failures, _ = evolve(_config(lab, ["epoch_3.pt", "epoch_1.pt"], top_k=3))
+    result, failures, _ = evolve_checkpoints(_config(lab, ["epoch_3.pt", "epoch_1.pt"], top_k=3))
     assert result is not None and [p.name for p in result.checkpoints.paths] == ["epoch_1.pt", "epoch_3.pt"]
     assert [f.image for f in failures] == [str(lab / "data" / "b" / "zz-broken.png")]
     for evo in result.layers:
@@ -130,7 +130,7 @@ def test_identical_checkpoints_give_full_stability(lab: Path) -> None:
 
 
 def test_scan_filters_and_projections_against_independent_references(lab: Path) -> None:
-    result, _, _ = evolve(_config(lab, ["epoch_1.pt", "epoch_10.pt"], units="all"))
+    result, _, _ = evolve_checkpoints(_config(lab, ["epoch_1.pt", "epoch_10.pt"], units="all"))
     assert result is not None
     layers = [e.layer for e in result.layers]
     assert layers == ["features.relu1", "features.pool1", "features.relu2", "features.pool2"]
@@ -193,9 +193,13 @@ def test_cli_skips_a_broken_checkpoint_names_it_and_writes_the_rest(cli_run: tup
             assert decoded is not None and decoded.shape[0] == 1
             assert float(arrays["features.pool2/cell/values"][t, u]) == pytest.approx(
                 float(arrays["features.pool2/values"][t, arrays["features.pool2/units"][u], 0]))
-    assert _pdf_pages(folder / "evolve.pdf") == 2  # summary + one grid page
+    assert _pdf_pages(folder / "evolve.pdf") == 3  # provenance, trends, one grid page
     manifest = json.loads((folder / "evolve.manifest.json").read_text())
     assert manifest["checkpoints"]["order"] == BY_NAME and manifest["checkpoints"]["skipped"][0].endswith("7.pt")
+    assert manifest["pdf_pages"] == 3 and manifest["dataset"]["listed"] == 13 and manifest["dataset"]["scanned"] == 12
+    assert manifest["weights"]["source"] == "3 checkpoints" and manifest["weights"]["pretrained"] is None
+    assert "seed" not in manifest and "render" in manifest["timings"]
+    assert {f["path"] for f in manifest["files"]} >= {"evolve.npz", "evolve.pdf", "html/index.html"}
     for page in (folder / "html").glob("*.html"):
         for src in re.findall(r'src="([^"]+)"', page.read_text()):
             assert (folder / "html" / src).is_file(), src
@@ -243,6 +247,29 @@ def test_unknown_model_or_layer_is_one_error_before_any_checkpoint(lab: Path, tm
     assert not list(tmp_path.iterdir())
 
 
+def test_your_own_model_gets_its_model_options_for_every_checkpoint(lab: Path, tmp_path: Path) -> None:
+    from test_custom_model import INPUT, MODEL_CODE
+    from vizkit_cli.evolve import evolve as evolve_cli
+
+    model_file = tmp_path / "my_net.py"
+    model_file.write_text(MODEL_CODE)
+    namespace: dict[str, Any] = {}
+    exec(compile(MODEL_CODE, str(model_file), "exec"), namespace)  # the same class, to write its checkpoints
+    for epoch in (1, 2):
+        torch.manual_seed(epoch)
+        torch.save(namespace["TinyNet"](width=6).state_dict(), tmp_path / f"epoch_{epoch}.pt")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(evolve_cli, [str(tmp_path / "epoch_1.pt"), str(tmp_path / "epoch_2.pt"), "--data",
+                                             str(lab / "data"), "--model", f"{model_file}:TinyNet", "--model-kwargs",
+                                             '{"width": 6}', *INPUT, "--layer", "relu2", "--units", "2", "--out",
+                                             str(out)], catch_exceptions=False)
+    assert result.exit_code == 2 and "zz-broken.png" in result.stderr and "checkpoint skipped" not in result.stderr
+    arrays = np.load(out / "evolve" / "evolve.npz")
+    assert arrays["relu2/values"].shape == (2, 12, 1)  # width 6: 12 channels, from --model-kwargs
+    manifest = json.loads((out / "evolve" / "evolve.manifest.json").read_text())
+    assert manifest["preprocessing"]["crop"] == 32 and manifest["preprocessing"]["std"] == [0.25, 0.25, 0.25]
+
+
 @pytest.mark.slow
 def test_labnet_checkpoints_show_the_unit_that_responds_to_the_planted_mark(tmp_path: Path) -> None:
     """On the shipped per-epoch labnet checkpoints, a last-stage unit whose 9 strongest images all carry the mark and
@@ -256,9 +283,9 @@ def test_labnet_checkpoints_show_the_unit_that_responds_to_the_planted_mark(tmp_
     info = read_lab(lab_dir)
     checkpoints = [p for p in labnet_checkpoints() if progress_number(p) in (1, 2, 5, 10)]
     assert len(checkpoints) == 4
-    result, failures, _ = evolve(EvolveConfig(checkpoints=[str(p) for p in checkpoints], data=str(lab_dir / "val"),
-                                              model="labnet", layers=["features.relu4"], units="top:2", top_k=9,
-                                              command="test"))
+    result, failures, _ = evolve_checkpoints(EvolveConfig(
+        checkpoints=[str(p) for p in checkpoints], data=str(lab_dir / "val"), model="labnet",
+        layers=["features.relu4"], units="top:2", top_k=9, command="test"))
     assert result is not None and not failures and result.checkpoints.numbers == [1, 2, 5, 10]
     marked = {str(lab_dir / p) for p in info["marked_images"]}
     is_marked = np.array([p in marked for p in result.paths])

@@ -191,10 +191,10 @@ def test_default_model_probability_at_amount_zero_equals_gradcam_scores(default_
     loaded.model = copy.deepcopy(default_model.model)
     out = invariance_image(loaded, sample_paths[1], steps=3)
     cam = gradcam_image(loaded, sample_paths[1])
-    assert out.result.target == int(cam.targets[0]) == 285  # Egyptian cat
-    assert out.result.layers == ["bn1", "bn2"]  # the first and the last resolution stage
+    assert out.sweep.target == int(cam.targets[0]) == 285  # Egyptian cat
+    assert out.sweep.layers == ["bn1", "bn2"]  # the first and the last resolution stage
     identity = {"translate": 1, "scale": 0, "rotate": 0}
-    for curves in out.result.curves:
+    for curves in out.sweep.curves:
         assert curves.probability[identity[curves.name]] == pytest.approx(float(cam.scores[0]), abs=1e-5)
         assert curves.distance["bn2"][identity[curves.name]] == 0.0
         assert int(curves.top_classes[identity[curves.name], 0]) == 285
@@ -232,11 +232,32 @@ def test_cli_writes_npz_csv_pdf_manifest_and_goes_on_past_bad_files(tmp_path: Pa
     rows = list(csv.DictReader((folder / "invariance.csv").open()))
     assert len(rows) == 15 and rows[0]["transform"] == "translate" and rows[0]["target"] == "3"
     assert float(rows[12]["amount"]) == 0.0 and float(rows[12][f"distance[{layers[1]}]"]) == 0.0
-    assert _pdf_pages(folder / "invariance.pdf") >= 1
+    assert _pdf_pages(folder / "invariance.pdf") == 2  # provenance, then the three transform rows
     manifest = json.loads((folder / "invariance.manifest.json").read_text())
     assert manifest["settings"]["ranges"]["rotate"] == [-90.0, 90.0]
     assert {f["path"] for f in manifest["files"]} == {"invariance.csv", "invariance.npz", "invariance.pdf"}
     assert not list(out.glob(".*"))
+
+
+def test_cli_runs_your_own_model_with_its_input_options(tmp_path: Path, sample_paths) -> None:
+    from test_custom_model import INPUT, MODEL_CODE
+    from vizkit_cli.invariance import invariance
+
+    model_file, classes = tmp_path / "my_net.py", tmp_path / "classes.txt"
+    model_file.write_text(MODEL_CODE)
+    classes.write_text("ant\nbee\ncat\ndog\neel\n")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(invariance, [str(sample_paths[1]), "--model", f"{model_file}:TinyNet",
+                                             "--model-kwargs", '{"width": 6}', *INPUT, "--classes", str(classes),
+                                             "--steps", "3", "--target", "bee", "--layer", "conv2", "--out",
+                                             str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    arrays = np.load(out / "chelsea" / "invariance.npz")
+    assert arrays["input"].shape == (1, 3, 32, 32) and int(arrays["target"]) == 1  # "bee" from --classes
+    assert arrays["translate/amounts"].tolist() == [-9.0, 0.0, 9.0]  # the paper's 60 px at 224, scaled to 32
+    assert arrays["scale/softmax"].shape == (3, 5) and float(arrays["translate/distance/conv2"][1]) == 0.0
+    manifest = json.loads((out / "chelsea" / "invariance.manifest.json").read_text())
+    assert manifest["model"] == f"{model_file}:TinyNet" and manifest["preprocessing"]["crop"] == 32
 
 
 def test_cli_usage_errors_exit_2_before_any_output(tmp_path: Path, sample_paths) -> None:

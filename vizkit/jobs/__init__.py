@@ -16,10 +16,10 @@ if TYPE_CHECKING:
     from vizkit.jobs.common import Failure, ImageJob, JobReport, ModelJob, for_each_image, predictions, resolve_device
     from vizkit.jobs.context import RunContext, input_shape, model_device, tiny_activation_notes
     from vizkit.jobs.deconv import DeconvConfig, deconv_image, deconv_result, deconv_tensor, project_tensor, run_deconv
-    from vizkit.jobs.evolve import EvolveConfig, run_evolve
+    from vizkit.jobs.evolve import EvolveConfig, evolve_checkpoints, run_evolve
     from vizkit.jobs.filters import FiltersConfig, run_filters
     from vizkit.jobs.gradcam import GradCamConfig, gradcam_image, gradcam_inputs, run_gradcam
-    from vizkit.jobs.invariance import InvarianceConfig, invariance_image, run_invariance
+    from vizkit.jobs.invariance import InvarianceConfig, invariance_image, invariance_tensor, run_invariance
     from vizkit.jobs.occlusion import OcclusionConfig, occlusion_image, occlusion_tensor, run_occlusion
     from vizkit.jobs.report import ReportConfig, run_report
 
@@ -42,11 +42,13 @@ _EXPORTS = {
     "deconv_image": "vizkit.jobs.deconv",
     "deconv_result": "vizkit.jobs.deconv",
     "deconv_tensor": "vizkit.jobs.deconv",
+    "evolve_checkpoints": "vizkit.jobs.evolve",
     "for_each_image": "vizkit.jobs.common",
     "gradcam_image": "vizkit.jobs.gradcam",
     "gradcam_inputs": "vizkit.jobs.gradcam",
     "input_shape": "vizkit.jobs.context",
     "invariance_image": "vizkit.jobs.invariance",
+    "invariance_tensor": "vizkit.jobs.invariance",
     "model_device": "vizkit.jobs.context",
     "occlusion_image": "vizkit.jobs.occlusion",
     "occlusion_tensor": "vizkit.jobs.occlusion",
@@ -67,8 +69,8 @@ _EXPORTS = {
 __all__ = ["ActivationsConfig", "DeconvConfig", "EvolveConfig", "Failure", "FiltersConfig", "GradCamConfig", "ImageJob",
            "InvarianceConfig", "JobReport", "ModelJob", "OcclusionConfig", "ReportConfig", "RunContext",
            "activations_image", "activations_tensor", "deconv_image", "deconv_result", "deconv_tensor",
-           "for_each_image", "gradcam_image", "gradcam_inputs", "input_shape", "invariance_image",
-           "model_device", "occlusion_image", "occlusion_tensor", "predictions", "project_tensor",
+           "evolve_checkpoints", "for_each_image", "gradcam_image", "gradcam_inputs", "input_shape", "invariance_image",
+           "invariance_tensor", "model_device", "occlusion_image", "occlusion_tensor", "predictions", "project_tensor",
            "resolve_device", "run_activations", "run_deconv", "run_evolve", "run_filters", "run_gradcam",
            "run_invariance", "run_occlusion", "run_report", "tiny_activation_notes"]
 

@@ -1,5 +1,5 @@
-"""``vizkit evolve`` as a function: ``run_evolve(EvolveConfig(checkpoints=[...], data=...))``; ``evolve(...)``
-returns the numbers without writing files.
+"""``vizkit evolve`` as a function: ``run_evolve(EvolveConfig(checkpoints=[...], data=...))``;
+``evolve_checkpoints(...)`` returns the numbers without writing files.
 
 Zeiler & Fergus Fig. 4 for your own training run. Pass 1, per checkpoint in training order: load the weights, run
 the exact dataset scan of ``vizkit mine`` (top-K per unit, K = 1 by default) and read the filter RMS. The units to
@@ -8,10 +8,13 @@ each chosen unit's strongest activation over the dataset with the deconvnet (the
 mine``). A checkpoint that cannot be loaded is skipped with one line and the run goes on (exit 2 at the end).
 
 Images are read and preprocessed once and kept in memory when they fit in ``CACHE_BYTES``; otherwise every
-checkpoint streams them from disk again.
+checkpoint streams them from disk again. One ``RunContext`` is built on the architecture with random weights (the
+template): device, input shape, layers, receptive fields and provenance come from it; each checkpoint is then
+loaded with the job's own model options and only its weights differ.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -21,20 +24,17 @@ from pathlib import Path
 import torch
 
 from vizkit.capture.receptive_field import ReceptiveField
-from vizkit.capture.recorder import resolve_layers
-from vizkit.capture.stages import default_layers
 from vizkit.errors import UserInputError, VizkitError
-from vizkit.jobs.common import Failure, JobReport, ModelJob, resolve_device
-from vizkit.load import LoadedModel, deprocess, load_model
+from vizkit.jobs.common import Failure, JobReport, ModelJob
+from vizkit.jobs.context import RunContext
+from vizkit.load import LoadedModel
 from vizkit.load.checkpoints import CheckpointList, list_checkpoints
 from vizkit.load.dataset import ImageBatch, ImageDataset, ImageList, image_loader, list_images
-from vizkit.project.deconv import analyse_receptive_fields
-from vizkit.project.evolution import Cell, EvolveResult, filter_trend, layer_conv, stack_layer
+from vizkit.project.evolution import filter_trend, layer_conv, stack_layer
 from vizkit.project.mine_projection import Request, project_requests, select_units
+from vizkit.project.results import Cell, EvolveResult
 from vizkit.project.scan import ScanState, scan_batches
 from vizkit.project.topk import MineResult
-from vizkit.render.evolve_outputs import write_evolve_outputs
-from vizkit.render.info import ReportInfo
 
 log = logging.getLogger("vizkit")
 
@@ -76,11 +76,11 @@ class EvolveReport(JobReport):
 class _Images:
     """The dataset's preprocessed images: in memory when they fit, else streamed from disk for every scan."""
 
-    def __init__(self, images: ImageList, loaded: LoadedModel, batch_size: int) -> None:
-        self.images, self.dataset = images, ImageDataset(images, loaded.preprocessing)
+    def __init__(self, images: ImageList, ctx: RunContext, batch_size: int) -> None:
+        self.images, self.dataset = images, ImageDataset(images, ctx.loaded.preprocessing)
         self.batch_size = batch_size
-        prep = loaded.preprocessing
-        size = len(images.paths) * prep.channels * prep.crop * prep.crop * 4
+        _, channels, height, width = ctx.input_shape
+        size = len(images.paths) * channels * height * width * 4
         self.cached: list[ImageBatch] | None = list(self._stream()) if size <= CACHE_BYTES else None
 
     def _stream(self) -> torch.utils.data.DataLoader:
@@ -96,8 +96,7 @@ class _Images:
         return x.to(device)
 
 
-def _scan(loaded: LoadedModel, data: _Images, layers: list[str], k: int) -> MineResult:
-    device = next(loaded.model.parameters()).device
+def _scan(loaded: LoadedModel, device: torch.device, data: _Images, layers: list[str], k: int) -> MineResult:
     state = ScanState(layers, k, device=device)
     moved = (ImageBatch(b.x.to(device), b.index, b.label, b.skipped) for b in data.batches())
     run = scan_batches(loaded.model, moved, state)
@@ -105,26 +104,26 @@ def _scan(loaded: LoadedModel, data: _Images, layers: list[str], k: int) -> Mine
     return state.result(paths, labels=data.images.labels, skipped=[(paths[i], why) for i, why in run.skipped])
 
 
-def _project(loaded: LoadedModel, scan: MineResult, data: _Images, layer: str, units: Sequence[int],
-             field_: ReceptiveField | None) -> list[Cell | None]:
-    """Each unit's strongest activation at this checkpoint, projected (None where the unit never had an entry)."""
+def _project(ctx: RunContext, loaded: LoadedModel, scan: MineResult, data: _Images, layer: str,
+             units: Sequence[int], field_: ReceptiveField | None) -> list[Cell | None]:
+    """Each unit's strongest activation at this checkpoint (``loaded``: the template's architecture with the
+    checkpoint's weights), projected (None where the unit never had an entry)."""
     state = scan.layers[layer]
-    device = next(loaded.model.parameters()).device
     wanted = [u for u in units if state.image_index[u, 0] >= 0]
     requests = [Request(u, int(state.image_index[u, 0]), (int(state.positions[u, 0, 0]),
                                                           int(state.positions[u, 0, 1]))) for u in wanted]
-    images = {r.image: data.get(r.image, device) for r in requests}
+    images = {r.image: data.get(r.image, ctx.device) for r in requests}
     projected = project_requests(loaded.model, images, layer, requests, receptive_field=field_)
     cells: dict[int, Cell] = {}
     for req, (proj, box) in zip(requests, projected, strict=True):
-        patch = deprocess(images[req.image][:, box[0]:box[1], box[2]:box[3]], loaded.preprocessing)
+        patch = ctx.display(images[req.image][:, box[0]:box[1], box[2]:box[3]])
         cells[req.channel] = Cell(float(state.values[req.channel, 0]), req.image, req.position, box, proj, patch)
     return [cells.get(u) for u in units]
 
 
-def _load(config: EvolveConfig, path: Path, device: torch.device) -> LoadedModel:
-    return load_model(config.model, str(path), device=device, allow_pickle=config.allow_pickle,
-                      allow_download=config.allow_download)
+def _load(config: EvolveConfig, ctx: RunContext, path: Path) -> LoadedModel:
+    """The job's model (with its own-model options) on the context's device, with the checkpoint's weights."""
+    return dataclasses.replace(config, weights=str(path), device=str(ctx.device)).load()
 
 
 @dataclass
@@ -132,12 +131,11 @@ class _Plan:
     """What every checkpoint shares, settled before the first one is read."""
 
     checkpoints: CheckpointList
-    device: torch.device
+    ctx: RunContext
     layers: list[str]
     convs: dict[str, str | None]
     fields: dict[str, ReceptiveField | None]
     data: _Images
-    preprocessing: dict
 
 
 def _plan(config: EvolveConfig) -> _Plan:
@@ -145,17 +143,13 @@ def _plan(config: EvolveConfig) -> _Plan:
     model or layer is one error, not a skipped checkpoint each."""
     checkpoints = list_checkpoints(list(config.checkpoints))
     images = list_images(config.data, config.limit)
-    device = resolve_device(config.device)
-    template = load_model(config.model, "none", device=device)
-    prep = template.preprocessing
-    shape = (1, prep.channels, prep.crop, prep.crop)
-    layers = list(dict.fromkeys(config.layers)) if config.layers else default_layers(template.model, shape)
-    resolve_layers(template.model, layers)
-    found = analyse_receptive_fields(template.model, shape)
+    ctx = RunContext.from_job(dataclasses.replace(config, weights="none"))
+    layers = ctx.layers(config.layers)
+    found = ctx.receptive_fields()
     fields = {layer: f if isinstance(f, ReceptiveField) else None for layer, f in
               ((layer, found.get(layer)) for layer in layers)}
-    return _Plan(checkpoints, device, layers, {layer: layer_conv(template.model, layer) for layer in layers}, fields,
-                 _Images(images, template, config.batch_size), prep.to_dict())
+    return _Plan(checkpoints, ctx, layers, {layer: layer_conv(ctx.model, layer) for layer in layers}, fields,
+                 _Images(images, ctx, config.batch_size))
 
 
 def _scan_all(config: EvolveConfig, plan: _Plan, failures: list[Failure], progress: Callable[[str], None] | None
@@ -165,14 +159,14 @@ def _scan_all(config: EvolveConfig, plan: _Plan, failures: list[Failure], progre
     good, scans, rms = [], [], []
     for t, path in enumerate(plan.checkpoints.paths):
         try:
-            loaded = _load(config, path, plan.device)
+            loaded = _load(config, plan.ctx, path)
         except (VizkitError, RuntimeError, ValueError, OSError) as err:
             message = str(err).splitlines()[0] if str(err) else type(err).__name__
             if progress:
                 progress(f"skipped checkpoint {path}: {message}")
             failures.append(Failure(str(path), f"checkpoint skipped: {message}", 2))
             continue
-        scans.append(_scan(loaded, plan.data, plan.layers, config.top_k))
+        scans.append(_scan(loaded, plan.ctx.device, plan.data, plan.layers, config.top_k))
         if len(scans) == 1:  # a bad --units fails now, not after every checkpoint was scanned
             for layer in plan.layers:
                 select_units(scans[0], layer, config.units)
@@ -183,16 +177,20 @@ def _scan_all(config: EvolveConfig, plan: _Plan, failures: list[Failure], progre
     return good, scans, rms
 
 
-def evolve(config: EvolveConfig, *, progress: Callable[[str], None] | None = None
-           ) -> tuple[EvolveResult | None, list[Failure], dict[str, float]]:
+def evolve_checkpoints(config: EvolveConfig, *, progress: Callable[[str], None] | None = None
+                       ) -> tuple[EvolveResult | None, list[Failure], dict[str, float]]:
     """Both passes (see the module docstring); returns the result (None when no checkpoint loaded), the skipped
     checkpoints and images, and timings. Data, model and layer problems raise before any checkpoint is read."""
     config.check()
-    plan = _plan(config)
+    return _evolve(config, _plan(config), progress)
+
+
+def _evolve(config: EvolveConfig, plan: _Plan, progress: Callable[[str], None] | None
+            ) -> tuple[EvolveResult | None, list[Failure], dict[str, float]]:
     failures: list[Failure] = []
     t0 = time.perf_counter()
     good, scans, rms = _scan_all(config, plan, failures, progress)
-    timings = {"scan": time.perf_counter() - t0}
+    timings = {"load_model": plan.ctx.load_seconds, "scan": time.perf_counter() - t0}
     if not scans:
         return None, failures, timings
     failures += [Failure(p, why, 2) for p, why in scans[0].skipped]
@@ -200,9 +198,10 @@ def evolve(config: EvolveConfig, *, progress: Callable[[str], None] | None = Non
     cells: dict[str, list[list[Cell | None]]] = {layer: [] for layer in plan.layers}
     t0 = time.perf_counter()
     for t, scan in zip(good, scans, strict=True):  # pass 2: each unit's strongest activation, projected
-        loaded = _load(config, plan.checkpoints.paths[t], plan.device)
+        loaded = _load(config, plan.ctx, plan.checkpoints.paths[t])
         for layer in plan.layers:
-            cells[layer].append(_project(loaded, scan, plan.data, layer, units[layer], plan.fields[layer]))
+            cells[layer].append(_project(plan.ctx, loaded, scan, plan.data, layer, units[layer],
+                                         plan.fields[layer]))
         if progress:
             progress(f"projected {plan.checkpoints.paths[t]}")
     timings["project"] = time.perf_counter() - t0
@@ -211,31 +210,37 @@ def evolve(config: EvolveConfig, *, progress: Callable[[str], None] | None = Non
     evolution = [stack_layer(layer, plan.convs[layer], [s.layers[layer] for s in scans], [r[layer] for r in rms])
                  for layer in plan.layers]
     skipped = [f.image for f in failures if f.message.startswith("checkpoint skipped")]
+    notes = [f"skipped checkpoints (could not be loaded): {', '.join(skipped)}"] if skipped else []
     result = EvolveResult(kept, scans[-1].paths, evolution, units, cells, scans[-1].skipped, skipped,
-                          plan.preprocessing, images_scanned=scans[-1].images_scanned)
+                          plan.ctx.loaded.preprocessing.to_dict(), images_scanned=scans[-1].images_scanned,
+                          patches=config.patches, notes=notes)
     return result, failures, timings
 
 
 def run_evolve(config: EvolveConfig, *, progress: Callable[[str], None] | None = None) -> EvolveReport:
     """Run ``vizkit evolve`` and write ``OUT/evolve/`` (evolve.npz, evolve.pdf, html/, evolve.manifest.json)."""
+    from vizkit.render.writer import write_outputs
+
     started = time.perf_counter()
-    result, failures, timings = evolve(config, progress=progress)
+    config.check()
+    plan = _plan(config)
+    result, failures, timings = _evolve(config, plan, progress)
     if result is None:
         failures.append(Failure(str(config.data), "no checkpoint could be loaded; nothing written", 2))
         return EvolveReport(failures=failures, timings=timings)
     settings = {"data": str(config.data), "checkpoints": [str(p) for p in result.checkpoints.paths],
                 "order": result.checkpoints.order, "layers": [e.layer for e in result.layers],
                 "units": config.units, "top_k": config.top_k, "patches": config.patches,
-                "batch_size": config.batch_size, "limit": config.limit, "device": config.device,
+                "batch_size": config.batch_size, "limit": config.limit, "device": str(plan.ctx.device),
                 "skipped_checkpoints": result.skipped_checkpoints}
-    info = ReportInfo(str(config.data), config.model, f"{len(result.checkpoints.paths)} checkpoints", None, True,
-                      result.preprocessing, settings, config.command)
+    # The context's provenance is the template's (random init): the weights here are the run's checkpoints.
+    info = dataclasses.replace(plan.ctx.info(str(config.data), settings),
+                               weights=f"{len(result.checkpoints.paths)} checkpoints", weights_sha256=None,
+                               pretrained=None, seed=None, checksum_match=None)
     t0 = time.perf_counter()
-    folder = write_evolve_outputs(result, info, Path(config.out), patches=config.patches,
-                                  timings={**timings, "total_before_render": t0 - started})
+    folder = write_outputs(result, info, config.out, None, {**timings, "total_before_render": t0 - started})
     timings["render"] = time.perf_counter() - t0
     return EvolveReport(written=[folder], failures=failures, result=result, timings=timings)
 
 
-__all__ = ["DEFAULT_UNITS", "EvolveConfig", "EvolveReport", "evolve", "run_evolve"]
-
+__all__ = ["DEFAULT_UNITS", "EvolveConfig", "EvolveReport", "evolve_checkpoints", "run_evolve"]

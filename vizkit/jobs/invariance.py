@@ -1,5 +1,5 @@
 """``vizkit invariance`` as a function: ``run_invariance(InvarianceConfig(...))``; ``invariance_image`` is the
-per-image step for notebooks (no files written), ``invariance_input`` the same on a preprocessed tensor.
+per-image step for notebooks (no files written), ``invariance_tensor`` the same on a preprocessed tensor.
 
 Per image and transform, the original and its transformed copies go through the model in one batched forward
 (``vizkit.project.invariance``); the PDF shows Zeiler & Fergus Fig. 5 for the image.
@@ -15,18 +15,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vizkit.capture.recorder import resolve_layers
-from vizkit.capture.stages import default_layers
 from vizkit.errors import ModelError, UserInputError
-from vizkit.jobs.common import ImageJob, JobReport, for_each_image, predictions
+from vizkit.jobs.common import ImageJob, JobReport, for_each_image
+from vizkit.jobs.context import RunContext
 from vizkit.jobs.gradcam import num_classes
-from vizkit.load import LoadedModel, deprocess, load_image, preprocess
+from vizkit.load import LoadedModel
 from vizkit.project.invariance import PADDINGS, TRANSFORMS, Sweep, make_sweep, sweep
+from vizkit.project.results import InvarianceResult
 from vizkit.project.targets import parse_targets
-from vizkit.render import ReportInfo
-from vizkit.render.invariance_pdf import InvarianceOutcome, write_invariance_outputs
 
-RANDOM_NOTE = "random init weights (not pretrained): the curves show architecture, not learned invariance"
 THUMBNAILS = 9  # transformed images shown along each transform's axis
 
 
@@ -75,93 +72,81 @@ def parse_range(spec: str) -> tuple[str, tuple[float, float]]:
     return name.strip(), bounds
 
 
-def invariance_layers(loaded: LoadedModel, layers: Sequence[str] | None) -> list[str]:
+def invariance_layers(ctx: RunContext, layers: Sequence[str] | None) -> list[str]:
     """The requested layers (checked), or the first and the last resolution stage of the model."""
     if layers:
-        resolve_layers(loaded.model, list(layers))
-        return list(dict.fromkeys(layers))
-    prep = loaded.preprocessing
-    stages = default_layers(loaded.model, (1, prep.channels, prep.crop, prep.crop))
+        return ctx.layers(layers)
+    stages = ctx.default_layers()
     if not stages:
-        raise ModelError(f"{type(loaded.model).__name__} has no spatial feature layer; pass --layer")
+        raise ModelError(f"{type(ctx.model).__name__} has no spatial feature layer; pass --layer")
     return list(dict.fromkeys([stages[0], stages[-1]]))
 
 
-def build_sweeps(loaded: LoadedModel, transforms: Sequence[str] = TRANSFORMS, steps: int = 25,
+def build_sweeps(ctx: RunContext, transforms: Sequence[str] = TRANSFORMS, steps: int = 25,
                  ranges: Mapping[str, tuple[float, float]] | None = None, padding: str = "mean") -> list[Sweep]:
     """The built-in sweeps for this model's input size (fill 0 in normalised space: the model's mean pixel)."""
-    size = loaded.preprocessing.crop
+    size = ctx.input_shape[-1]
     return [make_sweep(name, size, steps, (ranges or {}).get(name), padding=padding)
             for name in dict.fromkeys(transforms)]
 
 
-def invariance_input(loaded: LoadedModel, x: torch.Tensor, sweeps: Sequence[Sweep], layers: Sequence[str], *,
-                     target: int | None = None, batch: int = 64) -> InvarianceOutcome:
+def invariance_tensor(ctx: RunContext, x: torch.Tensor, sweeps: Sequence[Sweep], layers: Sequence[str], *,
+                      target: int | None = None, batch: int = 64) -> InvarianceResult:
     """Sweep a preprocessed (1, C, H, W) input: the tensor-level step (nothing loaded, nothing written)."""
-    result = sweep(loaded.model, x, sweeps, layers, target=target, batch=batch)
-    prep = loaded.preprocessing
+    result = sweep(ctx.model, x, sweeps, layers, target=target, batch=batch)
     thumbs: dict[str, list[tuple[float, np.ndarray]]] = {}
     for sw in sweeps:
         count = min(THUMBNAILS, len(sw.amounts))
         idx = sorted({round(float(i)) for i in np.linspace(0, len(sw.amounts) - 1, count)})
         amounts = [sw.amounts[i] for i in idx]
         with torch.no_grad():
-            moved = sw.apply(x, amounts).cpu()
-        thumbs[sw.name] = [(a, deprocess(moved[j:j + 1], prep)) for j, a in enumerate(amounts)]
-    return InvarianceOutcome(result, deprocess(x.cpu(), prep), thumbs,
-                             predictions(torch.from_numpy(result.logits), loaded.class_names), loaded.class_names,
-                             [] if loaded.pretrained else [RANDOM_NOTE])
+            moved = sw.apply(x, amounts)
+        thumbs[sw.name] = [(a, ctx.display(moved[j:j + 1])) for j, a in enumerate(amounts)]
+    return InvarianceResult(result, ctx.display(x), thumbs, ctx.predictions(torch.from_numpy(result.logits)), [],
+                            ctx.loaded.class_names)
 
 
-def invariance_image(loaded: LoadedModel, image: str | Path, *, transforms: Sequence[str] = TRANSFORMS,
+def invariance_image(loaded: LoadedModel | RunContext, image: str | Path, *, transforms: Sequence[str] = TRANSFORMS,
                      steps: int = 25, ranges: Mapping[str, tuple[float, float]] | None = None,
                      padding: str = "mean", layers: Sequence[str] | None = None, target: str | int | None = None,
-                     batch: int = 64) -> InvarianceOutcome:
-    """Load, preprocess and sweep one image: everything ``vizkit invariance`` renders, as an ``InvarianceOutcome``.
+                     batch: int = 64) -> InvarianceResult:
+    """Load, preprocess and sweep one image: everything ``vizkit invariance`` renders, as an ``InvarianceResult``.
     ``target``: a class index or name; None for the original's top class."""
-    device = next(loaded.model.parameters()).device
-    x = preprocess(load_image(image), loaded.preprocessing).to(device)
-    return invariance_input(loaded, x, build_sweeps(loaded, transforms, steps, ranges, padding),
-                            invariance_layers(loaded, layers), target=_target(loaded, target), batch=batch)
+    ctx = loaded if isinstance(loaded, RunContext) else RunContext.from_loaded(loaded)
+    return invariance_tensor(ctx, ctx.input(image), build_sweeps(ctx, transforms, steps, ranges, padding),
+                             invariance_layers(ctx, layers), target=_target(ctx, target), batch=batch)
 
 
-def _target(loaded: LoadedModel, target: str | int | None) -> int | None:
+def _target(ctx: RunContext, target: str | int | None) -> int | None:
     if target is None:
         return None
-    prep = loaded.preprocessing
-    n_classes = num_classes(loaded.model, (1, prep.channels, prep.crop, prep.crop))
-    return parse_targets([str(target)], loaded.class_names, n_classes)[0]
+    return parse_targets([str(target)], ctx.loaded.class_names, num_classes(ctx.model, ctx.input_shape))[0]
 
 
 def run_invariance(config: InvarianceConfig, *, progress: Callable[[str], None] | None = None) -> JobReport:
     """Run ``vizkit invariance``: per image ``out/<stem>/invariance.pdf``, ``invariance.npz``, ``invariance.csv``
     and ``invariance.manifest.json``; bad images are reported and skipped. Model, layer, range and target problems
     raise before any image is read."""
+    from vizkit.render.writer import write_outputs
+
     config.check()
-    started = time.perf_counter()
-    loaded = config.load()
-    device = next(loaded.model.parameters()).device
-    layers = invariance_layers(loaded, config.layers)
-    sweeps = build_sweeps(loaded, config.transforms, config.steps, config.ranges, config.padding)
-    target = _target(loaded, config.target)
-    load_seconds = time.perf_counter() - started
-    prep = loaded.preprocessing
+    ctx = RunContext.from_job(config)
+    layers = invariance_layers(ctx, config.layers)
+    sweeps = build_sweeps(ctx, config.transforms, config.steps, config.ranges, config.padding)
+    target = _target(ctx, config.target)
     settings = {"transforms": [s.name for s in sweeps], "steps": config.steps, "padding": config.padding,
                 "ranges": {s.name: [min(s.amounts), max(s.amounts)] for s in sweeps}, "fill": 0.0,
-                "layers": layers, "target": config.target or "auto", "batch": config.batch, "device": str(device),
-                "distance": "||f(T x) - f(x)|| / ||f(x)||"}
+                "layers": layers, "target": config.target or "auto", "batch": config.batch,
+                "device": str(ctx.device), "distance": "||f(T x) - f(x)|| / ||f(x)||"}
 
     def work(path: Path, stem: str) -> Path:
         t0 = time.perf_counter()
-        x = preprocess(load_image(path), prep).to(device)
-        outcome = invariance_input(loaded, x, sweeps, layers, target=target, batch=config.batch)
-        info = ReportInfo(str(path), loaded.name, loaded.weights, loaded.weights_sha256, loaded.pretrained,
-                          prep.to_dict(), settings, config.command)
-        return write_invariance_outputs(outcome, info, Path(config.out), stem,
-                                        {"load_model": load_seconds, "sweep": time.perf_counter() - t0})
+        result = invariance_tensor(ctx, ctx.input(path), sweeps, layers, target=target, batch=config.batch)
+        timings = {"load_model": ctx.load_seconds, "sweep": time.perf_counter() - t0}
+        return write_outputs(result, ctx.info(path, settings), config.out, stem, timings)
 
     return for_each_image(config.image_paths(), work, progress)
 
 
-__all__ = ["InvarianceConfig", "InvarianceOutcome", "build_sweeps", "invariance_image", "invariance_input",
-           "invariance_layers", "parse_range", "run_invariance"]
+__all__ = ["InvarianceConfig", "InvarianceResult", "build_sweeps", "invariance_image", "invariance_layers",
+           "invariance_tensor", "parse_range", "run_invariance"]

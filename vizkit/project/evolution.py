@@ -20,10 +20,8 @@ import numpy as np
 from torch import nn
 
 from vizkit.capture.filters import DEFAULT_RADIUS, conv_layers, filter_stats
-from vizkit.load.checkpoints import CheckpointList
+from vizkit.project.results import Cell, EvolveResult  # the command's result types live with the others
 from vizkit.project.topk import LayerTopK
-
-Box = tuple[int, int, int, int]
 
 
 @dataclass
@@ -111,40 +109,6 @@ def stack_layer(layer: str, conv: str | None, scans: Sequence[LayerTopK], rms: S
         rate=np.stack([s.rate for s in scans]).astype(np.float32),
         rms_median=np.array([r[0] for r in rms], np.float64),
         rms_above=np.array([r[1] for r in rms], np.float64))
-
-
-@dataclass
-class Cell:
-    """One unit at one checkpoint: its strongest activation over the dataset (value, image, position on the
-    layer's grid), the receptive-field box, the deconvnet projection (C, h, w) and the image patch (h, w, 3)."""
-
-    value: float
-    image_index: int
-    position: tuple[int, int]
-    box: Box
-    projection: np.ndarray
-    patch: np.ndarray
-
-
-@dataclass
-class EvolveResult:
-    """Everything ``vizkit evolve`` renders. cells[layer][t][u]: unit ``units[layer][u]`` at checkpoint t (None when
-    it had no entry)."""
-
-    checkpoints: CheckpointList
-    paths: list[str]
-    layers: list[LayerEvolution]
-    units: dict[str, list[int]]
-    cells: dict[str, list[list[Cell | None]]]
-    skipped_images: list[tuple[str, str]]
-    skipped_checkpoints: list[str]
-    preprocessing: dict
-    images_scanned: int = 0
-
-    def labels(self) -> list[str]:
-        """Column labels: '#3' (the epoch/step number) when ordered by name, else the file stems."""
-        cp = self.checkpoints
-        return [f"#{n}" if n is not None else p.stem for p, n in zip(cp.paths, cp.numbers, strict=True)]
 
 
 __all__ = ["Cell", "EvolveResult", "LayerEvolution", "filter_trend", "layer_conv", "stability", "stack_layer"]

@@ -184,7 +184,7 @@ class Curves:
 
 
 @dataclass
-class InvarianceResult:
+class InvarianceSweep:
     """Fig. 5 for one image. input (1, C, H, W) float32 as fed to the model; target the watched class; logits
     (1, classes) of the original; norm: layer -> ||f(x)|| of the original's feature vector; curves per transform."""
 
@@ -236,7 +236,7 @@ def _forward(model: nn.Module, x: torch.Tensor, layers: Sequence[str]) -> tuple[
 
 
 def sweep(model: nn.Module, x: torch.Tensor, sweeps: Sequence[Sweep], layers: Sequence[str], *,
-          target: int | None = None, batch: int = 64) -> InvarianceResult:
+          target: int | None = None, batch: int = 64) -> InvarianceSweep:
     """Run every sweep on the (1, C, H, W) normalised input ``x``: per sweep, the original and its S transformed
     copies in one forward (``batch`` bounds the images per forward; results do not depend on it). The model is
     left exactly as it was."""
@@ -245,7 +245,7 @@ def sweep(model: nn.Module, x: torch.Tensor, sweeps: Sequence[Sweep], layers: Se
     if batch < 2:
         raise UserInputError(f"--batch must be at least 2, got {batch}")
     layers = list(dict.fromkeys(layers))
-    result: InvarianceResult | None = None
+    result: InvarianceSweep | None = None
     with preserve_model_state(model), torch.no_grad():
         for sw in sweeps:
             stack = torch.cat([x, _checked(sw, x)])
@@ -265,7 +265,7 @@ def sweep(model: nn.Module, x: torch.Tensor, sweeps: Sequence[Sweep], layers: Se
                 tgt = int(all_logits[0].argmax()) if target is None else int(target)
                 if not 0 <= tgt < all_logits.shape[1]:
                     raise UserInputError(f"target class {tgt} is outside the model's {all_logits.shape[1]} classes")
-                result = InvarianceResult(x.detach().float().cpu().numpy(), layers, tgt,
+                result = InvarianceSweep(x.detach().float().cpu().numpy(), layers, tgt,
                                           all_logits[:1].float().numpy(), norm)
             result.curves.append(_curves(sw, all_logits[1:], {n: torch.cat(d)[1:] for n, d in dist.items()},
                                          result))
@@ -283,7 +283,7 @@ def _checked(sw: Sweep, x: torch.Tensor) -> torch.Tensor:
     return y.to(x.dtype)
 
 
-def _curves(sw: Sweep, logits: torch.Tensor, raw: dict[str, torch.Tensor], result: InvarianceResult) -> Curves:
+def _curves(sw: Sweep, logits: torch.Tensor, raw: dict[str, torch.Tensor], result: InvarianceSweep) -> Curves:
     probs = torch.softmax(logits, dim=1)
     top = torch.topk(probs, min(TOP, probs.shape[1]), dim=1)
     rel = {n: (d / result.norm[n]).numpy() if result.norm[n] > 0 else np.full(d.shape, np.nan)
@@ -293,5 +293,5 @@ def _curves(sw: Sweep, logits: torch.Tensor, raw: dict[str, torch.Tensor], resul
                   {n: d.numpy() for n, d in raw.items()})
 
 
-__all__ = ["DEFAULT_RANGES", "PADDINGS", "TRANSFORMS", "Curves", "InvarianceResult", "Sweep",
+__all__ = ["DEFAULT_RANGES", "PADDINGS", "TRANSFORMS", "Curves", "InvarianceSweep", "Sweep",
            "default_range", "make_sweep", "rotate", "scale", "sweep", "translate"]

@@ -1,4 +1,5 @@
-"""DIR/evolve/: evolve.npz, evolve.pdf, html/ and evolve.manifest.json, written atomically, manifest last.
+"""DIR/evolve/: evolve.npz, evolve.pdf, html/ and evolve.manifest.json (``evolve_document``: the one writer
+``vizkit.render.writer.write_outputs`` writes them atomically, manifest last).
 
 evolve.npz keys (T checkpoints in the order used, C channels, K top images, U rendered units of a layer):
 
@@ -16,18 +17,16 @@ evolve.npz keys (T checkpoints in the order used, C channels, K top images, U re
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from vizkit.project.evolution import Cell, EvolveResult
-from vizkit.render.atomic import atomic_dir, output_folder
+from vizkit.project.results import Cell, EvolveResult
 from vizkit.render.evolve_html import write_evolve_html
 from vizkit.render.evolve_pdf import render_evolve_pdf
 from vizkit.render.info import ReportInfo
-from vizkit.render.manifest import _jsonable, manifest_content
+from vizkit.render.writer import Document
 
 MANIFEST = "evolve.manifest.json"
 
@@ -85,25 +84,26 @@ def read_cell(arrays: Mapping[str, np.ndarray], layer: str, t: int, u: int) -> n
     return flat.reshape(-1, y1 - y0, x1 - x0)
 
 
-def write_evolve_outputs(result: EvolveResult, info: ReportInfo, out_dir: str | Path, *, patches: bool = False,
-                         timings: Mapping[str, float] | None = None) -> Path:
-    """Write DIR/evolve/ atomically and return it."""
-    final = output_folder(out_dir, "evolve")
-    with atomic_dir(final) as tmp:
-        np.savez_compressed(tmp / "evolve.npz", **evolve_arrays(result))  # type: ignore[arg-type]
-        pages = render_evolve_pdf(result, info, tmp / "evolve.pdf", patches=patches)
-        write_evolve_html(result, info, tmp / "html", patches=patches)
-        content = manifest_content(tmp, info, dict(timings or {}), MANIFEST)
-        content["checkpoints"] = {"order": result.checkpoints.order,
-                                  "used": [str(p) for p in result.checkpoints.paths],
-                                  "skipped": result.skipped_checkpoints}
-        content["dataset"] = {"source": info.settings.get("data"), "listed": len(result.paths),
-                              "scanned": result.images_scanned,
-                              "skipped": [{"path": p, "reason": r} for p, r in result.skipped_images]}
-        content["pdf_pages"] = pages
-        text = json.dumps(content, indent=2, default=_jsonable, allow_nan=False) + "\n"
-        (tmp / MANIFEST).write_text(text, encoding="utf-8")
-    return final
+def save_evolve_npz(result: EvolveResult, path: Path) -> None:
+    with open(path, "wb") as f:  # a file object: savez would otherwise append ".npz"
+        np.savez_compressed(f, **evolve_arrays(result))
 
 
-__all__ = ["MANIFEST", "cell_arrays", "evolve_arrays", "read_cell", "write_evolve_outputs"]
+def evolve_document(result: EvolveResult, info: ReportInfo) -> Document:
+    """evolve.npz, evolve.pdf, html/, then the manifest with the checkpoints used, the dataset and the page count."""
+    extra: dict[str, object] = {
+        "checkpoints": {"order": result.checkpoints.order, "used": [str(p) for p in result.checkpoints.paths],
+                        "skipped": result.skipped_checkpoints},
+        "dataset": {"source": info.settings.get("data"), "listed": len(result.paths),
+                    "scanned": result.images_scanned,
+                    "skipped": [{"path": p, "reason": r} for p, r in result.skipped_images]}}
+
+    def pdf(path: Path) -> None:
+        extra["pdf_pages"] = render_evolve_pdf(result, info, path, patches=result.patches)
+
+    return Document([("evolve.npz", lambda p: save_evolve_npz(result, p)), ("evolve.pdf", pdf),
+                     ("html", lambda p: write_evolve_html(result, info, p, patches=result.patches))],
+                    manifest=MANIFEST, folder="evolve", manifest_extra=extra)
+
+
+__all__ = ["MANIFEST", "cell_arrays", "evolve_arrays", "evolve_document", "read_cell", "save_evolve_npz"]

@@ -1,4 +1,5 @@
-"""evolve.pdf: a summary with the trend panels, then Zeiler-Fergus Fig. 4 per layer: rows are units, columns are
+"""evolve.pdf: page 1 how the run was made (checkpoints, model, settings, notes), page 2 the trend panels, then
+Zeiler-Fergus Fig. 4 per layer: rows are units, columns are
 checkpoints in training order, each cell the deconvnet projection of the unit's strongest activation over the
 dataset at that checkpoint, with its value (and, on request, the image patch beside it).
 
@@ -12,15 +13,17 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
 from vizkit.load.checkpoints import BY_NAME
-from vizkit.project.evolution import EvolveResult, LayerEvolution
+from vizkit.project.evolution import LayerEvolution
+from vizkit.project.results import EvolveResult
 from vizkit.render.display import is_zero_projection, normalise_projection
-from vizkit.render.info import ReportInfo, vizkit_version
-from vizkit.render.mine_pdf import _show
-from vizkit.render.pages import FONT, MARGIN, Cursor, footer, new_page
+from vizkit.render.info import ReportInfo
+from vizkit.render.mine_pdf import draw_picture
+from vizkit.render.pages import FONT, MARGIN, Cursor, new_page
+from vizkit.render.provenance import model_block, notes_block, page_notes, run_block
+from vizkit.render.writer import PageMaker, write_pdf
 
 ROWS_PER_PAGE = 9
 COLS_PER_PAGE = 10
@@ -87,17 +90,23 @@ def _summary_page(result: EvolveResult, info: ReportInfo) -> Figure:
     c.paragraph(order_sentence(result) + ": " + ",  ".join(
         f"{label} {p.name}" for label, p in zip(result.labels(), result.checkpoints.paths, strict=True)),
         max_lines=4)
-    if result.skipped_checkpoints:
-        c.paragraph("skipped (could not be loaded): " + ", ".join(result.skipped_checkpoints), color="firebrick",
-                    max_lines=3)
     convs = ", ".join(f"{e.layer} -> {e.conv or 'none'}" for e in result.layers)
     c.paragraph("Per checkpoint: the exact dataset scan of vizkit mine (each unit's strongest activations), then the "
                 "deconvnet projection of each rendered unit's strongest activation (Zeiler & Fergus Fig. 4, pages "
-                f"2 on). Filter RMS is read from each layer's convolution ({convs}); Zeiler & Fergus renormalised "
-                "filters above 0.1. Dead: the unit's maximum was never > 0 on any image.", color="0.3")
-    command = info.command if isinstance(info.command, str) else " ".join(str(a) for a in info.command)
-    c.paragraph(f"command: {command}", size=FONT - 0.5, color="0.3", max_lines=2)
-    _trends(fig, result, c.y + 0.25)
+                f"3 on); the trends across checkpoints on page 2. Filter RMS is read from each layer's convolution "
+                f"({convs}); Zeiler & Fergus renormalised filters above 0.1. Dead: the unit's maximum was never > 0 "
+                "on any image.", color="0.3")
+    model_block(c, info)
+    run_block(c, info)
+    notes_block(c, page_notes(info, result.notes))
+    return fig
+
+
+def _trends_page(result: EvolveResult) -> Figure:
+    fig = new_page()
+    c = Cursor(fig, MARGIN, MARGIN, fig.get_size_inches()[0] - 2 * MARGIN)
+    c.line("Trends across checkpoints, one line per layer", size=FONT + 3, weight="bold")
+    _trends(fig, result, c.y + 0.3)
     return fig
 
 
@@ -135,44 +144,43 @@ def _grid_page(result: EvolveResult, evo: LayerEvolution, rows: Sequence[int], c
             if cell is None:
                 canvas.text(x + side / 2, y + side / 2, "no entry", ha="center", va="center", fontsize=FONT - 2)
                 continue
-            _show(canvas, normalise_projection(cell.projection), x, y, side, unit_range=True)
+            draw_picture(canvas, normalise_projection(cell.projection), x, y, side, unit_range=True)
             if is_zero_projection(cell.projection):
                 canvas.text(x + side / 2, y + side / 2, "zero", ha="center", va="center", fontsize=FONT - 2,
                             color="firebrick")
             if patches:
-                _show(canvas, cell.patch, x + side, y, side)
+                draw_picture(canvas, cell.patch, x + side, y, side)
             changed = t > 0 and bool(evo.top1_changed[t - 1, ch])
             canvas.text(x + side * per_cell / 2, y + side + 0.02, f"{cell.value:.3g}", ha="center",
                         va="top", fontsize=FONT - 1.5, color="firebrick" if changed else "0.1")
     return fig
 
 
-def evolve_pages(result: EvolveResult, info: ReportInfo, patches: bool = False) -> list[Figure]:
-    """The summary page, then per layer the Fig. 4 grid, split over pages of ``ROWS_PER_PAGE`` units and
-    ``COLS_PER_PAGE`` checkpoints."""
-    pages = [_summary_page(result, info)]
+def evolve_page_makers(result: EvolveResult, info: ReportInfo, patches: bool = False) -> list[PageMaker]:
+    """Page 1, the trends, then per layer the Fig. 4 grid, split over pages of ``ROWS_PER_PAGE`` units and
+    ``COLS_PER_PAGE`` checkpoints; each page built when written."""
+    makers: list[PageMaker] = [lambda: _summary_page(result, info), lambda: _trends_page(result)]
     t_count = len(result.checkpoints.paths)
     for evo in result.layers:
         n_units = len(result.units[evo.layer])
         for r0 in range(0, max(n_units, 1), ROWS_PER_PAGE):
             for c0 in range(0, t_count, COLS_PER_PAGE):
-                pages.append(_grid_page(result, evo, range(r0, min(r0 + ROWS_PER_PAGE, n_units)),
-                                        range(c0, min(c0 + COLS_PER_PAGE, t_count)), patches))
-    return pages
+                rows, cols = range(r0, min(r0 + ROWS_PER_PAGE, n_units)), range(c0, min(c0 + COLS_PER_PAGE, t_count))
+                makers.append(lambda evo=evo, rows=rows, cols=cols: _grid_page(result, evo, rows, cols, patches))
+    return makers
+
+
+def evolve_pages(result: EvolveResult, info: ReportInfo, patches: bool = False) -> list[Figure]:
+    """The pages of evolve.pdf, built (no footers: ``write_pdf`` numbers them)."""
+    return [make() for make in evolve_page_makers(result, info, patches)]
 
 
 def render_evolve_pdf(result: EvolveResult, info: ReportInfo, path: Path, *, patches: bool = False) -> int:
     """Write evolve.pdf to ``path``; returns its page count."""
-    version = vizkit_version()
-    figures = evolve_pages(result, info, patches)
-    metadata = {"Title": f"vizkit evolve: {info.model}", "Creator": f"vizkit {version}",
-                "Subject": "Feature evolution across training checkpoints (Zeiler-Fergus Fig. 4)",
-                "Keywords": "deconvnet, Zeiler-Fergus, training, checkpoints"}
-    with PdfPages(path, metadata=metadata) as pdf:
-        for number, fig in enumerate(figures, start=1):
-            footer(fig, f"vizkit {version} \u00b7 evolve \u00b7 {info.model}", number, len(figures))
-            pdf.savefig(fig)
-    return len(figures)
+    return write_pdf(path, evolve_page_makers(result, info, patches), title=f"vizkit evolve: {info.model}",
+                     subject="Feature evolution across training checkpoints (Zeiler-Fergus Fig. 4)",
+                     keywords="deconvnet, Zeiler-Fergus, training, checkpoints",
+                     footer_left=f"evolve \u00b7 {info.model}")
 
 
-__all__ = ["evolve_pages", "order_sentence", "render_evolve_pdf"]
+__all__ = ["evolve_page_makers", "evolve_pages", "order_sentence", "render_evolve_pdf"]

@@ -1,28 +1,27 @@
 """The invariance outputs of one image: invariance.npz, invariance.csv, invariance.pdf, invariance.manifest.json.
 
-invariance.pdf is Zeiler & Fergus Fig. 5 for the image: one row per transform, with (left) the relative distance
-between the original's and the transformed image's feature vector at each layer, (right) the probability of the
-target class and of the original's other top-5 classes, and under both the transformed images along the axis.
+invariance.pdf: page 1 the image, how it was made and how to read the curves; then Zeiler & Fergus Fig. 5 for the
+image: one row per transform, with (left) the relative distance between the original's and the transformed image's
+feature vector at each layer, (right) the probability of the target class and of the original's other top-5
+classes, and under both the transformed images along the axis.
 """
 from __future__ import annotations
 
 import csv
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
-from vizkit.project.invariance import Curves, InvarianceResult
-from vizkit.project.results import Prediction
-from vizkit.render.atomic import atomic_dir, output_folder
-from vizkit.render.info import ReportInfo, vizkit_version
-from vizkit.render.manifest import write_manifest
-from vizkit.render.pages import FONT, MARGIN, Cursor, footer, new_page
+from vizkit.project.invariance import Curves
+from vizkit.project.results import InvarianceResult
+from vizkit.render.display import display_image
+from vizkit.render.info import ReportInfo
+from vizkit.render.pages import FONT, MARGIN, Cursor, new_page
+from vizkit.render.provenance import model_block, notes_block, page_notes, run_block
+from vizkit.render.writer import Document, PageMaker, write_pdf
 
 MANIFEST = "invariance.manifest.json"
 ROW = 3.45  # inches per transform row: title, plots, tick labels, thumbnails
@@ -33,19 +32,6 @@ CLASS_COLOURS = ("#444444", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b")
 TITLES = {"translate": "vertical translation", "scale": "scale (zoom about the centre)",
           "rotate": "rotation (counter-clockwise)"}
 AXIS = {"px": "shift down (pixels of the model input)", "x": "scale factor", "deg": "angle (degrees)"}
-
-
-@dataclass
-class InvarianceOutcome:
-    """Everything ``vizkit invariance`` renders for one image: the sweep, the original picture, thumbnails of
-    transformed copies per transform ((amount, (H, W, 3) uint8) along the axis), predictions, class names."""
-
-    result: InvarianceResult
-    image: np.ndarray
-    thumbnails: dict[str, list[tuple[float, np.ndarray]]]
-    predictions: list[Prediction]
-    class_names: list[str] | None
-    notes: list[str]
 
 
 def _class_label(index: int, names: Sequence[str] | None) -> str:
@@ -61,32 +47,38 @@ def _amount(value: float, unit: str) -> str:
     return f"{value:g}\u00b0" if unit == "deg" else f"{value:g} {unit}"
 
 
-def _header(fig: Figure, outcome: InvarianceOutcome, info: ReportInfo | None) -> float:
-    page_w, _ = fig.get_size_inches()
-    c = Cursor(fig, MARGIN, MARGIN, page_w - 2 * MARGIN)
-    r = outcome.result
-    title = Path(info.image_path).name if info and info.image_path else "image"
-    c.line(f"vizkit invariance: {title}", size=15, weight="bold")
-    c.y += 0.06
-    if info:
-        pre = "" if info.pretrained else "  \u00b7  NOT pretrained (random init)"
-        c.paragraph(f"model {info.model}  \u00b7  weights {info.weights}{pre}", color="0.3", max_lines=2)
-    target = _class_label(r.target, outcome.class_names)
-    c.paragraph(
+def _summary_page(result: InvarianceResult, info: ReportInfo) -> Figure:
+    """Page 1: the image, model and settings (the shared provenance blocks), how to read the rows, top-5, notes."""
+    fig = new_page()
+    page_w, page_h = fig.get_size_inches()
+    width = page_w - 2 * MARGIN
+    c = Cursor(fig, MARGIN, MARGIN, width)
+    c.line(f"vizkit invariance: {Path(info.image_path or 'image').name}", size=15, weight="bold")
+    c.y += 0.08
+    c.paragraph(f"image: {info.image_path}", color="0.3")
+    c.y += 0.1
+    side = 2.6
+    ax = _axes(fig, MARGIN, c.y, side, side)
+    ax.imshow(display_image(result.image), interpolation="none")
+    ax.set_axis_off()
+    right = Cursor(fig, MARGIN + side + 0.3, c.y - 0.1, width - side - 0.3)
+    model_block(right, info)
+    below = Cursor(fig, MARGIN, max(c.y + side + 0.3, right.y), width)
+    run_block(below, info)
+    r = result.sweep
+    below.heading("How to read the pages")
+    below.paragraph(
         "Zeiler & Fergus Fig. 5. Each transform is applied to the preprocessed input; uncovered pixels are filled "
         "with the model's mean pixel (0 in normalised input space). Distance: the Euclidean distance between the "
         "layer's whole output for the original and for the transformed image, divided by the original's norm "
         "(0 = same features, 1 = as far as the vector is long, ~1.41 = orthogonal). "
-        f"Target class: {target} (p = {r.base_probability:.3f} on the original).", color="0.25")
-    for note in outcome.notes:
-        c.paragraph(f"note: {note}", color="firebrick", max_lines=2)
-    c.paragraph("top-5 original: " + ";  ".join(f"{_class_label(p.index, outcome.class_names)} "
-                                                f"{100 * p.probability:.1f} %" for p in outcome.predictions[:5]),
-                max_lines=2)
-    if info:
-        command = info.command if isinstance(info.command, str) else " ".join(str(a) for a in info.command)
-        c.paragraph(f"command: {command}", size=FONT - 0.5, color="0.3", max_lines=2)
-    return c.y + 0.15
+        f"Target class: {_class_label(r.target, result.class_names)} (p = {r.base_probability:.3f} on the "
+        "original). One row per transform from page 2.")
+    below.heading("Top-5 on the original")
+    below.paragraph(";  ".join(f"{_class_label(p.index, result.class_names)} {100 * p.probability:.1f} %"
+                               for p in result.predictions[:5]) or "none", max_lines=3)
+    notes_block(below, page_notes(info, result.notes))
+    return fig
 
 
 def _axes(fig: Figure, x: float, y: float, w: float, h: float) -> Axes:
@@ -94,7 +86,7 @@ def _axes(fig: Figure, x: float, y: float, w: float, h: float) -> Axes:
     return fig.add_axes((x / page_w, 1 - (y + h) / page_h, w / page_w, h / page_h))
 
 
-def _row(fig: Figure, top: float, curves: Curves, result: InvarianceResult, outcome: InvarianceOutcome) -> None:
+def _row(fig: Figure, top: float, curves: Curves, result: InvarianceResult) -> None:
     page_w, _ = fig.get_size_inches()
     width = page_w - 2 * MARGIN
     Cursor(fig, MARGIN, top, width).line(f"{TITLES.get(curves.name, curves.name)}: {len(curves.amounts)} steps, "
@@ -105,18 +97,19 @@ def _row(fig: Figure, top: float, curves: Curves, result: InvarianceResult, outc
     plot_w = (width - 0.4 - gap) / 2
     y = top + 0.3
     dist = _axes(fig, left, y, plot_w, PLOT_H)
-    for i, layer in enumerate(result.layers):
+    sweep = result.sweep
+    for i, layer in enumerate(sweep.layers):
         dist.plot(curves.amounts, curves.distance[layer], "-o", ms=2.2, lw=1.2,
-                  color=LAYER_COLOURS[i % len(LAYER_COLOURS)], label=f"{layer} (|f(x)| {result.norm[layer]:.3g})")
+                  color=LAYER_COLOURS[i % len(LAYER_COLOURS)], label=f"{layer} (|f(x)| {sweep.norm[layer]:.3g})")
     dist.set_ylim(bottom=0)
     dist.set_ylabel("relative distance", fontsize=FONT)
     dist.legend(fontsize=FONT - 2, loc="best", frameon=False)
     prob = _axes(fig, left + plot_w + gap, y, plot_w, PLOT_H)
-    classes = [result.target, *[p.index for p in outcome.predictions[:5] if p.index != result.target][:4]]
+    classes = [sweep.target, *[p.index for p in result.predictions[:5] if p.index != sweep.target][:4]]
     for i, cls in enumerate(classes):
         prob.plot(curves.amounts, curves.softmax[:, cls], "-o" if i == 0 else "-", ms=2.2, lw=1.6 if i == 0 else 0.8,
                   color=CLASS_COLOURS[i % len(CLASS_COLOURS)],
-                  label=_class_label(cls, outcome.class_names)[:30] + (" (target)" if i == 0 else ""))
+                  label=_class_label(cls, result.class_names)[:30] + (" (target)" if i == 0 else ""))
     prob.set_ylim(0, 1.02)
     prob.set_ylabel("probability", fontsize=FONT)
     prob.legend(fontsize=FONT - 2, loc="best", frameon=False)
@@ -124,7 +117,7 @@ def _row(fig: Figure, top: float, curves: Curves, result: InvarianceResult, outc
         ax.set_xlabel(AXIS.get(curves.unit, curves.unit), fontsize=FONT - 0.5, labelpad=1)
         ax.tick_params(labelsize=FONT - 1.5, length=2)
         ax.grid(alpha=0.25, lw=0.5)
-    _thumbnails(fig, y + PLOT_H + 0.42, outcome.thumbnails.get(curves.name, []), curves.unit)
+    _thumbnails(fig, y + PLOT_H + 0.42, result.thumbnails.get(curves.name, []), curves.unit)
 
 
 def _thumbnails(fig: Figure, y: float, thumbs: Sequence[tuple[float, np.ndarray]], unit: str) -> None:
@@ -144,26 +137,33 @@ def _thumbnails(fig: Figure, y: float, thumbs: Sequence[tuple[float, np.ndarray]
         c.text(x + side / 2, _amount(amount, unit), size=FONT - 1.5, ha="center", color="0.25")
 
 
-def invariance_pages(outcome: InvarianceOutcome, info: ReportInfo | None = None) -> list[Figure]:
-    """The pages of invariance.pdf: a header, then one row per transform (a new page when a row does not fit)."""
+def invariance_page_makers(result: InvarianceResult, info: ReportInfo) -> list[PageMaker]:
+    """The pages of invariance.pdf, each built when written: page 1, then the transform rows, as many per page as
+    fit."""
+    _, page_h = new_page().get_size_inches()
+    per_page = max(1, int((page_h - 2 * MARGIN - 0.2) // ROW))
+    curves = result.sweep.curves
+    chunks = [curves[i:i + per_page] for i in range(0, len(curves), per_page)]
+    return [lambda: _summary_page(result, info), *(lambda rows=rows: _rows_page(rows, result) for rows in chunks)]
+
+
+def _rows_page(rows: Sequence[Curves], result: InvarianceResult) -> Figure:
     fig = new_page()
-    _, page_h = fig.get_size_inches()
-    pages, y = [fig], _header(fig, outcome, info)
-    for curves in outcome.result.curves:
-        if y + ROW > page_h - MARGIN - 0.2:
-            fig = new_page()
-            pages.append(fig)
-            y = MARGIN
-        _row(fig, y, curves, outcome.result, outcome)
-        y += ROW
-    return pages
+    for i, curves in enumerate(rows):
+        _row(fig, MARGIN + i * ROW, curves, result)
+    return fig
 
 
-def write_invariance_csv(outcome: InvarianceOutcome, path: Path) -> None:
+def invariance_pages(result: InvarianceResult, info: ReportInfo) -> list[Figure]:
+    """The pages of invariance.pdf, built (no footers: ``write_pdf`` numbers them)."""
+    return [make() for make in invariance_page_makers(result, info)]
+
+
+def write_invariance_csv(result: InvarianceResult, path: Path) -> None:
     """One row per (transform, amount): the target's probability, the top-5 (``index:probability``) and the
     relative and raw distance per layer."""
-    r = outcome.result
-    names = outcome.class_names or []
+    r = result.sweep
+    names = result.class_names or []
     header = ["transform", "amount", "unit", "target", "probability", "top1", "top1_name", "top1_probability",
               "top5"] + [f"distance[{layer}]" for layer in r.layers] + [f"raw_distance[{layer}]" for layer in r.layers]
     with open(path, "w", newline="", encoding="utf-8") as f:
@@ -183,35 +183,26 @@ def _top5(classes: np.ndarray, probs: np.ndarray) -> str:
     return ";".join(f"{int(i)}:{p:.4g}" for i, p in zip(classes, probs, strict=True))
 
 
-def render_invariance_pdf(outcome: InvarianceOutcome, info: ReportInfo, path: Path) -> int:
+def render_invariance_pdf(result: InvarianceResult, info: ReportInfo, path: Path) -> int:
     """Write invariance.pdf and return its page count."""
-    version = vizkit_version()
     name = Path(info.image_path).name if info.image_path else "image"
-    figures = invariance_pages(outcome, info)
-    metadata = {"Title": f"vizkit invariance: {name}", "Creator": f"vizkit {version}",
-                "Subject": f"Invariance of {info.model} to {', '.join(c.name for c in outcome.result.curves)}",
-                "Keywords": "invariance, Zeiler-Fergus, translation, scale, rotation"}
-    with PdfPages(path, metadata=metadata) as pdf:
-        for number, fig in enumerate(figures, start=1):
-            footer(fig, f"vizkit {version} \u00b7 {info.model} \u00b7 {name}", number, len(figures))
-            pdf.savefig(fig)
-    return len(figures)
+    return write_pdf(path, invariance_page_makers(result, info), title=f"vizkit invariance: {name}",
+                     subject=f"Invariance of {info.model} to {', '.join(c.name for c in result.sweep.curves)}",
+                     keywords="invariance, Zeiler-Fergus, translation, scale, rotation",
+                     footer_left=f"{info.model} \u00b7 {name}")
 
 
-def write_invariance_outputs(outcome: InvarianceOutcome, info: ReportInfo, out_dir: Path, stem: str,
-                             timings: dict[str, float]) -> Path:
-    """Write invariance.npz, invariance.csv, invariance.pdf and invariance.manifest.json (last) into
-    ``out_dir/stem/`` atomically; other commands' files there stay. Returns the folder."""
-    start = time.perf_counter()
-    final = output_folder(out_dir, stem)
-    with atomic_dir(final) as tmp:
-        with open(tmp / "invariance.npz", "wb") as f:  # a file object: savez would otherwise append ".npz"
-            np.savez_compressed(f, **outcome.result.arrays())
-        write_invariance_csv(outcome, tmp / "invariance.csv")
-        render_invariance_pdf(outcome, info, tmp / "invariance.pdf")
-        write_manifest(tmp, info, {**timings, "render": time.perf_counter() - start}, name=MANIFEST)
-    return final
+def save_invariance_npz(result: InvarianceResult, path: Path) -> None:
+    with open(path, "wb") as f:  # a file object: savez would otherwise append ".npz"
+        np.savez_compressed(f, **result.sweep.arrays())
 
 
-__all__ = ["MANIFEST", "InvarianceOutcome", "invariance_pages", "render_invariance_pdf", "write_invariance_csv",
-           "write_invariance_outputs"]
+def invariance_document(result: InvarianceResult, info: ReportInfo) -> Document:
+    """invariance.npz, invariance.csv, invariance.pdf, then the manifest."""
+    return Document([("invariance.npz", lambda p: save_invariance_npz(result, p)),
+                     ("invariance.csv", lambda p: write_invariance_csv(result, p)),
+                     ("invariance.pdf", lambda p: render_invariance_pdf(result, info, p))], manifest=MANIFEST)
+
+
+__all__ = ["MANIFEST", "invariance_document", "invariance_page_makers", "invariance_pages", "render_invariance_pdf",
+           "save_invariance_npz", "write_invariance_csv"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -58,13 +59,15 @@ def manifest_content(folder: Path, info: ReportInfo, timings: dict[str, float], 
     return content
 
 
-def write_manifest(folder: Path, info: ReportInfo, timings: dict[str, float], name: str = MANIFEST_NAME) -> Path:
-    """Hash every file already in ``folder`` (recursively) and write ``folder/<name>``; call it last.
+def write_manifest(folder: Path, info: ReportInfo, timings: dict[str, float], name: str = MANIFEST_NAME, *,
+                   extra: Mapping[str, object] | None = None) -> Path:
+    """Hash every file already in ``folder`` (recursively) and write ``folder/<name>``; call it last. ``extra``:
+    further top-level keys (a command's own record, e.g. the checkpoints ``vizkit evolve`` used).
 
     ``vizkit deconv`` writes ``manifest.json``; other commands sharing the per-image folder write
     ``<command>.manifest.json`` so that no run overwrites another command's record.
     """
-    content = manifest_content(folder, info, timings, name)
+    content = {**manifest_content(folder, info, timings, name), **(extra or {})}
     text = json.dumps(content, indent=2, default=_jsonable, allow_nan=False) + "\n"
     path = Path(folder) / name
     path.write_text(text, encoding="utf-8")

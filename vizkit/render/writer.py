@@ -23,13 +23,16 @@ if TYPE_CHECKING:
     from vizkit.project.results import (
         ActivationsResult,
         DeconvResult,
+        EvolveResult,
         FiltersResult,
         GradCamResult,
+        InvarianceResult,
         OcclusionResult,
         ReportResult,
     )
 
-    Result = DeconvResult | GradCamResult | ActivationsResult | OcclusionResult | FiltersResult | ReportResult
+    Result = (DeconvResult | GradCamResult | ActivationsResult | OcclusionResult | FiltersResult | ReportResult
+              | InvarianceResult | EvolveResult)
 
 PageMaker = Callable[[], "Figure"]
 
@@ -42,12 +45,14 @@ def built(fig: Figure) -> PageMaker:
 @dataclass
 class Document:
     """What one command writes: ``files`` (name, writer of that file), each written in order, then ``manifest``.
-    ``folder``: the folder name when the caller gives no stem (model-level outputs such as filters)."""
+    ``folder``: the folder name when the caller gives no stem (model-level outputs such as filters).
+    ``manifest_extra``: further manifest keys (a file writer may fill it in while it writes)."""
 
     files: list[tuple[str, Callable[[Path], object]]]
     manifest: str
     folder: str | None = None
     extra_timings: dict[str, float] = field(default_factory=dict)
+    manifest_extra: dict[str, object] = field(default_factory=dict)
 
 
 def document(result: Result, info: ReportInfo) -> Document:
@@ -73,6 +78,12 @@ def document(result: Result, info: ReportInfo) -> Document:
     if isinstance(result, r.ReportResult):
         from vizkit.render.report_document import report_document
         return report_document(result, info)
+    if isinstance(result, r.InvarianceResult):
+        from vizkit.render.invariance_pdf import invariance_document
+        return invariance_document(result, info)
+    if isinstance(result, r.EvolveResult):
+        from vizkit.render.evolve_outputs import evolve_document
+        return evolve_document(result, info)
     raise TypeError(f"no writer for {type(result).__name__}")
 
 
@@ -89,7 +100,8 @@ def write_outputs(result: Result, info: ReportInfo, out_dir: str | Path, stem: s
     with atomic_dir(final) as tmp:
         for filename, write in doc.files:
             write(tmp / filename)
-        write_manifest(tmp, info, {**(timings or {}), "render": time.perf_counter() - start}, doc.manifest)
+        write_manifest(tmp, info, {**(timings or {}), "render": time.perf_counter() - start}, doc.manifest,
+                       extra=doc.manifest_extra)
     return final
 
 
