@@ -234,6 +234,15 @@ def test_no_loadable_checkpoint_writes_nothing_and_exits_2(lab: Path, tmp_path: 
     assert not list(tmp_path.iterdir())
 
 
+def test_a_truncated_file_is_skipped_like_any_unreadable_checkpoint(lab: Path, tmp_path: Path) -> None:
+    (tmp_path / "epoch_2.pt").write_bytes(b"junk")  # the safe unpickler fails with struct.error on it
+    result, failures, _ = evolve_checkpoints(EvolveConfig(
+        checkpoints=[str(lab / "ckpt" / "epoch_1.pt"), str(tmp_path / "epoch_2.pt")], data=str(lab / "data"),
+        model="lenet5", layers=["features.pool2"], units="2", command="test"))
+    assert result is not None and result.skipped_checkpoints == [str(tmp_path / "epoch_2.pt")]
+    assert any(f.image.endswith("epoch_2.pt") and "cannot read weights file" in f.message for f in failures)
+
+
 def test_unknown_model_or_layer_is_one_error_before_any_checkpoint(lab: Path, tmp_path: Path) -> None:
     from vizkit_cli.evolve import evolve as evolve_cli
 

@@ -86,7 +86,7 @@ def read_cell(arrays: Mapping[str, np.ndarray], layer: str, t: int, u: int) -> n
 
 def save_evolve_npz(result: EvolveResult, path: Path) -> None:
     with open(path, "wb") as f:  # a file object: savez would otherwise append ".npz"
-        np.savez_compressed(f, **evolve_arrays(result))
+        np.savez_compressed(f, **evolve_arrays(result))  # type: ignore[arg-type]
 
 
 def evolve_document(result: EvolveResult, info: ReportInfo) -> Document:

@@ -9,6 +9,7 @@ image. Every panel of a grid page is drawn into one page-sized Axes (cheap, as i
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -166,7 +167,7 @@ def evolve_page_makers(result: EvolveResult, info: ReportInfo, patches: bool = F
         for r0 in range(0, max(n_units, 1), ROWS_PER_PAGE):
             for c0 in range(0, t_count, COLS_PER_PAGE):
                 rows, cols = range(r0, min(r0 + ROWS_PER_PAGE, n_units)), range(c0, min(c0 + COLS_PER_PAGE, t_count))
-                makers.append(lambda evo=evo, rows=rows, cols=cols: _grid_page(result, evo, rows, cols, patches))
+                makers.append(partial(_grid_page, result, evo, rows, cols, patches))
     return makers
 
 

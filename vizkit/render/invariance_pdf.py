@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -144,7 +145,7 @@ def invariance_page_makers(result: InvarianceResult, info: ReportInfo) -> list[P
     per_page = max(1, int((page_h - 2 * MARGIN - 0.2) // ROW))
     curves = result.sweep.curves
     chunks = [curves[i:i + per_page] for i in range(0, len(curves), per_page)]
-    return [lambda: _summary_page(result, info), *(lambda rows=rows: _rows_page(rows, result) for rows in chunks)]
+    return [partial(_summary_page, result, info), *(partial(_rows_page, rows, result) for rows in chunks)]
 
 
 def _rows_page(rows: Sequence[Curves], result: InvarianceResult) -> Figure:
@@ -194,7 +195,7 @@ def render_invariance_pdf(result: InvarianceResult, info: ReportInfo, path: Path
 
 def save_invariance_npz(result: InvarianceResult, path: Path) -> None:
     with open(path, "wb") as f:  # a file object: savez would otherwise append ".npz"
-        np.savez_compressed(f, **result.sweep.arrays())
+        np.savez_compressed(f, **result.sweep.arrays())  # type: ignore[arg-type]
 
 
 def invariance_document(result: InvarianceResult, info: ReportInfo) -> Document:
