@@ -12,8 +12,10 @@ from typing import Any
 import click
 from vizkit_cli.activations import activations
 from vizkit_cli.common import errors_to_exit_codes, finish, image_command, model_options, progress, stage_layers_option
+from vizkit_cli.evolve import evolve
 from vizkit_cli.filters import filters
 from vizkit_cli.gradcam import gradcam
+from vizkit_cli.invariance import invariance
 from vizkit_cli.lab import lab
 from vizkit_cli.mine import mine
 from vizkit_cli.occlusion import occlusion
@@ -126,7 +128,7 @@ def models() -> None:
         click.echo(name)
 
 
-for command in (gradcam, filters, activations, occlusion, mine, lab):
+for command in (gradcam, filters, activations, occlusion, mine, invariance, evolve, lab):
     main.add_command(command)
 
 if __name__ == "__main__":

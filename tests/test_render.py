@@ -265,11 +265,11 @@ def test_write_deconv_outputs_writes_npz_pdf_then_manifest(result, info, tmp_pat
                          (writer_module, "write_manifest")):
         real = getattr(module, name)
 
-        def spy(*args, _real=real, _name=name):
+        def spy(*args, _real=real, _name=name, **kwargs):
             folder = next(a for a in args if isinstance(a, Path))
             folder = folder if folder.is_dir() else folder.parent
             calls.append((_name, {p.name for p in folder.iterdir()}))
-            return _real(*args)
+            return _real(*args, **kwargs)
 
         monkeypatch.setattr(module, name, spy)
     final = write_deconv_outputs(result, info, tmp_path / "out", "cat", {"project": 2.0})

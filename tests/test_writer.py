@@ -12,19 +12,25 @@ from matplotlib.figure import Figure
 from test_render import make_layer, make_result
 
 from vizkit.capture.activations import ActivationGrid
+from vizkit.load.checkpoints import BY_NAME, CheckpointList
+from vizkit.project.invariance import InvarianceSweep
 from vizkit.project.occlusion import OcclusionMaps
 from vizkit.project.results import (
     ActivationsResult,
+    EvolveResult,
     FiltersResult,
     GradCamResult,
+    InvarianceResult,
     OcclusionResult,
     Prediction,
     ReportResult,
 )
 from vizkit.render.activations_pdf import activation_page_makers
 from vizkit.render.deconv import deconv_page_makers
+from vizkit.render.evolve_pdf import evolve_page_makers
 from vizkit.render.gradcam_pdf import gradcam_pages, target_label
 from vizkit.render.info import ReportInfo
+from vizkit.render.invariance_pdf import invariance_page_makers
 from vizkit.render.layer_page import HEADER_H, layer_page_count, layer_page_makers, units_per_page
 from vizkit.render.occlusion_pdf import occlusion_pages
 from vizkit.render.provenance import RANDOM_INIT_NOTE, page_notes, training_line
@@ -42,7 +48,7 @@ def texts(fig: Figure) -> str:
     return " ".join(" ".join(found).split())
 
 
-def make_info(pretrained: bool = False, **kw: object) -> ReportInfo:
+def make_info(pretrained: bool | None = False, **kw: object) -> ReportInfo:
     return ReportInfo(image_path="photos/cat.jpg", model="m", weights="none (random init)" if not pretrained
                       else "w.pth", weights_sha256=None, pretrained=pretrained, preprocessing={"resize": 32},
                       settings={"layer": "features.3"}, command="vizkit x cat.jpg", **kw)  # type: ignore[arg-type]
@@ -83,11 +89,17 @@ def first_pages(info: ReportInfo, job_note: str) -> dict[str, str]:
     deconv.notes = [job_note]
     occ = OcclusionResult(make_maps(), deconv.image, [], None, [job_note], None)
     acts = ActivationsResult(deconv.input, deconv.image, [make_grid()], notes=[job_note])
+    sweep = InvarianceSweep(deconv.input, ["features.3"], 0, np.zeros((1, 3), np.float32), {"features.3": 1.0})
+    inv = InvarianceResult(sweep, deconv.image, {}, [], [job_note])
+    evo = EvolveResult(CheckpointList([Path("epoch_1.pt")], [1], BY_NAME), ["a.png"], [], {}, {}, [], [], {},
+                       notes=[job_note])
     return {
         "deconv": texts(deconv_page_makers(deconv, info)[0]()),
         "gradcam": texts(gradcam_pages(make_gradcam([job_note]), info)[0]),
         "occlusion": texts(occlusion_pages(occ.maps, occ.image, None, info=info, notes=occ.notes)[0]),
         "activations": texts(activation_page_makers(acts.grids, acts.image, info=info, notes=acts.notes)[0]()),
+        "invariance": texts(invariance_page_makers(inv, info)[0]()),
+        "evolve": texts(evolve_page_makers(evo, info)[0]()),
     }
 
 

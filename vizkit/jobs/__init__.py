@@ -16,8 +16,10 @@ if TYPE_CHECKING:
     from vizkit.jobs.common import Failure, ImageJob, JobReport, ModelJob, for_each_image, predictions, resolve_device
     from vizkit.jobs.context import RunContext, input_shape, model_device, tiny_activation_notes
     from vizkit.jobs.deconv import DeconvConfig, deconv_image, deconv_result, deconv_tensor, project_tensor, run_deconv
+    from vizkit.jobs.evolve import EvolveConfig, evolve_checkpoints, run_evolve
     from vizkit.jobs.filters import FiltersConfig, run_filters
     from vizkit.jobs.gradcam import GradCamConfig, gradcam_image, gradcam_inputs, run_gradcam
+    from vizkit.jobs.invariance import InvarianceConfig, invariance_image, invariance_tensor, run_invariance
     from vizkit.jobs.mine_api import mine
     from vizkit.jobs.mining import MineConfig, MineReport, run_mine
     from vizkit.jobs.occlusion import OcclusionConfig, occlusion_image, occlusion_tensor, run_occlusion
@@ -26,10 +28,12 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "ActivationsConfig": "vizkit.jobs.activations",
     "DeconvConfig": "vizkit.jobs.deconv",
+    "EvolveConfig": "vizkit.jobs.evolve",
     "Failure": "vizkit.jobs.common",
     "FiltersConfig": "vizkit.jobs.filters",
     "GradCamConfig": "vizkit.jobs.gradcam",
     "ImageJob": "vizkit.jobs.common",
+    "InvarianceConfig": "vizkit.jobs.invariance",
     "JobReport": "vizkit.jobs.common",
     "MineConfig": "vizkit.jobs.mining",
     "MineReport": "vizkit.jobs.mining",
@@ -42,11 +46,14 @@ _EXPORTS = {
     "deconv_image": "vizkit.jobs.deconv",
     "deconv_result": "vizkit.jobs.deconv",
     "deconv_tensor": "vizkit.jobs.deconv",
+    "evolve_checkpoints": "vizkit.jobs.evolve",
     "for_each_image": "vizkit.jobs.common",
     "gradcam_image": "vizkit.jobs.gradcam",
     "gradcam_inputs": "vizkit.jobs.gradcam",
     "input_shape": "vizkit.jobs.context",
     "mine": "vizkit.jobs.mine_api",
+    "invariance_image": "vizkit.jobs.invariance",
+    "invariance_tensor": "vizkit.jobs.invariance",
     "model_device": "vizkit.jobs.context",
     "occlusion_image": "vizkit.jobs.occlusion",
     "occlusion_tensor": "vizkit.jobs.occlusion",
@@ -55,21 +62,23 @@ _EXPORTS = {
     "resolve_device": "vizkit.jobs.common",
     "run_activations": "vizkit.jobs.activations",
     "run_deconv": "vizkit.jobs.deconv",
+    "run_evolve": "vizkit.jobs.evolve",
     "run_filters": "vizkit.jobs.filters",
     "run_gradcam": "vizkit.jobs.gradcam",
     "run_mine": "vizkit.jobs.mining",
+    "run_invariance": "vizkit.jobs.invariance",
     "run_occlusion": "vizkit.jobs.occlusion",
     "run_report": "vizkit.jobs.report",
     "tiny_activation_notes": "vizkit.jobs.context",
 }
 
-__all__ = ["ActivationsConfig", "DeconvConfig", "Failure", "FiltersConfig", "GradCamConfig", "ImageJob", "JobReport",
-           "MineConfig", "MineReport", "ModelJob", "OcclusionConfig", "ReportConfig", "RunContext",
-           "activations_image", "activations_tensor", "deconv_image", "deconv_result", "deconv_tensor",
-           "for_each_image", "gradcam_image", "gradcam_inputs", "input_shape", "mine", "model_device",
-           "occlusion_image", "occlusion_tensor", "predictions", "project_tensor", "resolve_device",
-           "run_activations", "run_deconv", "run_filters", "run_gradcam", "run_mine", "run_occlusion", "run_report",
-           "tiny_activation_notes"]
+__all__ = ["ActivationsConfig", "DeconvConfig", "EvolveConfig", "Failure", "FiltersConfig", "GradCamConfig", "ImageJob",
+           "InvarianceConfig", "JobReport", "MineConfig", "MineReport", "ModelJob", "OcclusionConfig", "ReportConfig",
+           "RunContext", "activations_image", "activations_tensor", "deconv_image", "deconv_result", "deconv_tensor",
+           "evolve_checkpoints", "for_each_image", "gradcam_image", "gradcam_inputs", "input_shape", "invariance_image",
+           "invariance_tensor", "mine", "model_device", "occlusion_image", "occlusion_tensor", "predictions",
+           "project_tensor", "resolve_device", "run_activations", "run_deconv", "run_evolve", "run_filters",
+           "run_gradcam", "run_invariance", "run_mine", "run_occlusion", "run_report", "tiny_activation_notes"]
 
 
 def __getattr__(name: str) -> Any:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import struct
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def read_weights_file(path: str | os.PathLike, *, allow_pickle: bool = False) ->
             f"cannot read weights file {p} with the safe loader ({detail}); if it is a Python pickle you trust, "
             "--unsafe-pickle (allow_pickle=True in Python) reads it but can execute arbitrary code"
         ) from e
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, ModuleNotFoundError) as e:
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, ModuleNotFoundError, struct.error) as e:
         raise ModelError(f"cannot read weights file {p}: {type(e).__name__}: {_first_line(e)}") from e
     return _extract_state_dict(obj, p)
 

@@ -14,6 +14,9 @@ import numpy as np
 if TYPE_CHECKING:  # annotations only: importing them here would pull torch into every reader of this module
     from vizkit.capture.activations import ActivationGrid
     from vizkit.capture.filters import FilterStats
+    from vizkit.load.checkpoints import CheckpointList
+    from vizkit.project.evolution import LayerEvolution
+    from vizkit.project.invariance import InvarianceSweep
     from vizkit.project.mine_projection import UnitTopProjections
     from vizkit.project.occlusion import OcclusionMaps
     from vizkit.project.sanity import SanityResult
@@ -179,3 +182,57 @@ class MineOutput:
     result: MineResult
     projections: list[UnitTopProjections] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class InvarianceResult:
+    """Everything ``vizkit invariance`` writes for one image: the sweep (curves per transform), the display image
+    (H, W, 3) uint8, thumbnails of transformed copies per transform ((amount, (H, W, 3) uint8) along the axis), the
+    original's top-5 and the class names for the labels."""
+
+    sweep: InvarianceSweep
+    image: np.ndarray
+    thumbnails: dict[str, list[tuple[float, np.ndarray]]]
+    predictions: list[Prediction]
+    notes: list[str] = field(default_factory=list)
+    class_names: Sequence[str] | None = None
+
+
+Box = tuple[int, int, int, int]
+
+
+@dataclass
+class Cell:
+    """One unit at one checkpoint of ``vizkit evolve``: its strongest activation over the dataset (value, image,
+    position on the layer's grid), the receptive-field box, the deconvnet projection (C, h, w) and the image patch
+    (h, w, 3)."""
+
+    value: float
+    image_index: int
+    position: tuple[int, int]
+    box: Box
+    projection: np.ndarray
+    patch: np.ndarray
+
+
+@dataclass
+class EvolveResult:
+    """Everything ``vizkit evolve`` writes (one folder per run). cells[layer][t][u]: unit ``units[layer][u]`` at
+    checkpoint t (None when it had no entry). ``patches``: the pages show each cell's image patch beside it."""
+
+    checkpoints: CheckpointList
+    paths: list[str]
+    layers: list[LayerEvolution]
+    units: dict[str, list[int]]
+    cells: dict[str, list[list[Cell | None]]]
+    skipped_images: list[tuple[str, str]]
+    skipped_checkpoints: list[str]
+    preprocessing: dict
+    images_scanned: int = 0
+    patches: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def labels(self) -> list[str]:
+        """Column labels: '#3' (the epoch/step number) when ordered by name, else the file stems."""
+        cp = self.checkpoints
+        return [f"#{n}" if n is not None else p.stem for p, n in zip(cp.paths, cp.numbers, strict=True)]

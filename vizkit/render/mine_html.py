@@ -35,7 +35,7 @@ td, th { padding: 2px 10px; text-align: right; } td:first-child, th:first-child 
 </style>"""
 
 
-def _page(folder: Path, name: str, title: str, body: Sequence[str]) -> None:
+def write_page(folder: Path, name: str, title: str, body: Sequence[str]) -> None:
     text = "\n".join(["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
                       f"<title>{html.escape(title)}</title>", _STYLE, "</head><body>",
                       f"<h1>{html.escape(title)}</h1>", '<p id="loaded"></p>', *body,
@@ -107,7 +107,7 @@ def _unit_page(folder: Path, n: int, layer: str, unit: UnitTopProjections, state
     body.append("</div>")
     if not unit.entries:
         body.append("<p>no image activated this unit</p>")
-    _page(folder, _unit_file(n, unit.channel), f"{layer} channel {unit.channel}", body)
+    write_page(folder, _unit_file(n, unit.channel), f"{layer} channel {unit.channel}", body)
 
 
 def write_mine_html(result: MineResult, units: Sequence[UnitTopProjections], info: ReportInfo,
@@ -130,14 +130,14 @@ def write_mine_html(result: MineResult, units: Sequence[UnitTopProjections], inf
             cards.append(f'<div class="unit"><a href="{_unit_file(n, unit.channel)}">channel {unit.channel}</a><br>'
                          f"{top}<br><small>{_unit_stats(state, unit.channel)}</small></div>")
         dead = int(np.count_nonzero(state.dead))
-        _page(folder, _layer_file(n), f"Layer {name}", [
+        write_page(folder, _layer_file(n), f"Layer {name}", [
             '<p><a href="index.html">index</a></p>',
             f"<p>{len(state.mean)} channels, {dead} dead; {len(cards)} rendered: the top patch and its projection "
             "(each normalised on its own, grey = 0).</p>", '<div class="units">', *cards, "</div>"])
         rows.append(f'<tr><td><a href="{_layer_file(n)}">{html.escape(name)}</a></td><td>{len(state.mean)}</td>'
                     f"<td>{dead}</td><td>{len(cards)}</td></tr>")
     skipped = [f"<li>{html.escape(p)}: {html.escape(reason)}</li>" for p, reason in result.skipped]
-    _page(folder, "index.html", f"vizkit mine: {info.model}", [
+    write_page(folder, "index.html", f"vizkit mine: {info.model}", [
         "<ul>", *[f"<li>{k}: {html.escape(v)}</li>" for k, v in summary_lines(result, info)], "</ul>",
         "<table><tr><th>layer</th><th>channels</th><th>dead</th><th>rendered</th></tr>", *rows, "</table>",
         f"<h2>Skipped files ({len(skipped)})</h2>", "<ul>", *skipped, "</ul>"])

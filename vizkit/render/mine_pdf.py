@@ -97,7 +97,7 @@ def _summary_page(result: MineResult, units: Sequence[UnitTopProjections], info:
     return fig
 
 
-def _show(canvas: Axes, image: np.ndarray, x: float, y: float, side: float, unit_range: bool = False) -> None:
+def draw_picture(canvas: Axes, image: np.ndarray, x: float, y: float, side: float, unit_range: bool = False) -> None:
     """Draw ``image`` into the square (x, y, side) of the page canvas, keeping its aspect ratio."""
     h, w = image.shape[:2]
     scale = side / max(h, w)
@@ -134,12 +134,12 @@ def _draw_unit(fig: Figure, canvas: Axes, unit: UnitTopProjections, result: Mine
             x = x0 + col * (side + CELL_GAP)
             y = y0 + row * (side + VALUE_H + CELL_GAP)
             if g == 0:
-                _show(canvas, normalise_projection(entry.projection), x, y, side, unit_range=True)
+                draw_picture(canvas, normalise_projection(entry.projection), x, y, side, unit_range=True)
                 if is_zero_projection(entry.projection):
                     canvas.text(x + side / 2, y + side / 2, "zero", ha="center", va="center", fontsize=FONT - 1,
                                 color="firebrick")
             else:
-                _show(canvas, entry.patch, x, y, side)
+                draw_picture(canvas, entry.patch, x, y, side)
             canvas.text(x + side / 2, y + side + 0.01, f"#{r + 1}  {entry.value:.4g}", ha="center", va="top",
                         fontsize=FONT - 1.5)
     if not unit.entries:

@@ -23,15 +23,17 @@ if TYPE_CHECKING:
     from vizkit.project.results import (
         ActivationsResult,
         DeconvResult,
+        EvolveResult,
         FiltersResult,
         GradCamResult,
+        InvarianceResult,
         MineOutput,
         OcclusionResult,
         ReportResult,
     )
 
     Result = (DeconvResult | GradCamResult | ActivationsResult | OcclusionResult | FiltersResult | ReportResult
-              | MineOutput)
+              | MineOutput | InvarianceResult | EvolveResult)
 
 PageMaker = Callable[[], "Figure"]
 
@@ -81,6 +83,12 @@ def document(result: Result, info: ReportInfo) -> Document:
     if isinstance(result, r.MineOutput):
         from vizkit.render.mine_outputs import mine_document
         return mine_document(result, info)
+    if isinstance(result, r.InvarianceResult):
+        from vizkit.render.invariance_pdf import invariance_document
+        return invariance_document(result, info)
+    if isinstance(result, r.EvolveResult):
+        from vizkit.render.evolve_outputs import evolve_document
+        return evolve_document(result, info)
     raise TypeError(f"no writer for {type(result).__name__}")
 
 
