@@ -13,6 +13,7 @@ from vizkit_cli.activations import activations
 from vizkit_cli.common import errors_to_exit_codes, finish, image_command, model_options, progress, stage_layers_option
 from vizkit_cli.filters import filters
 from vizkit_cli.gradcam import gradcam
+from vizkit_cli.mine import mine
 from vizkit_cli.occlusion import occlusion
 
 EPILOG_DECONV = """\b
@@ -113,7 +114,7 @@ def models() -> None:
         click.echo(name)
 
 
-for command in (gradcam, filters, activations, occlusion):
+for command in (gradcam, filters, activations, occlusion, mine):
     main.add_command(command)
 
 if __name__ == "__main__":

@@ -1,0 +1,80 @@
+"""``vizkit mine``: what each unit responds to across a whole dataset (Zeiler-Fergus Fig. 2), resumable, on one
+process or many (``torchrun --nproc-per-node N -m vizkit mine ...``)."""
+from __future__ import annotations
+
+import sys
+
+import click
+from vizkit_cli.common import errors_to_exit_codes, model_options, stage_layers_option
+
+EPILOG = """\b
+Examples:
+  vizkit mine photos/                              # offline default model, top 9 per unit, OUT/mine/
+  vizkit mine imagenet/val --model vgg16 --per-class --units top:32 --checkpoint-every 5000
+  vizkit mine files.txt --model resnet50 --weights my.pth --layer layer3 --no-project
+  vizkit mine imagenet/val --resume               # continue a killed run from OUT/mine/checkpoint.pt
+  torchrun --nproc-per-node 4 -m vizkit mine imagenet/val --model vgg16 --device cuda
+"""
+
+
+@click.command(epilog=EPILOG)
+@click.argument("data", type=click.Path(path_type=str))
+@model_options
+@stage_layers_option
+@click.option("--top-k", "-k", default=9, show_default=True, type=click.IntRange(min=1),
+              help="Images kept per unit: the K with the largest spatial maximum.")
+@click.option("--batch-size", "-b", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option("--workers", default=0, show_default=True, type=click.IntRange(min=0),
+              help="DataLoader worker processes that read and preprocess images.")
+@click.option("--limit", default=None, type=click.IntRange(min=1), help="Only the first N images of DATA.")
+@click.option("--per-class", is_flag=True, help="Also keep the top K per class (DATA/<class>/... subfolders).")
+@click.option("--units", default=None, metavar="SPEC",
+              help="Units to project and render per layer: all, top:N / N (strongest mean activation) or 3,7,12. "
+                   "Default: top:16.")
+@click.option("--no-project", is_flag=True, help="Stop after the scan: mine.npz and the manifest only.")
+@click.option("--checkpoint-every", default=None, type=click.IntRange(min=1), metavar="N",
+              help="Save the scan state to OUT/mine/checkpoint.pt every N images (atomically).")
+@click.option("--resume", is_flag=True, help="Continue from OUT/mine/checkpoint.pt (refused if DATA, model, "
+                                             "weights or layers changed).")
+@click.option("--out", "-o", default="vizkit-out", show_default=True, type=click.Path(file_okay=False),
+              help="Output folder; results go to OUT/mine/.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@errors_to_exit_codes
+def mine(data: str, model: str | None, weights: str | None, allow_download: bool, allow_pickle: bool,
+         layers: tuple[str, ...], top_k: int, batch_size: int, workers: int, limit: int | None, per_class: bool,
+         units: str | None, no_project: bool, checkpoint_every: int | None, resume: bool, out: str,
+         device: str) -> None:
+    """For every unit of the chosen layers, the K images of DATA that excite it most, with their deconvnet
+    projections (Zeiler-Fergus Fig. 2).
+
+    DATA is a folder (read recursively in sorted order; first-level subfolders are classes) or a text file with
+    one image path per line. Writes OUT/mine/: mine.npz, mine.pdf, html/index.html and mine.manifest.json. An
+    unreadable image is named on one line and skipped; the run goes on and exits 2 at the end.
+    """
+    from vizkit.jobs.mine import MineConfig, run_mine
+    from vizkit.load import DEFAULT_MODEL
+
+    config = MineConfig(data=data, model=model or DEFAULT_MODEL, weights=weights, layers=layers or None,
+                        top_k=top_k, batch_size=batch_size, workers=workers, limit=limit, per_class=per_class,
+                        units=units, project=not no_project, checkpoint_every=checkpoint_every, resume=resume,
+                        out=out, device=device, allow_pickle=allow_pickle, allow_download=allow_download,
+                        command=["vizkit", *sys.argv[1:]])
+    from tqdm import tqdm
+
+    with tqdm(unit="image", file=sys.stderr, disable=None, leave=False) as bar:
+        def step(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        def skipped(path: str, reason: str) -> None:
+            bar.clear()
+            click.echo(f"vizkit: skipped {path}: {reason}", err=True)
+
+        report = run_mine(config, progress=step, on_skip=skipped)
+    for folder in report.written:
+        click.echo(f"wrote {folder}/")
+    if report.result is not None:
+        result = report.result
+        click.echo(f"{result.images_scanned} images scanned, {len(result.skipped)} skipped"
+                   + (" (listed in mine.manifest.json)" if result.skipped else ""), err=bool(result.skipped))
+    sys.exit(report.exit_code)

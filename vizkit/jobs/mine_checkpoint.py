@@ -1,0 +1,86 @@
+"""Checkpoints of a ``vizkit mine`` scan: the state after the first n images of this process's (fixed) order.
+
+A checkpoint is written atomically (temporary file, then ``os.replace``) and holds tensors, ints and strings
+only, so ``torch.load(weights_only=True)`` reads it. It records what it was made from -- dataset fingerprint,
+model, a hash of the weights actually loaded, preprocessing, layers, K, per-class, ranks -- and ``--resume``
+refuses a checkpoint whose record differs, naming the difference.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vizkit.errors import UserInputError
+from vizkit.jobs.distributed import Ranks
+
+__all__ = ["Checkpoint", "checkpoint_path", "load_checkpoint", "model_digest", "save_checkpoint"]
+
+FORMAT = 1
+
+
+def checkpoint_path(mine_dir: Path, ranks: Ranks) -> Path:
+    """``checkpoint.pt``; with several ranks one file per rank (each resumes its own shard)."""
+    name = "checkpoint.pt" if not ranks.active else f"checkpoint-rank{ranks.rank}-of-{ranks.world}.pt"
+    return Path(mine_dir) / name
+
+
+def model_digest(model: nn.Module) -> str:
+    """sha256 over the state dict (names, dtypes, shapes, bytes): catches changed weights, also random inits."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}\n".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+@dataclass
+class Checkpoint:
+    identity: dict[str, str]                  # what the scan was made from (compared on resume)
+    positions: int                            # images of this process's order already scanned (skipped included)
+    skipped: list[tuple[int, str]]            # (global index, reason)
+    state: dict                               # ScanState.state_dict()
+
+
+def save_checkpoint(path: Path, ckpt: Checkpoint) -> None:
+    """Write atomically: a killed run leaves the previous checkpoint or the new one, never a torn file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "identity": json.dumps(ckpt.identity, sort_keys=True),
+        "positions": int(ckpt.positions),
+        "skipped_index": torch.tensor([i for i, _ in ckpt.skipped], dtype=torch.int64),
+        "skipped_messages": [m for _, m in ckpt.skipped],
+        "state": ckpt.state,
+    }
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def load_checkpoint(path: Path, identity: dict[str, str]) -> Checkpoint:
+    """Read ``path`` and check it belongs to this run; a mismatch is one line naming what changed."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user-facing problem
+        raise UserInputError(f"cannot read checkpoint {path} ({type(err).__name__}: {err}); rerun without "
+                             "--resume to start over") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise UserInputError(f"{path} is not a vizkit mine checkpoint of this version; rerun without --resume")
+    saved = json.loads(payload["identity"])
+    changed = [key for key in identity if saved.get(key) != identity[key]]
+    if changed:
+        raise UserInputError(f"checkpoint {path} was made with a different {', '.join(changed)}; refusing to "
+                             "resume (rerun without --resume to start over)")
+    skipped = list(zip(payload["skipped_index"].tolist(), payload["skipped_messages"]))
+    return Checkpoint(saved, int(payload["positions"]), skipped, payload["state"])

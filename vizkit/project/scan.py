@@ -1,0 +1,289 @@
+"""Pass 1 of ``vizkit mine``: stream batches through the model and keep, per channel, the exact top-K images.
+
+Forward hooks (inside ``with`` only) reduce each layer's output the moment it is produced -- per (image, channel)
+spatial max, its first row-major argmax and the spatial mean -- so a later in-place op cannot change what was seen
+and no feature map is kept. The forward stops after the deepest requested layer. The state lives on the model's
+device and is O(layers x channels x K); each batch is merged into it with ``merge_topk`` (no Python loop over
+images or channels).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vizkit.capture.recorder import StopForward, resolve_layers
+from vizkit.capture.state import preserve_model_state
+from vizkit.errors import ModelError, UserInputError
+from vizkit.load.dataset import ImageBatch
+from vizkit.project.topk import EMPTY, LayerTopK, MineResult, merge_topk
+
+__all__ = ["Reduced", "ScanRun", "ScanState", "StreamCounter", "as_image_batch", "reduce_output", "scan_batches"]
+
+
+@dataclass
+class Reduced:
+    """One layer's output for one batch, reduced over space: each (B, C)."""
+
+    maximum: torch.Tensor   # float32
+    argmax: torch.Tensor    # int64, flat index into the (H, W) grid, first maximum in row-major order
+    mean: torch.Tensor      # float32 spatial mean
+    grid: tuple[int, int]
+
+
+def reduce_output(name: str, output: torch.Tensor) -> Reduced:
+    """(B, C, H, W) feature maps (or (B, C) vectors, or (B, C, L) sequences) -> per-(image, channel) reductions."""
+    a = output.detach()
+    if a.dim() == 2:
+        a = a[:, :, None, None]
+    elif a.dim() == 3:
+        a = a[:, :, None, :]
+    if a.dim() != 4:
+        raise ModelError(f"layer '{name}' outputs shape {tuple(output.shape)}; mine needs (B, C, H, W), (B, C) or "
+                         "(B, C, L)")
+    flat = a.flatten(2)
+    maximum, argmax = flat.max(dim=2)  # documented: the index of the first maximal value
+    return Reduced(maximum.float(), argmax, flat.float().mean(dim=2), (int(a.shape[2]), int(a.shape[3])))
+
+
+class _Reducer:
+    """Forward hooks that reduce the requested layers' outputs; the forward is stopped after the last one."""
+
+    def __init__(self, model: nn.Module, layers: Sequence[str]) -> None:
+        self.modules = resolve_layers(model, layers)
+        self.out: dict[str, Reduced] = {}
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def __enter__(self) -> _Reducer:
+        try:
+            for name, module in self.modules.items():
+                self._handles.append(module.register_forward_hook(self._hook(name)))
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _hook(self, name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+            if name in self.out:  # a module called twice per forward counts at its first call
+                return
+            if not isinstance(output, torch.Tensor):
+                raise ModelError(f"layer '{name}' returns {type(output).__name__}, not a tensor; pick a submodule")
+            self.out[name] = reduce_output(name, output)
+            if len(self.out) == len(self.modules):
+                raise StopForward
+
+        return hook
+
+    def run(self, model: nn.Module, x: torch.Tensor) -> dict[str, Reduced]:
+        self.out = {}
+        try:
+            model(x)
+        except StopForward:
+            pass
+        missing = [n for n in self.modules if n not in self.out]
+        if missing:
+            raise ModelError(f"layer(s) {', '.join(missing)} did not run in the forward pass; pick layers the "
+                             "model calls (see 'vizkit layers')")
+        return self.out
+
+
+class ScanState:
+    """The running state: per layer top-K (values, global image index, flat position), per-class top-K, sums."""
+
+    def __init__(self, layers: Sequence[str], k: int, *, n_classes: int = 0, device: torch.device | str = "cpu"):
+        if k < 1:
+            raise UserInputError(f"--top-k must be at least 1, got {k}")
+        self.layers = list(dict.fromkeys(layers))
+        self.k = k
+        self.n_classes = n_classes
+        self.device = torch.device(device)
+        self.count = 0                              # images counted in the means and rates
+        self.t: dict[str, torch.Tensor] = {}        # "<layer>/<field>" -> tensor on the device
+        self.grids: dict[str, tuple[int, int]] = {}
+
+    def _init_layer(self, name: str, channels: int, grid: tuple[int, int]) -> None:
+        k, dev = self.k, self.device
+        self.grids[name] = grid
+        self.t[f"{name}/values"] = torch.full((channels, k), float("-inf"), device=dev)
+        self.t[f"{name}/index"] = torch.full((channels, k), EMPTY, dtype=torch.int64, device=dev)
+        self.t[f"{name}/pos"] = torch.full((channels, k), -1, dtype=torch.int64, device=dev)
+        self.t[f"{name}/sum"] = torch.zeros(channels, dtype=torch.float64, device=dev)
+        self.t[f"{name}/fired"] = torch.zeros(channels, dtype=torch.int64, device=dev)
+        if self.n_classes:
+            shape = (self.n_classes, channels, k)
+            self.t[f"{name}/class_values"] = torch.full(shape, float("-inf"), device=dev)
+            self.t[f"{name}/class_index"] = torch.full(shape, EMPTY, dtype=torch.int64, device=dev)
+
+    def update(self, reduced: dict[str, Reduced], index: torch.Tensor, label: torch.Tensor,
+               counted: torch.Tensor, n_counted: int) -> None:
+        """Merge one batch. ``index``/``label``/``counted`` (B,) on the device; ``counted`` marks the images that
+        enter the means and rates (False for a rank's padding duplicates)."""
+        for name in self.layers:
+            r = reduced[name]
+            channels, batch = r.maximum.shape[1], r.maximum.shape[0]
+            if name not in self.grids:
+                self._init_layer(name, channels, r.grid)
+            elif self.grids[name] != r.grid or self.t[f"{name}/sum"].shape[0] != channels:
+                raise UserInputError(f"layer '{name}' changed shape between batches ({self.grids[name]} -> "
+                                     f"{r.grid}); all images must have the same input size")
+            t = self.t
+            w = counted[:, None]
+            t[f"{name}/sum"] += (r.mean.double() * w).sum(0)
+            t[f"{name}/fired"] += ((r.maximum > 0) & w).sum(0)
+            values, idx, (pos,) = merge_topk(
+                torch.cat([t[f"{name}/values"], r.maximum.T], 1),
+                torch.cat([t[f"{name}/index"], index[None].expand(channels, batch)], 1),
+                [torch.cat([t[f"{name}/pos"], r.argmax.T], 1)], self.k)
+            t[f"{name}/values"], t[f"{name}/index"], t[f"{name}/pos"] = values, idx, pos
+            if self.n_classes:
+                self._update_classes(name, r.maximum, index, label)
+        self.count += n_counted
+
+    def _update_classes(self, name: str, maximum: torch.Tensor, index: torch.Tensor, label: torch.Tensor) -> None:
+        """Each class present in the batch merges the batch with the other classes' images masked out."""
+        present = torch.unique(label[label >= 0])
+        if present.numel() == 0:
+            return
+        mask = (label[None, :] == present[:, None])[:, None, :]           # (P, 1, B)
+        cand_values = maximum.T[None].masked_fill(~mask, float("-inf"))  # (P, C, B)
+        cand_index = index[None, None].expand_as(cand_values).masked_fill(~mask, EMPTY)
+        values_key, index_key = f"{name}/class_values", f"{name}/class_index"
+        values, idx, _ = merge_topk(torch.cat([self.t[values_key][present], cand_values], 2),
+                                    torch.cat([self.t[index_key][present], cand_index], 2), [], self.k)
+        self.t[values_key][present] = values
+        self.t[index_key][present] = idx
+
+    def merge(self, other: ScanState) -> None:
+        """Absorb another state over the same index space (another rank's shard); exact, duplicates dropped."""
+        for name in self.layers:
+            if name not in other.grids:
+                continue
+            if name not in self.grids:
+                self.grids[name] = other.grids[name]
+                for key, value in other.t.items():
+                    if key.startswith(f"{name}/"):
+                        self.t[key] = value.clone()
+                continue
+            t, o = self.t, other.t
+            t[f"{name}/sum"] += o[f"{name}/sum"]
+            t[f"{name}/fired"] += o[f"{name}/fired"]
+            t[f"{name}/values"], t[f"{name}/index"], (t[f"{name}/pos"],) = merge_topk(
+                torch.cat([t[f"{name}/values"], o[f"{name}/values"]], -1),
+                torch.cat([t[f"{name}/index"], o[f"{name}/index"]], -1),
+                [torch.cat([t[f"{name}/pos"], o[f"{name}/pos"]], -1)], self.k)
+            if self.n_classes:
+                cv, ci = f"{name}/class_values", f"{name}/class_index"
+                t[cv], t[ci], _ = merge_topk(torch.cat([t[cv], o[cv]], -1), torch.cat([t[ci], o[ci]], -1), [], self.k)
+        self.count += other.count
+
+    def state_dict(self) -> dict[str, torch.Tensor | int | str | list[int] | list[str]]:
+        """CPU tensors, ints and strings only (``torch.load(weights_only=True)`` reads it back)."""
+        d: dict[str, torch.Tensor | int | str | list[int] | list[str]] = {
+            "k": self.k, "n_classes": self.n_classes, "count": self.count, "layers": list(self.layers)}
+        for name, (h, w) in self.grids.items():
+            d[f"grid/{name}"] = [h, w]
+        for key, value in self.t.items():
+            d[f"t/{key}"] = value.detach().cpu()
+        return d
+
+    def load_state_dict(self, d: dict) -> None:
+        self.count = int(d["count"])
+        self.grids = {key[5:]: (int(v[0]), int(v[1])) for key, v in d.items() if key.startswith("grid/")}
+        self.t = {key[2:]: v.to(self.device) for key, v in d.items() if key.startswith("t/")}
+
+    def result(self, paths: Sequence[str], *, classes: list[str] | None = None, labels: list[int] | None = None,
+               skipped: Sequence[tuple[str, str]] = ()) -> MineResult:
+        layers = {name: self._layer_result(name) for name in self.layers if name in self.grids}
+        return MineResult(list(paths), layers, self.k, classes, labels, list(skipped), self.count)
+
+    def _layer_result(self, name: str) -> LayerTopK:
+        t, width = self.t, self.grids[name][1]
+        index = t[f"{name}/index"].cpu()
+        pos = t[f"{name}/pos"].cpu()
+        empty = index == EMPTY
+        yx = torch.stack([pos // width, pos % width], -1).masked_fill(empty[..., None], -1)
+        n = max(self.count, 1)
+        class_values = class_index = None
+        if self.n_classes:
+            class_values = t[f"{name}/class_values"].cpu().numpy()
+            ci = t[f"{name}/class_index"].cpu()
+            class_index = ci.masked_fill(ci == EMPTY, -1).numpy()
+        return LayerTopK(t[f"{name}/values"].cpu().numpy(), index.masked_fill(empty, -1).numpy(), yx.numpy(),
+                         (t[f"{name}/sum"].cpu() / n).float().numpy(),
+                         (t[f"{name}/fired"].cpu().double() / n).float().numpy(), class_values, class_index)
+
+
+class StreamCounter:
+    """Global indices for loaders that yield plain tensors: position in the stream."""
+
+    def __init__(self, start: int = 0) -> None:
+        self.next = start
+
+
+@dataclass
+class ScanRun:
+    skipped: list[tuple[int, str]]   # (global index, reason) of unreadable images
+    positions: int                   # stream entries consumed (readable + skipped)
+    seen: int                        # 1 + the largest global index met (the index space's size)
+
+
+def as_image_batch(batch: Any, counter: StreamCounter) -> ImageBatch:
+    """An ``ImageBatch`` as is; a tensor (B, C, H, W) or an (x, labels, ...) pair from a user's DataLoader gets
+    stream positions as indices and its labels when they are integers."""
+    if isinstance(batch, ImageBatch):
+        return batch
+    x, label = batch, None
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
+        x = batch[0]
+        if len(batch) > 1 and isinstance(batch[1], torch.Tensor) and not batch[1].is_floating_point():
+            label = batch[1].reshape(-1).long()
+    if not isinstance(x, torch.Tensor) or x.dim() < 2:
+        raise UserInputError(f"mine: a batch must be an ImageBatch, a tensor (B, C, H, W) or (x, labels); got "
+                             f"{type(batch).__name__}")
+    n = x.shape[0]
+    index = torch.arange(counter.next, counter.next + n, dtype=torch.int64)
+    counter.next += n
+    return ImageBatch(x, index, label if label is not None else torch.full((n,), -1, dtype=torch.int64), [])
+
+
+def scan_batches(model: nn.Module, batches: Iterable[Any], state: ScanState, *,
+                 owned: np.ndarray | None = None,
+                 on_batch: Callable[[int, list[tuple[int, str]]], None] | None = None) -> ScanRun:
+    """Update ``state`` with every batch; returns the skipped (global index, reason) pairs and counts.
+
+    ``owned``: bool per global index, the images this process counts in means and rates (distributed padding
+    duplicates are not); ``on_batch(positions_done, skipped)`` runs after each batch (checkpoints).
+    """
+    skipped: list[tuple[int, str]] = []
+    positions = seen = 0
+    counter = StreamCounter()
+    device = state.device
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    with preserve_model_state(model), torch.inference_mode(), _Reducer(model, state.layers) as reducer:
+        for raw in batches:
+            batch = as_image_batch(raw, counter)
+            skipped.extend(batch.skipped)
+            positions += int(batch.index.numel()) + len(batch.skipped)
+            seen = max([seen, *(i + 1 for i, _ in batch.skipped)] +
+                       ([int(batch.index.max()) + 1] if batch.index.numel() else []))
+            if batch.index.numel():
+                counted_cpu = (torch.from_numpy(owned[batch.index.numpy()]) if owned is not None
+                               else torch.ones(batch.index.numel(), dtype=torch.bool))
+                x = batch.x.to(device=device, dtype=dtype if batch.x.is_floating_point() else None, non_blocking=True)
+                reduced = reducer.run(model, x)
+                state.update(reduced, batch.index.to(device, non_blocking=True),
+                             batch.label.to(device, non_blocking=True), counted_cpu.to(device, non_blocking=True),
+                             int(counted_cpu.sum()))
+            if on_batch is not None:
+                on_batch(positions, skipped)
+    return ScanRun(skipped, positions, seen)

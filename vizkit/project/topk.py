@@ -1,0 +1,172 @@
+"""The exact running top-K per channel over a dataset: the merge rule, the per-layer result and its arrays.
+
+Rule (everywhere: scan, resume, ranks, ``MineResult.merge``): larger value first; equal values -> smaller global
+image index; one entry per image (duplicates, e.g. ``DistributedSampler`` padding, are dropped by index). Within an
+image the position is the first maximum in row-major order (``torch.max`` over the flattened grid returns it).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from vizkit.errors import UserInputError
+
+__all__ = ["EMPTY", "LayerTopK", "MineResult", "merge_topk"]
+
+#: Index of an empty slot while sorting (sorts after every real image); stored as -1 in results.
+EMPTY = torch.iinfo(torch.int64).max
+
+
+def _take(order: torch.Tensor, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    return [t.gather(-1, order) for t in tensors]
+
+
+def merge_topk(values: torch.Tensor, index: torch.Tensor, payload: Sequence[torch.Tensor], k: int
+               ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """Keep the best ``k`` candidates along the last dim of ``values``/``index``/``payload`` (same shapes).
+
+    Two stable sorts give the lexicographic order (value desc, index asc); a first pair groups equal indices
+    (best value first) so that a repeated image keeps one slot. Empty slots carry index ``EMPTY`` and -inf; their
+    payload (integer positions) comes back as -1.
+    """
+    cols = [values, index, *payload]
+    cols = _take(torch.sort(cols[0], dim=-1, descending=True, stable=True).indices, cols)
+    cols = _take(torch.sort(cols[1], dim=-1, stable=True).indices, cols)
+    dup = torch.zeros_like(cols[1], dtype=torch.bool)
+    dup[..., 1:] = cols[1][..., 1:] == cols[1][..., :-1]
+    cols[0] = cols[0].masked_fill(dup, float("-inf"))
+    cols[1] = cols[1].masked_fill(dup, EMPTY)  # (already sorted by index, so this sort is the tie order)
+    cols = _take(torch.sort(cols[0], dim=-1, descending=True, stable=True).indices, cols)
+    cols = [c[..., :k] for c in cols]
+    empty = cols[1] == EMPTY
+    return cols[0], cols[1], [p.masked_fill(empty, -1) for p in cols[2:]]
+
+
+@dataclass
+class LayerTopK:
+    """One layer's scan result (numpy, CPU); what ``mine.npz`` stores per layer."""
+
+    values: np.ndarray                        # (C, K) float32, descending; -inf where fewer than K images
+    image_index: np.ndarray                   # (C, K) int64 into MineResult.paths; -1 where fewer than K
+    positions: np.ndarray                     # (C, K, 2) int64 (y, x) on the layer's output grid; -1 where empty
+    mean: np.ndarray                          # (C,) float32: mean over images of the spatial mean
+    rate: np.ndarray                          # (C,) float32: share of images whose spatial max is > 0
+    class_values: np.ndarray | None = None         # (n_classes, C, K) with per-class scans
+    class_image_index: np.ndarray | None = None    # (n_classes, C, K)
+
+    @property
+    def dead(self) -> np.ndarray:
+        """(C,) bool: the unit never fired (max <= 0) on any scanned image."""
+        return self.rate == 0
+
+    @property
+    def channels(self) -> int:
+        return int(self.values.shape[0])
+
+
+@dataclass
+class MineResult:
+    """The scan of a dataset: per layer the top-K images of every channel, plus what was scanned and skipped."""
+
+    paths: list[str]
+    layers: dict[str, LayerTopK]
+    k: int
+    classes: list[str] | None = None
+    labels: list[int] | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    images_scanned: int = 0
+
+    def merge(self, other: MineResult) -> MineResult:
+        """Exact merge of two scans (e.g. two shards, or two datasets). Same paths: one index space, images
+        seen by both keep one slot; different paths: ``other``'s images are appended after ``self``'s. Means and
+        rates are weighted by ``images_scanned`` (exact for disjoint image sets)."""
+        if list(self.layers) != list(other.layers) or self.k != other.k:
+            raise UserInputError(f"cannot merge scans of different layers or K: {list(self.layers)} k={self.k} "
+                                 f"vs {list(other.layers)} k={other.k}")
+        if (self.classes is None) != (other.classes is None) or (self.classes and self.classes != other.classes):
+            raise UserInputError(f"cannot merge scans with different classes: {self.classes} vs {other.classes}")
+        same = self.paths == other.paths
+        offset = 0 if same else len(self.paths)
+        paths = self.paths if same else self.paths + other.paths
+        labels = self.labels if same else (None if self.labels is None or other.labels is None
+                                           else self.labels + other.labels)
+        n1, n2 = self.images_scanned, other.images_scanned
+        layers = {name: _merge_layer(self.layers[name], other.layers[name], offset, n1, n2, self.k)
+                  for name in self.layers}
+        skipped = list(dict.fromkeys([*self.skipped, *other.skipped]))
+        return MineResult(list(paths), layers, self.k, self.classes, labels, skipped, n1 + n2)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The scan keys of ``mine.npz``: ``paths``, ``classes`` (per-class scans), and per layer ``L/values``,
+        ``L/image_index``, ``L/positions``, ``L/mean``, ``L/rate`` (+ ``L/class_values``, ``L/class_image_index``)."""
+        arrays: dict[str, np.ndarray] = {"paths": np.array(self.paths, dtype=str)}
+        if self.classes is not None:
+            arrays["classes"] = np.array(self.classes, dtype=str)
+        for name, layer in self.layers.items():
+            arrays[f"{name}/values"] = layer.values.astype(np.float32)
+            arrays[f"{name}/image_index"] = layer.image_index.astype(np.int64)
+            arrays[f"{name}/positions"] = layer.positions.astype(np.int64)
+            arrays[f"{name}/mean"] = layer.mean.astype(np.float32)
+            arrays[f"{name}/rate"] = layer.rate.astype(np.float32)
+            if layer.class_values is not None and layer.class_image_index is not None:
+                arrays[f"{name}/class_values"] = layer.class_values.astype(np.float32)
+                arrays[f"{name}/class_image_index"] = layer.class_image_index.astype(np.int64)
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], *, skipped: Sequence[tuple[str, str]] = (),
+                    images_scanned: int = 0, labels: list[int] | None = None) -> MineResult:
+        """Rebuild from ``to_arrays()`` output or an opened ``mine.npz`` (extra keys, e.g. projections, are
+        ignored). ``images_scanned``/``skipped`` are not arrays: they live in the manifest; pass them back here."""
+        names = [key[: -len("/values")] for key in arrays if key.endswith("/values") and "/class_" not in key]
+        layers = {}
+        for name in names:
+            get = arrays.__getitem__
+            has_class = f"{name}/class_values" in arrays
+            layers[name] = LayerTopK(
+                np.asarray(get(f"{name}/values"), np.float32), np.asarray(get(f"{name}/image_index"), np.int64),
+                np.asarray(get(f"{name}/positions"), np.int64), np.asarray(get(f"{name}/mean"), np.float32),
+                np.asarray(get(f"{name}/rate"), np.float32),
+                np.asarray(get(f"{name}/class_values"), np.float32) if has_class else None,
+                np.asarray(get(f"{name}/class_image_index"), np.int64) if has_class else None)
+        k = int(next(iter(layers.values())).values.shape[1]) if layers else 0
+        classes = [str(c) for c in arrays["classes"]] if "classes" in arrays else None
+        return cls([str(p) for p in arrays["paths"]], layers, k, classes, labels, list(skipped), images_scanned)
+
+
+def _merge_layer(a: LayerTopK, b: LayerTopK, offset: int, n1: int, n2: int, k: int) -> LayerTopK:
+    if a.values.shape != b.values.shape:
+        raise UserInputError(f"cannot merge layers of different shapes: {a.values.shape} vs {b.values.shape}")
+    values, index, (y, x) = merge_topk(
+        torch.from_numpy(np.concatenate([a.values, b.values], -1)),
+        _to_sort_index(np.concatenate([a.image_index, _shift(b.image_index, offset)], -1)),
+        [torch.from_numpy(np.concatenate([a.positions[..., i], b.positions[..., i]], -1)) for i in (0, 1)], k)
+    total = max(n1 + n2, 1)
+    mean = (a.mean.astype(np.float64) * n1 + b.mean.astype(np.float64) * n2) / total
+    rate = (a.rate.astype(np.float64) * n1 + b.rate.astype(np.float64) * n2) / total
+    class_values = class_index = None
+    if a.class_values is not None and b.class_values is not None:
+        assert a.class_image_index is not None and b.class_image_index is not None
+        cv, ci, _ = merge_topk(
+            torch.from_numpy(np.concatenate([a.class_values, b.class_values], -1)),
+            _to_sort_index(np.concatenate([a.class_image_index, _shift(b.class_image_index, offset)], -1)), [], k)
+        class_values, class_index = cv.numpy(), _from_sort_index(ci)
+    return LayerTopK(values.numpy(), _from_sort_index(index), torch.stack([y, x], -1).numpy(),
+                     mean.astype(np.float32), rate.astype(np.float32), class_values, class_index)
+
+
+def _shift(index: np.ndarray, offset: int) -> np.ndarray:
+    return np.where(index >= 0, index + offset, index)
+
+
+def _to_sort_index(index: np.ndarray) -> torch.Tensor:
+    """-1 (empty) -> EMPTY so that empty slots sort after real images of equal value."""
+    t = torch.from_numpy(np.ascontiguousarray(index, np.int64))
+    return t.masked_fill(t < 0, EMPTY)
+
+
+def _from_sort_index(index: torch.Tensor) -> np.ndarray:
+    return index.masked_fill(index == EMPTY, -1).cpu().numpy()
