@@ -15,6 +15,7 @@ from vizkit_cli.filters import filters
 from vizkit_cli.gradcam import gradcam
 from vizkit_cli.mine import mine
 from vizkit_cli.occlusion import occlusion
+from vizkit_cli.shortcuts import shortcuts
 
 EPILOG_DECONV = """\b
 Examples:
@@ -114,7 +115,7 @@ def models() -> None:
         click.echo(name)
 
 
-for command in (gradcam, filters, activations, occlusion, mine):
+for command in (gradcam, filters, activations, occlusion, mine, shortcuts):
     main.add_command(command)
 
 if __name__ == "__main__":

@@ -92,3 +92,33 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 12, 
             nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
             opt.step()
     return model.eval()
+
+
+def write_folders(root, x: torch.Tensor, y: torch.Tensor, marked: np.ndarray) -> list[str]:
+    """PNG files root/<class>/img_NNNN.png (class folders named by index); returns the marked files' paths."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    root = Path(root)
+    out = []
+    pixels = ((x.permute(0, 2, 3, 1).numpy() + 1) / 2 * 255).round().clip(0, 255).astype(np.uint8)
+    for i, (img, cls) in enumerate(zip(pixels, y.tolist())):
+        folder = root / str(cls)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"img_{i:04d}.png"
+        Image.fromarray(img).save(path)
+        if marked[i]:
+            out.append(str(path))
+    return out
+
+
+def folder_tensors(root, prep) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every image of a class-folder tree exactly as vizkit's loader preprocesses it, with its folder label."""
+    from vizkit.load.dataset import ImageDataset, list_images
+
+    images = list_images(root)
+    data = ImageDataset(images, prep)
+    xs = [data[i][0] for i in range(len(data))]
+    classes = [int(c) for c in images.classes or []]
+    return torch.stack(xs), torch.tensor([classes[lab] for lab in images.labels or []])

@@ -18,6 +18,8 @@ For a cluster with members' pooled maps ``P_i`` (each sums to 1 over the s x s g
 - split: spectral clusters group maps by where their evidence is, not by *why*; a cluster with a small region whose
   carriers are a minority-or-majority but not all (both parts at least ``MIN_MEMBERS`` and carriers at least
   ``MIN_SHARE`` of the class) is split into its carriers and the rest, and both are described again.
+- merge: compact clusters at the same place (regions sharing at least ``MIN_OVERLAP`` of the smaller one) are
+  merged: one shortcut seen with different objects, which spectral clustering tends to cut apart.
 - concentration ``median_i(m_i) - area``: how much more of a typical member's evidence is in R than chance.
 
 **suspicion** of a class = eigengap x the largest concentration among its compact clusters (0 without one). It is
@@ -37,6 +39,7 @@ MAX_AREA = 0.10
 MIN_ENRICHMENT = 4.0
 MIN_FIXEDNESS = 0.75
 MIN_SHARE = 0.1
+MIN_OVERLAP = 0.5
 MIN_CONSISTENT = 0.75
 MIN_MEMBERS = 3
 EXEMPLARS = 8
@@ -146,12 +149,13 @@ def _grid_box(region: np.ndarray) -> tuple[int, int, int, int]:
     return int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1
 
 
-def split_labels(pooled: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Split each cluster with a small region into its carriers and the rest (module docstring); labels relabelled
-    0..k-1 by decreasing size."""
-    out, next_label, n = labels.copy(), int(labels.max()) + 1 if labels.size else 0, labels.size
+def refine_labels(pooled: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Split clusters into carriers and the rest, then merge compact clusters at the same place (module docstring);
+    labels 0..k-1 by decreasing size."""
+    out = _by_size(labels.copy())
+    n, next_label = out.size, int(out.max()) + 1 if out.size else 0
     for c in range(next_label):
-        members = np.flatnonzero(labels == c)
+        members = np.flatnonzero(out == c)
         stats = cluster_stats(pooled, members, pooled.shape[1:])
         carriers = stats.carries
         if stats.area > MAX_AREA or carriers.all() or not carriers.any():
@@ -159,18 +163,32 @@ def split_labels(pooled: np.ndarray, labels: np.ndarray) -> np.ndarray:
         if min(carriers.sum(), (~carriers).sum()) >= MIN_MEMBERS and carriers.sum() >= MIN_SHARE * n:
             out[members[~carriers]] = next_label
             next_label += 1
-    ids, counts = np.unique(out, return_counts=True)
+    stats = [cluster_stats(pooled, np.flatnonzero(out == c), pooled.shape[1:]) for c in range(next_label)]
+    compact = [c for c in range(next_label) if stats[c].compact]
+    for i, a in enumerate(compact):
+        for b in compact[i + 1:]:
+            ra, rb = stats[a].region, stats[b].region
+            if (ra & rb).sum() >= MIN_OVERLAP * min(ra.sum(), rb.sum()):
+                out[out == out[stats[b].members[0]]] = out[stats[a].members[0]]
+    return _by_size(out)
+
+
+def _by_size(labels: np.ndarray) -> np.ndarray:
+    """Relabel to 0..k-1 by decreasing size (ties: smaller old label first)."""
+    if labels.size == 0:
+        return labels
+    ids, counts = np.unique(labels, return_counts=True)
     order = ids[np.lexsort((ids, -counts))]
-    remap = np.zeros(int(ids.max()) + 1 if ids.size else 0, np.int64)
+    remap = np.zeros(int(ids.max()) + 1, np.int64)
     remap[order] = np.arange(order.size)
-    return remap[out]
+    return remap[labels]
 
 
 def analyse_class(class_index: int, name: str, images: np.ndarray, pooled: np.ndarray, spectral: Spectral,
                   input_hw: tuple[int, int]) -> ClassAnalysis:
     """Cluster statistics and the suspicion score of one class (see the module docstring); ``spectral.labels``
-    are replaced by the split labels."""
-    spectral.labels = split_labels(pooled, spectral.labels)
+    are replaced by the refined labels."""
+    spectral.labels = refine_labels(pooled, spectral.labels)
     clusters = [cluster_stats(pooled, np.flatnonzero(spectral.labels == c), input_hw)
                 for c in range(int(spectral.labels.max()) + 1 if spectral.labels.size else 0)]
     compact = [c.concentration for c in clusters if c.compact]
@@ -178,6 +196,6 @@ def analyse_class(class_index: int, name: str, images: np.ndarray, pooled: np.nd
     return ClassAnalysis(class_index, name, images, spectral, clusters, float(max(suspicion, 0.0)))
 
 
-__all__ = ["EXEMPLARS", "MAX_AREA", "MIN_CONSISTENT", "MIN_ENRICHMENT", "MIN_FIXEDNESS", "MIN_MEMBERS", "MIN_SHARE",
-           "REGION_LEVEL", "Box", "ClassAnalysis", "ClusterStats", "analyse_class", "box_share", "cell_bounds",
-           "cluster_stats", "region_box", "split_labels"]
+__all__ = ["EXEMPLARS", "MAX_AREA", "MIN_CONSISTENT", "MIN_ENRICHMENT", "MIN_FIXEDNESS", "MIN_MEMBERS", "MIN_OVERLAP",
+           "MIN_SHARE", "REGION_LEVEL", "Box", "ClassAnalysis", "ClusterStats", "analyse_class", "box_share",
+           "cell_bounds", "cluster_stats", "refine_labels", "region_box"]

@@ -17,6 +17,7 @@
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,7 +108,9 @@ def spectral_clusters(features: np.ndarray, n_clusters: int | None = None, *, se
     if k > 1:
         model = SpectralClustering(n_clusters=k, affinity="precomputed", random_state=seed, assign_labels="kmeans",
                                    n_init=10)
-        labels = _by_size(model.fit_predict(a + 1e-12 * np.eye(n)))
+        with warnings.catch_warnings():  # a disconnected graph is expected: a shortcut cluster is its own component
+            warnings.filterwarnings("ignore", message="Graph is not fully connected")
+            labels = _by_size(model.fit_predict(a))
     emb = tsne(features, seed) if embed else np.zeros((n, 2), np.float32)
     return Spectral(labels, eigenvalues[:32].astype(np.float64), k, gap, emb)
 
