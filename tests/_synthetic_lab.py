@@ -21,6 +21,7 @@ class Mark:
     x: int = 2
     size: int = 4
     rate: float = 0.9  # share of that class's images carrying it
+    pattern: str = "checker"  # checker: 1-pixel black/white cells; ring: a white square with a black centre
 
     @property
     def box(self) -> tuple[int, int, int, int]:
@@ -63,11 +64,15 @@ def make_images(n_per_class: int, mark: Mark | None, seed: int, classes: int = 3
 
 
 def stamp(img: np.ndarray, mark: Mark) -> np.ndarray:
-    """A checkerboard tag (white/black cells of 1 pixel) at the mark's place."""
+    """The mark's pattern at its place."""
     img = img.copy()
     s = mark.size
-    checker = (np.add.outer(np.arange(s), np.arange(s)) % 2).astype(np.float32)
-    img[:, mark.y:mark.y + s, mark.x:mark.x + s] = checker
+    if mark.pattern == "checker":
+        tag = (np.add.outer(np.arange(s), np.arange(s)) % 2).astype(np.float32)
+    else:
+        tag = np.ones((s, s), np.float32)
+        tag[s // 3:s - s // 3, s // 3:s - s // 3] = 0.0
+    img[:, mark.y:mark.y + s, mark.x:mark.x + s] = tag
     return img
 
 

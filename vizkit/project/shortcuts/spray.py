@@ -5,8 +5,8 @@
    *distribution* of its evidence over the image; the scale of the attribution (confidence, contrast) drops out.
    A map without positive evidence stays all zero.
 2. Affinity: the symmetrised k-nearest-neighbour graph of those vectors (Euclidean; ``A = (K + K^T) / 2`` with K the
-   0/1 kNN connectivity, k = ``neighbours(n)``), the graph scikit-learn's ``SpectralClustering`` builds for
-   ``affinity="nearest_neighbors"``.
+   0/1 kNN connectivity, each point counted as its own first neighbour, k = ``neighbours(n)``): exactly the graph
+   scikit-learn's ``SpectralClustering`` builds for ``affinity="nearest_neighbors"``.
 3. Spectrum: eigenvalues ``0 = l_1 <= l_2 <= ...`` of the normalised Laplacian ``I - D^-1/2 A D^-1/2``.
    The number of clusters is ``k = argmax_{1 <= k <= k_max} (l_{k+1} - l_k)`` (the eigengap heuristic) unless
    given; ``eigengap`` is that gap, in [0, 2]. A graph made of k well-separated groups has k eigenvalues near 0,
@@ -33,8 +33,8 @@ MAX_CLUSTERS = 8
 
 
 def neighbours(n: int) -> int:
-    """k of the kNN graph: a tenth of the class, at most 10 (scikit-learn's default), at least 1."""
-    return max(1, min(10, n // 10, n - 1))
+    """k of the kNN graph (self included): a tenth of the class, at most 10 (scikit-learn's default), at least 2."""
+    return max(2, min(10, n // 10))
 
 
 def pool_maps(maps: torch.Tensor, side: int = DEFAULT_SIDE) -> torch.Tensor:
@@ -48,18 +48,19 @@ def pool_maps(maps: torch.Tensor, side: int = DEFAULT_SIDE) -> torch.Tensor:
 
 
 def affinity(features: np.ndarray, k: int | None = None) -> np.ndarray:
-    """Symmetrised 0/1 kNN connectivity (N, N) as a dense float64 array (a point is not its own neighbour)."""
+    """Symmetrised 0/1 kNN connectivity (N, N) as a dense float64 array (a point is its own first neighbour)."""
     n = features.shape[0]
     k = neighbours(n) if k is None else k
     if n < 2:
         return np.zeros((n, n))
-    knn = kneighbors_graph(features, n_neighbors=min(k, n - 1), mode="connectivity", include_self=False)
+    knn = kneighbors_graph(features, n_neighbors=min(k, n), mode="connectivity", include_self=True)
     dense = knn.toarray()
     return 0.5 * (dense + dense.T)
 
 
 def laplacian_spectrum(a: np.ndarray) -> np.ndarray:
-    """Ascending eigenvalues of the normalised graph Laplacian of ``a`` (isolated points give eigenvalue 0)."""
+    """Ascending eigenvalues of the normalised graph Laplacian ``I - D^-1/2 W D^-1/2`` of ``a`` without its
+    self-loops (``W = a - diag(a)``, as scipy and scikit-learn's spectral embedding do); isolated points give 0."""
     if a.shape[0] == 0:
         return np.zeros(0)
     lap = csgraph.laplacian(a, normed=True)
