@@ -42,7 +42,7 @@ def write_shortcuts_outputs(result: ShortcutsResult, loaded: LoadedModel, images
                       loaded.preprocessing.to_dict(), settings, config.command)
     with atomic_dir(final) as tmp:
         (tmp / "shortcuts.json").write_text(json.dumps(result.to_json(), indent=2) + "\n", encoding="utf-8")
-        np.savez_compressed(tmp / "shortcuts.npz", **npz_arrays(result))
+        np.savez_compressed(tmp / "shortcuts.npz", **npz_arrays(result))  # type: ignore[arg-type]
         write_shortcuts_pdf(tmp / "shortcuts.pdf", result, pictures)
         write_gallery(tmp / "html", result, pictures)
         write_manifest(tmp, info, timings, "shortcuts.manifest.json")

@@ -88,6 +88,6 @@ def write_gallery(folder: Path, result: ShortcutsResult, pictures: dict[int, np.
         "classes ranked by suspicion (see shortcuts.pdf page 1 for the definitions).</p>",
         '<p id="loaded"></p>', *body, f"<footer><p>vizkit {html.escape(vizkit_version())}</p></footer>", _SCRIPT,
         "</body></html>"])
-    index = folder / "index.html"
-    index.write_text(page_html, encoding="utf-8")
-    return index
+    path = folder / "index.html"
+    path.write_text(page_html, encoding="utf-8")
+    return path

@@ -4,6 +4,7 @@ exemplars with their maps. Figures only (no pyplot)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +59,7 @@ def class_page(result: ShortcutsResult, a: ClassAnalysis) -> Figure:
     ev = a.spectral.eigenvalues[:20]
     ax = fig.add_axes((0.08, 0.58, 0.38, 0.33))
     ax.bar(np.arange(1, ev.size + 1), ev, color=["C3" if i < a.spectral.k else "0.5" for i in range(ev.size)])
-    ax.set_title("normalised Laplacian eigenvalues (red: clusters)", fontsize=8)
+    ax.set_title("normalised Laplacian eigenvalues (red: k from the eigengap)", fontsize=8)
     ax.tick_params(labelsize=6)
     ax = fig.add_axes((0.55, 0.58, 0.38, 0.33))
     emb = a.spectral.embedding
@@ -109,11 +110,11 @@ def _map(ax: Axes, m: np.ndarray, box: tuple[int, int, int, int], input_hw: tupl
 
 
 def page_builders(result: ShortcutsResult, pictures: dict[int, np.ndarray]) -> Iterator[Callable[[], Figure]]:
-    yield lambda: summary_page(result)
+    yield partial(summary_page, result)
     for a in pages_to_show(result):
-        yield lambda a=a: class_page(result, a)
+        yield partial(class_page, result, a)
         for first in range(0, len(a.clusters), CLUSTERS_PER_PAGE):
-            yield lambda a=a, first=first: cluster_page(result, a, first, pictures)
+            yield partial(cluster_page, result, a, first, pictures)
 
 
 def write_shortcuts_pdf(path: Path, result: ShortcutsResult, pictures: dict[int, np.ndarray],

@@ -155,25 +155,33 @@ def _grid_box(region: np.ndarray) -> tuple[int, int, int, int]:
 def refine_labels(pooled: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Split clusters into carriers and the rest, then merge compact clusters at the same place (module docstring);
     labels 0..k-1 by decreasing size."""
-    out = _by_size(labels.copy())
+    return _by_size(_merge_same_place(pooled, _split_carriers(pooled, _by_size(labels.copy()))))
+
+
+def _split_carriers(pooled: np.ndarray, out: np.ndarray) -> np.ndarray:
+    hw = (pooled.shape[1], pooled.shape[2])
     n, next_label = out.size, int(out.max()) + 1 if out.size else 0
     for c in range(next_label):
         members = np.flatnonzero(out == c)
-        stats = cluster_stats(pooled, members, pooled.shape[1:])
+        stats = cluster_stats(pooled, members, hw)
         carriers = stats.carries
         if stats.area > MAX_AREA or carriers.all() or not carriers.any():
             continue
         if min(carriers.sum(), (~carriers).sum()) >= MIN_MEMBERS and carriers.sum() >= MIN_SHARE * n:
             out[members[~carriers]] = next_label
             next_label += 1
-    stats = [cluster_stats(pooled, np.flatnonzero(out == c), pooled.shape[1:]) for c in range(next_label)]
-    compact = [c for c in range(next_label) if stats[c].compact]
+    return out
+
+
+def _merge_same_place(pooled: np.ndarray, out: np.ndarray) -> np.ndarray:
+    hw = (pooled.shape[1], pooled.shape[2])
+    stats = [cluster_stats(pooled, np.flatnonzero(out == c), hw) for c in range(int(out.max()) + 1 if out.size else 0)]
+    compact = [s for s in stats if s.compact]
     for i, a in enumerate(compact):
         for b in compact[i + 1:]:
-            ra, rb = stats[a].region, stats[b].region
-            if (ra & rb).sum() >= MIN_OVERLAP * min(ra.sum(), rb.sum()):
-                out[out == out[stats[b].members[0]]] = out[stats[a].members[0]]
-    return _by_size(out)
+            if (a.region & b.region).sum() >= MIN_OVERLAP * min(a.region.sum(), b.region.sum()):
+                out[out == out[b.members[0]]] = out[a.members[0]]  # current labels: merges chain correctly
+    return out
 
 
 def _by_size(labels: np.ndarray) -> np.ndarray:
