@@ -13,6 +13,7 @@ from vizkit_cli.activations import activations
 from vizkit_cli.common import errors_to_exit_codes, finish, image_command, model_options, progress, stage_layers_option
 from vizkit_cli.filters import filters
 from vizkit_cli.gradcam import gradcam
+from vizkit_cli.lab import lab
 from vizkit_cli.mine import mine
 from vizkit_cli.occlusion import occlusion
 from vizkit_cli.shortcuts import shortcuts
@@ -21,6 +22,7 @@ EPILOG_DECONV = """\b
 Examples:
   vizkit deconv                                   # sample photos, offline default model
   vizkit deconv cat.jpg dog.png --out results
+  vizkit deconv lab/test/star/test_star_0000.png --model labnet   # after 'vizkit lab make lab'
   vizkit deconv photo.jpg --model resnet50 --weights my_resnet.pth --layer layer3 --layer layer4
   vizkit deconv photo.jpg --model timm:convnext_tiny --weights none --mode map --top-k 4
 """
@@ -115,7 +117,7 @@ def models() -> None:
         click.echo(name)
 
 
-for command in (gradcam, filters, activations, occlusion, mine, shortcuts):
+for command in (gradcam, filters, activations, occlusion, lab, mine, shortcuts):
     main.add_command(command)
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ Model names (``available_models()`` lists all but timm's):
 - every torchvision classification model (``resnet50``, ``vgg16``, ``googlenet``, ...; not detection,
   segmentation, video or quantized models).
 - ``timm:NAME`` for any ``timm.list_models()`` name, e.g. ``timm:resnet18``.
-- the zoo (``vizkit.load.zoo``): ``lenet5``, ``zfnet``, ``mobilenet_v1`` and ``mobilenet_v1_0.75/0.5/0.25``.
+- the zoo (``vizkit.load.zoo``): ``lenet5``, ``zfnet``, ``mobilenet_v1`` and ``mobilenet_v1_0.75/0.5/0.25``;
+  ``labnet`` (the shortcut lab's CNN) whose default weights are the trained ones shipped in ``vizkit.lab``.
 
 ``weights``:
 
@@ -392,9 +393,14 @@ def _timm_prep(model: nn.Module) -> Preprocessing:
 def _load_zoo(name: str, arch: str, weights: str | None, *, allow_pickle: bool) -> LoadedModel:
     build_zoo = zoo.ZOO[arch]
     prep = _ZOO_PREP.get(arch, _IMAGENET_PREP)
+    names_for = _names_for
+    if arch == "labnet":  # the one zoo model with shipped weights: default, "clean", "epoch_N" (vizkit.lab)
+        from vizkit.lab.labnet import lab_class_names, labnet_preprocessing, resolve_labnet_weights
+
+        weights, prep, names_for = resolve_labnet_weights(weights), labnet_preprocessing(), lab_class_names
     if weights is None or _is_none(weights):
         model = build_zoo()
-        return LoadedModel(name, model, prep, _names_for(model), RANDOM_INIT, None, False)
+        return LoadedModel(name, model, prep, names_for(model), RANDOM_INIT, None, False)
     if not looks_like_path(weights):
         raise ModelError(
             f"{arch} has no published weights ({weights!r}): use weights='none' (random init) or a state-dict file"
@@ -402,7 +408,7 @@ def _load_zoo(name: str, arch: str, weights: str | None, *, allow_pickle: bool) 
     model, src, digest = _from_file(
         lambda n: build_zoo() if n is None else build_zoo(num_classes=n), name, weights, allow_pickle=allow_pickle
     )
-    return LoadedModel(name, model, prep, _names_for(model), src, digest, True)
+    return LoadedModel(name, model, prep, names_for(model), src, digest, True)
 
 
 def _load_default(name: str, weights: str | None, *, allow_pickle: bool) -> LoadedModel:

@@ -9,6 +9,8 @@ initialisation (``weights="none"``, the default) or loads a state-dict file you 
 - ``zfnet``: Zeiler & Fergus 2014 (Fig. 3), 224x224 RGB: feature maps 110 -> 55 -> 26 -> 13 -> 13 -> 13 -> 6.
 - ``mobilenet_v1`` (alpha 1.0) and ``mobilenet_v1_0.75`` / ``_0.5`` / ``_0.25``: Howard et al. 2017,
   depthwise-separable convolutions with a width multiplier; 4,231,976 parameters at alpha 1.0.
+- ``labnet``: the shortcut lab's small max-pool CNN (``vizkit.lab.labnet``), the one zoo model with shipped
+  trained weights (its default) and per-epoch checkpoints.
 """
 from __future__ import annotations
 
@@ -134,6 +136,13 @@ class MobileNetV1(nn.Sequential):
                 nn.init.zeros_(m.bias)
 
 
+def labnet(num_classes: int = 5) -> nn.Module:
+    """The shortcut lab's CNN (64x64 RGB, trained weights shipped): defined in vizkit.lab.labnet."""
+    from vizkit.lab.labnet import LabNet
+
+    return LabNet(num_classes=num_classes)
+
+
 def lenet5(num_classes: int = 10) -> LeNet5:
     return LeNet5(num_classes=num_classes)
 
@@ -154,5 +163,6 @@ ZOO: dict[str, Callable[..., nn.Module]] = {
     "mobilenet_v1_0.75": lambda num_classes=1000: mobilenet_v1(0.75, num_classes),
     "mobilenet_v1_0.5": lambda num_classes=1000: mobilenet_v1(0.5, num_classes),
     "mobilenet_v1_0.25": lambda num_classes=1000: mobilenet_v1(0.25, num_classes),
+    "labnet": labnet,
 }
 ZOO_MODELS: list[str] = list(ZOO)
