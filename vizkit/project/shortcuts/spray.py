@@ -3,7 +3,11 @@
 1. Features: each map (H, W) >= 0 is summed over blocks down to ``side`` x ``side`` (area pooling, so a small mark
    keeps its mass instead of being skipped by strided sampling) and divided by its total, so a map becomes the
    *distribution* of its evidence over the image; the scale of the attribution (confidence, contrast) drops out.
-   A map without positive evidence stays all zero.
+   A map without positive evidence stays all zero. ``side`` is 16 by default, whatever the input size: a cell is
+   1/16 of the image side (4 px at 64, 14 px at 224), so a small mark's evidence falls into one to four cells, the
+   same ones in every image, while an object's evidence spreads over many cells that move with the object. On a
+   32 x 32 grid of 64 px lab images the 6 px mark straddled cell borders and its members' fixedness (see
+   ``clusters``) fell to 0.8-0.95; at 16 it is 1.0 for every marked image.
 2. Affinity: the symmetrised k-nearest-neighbour graph of those vectors (Euclidean; ``A = (K + K^T) / 2`` with K the
    0/1 kNN connectivity, each point counted as its own first neighbour, k = ``neighbours(n)``): exactly the graph
    scikit-learn's ``SpectralClustering`` builds for ``affinity="nearest_neighbors"``.
@@ -33,7 +37,7 @@ from sklearn.manifold import TSNE
 from sklearn.neighbors import kneighbors_graph
 from threadpoolctl import threadpool_limits
 
-DEFAULT_SIDE = 32
+DEFAULT_SIDE = 16
 MAX_CLUSTERS = 8
 
 
