@@ -317,3 +317,84 @@ def test_gallery_renders_in_headless_chromium(lab_run: Path, tmp_path: Path) -> 
                          capture_output=True, text=True, timeout=120).stdout
     loaded = re.search(r'data-loaded="(\d+)/(\d+)"', dom)
     assert loaded and int(loaded.group(2)) > 20 and loaded.group(1) == loaded.group(2), dom[-300:]
+
+
+# --- the shipped lab: `vizkit lab make` + the shipped labnet (validation split: 50 images per class) ---
+
+@pytest.fixture(scope="module")
+def shipped_lab(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    from vizkit.lab import LabSpec, make_lab
+
+    root = tmp_path_factory.mktemp("shipped_lab")
+    make_lab(LabSpec(per_class={"train": 1, "val": 50, "test": 1}), root)
+    lab = json.loads((root / "lab.json").read_text())
+    lab["root"] = root
+    lab["val_marked"] = {str(root / p) for p in lab["marked_images"] if p.startswith("val/")}
+    return lab
+
+
+def test_shipped_labnet_marked_class_first_one_compact_cluster(shipped_lab: dict) -> None:
+    root = shipped_lab["root"]
+    result = CliRunner().invoke(main, ["shortcuts", str(root / "val"), "--model", "labnet", "--out",
+                                       str(root / "out")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    doc = json.loads((root / "out" / "shortcuts" / "shortcuts.json").read_text())
+    top = doc["classes"][0]
+    assert top["name"] == shipped_lab["marked_class"] and top["class"] == shipped_lab["marked_class_index"]
+    (compact,) = [k for k in top["clusters"] if k["compact"]]
+    assert _f1(compact["members"], shipped_lab["val_marked"]) >= 0.9
+    y0, x0, y1, x1 = compact["box"]
+    my0, mx0, my1, mx1 = shipped_lab["mark"]["box"]
+    assert my0 - 4 <= y0 < my1 and mx0 - 4 <= x0 < mx1 and my0 < y1 <= my1 + 4 and mx0 < x1 <= mx1 + 4
+    assert not any(k["compact"] for c in doc["classes"][1:] for k in c["clusters"])
+    arrays = np.load(root / "out" / "shortcuts" / "shortcuts.npz")
+    paths = [str(p) for p in arrays["paths"]]
+    maps = arrays["display_maps"][[paths.index(p) for p in sorted(shipped_lab["val_marked"])]]  # 64 px: the maps
+    share = box_share(maps, tuple(shipped_lab["mark"]["box"]))
+    assert np.median(share) > 0.05 > 36 / 64**2  # the 6x6 mark (0.9 % of the image) holds far more than its area
+    quantus = pytest.importorskip("quantus")
+    mask = np.zeros_like(maps)[:, None]
+    mask[:, :, my0:my1, mx0:mx1] = 1
+    ref = quantus.RelevanceMassAccuracy(abs=False, normalise=False, disable_warnings=True)(
+        model=None, x_batch=maps[:, None], y_batch=np.zeros(len(maps), int), a_batch=maps[:, None], s_batch=mask,
+        channel_first=True)
+    np.testing.assert_allclose(share, np.array(ref, np.float64), rtol=1e-5)
+
+
+def test_shipped_clean_labnet_is_not_flagged(shipped_lab: dict, tmp_path: Path) -> None:
+    from vizkit.lab.labnet import labnet_weights
+
+    try:
+        labnet_weights("clean")
+    except (ValueError, FileNotFoundError, OSError) as err:
+        pytest.skip(f"the clean control weights are not shipped in this checkout: {err}")
+    config = ShortcutsConfig(data=shipped_lab["root"] / "val", model="labnet", weights="clean", out=tmp_path,
+                             embed=False)
+    result = run_shortcuts(config, write=False).result
+    assert result is not None and not any(c.flagged for c in result.classes)
+
+
+def test_mine_shows_the_mark_in_the_top9_of_a_unit(shipped_lab: dict, tmp_path: Path) -> None:
+    """``vizkit mine`` on the lab: some conv3 unit's 9 strongest patches are all marked images' bottom-right
+    corners with the mark inside (the tutorial shows which)."""
+    from vizkit.capture.receptive_field import receptive_field
+    from vizkit.jobs.mine import MineConfig, run_mine
+    from vizkit.load import load_model
+
+    root = shipped_lab["root"]
+    report = run_mine(MineConfig(data=root / "val", model="labnet", layers=["features.relu3"], project=False,
+                                 out=tmp_path))
+    assert report.exit_code == 0 and report.result is not None
+    top = report.result.layers["features.relu3"]
+    rf = receptive_field(load_model("labnet").model, "features.relu3", (1, 3, 64, 64))
+    assert rf is not None
+    my0, mx0, my1, mx1 = shipped_lab["mark"]["box"]
+    marked = {str(Path(p).relative_to(root)) for p in map(str, report.result.paths)} & set(shipped_lab["marked_images"])
+
+    def shows_mark(c: int, k: int) -> bool:
+        path = str(Path(report.result.paths[int(top.image_index[c, k])]).relative_to(root))
+        y0, y1, x0, x1 = rf.box(int(top.positions[c, k, 0]), int(top.positions[c, k, 1]), 64, 64)
+        return path in marked and y0 <= my0 and x0 <= mx0 and y1 >= my1 and x1 >= mx1
+
+    counts = [sum(shows_mark(c, k) for k in range(9)) for c in range(top.values.shape[0])]
+    assert max(counts) == 9, counts
