@@ -10,8 +10,10 @@ DATA defaults to the test split of a fresh ``vizkit lab make`` (200 images per c
   cluster statistics (``embed=False``), then the t-SNE embedding separately;
 - CoRelAy (where it installs): ``corelay.pipeline.spectral.SpectralClustering`` with its defaults (Euclidean
   distances, 10-nearest-neighbour affinity, symmetric normalised Laplacian, 32 eigenvectors) and k-means with the
-  number of clusters vizkit's eigengap chose, on the *same* pooled maps; agreement = adjusted Rand index between
-  its labels and vizkit's spectral labels before the carrier split / same-place merge (like with like), and after.
+  number of clusters vizkit's eigengap chose (at least 2), on the *same* pooled maps; agreement = adjusted Rand
+  index between its labels and vizkit's spectral labels before the carrier split / same-place merge (like with
+  like), and after. Where DATA's parent holds a ``lab.json``, also the best F1 of any cluster against the marked
+  images, for each of the three labelings.
 
 The machine may be shared with other jobs: compare only numbers from the same run.
 """
@@ -50,6 +52,24 @@ def corelay_labels(features: np.ndarray, k: int) -> tuple[np.ndarray, float]:
     return np.asarray(labels).ravel(), time.perf_counter() - start
 
 
+def best_f1(labels: np.ndarray, truth: np.ndarray) -> float:
+    """Best F1 of any cluster against the boolean ``truth`` (0 when nothing is marked)."""
+    if not truth.any():
+        return 0.0
+    return max(2 * float((labels == c)[truth].sum()) / float((labels == c).sum() + truth.sum())
+               for c in np.unique(labels))
+
+
+def marked_mask(data: Path, paths: list[str]) -> np.ndarray | None:
+    import json
+
+    lab = data.parent / "lab.json"
+    if not lab.is_file():
+        return None
+    marked = {str(data.parent / p) for p in json.loads(lab.read_text()).get("marked_images", [])}
+    return np.array([p in marked for p in paths])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=None)
@@ -86,6 +106,7 @@ def main() -> None:
         print("corelay not installed: no comparison")
         return
     ours_time = theirs_time = 0.0
+    truth = marked_mask(data, result.paths)
     for a in result.classes:
         features = result.pooled[a.images].reshape(a.images.size, -1).astype(np.float64)
         k = max(a.spectral.k, 2)
@@ -96,6 +117,10 @@ def main() -> None:
         theirs_time += seconds
         print(f"  class {a.class_index}: k={k}, ARI(vizkit spectral, CoRelAy) = {adjusted_rand_score(ours, theirs):.3f}"
               f", ARI(vizkit refined, CoRelAy) = {adjusted_rand_score(a.spectral.labels, theirs):.3f}")
+        if truth is not None and truth[a.images].any():
+            t = truth[a.images]
+            print(f"    best F1 vs lab.json: vizkit spectral {best_f1(ours, t):.3f}, vizkit refined "
+                  f"{best_f1(a.spectral.labels, t):.3f}, CoRelAy {best_f1(theirs, t):.3f}")
     print(f"clustering only, same k: vizkit {ours_time:.2f} s, CoRelAy {theirs_time:.2f} s "
           f"(ratio {theirs_time / max(ours_time, 1e-9):.2f})")
 

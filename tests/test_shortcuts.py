@@ -398,3 +398,18 @@ def test_mine_shows_the_mark_in_the_top9_of_a_unit(shipped_lab: dict, tmp_path: 
 
     counts = [sum(shows_mark(c, k) for k in range(9)) for c in range(top.values.shape[0])]
     assert max(counts) == 9, counts
+
+
+@pytest.mark.gpu
+def test_maps_on_cuda_equal_cpu(net: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    import copy
+
+    x, y = batch
+    gpu = copy.deepcopy(net).cuda()
+    for method in ("gradxinput", "gradcam", "guided-gradcam"):
+        on_cpu, _ = attribution_maps(net, x, y, method, "6")
+        on_gpu, cls = attribution_maps(gpu, x.cuda(), y.cuda(), method, "6")
+        assert on_gpu.is_cuda and torch.equal(cls.cpu(), y)
+        torch.testing.assert_close(on_gpu.cpu(), on_cpu, rtol=1e-3, atol=1e-5)
