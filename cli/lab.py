@@ -10,7 +10,7 @@ Examples:
   vizkit lab make lab_tl --mark-class circle --mark-corner tl --mark-rate 0.9
   vizkit lab make lab_box --mark-box 10,30,16,36 --mark-style square
   vizkit lab make control --no-mark        # the same pictures without any mark
-  vizkit lab train lab --epochs 10         # lab/labnet/epoch_01.pt ... labnet.pt metrics.json
+  vizkit lab train lab --epochs 15         # lab/labnet/epoch_01.pt ... labnet.pt metrics.json
   vizkit lab eval lab                      # the three numbers for the shipped labnet
   vizkit lab eval lab --weights clean      # ... for the shipped control model
 """
@@ -71,21 +71,24 @@ def make(directory: str, seed: int, mark_class: str, mark_rate: float, mark_corn
 
 @lab.command()
 @click.argument("directory", type=click.Path(file_okay=False, exists=True))
-@click.option("--epochs", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--epochs", default=15, show_default=True, type=click.IntRange(min=1))
 @click.option("--out", "-o", default=None, type=click.Path(file_okay=False),
               help="Output folder [default: DIRECTORY/labnet].")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
-@click.option("--lr", default=2e-3, show_default=True, type=click.FloatRange(min=0.0, min_open=True))
+@click.option("--lr", default=3e-3, show_default=True, type=click.FloatRange(min=0.0, min_open=True))
 @click.option("--half", is_flag=True, help="Store the weights as float16 (how vizkit's shipped files are made).")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Torch threads; labnet is too small to gain from more.")
 @errors_to_exit_codes
-def train(directory: str, epochs: int, out: str | None, seed: int, batch_size: int, lr: float, half: bool) -> None:
+def train(directory: str, epochs: int, out: str | None, seed: int, batch_size: int, lr: float, half: bool,
+          threads: int) -> None:
     """Train labnet on the lab in DIRECTORY; a checkpoint per epoch, the final weights and metrics.json."""
     from vizkit.lab.metrics import LabNumbers
     from vizkit.lab.train import TrainConfig, train_labnet
 
     config = TrainConfig(lab_dir=directory, out=out, epochs=epochs, seed=seed, batch_size=batch_size, lr=lr,
-                         half=half)
+                         half=half, threads=threads)
     result = train_labnet(config, log=click.echo)
     click.echo(LabNumbers(**result.metrics["lab"]).format())
     click.echo(f"trained in {result.seconds:.1f} s ({result.cpu_seconds:.1f} s CPU); wrote {result.out}/")
