@@ -2,6 +2,7 @@
 process or many (``torchrun --nproc-per-node N -m vizkit mine ...``)."""
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -61,7 +62,8 @@ def mine(data: str, model: str | None, weights: str | None, allow_download: bool
                         command=["vizkit", *sys.argv[1:]])
     from tqdm import tqdm
 
-    with tqdm(unit="image", file=sys.stderr, disable=None, leave=False) as bar:
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 draws the progress bar
+    with tqdm(unit="image", file=sys.stderr, disable=None if main_rank else True, leave=False) as bar:
         def step(done: int, total: int) -> None:
             bar.total = total
             bar.update(done - bar.n)

@@ -202,3 +202,19 @@ def test_model_left_as_it_was_also_after_an_error() -> None:
     with pytest.raises(ModelError, match="did not run"):
         scan_batches(broken, batches(x, labels, [0, 1], 2), ScanState(["body.0", "unused"], 3))
     assert hook_count(broken) == 0 and broken.training and not broken.body.training  # each flag restored
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_scan_equals_cpu() -> None:
+    model = tiny_net().double()
+    x, labels = images()
+    x = x.double()
+    cpu = run_scan(model, x, labels, 6, 5)
+    state = ScanState(LAYERS, 6, n_classes=4, device="cuda")
+    scan_batches(model.cuda(), batches(x, labels, list(range(23)), 5), state)
+    gpu = state.result([f"img{i}" for i in range(23)], classes=["0", "1", "2", "3"])
+    for layer in LAYERS:  # float64: no TF32, so equal values and therefore equal ties
+        np.testing.assert_array_equal(gpu.layers[layer].image_index, cpu.layers[layer].image_index)
+        np.testing.assert_array_equal(gpu.layers[layer].positions, cpu.layers[layer].positions)
+        np.testing.assert_allclose(gpu.layers[layer].values, cpu.layers[layer].values, rtol=1e-6)

@@ -9,10 +9,12 @@ from vizkit.jobs.common import Failure, JobReport, for_each_image, predictions, 
 from vizkit.jobs.deconv import DeconvConfig, deconv_image, run_deconv
 from vizkit.jobs.filters import FiltersConfig, run_filters
 from vizkit.jobs.gradcam import GradCamConfig, gradcam_image, run_gradcam
+from vizkit.jobs.mine import MineConfig, MineReport, run_mine
+from vizkit.jobs.mine_api import mine
 from vizkit.jobs.occlusion import OcclusionConfig, run_occlusion
 from vizkit.jobs.report import ReportConfig, run_report
 
 __all__ = ["ActivationsConfig", "DeconvConfig", "Failure", "FiltersConfig", "GradCamConfig", "JobReport",
-           "OcclusionConfig", "ReportConfig", "deconv_image", "for_each_image", "gradcam_image", "predictions",
-           "resolve_device", "run_activations", "run_deconv", "run_filters", "run_gradcam", "run_occlusion",
-           "run_report"]
+           "MineConfig", "MineReport", "OcclusionConfig", "ReportConfig", "deconv_image", "for_each_image",
+           "gradcam_image", "mine", "predictions", "resolve_device", "run_activations", "run_deconv", "run_filters",
+           "run_gradcam", "run_mine", "run_occlusion", "run_report"]

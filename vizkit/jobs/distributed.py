@@ -16,7 +16,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler
 
 from vizkit.project.scan import ScanState
 
@@ -74,12 +74,26 @@ def process_group(requested: torch.device) -> Iterator[tuple[Ranks, torch.device
             dist.destroy_process_group()
 
 
+class _Indices(Dataset[int]):
+    """A stand-in dataset of length n: the sampler only needs its length."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
 def shard(n: int, ranks: Ranks) -> tuple[list[int], np.ndarray | None]:
     """This rank's global indices (``DistributedSampler``, no shuffling, padded to equal length) and which of
     them it owns for the means and rates (padding repeats an image another rank already counts)."""
     if not ranks.active:
         return list(range(n)), None
-    sampler = DistributedSampler(range(n), num_replicas=ranks.world, rank=ranks.rank, shuffle=False)
+    sampler: DistributedSampler[int] = DistributedSampler(_Indices(n), num_replicas=ranks.world, rank=ranks.rank,
+                                                          shuffle=False)
     indices = [int(i) for i in sampler]
     owned = np.zeros(n, dtype=bool)
     for i, global_index in enumerate(indices):  # padded-list position rank + i * world; >= n means padding

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vizkit.capture.receptive_field import ReceptiveField
 from vizkit.capture.recorder import resolve_layers
 from vizkit.capture.stages import default_layers
 from vizkit.errors import UserInputError
@@ -24,16 +26,16 @@ from vizkit.jobs.distributed import Ranks, gather_objects, gather_state, process
 from vizkit.jobs.mine_checkpoint import Checkpoint, checkpoint_path, load_checkpoint, model_digest, save_checkpoint
 from vizkit.load import LoadedModel
 from vizkit.load.dataset import ImageDataset, ImageList, image_loader, list_images
+from vizkit.project.deconv import analyse_receptive_fields
+from vizkit.project.mine_projection import UnitTopProjections, project_units, select_units
 from vizkit.project.scan import ScanState, scan_batches
 from vizkit.project.topk import MineResult
-from vizkit.render.atomic import atomic_dir
 from vizkit.render.info import ReportInfo
-from vizkit.render.manifest import write_manifest
+from vizkit.render.mine_outputs import write_mine_outputs
 
 log = logging.getLogger("vizkit")
 
 MINE_DIR = "mine"
-MANIFEST = "mine.manifest.json"
 
 
 @dataclass(kw_only=True)
@@ -58,6 +60,12 @@ class MineConfig(ModelJob):
                                  ("--limit", self.limit, 1)):
             if value is not None and value < low:
                 raise UserInputError(f"{name} must be at least {low}, got {value}")
+        spec = (self.units or "all").strip()
+        count = spec[4:] if spec.startswith("top:") else spec
+        listed = re.fullmatch(r"\d+(\s*,\s*\d+)*\s*,?", spec)
+        if self.project and spec != "all" and (not count.isdigit() or int(count) < 1) and not listed:
+            # checked before the scan: select_units would only refuse it after hours of scanning
+            raise UserInputError(f"--units {spec!r}: use all, top:N, N or a comma list of channels like 3,7,12")
 
 
 @dataclass
@@ -125,6 +133,9 @@ def _scan(config: MineConfig, images: ImageList, loaded: LoadedModel, layers: li
         state.load_state_dict(ckpt.state)
         start, before = ckpt.positions, ckpt.skipped
         log.info("resuming %s after %d of %d images", path, start, len(indices))
+        for i, message in before:  # named again, so that every run names every file it skips
+            if on_skip is not None:
+                on_skip(str(images.paths[i]), message)
     elif config.resume:
         log.warning("vizkit: no checkpoint at %s; scanning from the start", path)
     loader = image_loader(ImageDataset(images, loaded.preprocessing), batch_size=config.batch_size,
@@ -158,7 +169,6 @@ def _info(config: MineConfig, loaded: LoadedModel, layers: list[str], images: Im
                 "ranks": ranks.world, "checkpoint_every": config.checkpoint_every, "resume": config.resume,
                 "images_listed": len(images.paths), "images_scanned": result.images_scanned,
                 "dataset_fingerprint": images.fingerprint(),
-                "skipped": [{"path": p, "reason": m} for p, m in result.skipped],
                 "dead_units": {name: int(np.sum(layer.dead)) for name, layer in result.layers.items()}}
     return ReportInfo(str(config.data), loaded.name, loaded.weights, loaded.weights_sha256, loaded.pretrained,
                       loaded.preprocessing.to_dict(), settings, config.command)
@@ -166,13 +176,27 @@ def _info(config: MineConfig, loaded: LoadedModel, layers: list[str], images: Im
 
 def _write(config: MineConfig, result: MineResult, loaded: LoadedModel, layers: list[str], images: ImageList,
            ranks: Ranks, timings: dict[str, float]) -> Path:
-    """Scan-only output: ``mine.npz`` (the scan keys) and the manifest, written atomically."""
+    """Pass 2 (unless ``--no-project``): re-read each selected unit's top-K images and project them; then
+    ``mine.npz``, ``mine.pdf``, ``html/`` and the manifest, written atomically under ``OUT/mine``."""
+    projections: list[UnitTopProjections] = []
+    if config.project:
+        t0 = time.perf_counter()
+        prep = loaded.preprocessing
+        rfs = analyse_receptive_fields(loaded.model, (1, prep.channels, prep.crop, prep.crop))
+        dataset = ImageDataset(images, prep)
+        for layer in layers:
+            channels = select_units(result, layer, config.units)
+            log.info("projecting %d units of %s", len(channels), layer)
+            field = rfs.get(layer)
+            projections += project_units(loaded.model, result, dataset, layer, channels, prep=prep,
+                                         receptive_field=field if isinstance(field, ReceptiveField) else None,
+                                         batch_size=min(config.batch_size, 16))
+        timings["project"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     info = _info(config, loaded, layers, images, ranks, result)
-    final = Path(config.out) / MINE_DIR
-    with atomic_dir(final) as tmp:
-        np.savez(tmp / "mine.npz", **result.to_arrays())
-        write_manifest(tmp, info, timings, MANIFEST)
-    return final
+    folder = write_mine_outputs(result, projections, info, Path(config.out), timings)
+    timings["render"] = time.perf_counter() - t0
+    return folder
 
 
 __all__ = ["MineConfig", "MineReport", "run_mine"]

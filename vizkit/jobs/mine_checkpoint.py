@@ -34,8 +34,8 @@ def model_digest(model: nn.Module) -> str:
     """sha256 over the state dict (names, dtypes, shapes, bytes): catches changed weights, also random inits."""
     digest = hashlib.sha256()
     for name, tensor in model.state_dict().items():
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}\n".encode())
+        t = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{t.dtype}:{tuple(tensor.shape)}\n".encode())
         digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return digest.hexdigest()
 

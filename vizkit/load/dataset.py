@@ -39,7 +39,15 @@ class ImageList:
     source: str
 
     def fingerprint(self) -> str:
-        """sha256 over (path relative to DATA, size, mtime_ns) of every entry: changes when any file changes."""
+        """sha256 over (path relative to DATA, size, mtime_ns) of every entry: changes when any file changes.
+        Computed once per ImageList (a million files take seconds to stat)."""
+        cached = self.__dict__.get("_fingerprint")
+        if cached is None:
+            cached = self._compute_fingerprint()
+            object.__setattr__(self, "_fingerprint", cached)
+        return cached
+
+    def _compute_fingerprint(self) -> str:
         digest = hashlib.sha256()
         root = Path(self.source)
         root = root if root.is_dir() else root.parent

@@ -17,10 +17,11 @@ from vizkit.project.occlusion import OcclusionMaps, occlusion_maps
 from vizkit.project.results import AuditEntry, DeconvResult, LayerProjections, Prediction, UnitProjection
 from vizkit.project.rules import DeconvRules
 from vizkit.project.sanity import SanityResult, sanity_checks
+from vizkit.project.topk import LayerTopK, MineResult, merge_topk
 
 __all__ = [
     "AuditEntry", "Capture", "DeconvOutput", "DeconvResult", "DeconvRules", "GradCamOutput", "LayerProjections",
-    "OcclusionMaps", "Prediction", "SanityResult", "Unit", "UnitProjection", "deconv", "default_gradcam_layer",
-    "explicit_deconv", "forward_capture", "gradcam", "guided_backprop", "occlusion_maps", "project_cropped",
-    "project_full", "sanity_checks", "top_units",
+    "LayerTopK", "MineResult", "OcclusionMaps", "Prediction", "SanityResult", "Unit", "UnitProjection", "deconv",
+    "default_gradcam_layer", "explicit_deconv", "forward_capture", "gradcam", "guided_backprop", "merge_topk",
+    "occlusion_maps", "project_cropped", "project_full", "sanity_checks", "top_units",
 ]

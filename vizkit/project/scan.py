@@ -125,9 +125,10 @@ class ScanState:
             self.t[f"{name}/class_index"] = torch.full(shape, EMPTY, dtype=torch.int64, device=dev)
 
     def update(self, reduced: dict[str, Reduced], index: torch.Tensor, label: torch.Tensor,
-               counted: torch.Tensor, n_counted: int) -> None:
+               counted: torch.Tensor, n_counted: int, present: torch.Tensor | None = None) -> None:
         """Merge one batch. ``index``/``label``/``counted`` (B,) on the device; ``counted`` marks the images that
-        enter the means and rates (False for a rank's padding duplicates)."""
+        enter the means and rates (False for a rank's padding duplicates); ``present``: the classes in the batch
+        (computed here when not given; giving it from CPU labels avoids a device sync)."""
         for name in self.layers:
             r = reduced[name]
             channels, batch = r.maximum.shape[1], r.maximum.shape[0]
@@ -146,12 +147,14 @@ class ScanState:
                 [torch.cat([t[f"{name}/pos"], r.argmax.T], 1)], self.k)
             t[f"{name}/values"], t[f"{name}/index"], t[f"{name}/pos"] = values, idx, pos
             if self.n_classes:
-                self._update_classes(name, r.maximum, index, label)
+                if present is None:
+                    present = torch.unique(label[label >= 0])
+                self._update_classes(name, r.maximum, index, label, present)
         self.count += n_counted
 
-    def _update_classes(self, name: str, maximum: torch.Tensor, index: torch.Tensor, label: torch.Tensor) -> None:
+    def _update_classes(self, name: str, maximum: torch.Tensor, index: torch.Tensor, label: torch.Tensor,
+                        present: torch.Tensor) -> None:
         """Each class present in the batch merges the batch with the other classes' images masked out."""
-        present = torch.unique(label[label >= 0])
         if present.numel() == 0:
             return
         mask = (label[None, :] == present[:, None])[:, None, :]           # (P, 1, B)
@@ -281,9 +284,10 @@ def scan_batches(model: nn.Module, batches: Iterable[Any], state: ScanState, *,
                                else torch.ones(batch.index.numel(), dtype=torch.bool))
                 x = batch.x.to(device=device, dtype=dtype if batch.x.is_floating_point() else None, non_blocking=True)
                 reduced = reducer.run(model, x)
+                present = torch.unique(batch.label[batch.label >= 0]) if state.n_classes else None
                 state.update(reduced, batch.index.to(device, non_blocking=True),
                              batch.label.to(device, non_blocking=True), counted_cpu.to(device, non_blocking=True),
-                             int(counted_cpu.sum()))
+                             int(counted_cpu.sum()), present.to(device) if present is not None else None)
             if on_batch is not None:
                 on_batch(positions, skipped)
     return ScanRun(skipped, positions, seen)

@@ -1,0 +1,144 @@
+"""html/: an offline gallery of the mined units: index -> one page per layer -> one page per unit.
+
+Plain files opened from disk: relative links, images as PNG files in ``img/``, the histogram as inline SVG, nothing
+remote and no server. Every page reports in ``<body data-loaded="N/M">`` how many of its images the browser decoded,
+so a headless browser can check it (as the report gallery does).
+"""
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
+
+from vizkit.project.mine_projection import UnitTopProjections
+from vizkit.render.display import normalise_projection
+from vizkit.render.info import ReportInfo, vizkit_version
+from vizkit.render.mine_pdf import summary_lines
+from vizkit.render.report import _SCRIPT
+
+if TYPE_CHECKING:
+    from vizkit.project.topk import LayerTopK, MineResult
+
+_STYLE = """<style>
+body { font-family: sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+.units { display: flex; flex-wrap: wrap; gap: 12px; } .unit { border: 1px solid #ccc; padding: 6px; }
+.unit img, .entry img { width: 112px; height: 112px; object-fit: contain; image-rendering: pixelated;
+  background: #eee; }
+.entries { display: grid; grid-template-columns: repeat(auto-fill, minmax(250px, 1fr)); gap: 14px; }
+.entry { font-size: small; word-break: break-all; } .dead { color: firebrick; }
+#loaded { color: #888; font-size: small; } table { border-collapse: collapse; }
+td, th { padding: 2px 10px; text-align: right; } td:first-child, th:first-child { text-align: left; }
+</style>"""
+
+
+def _page(folder: Path, name: str, title: str, body: Sequence[str]) -> None:
+    text = "\n".join(["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+                      f"<title>{html.escape(title)}</title>", _STYLE, "</head><body>",
+                      f"<h1>{html.escape(title)}</h1>", '<p id="loaded"></p>', *body,
+                      f"<footer><p>vizkit {html.escape(vizkit_version())}</p></footer>", _SCRIPT, "</body></html>"])
+    (folder / name).write_text(text, encoding="utf-8")
+
+
+def _layer_file(n: int) -> str:
+    return f"layer{n:02d}.html"
+
+
+def _unit_file(n: int, channel: int) -> str:
+    return f"layer{n:02d}-unit{channel:05d}.html"
+
+
+def _save_pictures(folder: Path, n: int, unit: UnitTopProjections) -> list[tuple[str, str]]:
+    """Write each entry's projection and patch as PNG; return their (projection, patch) paths relative to html/."""
+    names = []
+    for r, entry in enumerate(unit.entries):
+        stem = f"img/l{n:02d}-c{unit.channel:05d}-{r:02d}"
+        picture = (normalise_projection(entry.projection) * 255).round().astype(np.uint8)
+        Image.fromarray(picture).save(folder / f"{stem}-d.png")
+        Image.fromarray(np.ascontiguousarray(entry.patch)).save(folder / f"{stem}-p.png")
+        names.append((f"{stem}-d.png", f"{stem}-p.png"))
+    return names
+
+
+def histogram_svg(values: np.ndarray, mean: float, width: int = 360, height: int = 120) -> str:
+    """Inline SVG: histogram of the unit's top-K activations (what the scan keeps), the dataset mean marked."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return "<p>no activations</p>"
+    lo, hi = min(float(values.min()), mean, 0.0), max(float(values.max()), mean)
+    hi = hi if hi > lo else lo + 1.0
+    counts, edges = np.histogram(values, bins=min(10, max(values.size, 1)), range=(lo, hi))
+    sx = lambda v: 10 + (width - 20) * (v - lo) / (hi - lo)  # noqa: E731
+    bar = lambda c: 80 * c / counts.max()  # noqa: E731
+    bars = [f'<rect x="{sx(a):.1f}" y="{height - 20 - bar(c):.1f}" width="{max(sx(b) - sx(a) - 1, 1):.1f}" '
+            f'height="{bar(c):.1f}" fill="#4a7bb7"><title>{c} in [{a:.4g}, {b:.4g})</title></rect>'
+            for a, b, c in zip(edges[:-1], edges[1:], counts) if c]
+    marks = [f'<line x1="{sx(mean):.1f}" x2="{sx(mean):.1f}" y1="10" y2="{height - 20}" stroke="firebrick"/>',
+             f'<text x="{sx(mean) + 3:.1f}" y="18" font-size="10" fill="firebrick">dataset mean {mean:.3g}</text>',
+             f'<text x="10" y="{height - 5}" font-size="10">{lo:.3g}</text>',
+             f'<text x="{width - 10}" y="{height - 5}" font-size="10" text-anchor="end">{hi:.3g}</text>']
+    return (f'<svg width="{width}" height="{height}" role="img" '
+            f'aria-label="histogram of the top activations">{"".join(bars + marks)}</svg>')
+
+
+def _unit_stats(state: LayerTopK, channel: int) -> str:
+    dead = " <span class=\"dead\">dead over the dataset</span>" if bool(state.dead[channel]) else ""
+    return (f"mean activation {float(state.mean[channel]):.4g} &middot; firing rate "
+            f"{100 * float(state.rate[channel]):.1f}%{dead}")
+
+
+def _unit_page(folder: Path, n: int, layer: str, unit: UnitTopProjections, state: LayerTopK,
+               pictures: list[tuple[str, str]]) -> None:
+    body = [f'<p><a href="index.html">index</a> &rsaquo; <a href="{_layer_file(n)}">{html.escape(layer)}</a></p>',
+            f"<p>{_unit_stats(state, unit.channel)}</p>",
+            "<h2>Top activations</h2>", histogram_svg(state.values[unit.channel], float(state.mean[unit.channel])),
+            "<p>Histogram of the unit's top-K spatial maxima over the dataset (the scan keeps only these).</p>",
+            '<div class="entries">']
+    for r, (entry, (proj, patch)) in enumerate(zip(unit.entries, pictures)):
+        y0, y1, x0, x1 = entry.box
+        body.append(f'<div class="entry"><img src="{proj}" alt="projection #{r + 1}"> '
+                    f'<img src="{patch}" alt="patch #{r + 1}"><br>#{r + 1} value {entry.value:.5g} at '
+                    f"{entry.position} &middot; box y {y0}:{y1}, x {x0}:{x1}<br>"
+                    f"image {entry.image_index}: {html.escape(entry.path)}</div>")
+    body.append("</div>")
+    if not unit.entries:
+        body.append("<p>no image activated this unit</p>")
+    _page(folder, _unit_file(n, unit.channel), f"{layer} channel {unit.channel}", body)
+
+
+def write_mine_html(result: MineResult, units: Sequence[UnitTopProjections], info: ReportInfo,
+                    folder: Path) -> Path:
+    """Write the gallery into ``folder`` (created); returns ``folder/index.html``."""
+    (folder / "img").mkdir(parents=True, exist_ok=True)
+    layer_no = {name: n for n, name in enumerate(result.layers)}
+    by_layer: dict[str, list[UnitTopProjections]] = {name: [] for name in result.layers}
+    for unit in units:
+        by_layer[unit.layer].append(unit)
+    rows = []
+    for name, state in result.layers.items():
+        n = layer_no[name]
+        cards = []
+        for unit in by_layer[name]:
+            pictures = _save_pictures(folder, n, unit)
+            _unit_page(folder, n, name, unit, state, pictures)
+            top = (f'<img src="{pictures[0][0]}" alt="projection"><img src="{pictures[0][1]}" alt="patch">'
+                   if pictures else "<p>no activation</p>")
+            cards.append(f'<div class="unit"><a href="{_unit_file(n, unit.channel)}">channel {unit.channel}</a><br>'
+                         f"{top}<br><small>{_unit_stats(state, unit.channel)}</small></div>")
+        dead = int(np.count_nonzero(state.dead))
+        _page(folder, _layer_file(n), f"Layer {name}", [
+            '<p><a href="index.html">index</a></p>',
+            f"<p>{len(state.mean)} channels, {dead} dead; {len(cards)} rendered: the top patch and its projection "
+            "(each normalised on its own, grey = 0).</p>", '<div class="units">', *cards, "</div>"])
+        rows.append(f'<tr><td><a href="{_layer_file(n)}">{html.escape(name)}</a></td><td>{len(state.mean)}</td>'
+                    f"<td>{dead}</td><td>{len(cards)}</td></tr>")
+    skipped = [f"<li>{html.escape(p)}: {html.escape(reason)}</li>" for p, reason in result.skipped]
+    _page(folder, "index.html", f"vizkit mine: {info.model}", [
+        "<ul>", *[f"<li>{k}: {html.escape(v)}</li>" for k, v in summary_lines(result, info)], "</ul>",
+        "<table><tr><th>layer</th><th>channels</th><th>dead</th><th>rendered</th></tr>", *rows, "</table>",
+        f"<h2>Skipped files ({len(skipped)})</h2>", "<ul>", *skipped, "</ul>"])
+    return folder / "index.html"
