@@ -18,13 +18,14 @@ import torch
 import torch.nn.functional as F
 
 from vizkit.errors import UserInputError
-from vizkit.jobs.common import Failure, JobReport, ModelJob, resolve_device
+from vizkit.jobs.common import Failure, JobReport, ModelJob
 from vizkit.jobs.gradcam import num_classes
 from vizkit.load import LoadedModel, deprocess
 from vizkit.load.dataset import ImageDataset, ImageList, image_loader, list_images
 from vizkit.project.gradcam import default_gradcam_layer
-from vizkit.project.shortcuts.clusters import ClassAnalysis, analyse_class, box_share
+from vizkit.project.shortcuts.clusters import ClassAnalysis, analyse_class, box_share, confirm, suspicion
 from vizkit.project.shortcuts.maps import DEFAULT_METHOD, NEEDS_LAYER, attribution_maps, check_method
+from vizkit.project.shortcuts.reliance import probability_drop
 from vizkit.project.shortcuts.spray import DEFAULT_SIDE, pool_maps, spectral_clusters
 from vizkit.project.targets import parse_targets
 
@@ -186,10 +187,36 @@ def shortcuts(loaded: LoadedModel, images: ImageList, config: ShortcutsConfig, *
         spectral = spectral_clusters(pooled[idx].reshape(idx.size, -1), config.n_clusters(), embed=config.embed)
         name = loaded.class_names[cls] if loaded.class_names and cls < len(loaded.class_names) else f"class {cls}"
         analyses.append(analyse_class(cls, name, idx, pooled[idx], spectral, (prep.crop, prep.crop)))
-    analyses.sort(key=lambda a: (-a.suspicion, a.class_index))
     timings["spray"] = time.perf_counter() - start
+    start = time.perf_counter()
+    dataset = ImageDataset(images, prep)
+    for analysis in analyses:
+        _confirm_by_deletion(loaded, dataset, analysis, config.batch_size, pooled.shape[-1])
+    analyses.sort(key=lambda a: (-a.suspicion, a.class_index))
+    timings["deletion"] = time.perf_counter() - start
     return ShortcutsResult([str(p) for p in images.paths], config.method, layer, (prep.crop, prep.crop), explained,
                            pooled, display, analyses, skipped, loaded.class_names)
+
+
+def _confirm_by_deletion(loaded: LoadedModel, dataset: ImageDataset, analysis: ClassAnalysis, batch_size: int,
+                         side: int) -> None:
+    """Reliance of each compact cluster (``vizkit.project.shortcuts.reliance``): its box, grown by one grid cell,
+    removed from its members; then the class's suspicion again."""
+    device = next(loaded.model.parameters()).device
+    margin = -(-loaded.preprocessing.crop // side)
+    target = torch.tensor([analysis.class_index])
+    for cluster in analysis.clusters:
+        if not cluster.compact:
+            continue
+        drops = []
+        members = [int(i) for i in analysis.images[cluster.members]]
+        for start in range(0, len(members), batch_size):
+            xs = [x for x, _, _, _ in (dataset[i] for i in members[start:start + batch_size]) if x is not None]
+            if xs:
+                x = torch.stack(xs).to(device)
+                drops.append(probability_drop(loaded.model, x, target.expand(len(xs)), cluster.box, margin))
+        confirm(cluster, np.concatenate(drops) if drops else np.zeros(0))
+    analysis.suspicion = suspicion(analysis)
 
 
 def _maps(loaded: LoadedModel, images: ImageList, config: ShortcutsConfig, layer: str | None,
@@ -204,7 +231,7 @@ def _maps(loaded: LoadedModel, images: ImageList, config: ShortcutsConfig, layer
     indices = None
     if mapped is not None and wanted is not None and images.labels is not None:
         indices = [i for i, lab in enumerate(images.labels) if mapped[lab] in wanted]
-    device = resolve_device(config.device) if config.device != "auto" else next(loaded.model.parameters()).device
+    device = next(loaded.model.parameters()).device
     dataset = ImageDataset(images, loaded.preprocessing)
     skipped, done, total = [], 0, n if indices is None else len(indices)
     for batch in image_loader(dataset, batch_size=config.batch_size, device=device, indices=indices):
