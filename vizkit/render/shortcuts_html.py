@@ -69,7 +69,8 @@ def write_gallery(folder: Path, result: ShortcutsResult, pictures: dict[int, np.
             _map_png(cl.mean_map, cl.box, result.input_hw, img / f"{tag}_mean.png")
             css = " class='compact'" if cl.compact else ""
             body.append(f"<h3{css}>Cluster {k}: {cl.size} images, box {list(cl.box)}, relevance in box "
-                        f"{cl.relevance_in_box:.2f}{', compact' if cl.compact else ''}</h3><div class='tiles'>"
+                        f"{cl.relevance_in_box:.2f}{'' if cl.reliance is None else f', reliance {cl.reliance:.2f}'}"
+                        f"{', compact' if cl.compact else ''}</h3><div class='tiles'>"
                         f"<div class='tile'><img src='img/{tag}_mean.png' alt='mean map'>mean map</div>")
             for i in cl.exemplars:
                 index = int(a.images[i])

@@ -21,9 +21,10 @@ CLUSTERS_PER_PAGE = 4
 EXPLAIN = ("Maps: {method}{layer}, one per image for its class, pooled to a {side}x{side} grid and normalised to "
            "unit sum. SpRAy: symmetrised k-nearest-neighbour graph, normalised Laplacian, clusters from the eigengap; "
            "clusters whose members carry a small spot at a fixed place are split off. A cluster is compact when its "
-           "half-maximum region covers at most a tenth of the image and 3/4 of its members have their own strongest "
-           "evidence there. Suspicion = eigengap x (median member share in the region - region area) of the best "
-           "compact cluster; flagged = has a compact cluster.")
+           "half-maximum region covers at most a tenth of the image, 3/4 of its members have their own strongest "
+           "evidence there, and removing the region costs the members a median of at least 0.25 of class probability "
+           "(reliance). Suspicion = eigengap x (median member share in the region - region area) x reliance of the "
+           "best compact cluster; flagged = has a compact cluster.")
 
 
 def pages_to_show(result: ShortcutsResult) -> list[ClassAnalysis]:
@@ -81,7 +82,9 @@ def cluster_page(result: ShortcutsResult, a: ClassAnalysis, first: int, pictures
     for row, cl in enumerate(clusters):
         top = 0.95 - row * h
         fig.text(0.05, top, f"class {a.class_index} cluster {first + row}: {cl.size} images, box {list(cl.box)}, "
-                 f"relevance in box {cl.relevance_in_box:.2f}, {'COMPACT' if cl.compact else 'not compact'}",
+                 f"relevance in box {cl.relevance_in_box:.2f}"
+                 + ("" if cl.reliance is None else f", reliance {cl.reliance:.2f}")
+                 + f", {'COMPACT' if cl.compact else 'not compact'}",
                  fontsize=7.5, weight="bold" if cl.compact else "normal", va="top")
         tile = min(0.095, (h - 0.04) / 2)
         ax = fig.add_axes((0.05, top - 0.02 - 2 * tile, 2 * tile * 11.69 / 8.27 * 0.7, 2 * tile))
