@@ -95,7 +95,7 @@ def main() -> None:
     tsne = time.perf_counter() - start
     n = int((result.explained >= 0).sum())
     print(f"maps: {timings['maps']:.2f} s ({1000 * timings['maps'] / n:.1f} ms/image); SpRAy + statistics: "
-          f"{timings['spray']:.2f} s; t-SNE (all classes): {tsne:.2f} s")
+          f"{timings['spray']:.2f} s; deletion check: {timings['deletion']:.2f} s; t-SNE (all classes): {tsne:.2f} s")
     for a in result.classes:
         print(f"  class {a.class_index} {a.name}: {a.images.size} images, k={a.spectral.k}, eigengap "
               f"{a.spectral.eigengap:.3f}, suspicion {a.suspicion:.4f}, clusters {[c.size for c in a.clusters]}"
