@@ -413,3 +413,15 @@ def test_maps_on_cuda_equal_cpu(net: torch.nn.Module, batch: tuple[torch.Tensor,
         on_gpu, cls = attribution_maps(gpu, x.cuda(), y.cuda(), method, "6")
         assert on_gpu.is_cuda and torch.equal(cls.cpu(), y)
         torch.testing.assert_close(on_gpu.cpu(), on_cpu, rtol=1e-3, atol=1e-5)
+
+
+def test_probability_drop_equals_hand_computed(net: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+    from vizkit.project.shortcuts.reliance import probability_drop
+
+    x, y = batch
+    removed = x.clone()
+    removed[:, :, 0:6, 29:32] = 0  # box (2, 31, 4, 32) grown by 2, clipped at the image border
+    with torch.no_grad():
+        ref = (torch.softmax(net(x), 1) - torch.softmax(net(removed), 1)).gather(1, y[:, None])[:, 0]
+    np.testing.assert_allclose(probability_drop(net, x, y, (2, 31, 4, 32), margin=2), ref.numpy(), rtol=1e-5,
+                               atol=1e-7)
