@@ -17,6 +17,7 @@ from vizkit_cli.gradcam import gradcam
 from vizkit_cli.lab import lab
 from vizkit_cli.mine import mine
 from vizkit_cli.occlusion import occlusion
+from vizkit_cli.shortcuts import shortcuts
 
 EPILOG_DECONV = """\b
 Examples:
@@ -126,7 +127,7 @@ def models() -> None:
         click.echo(name)
 
 
-for command in (gradcam, filters, activations, occlusion, mine, lab):
+for command in (gradcam, filters, activations, occlusion, mine, lab, shortcuts):
     main.add_command(command)
 
 if __name__ == "__main__":
