@@ -29,7 +29,8 @@ import torch
 from _machine import machine  # noqa: E402 - sibling module; benchmarks run as scripts
 from sklearn.metrics import adjusted_rand_score
 
-from vizkit.jobs.shortcuts import ShortcutsConfig, shortcuts
+from vizkit.jobs.context import RunContext
+from vizkit.jobs.shortcuts import ShortcutsConfig, shortcuts_result
 from vizkit.load import load_model
 from vizkit.load.dataset import list_images
 from vizkit.project.shortcuts.spray import spectral_clusters
@@ -88,7 +89,7 @@ def main() -> None:
     print(f"data: {data} ({len(images.paths)} images), model {args.model}")
     timings: dict[str, float] = {}
     config = ShortcutsConfig(data=data, model=args.model, embed=False, batch_size=32)
-    result = shortcuts(loaded, images, config, timings=timings)
+    result = shortcuts_result(RunContext.from_loaded(loaded), images, config, timings=timings)
     start = time.perf_counter()
     for a in result.classes:
         spectral_clusters(result.pooled[a.images].reshape(a.images.size, -1), embed=True)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 from vizkit_cli.common import errors_to_exit_codes, model_options
@@ -17,7 +18,7 @@ Examples:
 @click.command(epilog=EPILOG)
 @click.argument("data", type=click.Path(path_type=str))
 @model_options
-@click.option("--class", "-c", "classes", multiple=True, metavar="C",
+@click.option("--class", "-c", "only_classes", multiple=True, metavar="C",
               help="Only this class (name or index of the model); repeatable. Default: every class present.")
 @click.option("--method", default="gradxinput", show_default=True,
               type=click.Choice(["gradxinput", "gradcam", "guided-gradcam", "guided-backprop"]),
@@ -33,8 +34,8 @@ Examples:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @errors_to_exit_codes
 def shortcuts(data: str, model: str | None, weights: str | None, allow_download: bool, allow_pickle: bool,
-              classes: tuple[str, ...], method: str, layer: str | None, clusters: str, batch_size: int,
-              limit: int | None, out: str, device: str) -> None:
+              only_classes: tuple[str, ...], method: str, layer: str | None, clusters: str, batch_size: int,
+              limit: int | None, out: str, device: str, model_extra: dict[str, Any]) -> None:
     """Find Clever-Hans shortcuts: cluster each class's attribution maps (SpRAy) and rank the classes by how
     much one cluster's evidence sits in one small, fixed place.
 
@@ -46,10 +47,10 @@ def shortcuts(data: str, model: str | None, weights: str | None, allow_download:
     from vizkit.jobs.shortcuts import ShortcutsConfig, run_shortcuts
     from vizkit.load import DEFAULT_MODEL
 
-    config = ShortcutsConfig(data=data, model=model or DEFAULT_MODEL, weights=weights, classes=classes,
+    config = ShortcutsConfig(data=data, model=model or DEFAULT_MODEL, weights=weights, only_classes=only_classes,
                              method=method, layer=layer, clusters=clusters, batch_size=batch_size, limit=limit,
                              out=out, device=device, allow_pickle=allow_pickle, allow_download=allow_download,
-                             command=["vizkit", *sys.argv[1:]])
+                             command=["vizkit", *sys.argv[1:]], **model_extra)
     from tqdm import tqdm
 
     with tqdm(unit="image", file=sys.stderr, disable=None, leave=False) as bar:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from vizkit.jobs.gradcam import GradCamConfig, gradcam_image, gradcam_inputs, run_gradcam
     from vizkit.jobs.occlusion import OcclusionConfig, occlusion_image, occlusion_tensor, run_occlusion
     from vizkit.jobs.report import ReportConfig, run_report
+    from vizkit.jobs.shortcuts import ShortcutsConfig, ShortcutsReport, run_shortcuts, shortcuts_result
 
 _EXPORTS = {
     "ActivationsConfig": "vizkit.jobs.activations",
@@ -33,6 +34,8 @@ _EXPORTS = {
     "OcclusionConfig": "vizkit.jobs.occlusion",
     "ReportConfig": "vizkit.jobs.report",
     "RunContext": "vizkit.jobs.context",
+    "ShortcutsConfig": "vizkit.jobs.shortcuts",
+    "ShortcutsReport": "vizkit.jobs.shortcuts",
     "activations_image": "vizkit.jobs.activations",
     "activations_tensor": "vizkit.jobs.activations",
     "deconv_image": "vizkit.jobs.deconv",
@@ -54,15 +57,18 @@ _EXPORTS = {
     "run_gradcam": "vizkit.jobs.gradcam",
     "run_occlusion": "vizkit.jobs.occlusion",
     "run_report": "vizkit.jobs.report",
+    "run_shortcuts": "vizkit.jobs.shortcuts",
+    "shortcuts_result": "vizkit.jobs.shortcuts",
     "tiny_activation_notes": "vizkit.jobs.context",
 }
 
 __all__ = ["ActivationsConfig", "DeconvConfig", "Failure", "FiltersConfig", "GradCamConfig", "ImageJob", "JobReport",
-           "ModelJob", "OcclusionConfig", "ReportConfig", "RunContext", "activations_image", "activations_tensor",
-           "deconv_image", "deconv_result", "deconv_tensor", "for_each_image", "gradcam_image", "gradcam_inputs",
-           "input_shape", "model_device", "occlusion_image", "occlusion_tensor", "predictions", "project_tensor",
-           "resolve_device", "run_activations", "run_deconv", "run_filters", "run_gradcam", "run_occlusion",
-           "run_report", "tiny_activation_notes"]
+           "ModelJob", "OcclusionConfig", "ReportConfig", "RunContext", "ShortcutsConfig", "ShortcutsReport",
+           "activations_image", "activations_tensor", "deconv_image", "deconv_result", "deconv_tensor",
+           "for_each_image", "gradcam_image", "gradcam_inputs", "input_shape", "model_device", "occlusion_image",
+           "occlusion_tensor", "predictions", "project_tensor", "resolve_device", "run_activations", "run_deconv",
+           "run_filters", "run_gradcam", "run_occlusion", "run_report", "run_shortcuts", "shortcuts_result",
+           "tiny_activation_notes"]
 
 
 def __getattr__(name: str) -> Any:

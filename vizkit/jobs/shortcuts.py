@@ -1,5 +1,6 @@
-"""``vizkit shortcuts`` as a function: ``run_shortcuts(ShortcutsConfig(...))`` -> ``ShortcutsReport``; ``shortcuts``
-is the same analysis on images already loaded (no files written).
+"""``vizkit shortcuts`` as a function: ``run_shortcuts(ShortcutsConfig(...))`` -> ``ShortcutsReport``;
+``shortcuts_result(ctx, images, config)`` is the same analysis for a ``RunContext`` already built (no files written).
+Files go through the one writer (``vizkit.render.writer.write_outputs``, ``ShortcutsResult``).
 
 DATA is read with ``vizkit.load.dataset`` (folders by class, or a list file); unreadable files are skipped with
 one line each and the exit code is 2 at the end. A first-level folder name must be a class name of the model or a
@@ -19,13 +20,14 @@ import torch.nn.functional as F
 
 from vizkit.errors import UserInputError
 from vizkit.jobs.common import Failure, JobReport, ModelJob
+from vizkit.jobs.context import RunContext
 from vizkit.jobs.gradcam import num_classes
-from vizkit.load import LoadedModel, deprocess
+from vizkit.load import deprocess
 from vizkit.load.dataset import ImageDataset, ImageList, image_loader, list_images
-from vizkit.project.gradcam import default_gradcam_layer
-from vizkit.project.shortcuts.clusters import ClassAnalysis, analyse_class, box_share, confirm, suspicion
+from vizkit.project.shortcuts.clusters import ClassAnalysis, analyse_class, confirm, suspicion
 from vizkit.project.shortcuts.maps import DEFAULT_METHOD, NEEDS_LAYER, attribution_maps, check_method
 from vizkit.project.shortcuts.reliance import probability_drop
+from vizkit.project.shortcuts.result import ShortcutsResult
 from vizkit.project.shortcuts.spray import DEFAULT_SIDE, pool_maps, spectral_clusters
 from vizkit.project.targets import parse_targets
 
@@ -34,11 +36,12 @@ DISPLAY = 112
 
 @dataclass(kw_only=True)
 class ShortcutsConfig(ModelJob):
-    """Options of ``vizkit shortcuts``. ``classes``: names or indices to analyse (empty: all); ``clusters``: "auto"
+    """Options of ``vizkit shortcuts``. ``only_classes``: names or indices to analyse (empty: all; not
+    ``classes``, which is ``ModelJob``'s class-names file of your own model); ``clusters``: "auto"
     (eigengap) or a number; ``side``: the SpRAy grid; ``limit``: only the first N images of DATA."""
 
     data: str | Path
-    classes: Sequence[str] = ()
+    only_classes: Sequence[str] = ()
     method: str = DEFAULT_METHOD
     layer: str | None = None
     clusters: str | int = "auto"
@@ -65,69 +68,12 @@ class ShortcutsConfig(ModelJob):
 
 
 @dataclass
-class ShortcutsResult:
-    """Per image (index into ``paths``; -1 / NaN where unread or not analysed): ``explained`` class, ``cluster``
-    within its class, ``share`` of its evidence in its cluster's box; ``pooled`` (N, s, s) and ``display``
-    (N, d, d) maps; ``embedding`` (N, 2). ``classes`` sorted by suspicion, highest first."""
-
-    paths: list[str]
-    method: str
-    layer: str | None
-    input_hw: tuple[int, int]
-    explained: np.ndarray
-    pooled: np.ndarray
-    display: np.ndarray
-    classes: list[ClassAnalysis]
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    class_names: list[str] | None = None
-
-    @property
-    def cluster(self) -> np.ndarray:
-        out = np.full(len(self.paths), -1, np.int64)
-        for c in self.classes:
-            out[c.images] = c.spectral.labels
-        return out
-
-    @property
-    def embedding(self) -> np.ndarray:
-        out = np.full((len(self.paths), 2), np.nan, np.float32)
-        for c in self.classes:
-            out[c.images] = c.spectral.embedding
-        return out
-
-    @property
-    def share(self) -> np.ndarray:
-        """Each analysed image's share of evidence inside its own cluster's box (on the display maps)."""
-        out = np.full(len(self.paths), np.nan, np.float32)
-        for c in self.classes:
-            for cl in c.clusters:
-                idx = c.images[cl.members]
-                out[idx] = box_share(self.display[idx], _scale_box(cl.box, self.input_hw, self.display.shape[1:]))
-        return out
-
-    def to_json(self) -> dict:
-        """The schema of shortcuts.json (classes already sorted by suspicion, descending)."""
-        return {"method": self.method, "layer": self.layer, "classes": [{
-            "class": c.class_index, "name": c.name, "images": int(c.images.size), "suspicion": c.suspicion,
-            "eigengap": c.spectral.eigengap, "clusters": [{
-                "members": [self.paths[int(i)] for i in c.images[cl.members]], "size": cl.size,
-                "compact": cl.compact, "box": [int(v) for v in cl.box], "relevance_in_box": cl.relevance_in_box,
-            } for cl in c.clusters]} for c in self.classes]}
-
-
-def _scale_box(box: tuple[int, int, int, int], src: tuple[int, int], dst: tuple[int, ...]) -> tuple[int, int, int, int]:
-    (h, w), (dh, dw) = src, dst
-    y0, x0, y1, x1 = box
-    return (y0 * dh) // h, (x0 * dw) // w, -((-y1 * dh) // h), -((-x1 * dw) // w)
-
-
-@dataclass
 class ShortcutsReport(JobReport):
     result: ShortcutsResult | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def folder_classes(images: ImageList, loaded: LoadedModel, n_classes: int) -> list[int] | None:
+def folder_classes(images: ImageList, class_names: Sequence[str] | None, n_classes: int) -> list[int] | None:
     """Model class index of every first-level folder (None without folders); a folder that names no class of the
     model is a user error."""
     if images.classes is None:
@@ -135,7 +81,7 @@ def folder_classes(images: ImageList, loaded: LoadedModel, n_classes: int) -> li
     mapped = []
     for name in images.classes:
         try:
-            (index,) = parse_targets([name], loaded.class_names, n_classes)
+            (index,) = parse_targets([name], class_names, n_classes)
         except UserInputError as err:
             raise UserInputError(f"folder '{name}' of {images.source} is not a class of the model ({err})") from None
         if index is None:
@@ -148,36 +94,44 @@ def run_shortcuts(config: ShortcutsConfig, *, progress: Callable[[int, int], Non
                   on_skip: Callable[[str, str], None] | None = None, write: bool = True) -> ShortcutsReport:
     """Run ``vizkit shortcuts``: maps for DATA, SpRAy per class, then OUT/shortcuts/ (unless ``write`` is False)."""
     config.check()
-    started = time.perf_counter()
-    loaded = config.load()
+    ctx = RunContext.from_job(config)
     images = list_images(config.data, config.limit)
-    timings = {"load_model": time.perf_counter() - started}
-    result = shortcuts(loaded, images, config, progress=progress, on_skip=on_skip, timings=timings)
+    timings = {"load_model": ctx.load_seconds}
+    result = shortcuts_result(ctx, images, config, progress=progress, on_skip=on_skip, timings=timings)
     report = ShortcutsReport(failures=[Failure(p, m, 2) for p, m in result.skipped], result=result, timings=timings)
     if write:
-        from vizkit.render.shortcuts import write_shortcuts_outputs
+        from vizkit.render.writer import write_outputs
 
-        report.written.append(write_shortcuts_outputs(result, loaded, images, config, timings))
+        report.written.append(write_outputs(result, ctx.info(config.data, run_settings(config, result)), config.out,
+                                            timings=timings))
     return report
 
 
-def shortcuts(loaded: LoadedModel, images: ImageList, config: ShortcutsConfig, *,
-              progress: Callable[[int, int], None] | None = None, on_skip: Callable[[str, str], None] | None = None,
-              timings: dict[str, float] | None = None) -> ShortcutsResult:
-    """Maps, SpRAy and cluster statistics for ``images`` (no files written)."""
+def run_settings(config: ShortcutsConfig, result: ShortcutsResult) -> dict:
+    """The options page 1 and the manifest show (with the flagged classes and the skipped files)."""
+    return {"data": str(config.data), "method": result.method, "layer": result.layer,
+            "clusters": str(config.clusters), "batch_size": config.batch_size, "side": result.pooled.shape[-1],
+            "classes": list(config.only_classes), "flagged": result.flagged,
+            "skipped": [{"path": p, "reason": m} for p, m in result.skipped]}
+
+
+def shortcuts_result(ctx: RunContext, images: ImageList, config: ShortcutsConfig, *,
+                     progress: Callable[[int, int], None] | None = None,
+                     on_skip: Callable[[str, str], None] | None = None,
+                     timings: dict[str, float] | None = None) -> ShortcutsResult:
+    """Maps, SpRAy, cluster statistics and the exemplar pictures for ``images`` (no files written)."""
     config.check()
     timings = {} if timings is None else timings
-    prep = loaded.preprocessing
-    shape = (1, prep.channels, prep.crop, prep.crop)
-    n_classes = num_classes(loaded.model, shape)
+    loaded, crop = ctx.loaded, ctx.input_shape[-1]
+    n_classes = num_classes(ctx.model, ctx.input_shape)
     layer = config.layer
     if config.method in NEEDS_LAYER:
-        layer = layer or default_gradcam_layer(loaded.model, shape)
-    wanted = {int(c) for c in parse_targets(config.classes, loaded.class_names, n_classes) if c is not None} \
-        if config.classes else None
-    mapped = folder_classes(images, loaded, n_classes)
+        layer = ctx.layers([layer])[0] if layer else ctx.deepest_layer()
+    wanted = {int(c) for c in parse_targets(config.only_classes, loaded.class_names, n_classes) if c is not None} \
+        if config.only_classes else None
+    mapped = folder_classes(images, loaded.class_names, n_classes)
     start = time.perf_counter()
-    explained, pooled, display, skipped = _maps(loaded, images, config, layer, mapped, wanted, progress, on_skip)
+    explained, pooled, display, skipped = _maps(ctx, images, config, layer, mapped, wanted, progress, on_skip)
     timings["maps"] = time.perf_counter() - start
     start = time.perf_counter()
     analyses = []
@@ -186,24 +140,25 @@ def shortcuts(loaded: LoadedModel, images: ImageList, config: ShortcutsConfig, *
         idx = np.flatnonzero(explained == cls)
         spectral = spectral_clusters(pooled[idx].reshape(idx.size, -1), config.n_clusters(), embed=config.embed)
         name = loaded.class_names[cls] if loaded.class_names and cls < len(loaded.class_names) else f"class {cls}"
-        analyses.append(analyse_class(cls, name, idx, pooled[idx], spectral, (prep.crop, prep.crop)))
+        analyses.append(analyse_class(cls, name, idx, pooled[idx], spectral, (crop, crop)))
     timings["spray"] = time.perf_counter() - start
     start = time.perf_counter()
-    dataset = ImageDataset(images, prep)
+    dataset = ImageDataset(images, loaded.preprocessing)
     for analysis in analyses:
-        _confirm_by_deletion(loaded, dataset, analysis, config.batch_size, pooled.shape[-1])
+        _confirm_by_deletion(ctx, dataset, analysis, config.batch_size, pooled.shape[-1])
     analyses.sort(key=lambda a: (-a.suspicion, a.class_index))
     timings["deletion"] = time.perf_counter() - start
-    return ShortcutsResult([str(p) for p in images.paths], config.method, layer, (prep.crop, prep.crop), explained,
-                           pooled, display, analyses, skipped, loaded.class_names)
+    result = ShortcutsResult([str(p) for p in images.paths], config.method, layer, (crop, crop), explained,
+                             pooled, display, analyses, skipped, loaded.class_names)
+    result.pictures = exemplar_images(dataset, result.exemplar_indices())
+    return result
 
 
-def _confirm_by_deletion(loaded: LoadedModel, dataset: ImageDataset, analysis: ClassAnalysis, batch_size: int,
+def _confirm_by_deletion(ctx: RunContext, dataset: ImageDataset, analysis: ClassAnalysis, batch_size: int,
                          side: int) -> None:
     """Reliance of each compact cluster (``vizkit.project.shortcuts.reliance``): its box, grown by one grid cell,
     removed from its members; then the class's suspicion again."""
-    device = next(loaded.model.parameters()).device
-    margin = -(-loaded.preprocessing.crop // side)
+    margin = -(-ctx.input_shape[-1] // side)
     target = torch.tensor([analysis.class_index])
     for cluster in analysis.clusters:
         if not cluster.compact:
@@ -213,17 +168,17 @@ def _confirm_by_deletion(loaded: LoadedModel, dataset: ImageDataset, analysis: C
         for start in range(0, len(members), batch_size):
             xs = [x for x, _, _, _ in (dataset[i] for i in members[start:start + batch_size]) if x is not None]
             if xs:
-                x = torch.stack(xs).to(device)
-                drops.append(probability_drop(loaded.model, x, target.expand(len(xs)), cluster.box, margin))
+                x = torch.stack(xs).to(ctx.device)
+                drops.append(probability_drop(ctx.model, x, target.expand(len(xs)), cluster.box, margin))
         confirm(cluster, np.concatenate(drops) if drops else np.zeros(0))
     analysis.suspicion = suspicion(analysis)
 
 
-def _maps(loaded: LoadedModel, images: ImageList, config: ShortcutsConfig, layer: str | None,
+def _maps(ctx: RunContext, images: ImageList, config: ShortcutsConfig, layer: str | None,
           mapped: list[int] | None, wanted: set[int] | None, progress: Callable[[int, int], None] | None,
           on_skip: Callable[[str, str], None] | None
           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[str, str]]]:
-    n, crop = len(images.paths), loaded.preprocessing.crop
+    n, crop = len(images.paths), ctx.input_shape[-1]
     s, d = min(config.side, crop), min(DISPLAY, crop)
     explained = np.full(n, -1, np.int64)
     pooled = np.zeros((n, s, s), np.float32)
@@ -231,8 +186,8 @@ def _maps(loaded: LoadedModel, images: ImageList, config: ShortcutsConfig, layer
     indices = None
     if mapped is not None and wanted is not None and images.labels is not None:
         indices = [i for i, lab in enumerate(images.labels) if mapped[lab] in wanted]
-    device = next(loaded.model.parameters()).device
-    dataset = ImageDataset(images, loaded.preprocessing)
+    device = ctx.device
+    dataset = ImageDataset(images, ctx.loaded.preprocessing)
     skipped, done, total = [], 0, n if indices is None else len(indices)
     for batch in image_loader(dataset, batch_size=config.batch_size, device=device, indices=indices):
         for i, message in batch.skipped:
@@ -244,7 +199,7 @@ def _maps(loaded: LoadedModel, images: ImageList, config: ShortcutsConfig, layer
             targets = batch.label.clone()
             if mapped is not None:
                 targets = torch.tensor([mapped[int(t)] if t >= 0 else -1 for t in batch.label], dtype=torch.long)
-            maps, cls = attribution_maps(loaded.model, batch.x.to(device), targets.to(device), config.method, layer)
+            maps, cls = attribution_maps(ctx.model, batch.x.to(device), targets.to(device), config.method, layer)
             idx = batch.index.numpy()
             explained[idx] = cls.cpu().numpy()
             pooled[idx] = pool_maps(maps, s).cpu().numpy()
@@ -265,4 +220,4 @@ def exemplar_images(dataset: ImageDataset, indices: Sequence[int]) -> dict[int, 
 
 
 __all__ = ["ShortcutsConfig", "ShortcutsReport", "ShortcutsResult", "exemplar_images", "folder_classes",
-           "run_shortcuts", "shortcuts"]
+           "run_settings", "run_shortcuts", "shortcuts_result"]

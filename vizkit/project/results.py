@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # annotations only: importing them here would pull torch into
     from vizkit.capture.filters import FilterStats
     from vizkit.project.occlusion import OcclusionMaps
     from vizkit.project.sanity import SanityResult
+    from vizkit.project.shortcuts.result import ShortcutsResult  # noqa: F401  (re-exported lazily below)
 
 
 @dataclass
@@ -167,3 +168,13 @@ class ReportResult:
     occlusion: OcclusionResult
     filters: FiltersResult
     notes: list[str] = field(default_factory=list)
+
+
+def __getattr__(name: str) -> type:
+    """``ShortcutsResult`` lives beside its analysis (``vizkit.project.shortcuts.result``); it is re-exported here
+    lazily so that reading the other result types does not import scikit-learn."""
+    if name == "ShortcutsResult":
+        from vizkit.project.shortcuts.result import ShortcutsResult
+
+        return ShortcutsResult
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib import colormaps
 from PIL import Image
 
-from vizkit.jobs.shortcuts import ShortcutsResult
+from vizkit.project.shortcuts.result import ShortcutsResult
 from vizkit.render.info import vizkit_version
 from vizkit.render.shortcuts_pdf import class_page
 

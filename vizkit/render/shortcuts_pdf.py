@@ -9,13 +9,15 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from vizkit.jobs.shortcuts import ShortcutsResult
 from vizkit.project.shortcuts.clusters import ClassAnalysis
-from vizkit.render.pages import MARGIN, Cursor, footer, new_page
+from vizkit.project.shortcuts.result import ShortcutsResult
+from vizkit.render.info import ReportInfo
+from vizkit.render.pages import MARGIN, Cursor, new_page
+from vizkit.render.provenance import model_block, notes_block, page_notes, run_block
+from vizkit.render.writer import write_pdf
 
 CLUSTERS_PER_PAGE = 4
 EXPLAIN = ("Maps: {method}{layer}, one per image for its class, pooled to a {side}x{side} grid and normalised to "
@@ -32,7 +34,8 @@ def pages_to_show(result: ShortcutsResult) -> list[ClassAnalysis]:
     return flagged or result.classes[:1]
 
 
-def summary_page(result: ShortcutsResult) -> Figure:
+def summary_page(result: ShortcutsResult, info: ReportInfo | None = None) -> Figure:
+    """Page 1: what was done, the classes ranked by suspicion, then the model, the settings and the notes."""
     fig = new_page()
     width = fig.get_size_inches()[0] - 2 * MARGIN
     c = Cursor(fig, MARGIN, MARGIN, width)
@@ -45,9 +48,15 @@ def summary_page(result: ShortcutsResult) -> Figure:
             for r, a in enumerate(result.classes)]
     c.table(["rank", "class", "name", "images", "clusters", "eigengap", "suspicion", "flagged"], rows,
             [0.3, 0.8, 0.9, 3.3, 4.0, 4.8, 5.7, 6.5], ["right", "right", "left", "right", "right", "right", "right",
-                                                         "right"], max_rows=50)
-    if result.skipped:
-        c.paragraph(f"{len(result.skipped)} unreadable file(s) skipped (listed in the manifest).")
+                                                         "right"], max_rows=20 if info is not None else 50)
+    skipped = [f"{len(result.skipped)} unreadable file(s) skipped (listed in the manifest)."] if result.skipped else []
+    if info is None:
+        for note in skipped:
+            c.paragraph(note)
+        return fig
+    model_block(c, info, preprocessing=False)
+    run_block(c, info, max_lines=2)
+    notes_block(c, page_notes(info, skipped), max_lines=2)
     return fig
 
 
@@ -112,20 +121,18 @@ def _map(ax: Axes, m: np.ndarray, box: tuple[int, int, int, int], input_hw: tupl
         ax.set_title(title, fontsize=6)
 
 
-def page_builders(result: ShortcutsResult, pictures: dict[int, np.ndarray]) -> Iterator[Callable[[], Figure]]:
-    yield partial(summary_page, result)
+def page_builders(result: ShortcutsResult, pictures: dict[int, np.ndarray], info: ReportInfo | None = None
+                  ) -> Iterator[Callable[[], Figure]]:
+    yield partial(summary_page, result, info)
     for a in pages_to_show(result):
         yield partial(class_page, result, a)
         for first in range(0, len(a.clusters), CLUSTERS_PER_PAGE):
             yield partial(cluster_page, result, a, first, pictures)
 
 
-def write_shortcuts_pdf(path: Path, result: ShortcutsResult, pictures: dict[int, np.ndarray],
-                        title: str = "vizkit shortcuts") -> int:
-    builders = list(page_builders(result, pictures))
-    with PdfPages(path, metadata={"Title": title}) as pdf:
-        for number, make in enumerate(builders, 1):
-            fig = make()
-            footer(fig, title, number, len(builders))
-            pdf.savefig(fig)
-    return len(builders)
+def write_shortcuts_pdf(path: Path, result: ShortcutsResult, info: ReportInfo) -> int:
+    """shortcuts.pdf through the one PDF writer; returns its page count."""
+    return write_pdf(path, list(page_builders(result, result.pictures, info)), title=f"vizkit shortcuts: {info.model}",
+                     subject=f"SpRAy clusters of attribution maps, classes ranked by shortcut suspicion, {info.model}",
+                     keywords="shortcuts, Clever Hans, SpRAy, spectral relevance analysis, attribution",
+                     footer_left=f"shortcuts \u00b7 {info.model}")

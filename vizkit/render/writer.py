@@ -27,9 +27,11 @@ if TYPE_CHECKING:
         GradCamResult,
         OcclusionResult,
         ReportResult,
+        ShortcutsResult,
     )
 
-    Result = DeconvResult | GradCamResult | ActivationsResult | OcclusionResult | FiltersResult | ReportResult
+    Result = (DeconvResult | GradCamResult | ActivationsResult | OcclusionResult | FiltersResult | ReportResult
+              | ShortcutsResult)
 
 PageMaker = Callable[[], "Figure"]
 
@@ -73,6 +75,9 @@ def document(result: Result, info: ReportInfo) -> Document:
     if isinstance(result, r.ReportResult):
         from vizkit.render.report_document import report_document
         return report_document(result, info)
+    if isinstance(result, r.ShortcutsResult):  # last: its module imports scikit-learn
+        from vizkit.render.shortcuts import shortcuts_document
+        return shortcuts_document(result, info)
     raise TypeError(f"no writer for {type(result).__name__}")
 
 
