@@ -425,3 +425,24 @@ def test_probability_drop_equals_hand_computed(net: torch.nn.Module, batch: tupl
         ref = (torch.softmax(net(x), 1) - torch.softmax(net(removed), 1)).gather(1, y[:, None])[:, 0]
     np.testing.assert_allclose(probability_drop(net, x, y, (2, 31, 4, 32), margin=2), ref.numpy(), rtol=1e-5,
                                atol=1e-7)
+
+
+def test_cli_class_filter_and_model_options_reach_the_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--class (classes to analyse) and --classes (ModelJob's class-names file) are different fields; the shared
+    model options arrive in the config (model_extra)."""
+    import vizkit.jobs.shortcuts as job
+
+    seen = []
+
+    def fake_run(config: job.ShortcutsConfig, **kwargs: object) -> job.ShortcutsReport:
+        seen.append(config)
+        return job.ShortcutsReport()
+
+    monkeypatch.setattr(job, "run_shortcuts", fake_run)
+    names = tmp_path / "names.txt"
+    names.write_text("a\nb\n")
+    result = CliRunner().invoke(main, ["shortcuts", str(tmp_path), "--model", "labnet", "--class", "b",
+                                       "--classes", str(names), "--seed", "3", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    (config,) = seen
+    assert list(config.only_classes) == ["b"] and str(config.classes) == str(names) and config.seed == 3
