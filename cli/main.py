@@ -19,6 +19,7 @@ from vizkit_cli.invariance import invariance
 from vizkit_cli.lab import lab
 from vizkit_cli.mine import mine
 from vizkit_cli.occlusion import occlusion
+from vizkit_cli.shortcuts import shortcuts
 
 EPILOG_DECONV = """\b
 Examples:
@@ -128,7 +129,7 @@ def models() -> None:
         click.echo(name)
 
 
-for command in (gradcam, filters, activations, occlusion, mine, invariance, evolve, lab):
+for command in (gradcam, filters, activations, occlusion, mine, invariance, evolve, lab, shortcuts):
     main.add_command(command)
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from vizkit.jobs.mining import MineConfig, MineReport, run_mine
     from vizkit.jobs.occlusion import OcclusionConfig, occlusion_image, occlusion_tensor, run_occlusion
     from vizkit.jobs.report import ReportConfig, run_report
+    from vizkit.jobs.shortcuts import ShortcutsConfig, ShortcutsReport, run_shortcuts, shortcuts_result
 
 _EXPORTS = {
     "ActivationsConfig": "vizkit.jobs.activations",
@@ -41,6 +42,8 @@ _EXPORTS = {
     "OcclusionConfig": "vizkit.jobs.occlusion",
     "ReportConfig": "vizkit.jobs.report",
     "RunContext": "vizkit.jobs.context",
+    "ShortcutsConfig": "vizkit.jobs.shortcuts",
+    "ShortcutsReport": "vizkit.jobs.shortcuts",
     "activations_image": "vizkit.jobs.activations",
     "activations_tensor": "vizkit.jobs.activations",
     "deconv_image": "vizkit.jobs.deconv",
@@ -69,16 +72,19 @@ _EXPORTS = {
     "run_invariance": "vizkit.jobs.invariance",
     "run_occlusion": "vizkit.jobs.occlusion",
     "run_report": "vizkit.jobs.report",
+    "run_shortcuts": "vizkit.jobs.shortcuts",
+    "shortcuts_result": "vizkit.jobs.shortcuts",
     "tiny_activation_notes": "vizkit.jobs.context",
 }
 
 __all__ = ["ActivationsConfig", "DeconvConfig", "EvolveConfig", "Failure", "FiltersConfig", "GradCamConfig", "ImageJob",
            "InvarianceConfig", "JobReport", "MineConfig", "MineReport", "ModelJob", "OcclusionConfig", "ReportConfig",
-           "RunContext", "activations_image", "activations_tensor", "deconv_image", "deconv_result", "deconv_tensor",
-           "evolve_checkpoints", "for_each_image", "gradcam_image", "gradcam_inputs", "input_shape", "invariance_image",
-           "invariance_tensor", "mine", "model_device", "occlusion_image", "occlusion_tensor", "predictions",
-           "project_tensor", "resolve_device", "run_activations", "run_deconv", "run_evolve", "run_filters",
-           "run_gradcam", "run_invariance", "run_mine", "run_occlusion", "run_report", "tiny_activation_notes"]
+           "RunContext", "ShortcutsConfig", "ShortcutsReport", "activations_image", "activations_tensor",
+           "deconv_image", "deconv_result", "deconv_tensor", "evolve_checkpoints", "for_each_image", "gradcam_image",
+           "gradcam_inputs", "input_shape", "invariance_image", "invariance_tensor", "mine", "model_device",
+           "occlusion_image", "occlusion_tensor", "predictions", "project_tensor", "resolve_device", "run_activations",
+           "run_deconv", "run_evolve", "run_filters", "run_gradcam", "run_invariance", "run_mine", "run_occlusion",
+           "run_report", "run_shortcuts", "shortcuts_result", "tiny_activation_notes"]
 
 
 def __getattr__(name: str) -> Any:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # annotations only: importing them here would pull torch into
     from vizkit.project.mine_projection import UnitTopProjections
     from vizkit.project.occlusion import OcclusionMaps
     from vizkit.project.sanity import SanityResult
+    from vizkit.project.shortcuts.result import ShortcutsResult  # noqa: F401  (re-exported lazily below)
     from vizkit.project.topk import MineResult
 
 
@@ -236,3 +237,13 @@ class EvolveResult:
         """Column labels: '#3' (the epoch/step number) when ordered by name, else the file stems."""
         cp = self.checkpoints
         return [f"#{n}" if n is not None else p.stem for p, n in zip(cp.paths, cp.numbers, strict=True)]
+
+
+def __getattr__(name: str) -> type:
+    """``ShortcutsResult`` lives beside its analysis (``vizkit.project.shortcuts.result``); it is re-exported here
+    lazily so that reading the other result types does not import scikit-learn."""
+    if name == "ShortcutsResult":
+        from vizkit.project.shortcuts.result import ShortcutsResult
+
+        return ShortcutsResult
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -30,10 +30,11 @@ if TYPE_CHECKING:
         MineOutput,
         OcclusionResult,
         ReportResult,
+        ShortcutsResult,
     )
 
     Result = (DeconvResult | GradCamResult | ActivationsResult | OcclusionResult | FiltersResult | ReportResult
-              | MineOutput | InvarianceResult | EvolveResult)
+              | MineOutput | InvarianceResult | EvolveResult | ShortcutsResult)
 
 PageMaker = Callable[[], "Figure"]
 
@@ -89,6 +90,9 @@ def document(result: Result, info: ReportInfo) -> Document:
     if isinstance(result, r.EvolveResult):
         from vizkit.render.evolve_outputs import evolve_document
         return evolve_document(result, info)
+    if isinstance(result, r.ShortcutsResult):  # last: its module imports scikit-learn
+        from vizkit.render.shortcuts import shortcuts_document
+        return shortcuts_document(result, info)
     raise TypeError(f"no writer for {type(result).__name__}")
 
 
