@@ -32,7 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from vizkit.capture.receptive_field import forward_failed, receptive_fields, zeros_input
 from vizkit.capture.state import preserve_model_state
 
-__all__ = ["LayerRow", "LayerTable", "SWITCH_TYPES", "layer_table"]
+__all__ = ["SWITCH_TYPES", "LayerRow", "LayerTable", "layer_table"]
 
 SWITCH_TYPES: tuple[type[nn.Module], ...] = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool2d)
 """Modules whose forward records max-pool switches for the deconvnet."""
@@ -77,7 +77,7 @@ class LayerTable:
         widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
         right = {3, 4, 5, 6, 8}
         text = ["  ".join(c.rjust(w) if i in right else c.ljust(w)
-                          for i, (c, w) in enumerate(zip(line, widths))).rstrip() for line in lines]
+                          for i, (c, w) in enumerate(zip(line, widths, strict=True))).rstrip() for line in lines]
         text.insert(1, "-" * len(text[0]))
         text.append("-" * len(text[0]))
         text.append(f"input {'x'.join(map(str, self.input_shape))}   params {_human(self.total_params)} "

@@ -98,9 +98,9 @@ def adaptive(g: Any, in_value: torch.Tensor, out_value: torch.Tensor) -> Geo | N
     if not isinstance(g, Geo) or None in g.axes[-2:]:
         return None
     ins, outs = in_value.shape[-2:], out_value.shape[-2:]
-    if any(i % o for i, o in zip(ins, outs)):
+    if any(i % o for i, o in zip(ins, outs, strict=True)):
         return None
-    k = tuple(i // o for i, o in zip(ins, outs))
+    k = tuple(i // o for i, o in zip(ins, outs, strict=True))
     out = window(g, out_value, k, k, 0, local=False)
     return replace(out, uniform=tuple(outs) == (1, 1)) if out is not None else None
 
@@ -159,7 +159,7 @@ def merge(operands: list[tuple[Any, Any]], out_value: Any) -> Any:
         for a in (0, 1):
             lo[a] = min(lo[a], g.start[a] - (g.size[a] - 1) / 2)
             hi[a] = max(hi[a], g.start[a] + (g.size[a] - 1) / 2)
-    size = tuple(int(round(hi[a] - lo[a])) + 1 for a in (0, 1))
+    size = tuple(round(hi[a] - lo[a]) + 1 for a in (0, 1))
     start = tuple((lo[a] + hi[a]) / 2 for a in (0, 1))
     uniform = all(g.uniform for g, _ in full)
     same_pad = any(g.same_pad for g, _ in full)

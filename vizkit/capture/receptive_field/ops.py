@@ -33,7 +33,7 @@ __all__ = ["function_state", "method_state", "module_state"]
 
 def _bind(names: tuple[str, ...], defaults: dict[str, Any], args: tuple, kwargs: dict) -> dict[str, Any]:
     out = dict(defaults)
-    out.update(zip(names, args))
+    out.update(zip(names, args, strict=False))
     out.update(kwargs)
     return out
 
@@ -162,7 +162,7 @@ def function_state(target: Any, s: list[Any], v: list[Any], args: tuple, kwargs:
                   args, kwargs)
         return g if not a["training"] else over_dims(g, [-2, -1])
     if target in _BINARY_FUNCS:
-        return merge(list(zip(s, v)), out)
+        return merge(list(zip(s, v, strict=True)), out)
     if target is operator.getitem:
         if isinstance(g, tuple):
             return g[args[1]] if isinstance(args[1], int) else None
@@ -177,7 +177,7 @@ def function_state(target: Any, s: list[Any], v: list[Any], args: tuple, kwargs:
         ref = next((st for st in states if isinstance(st, Geo)), None)
         if ref is not None and ref.axes[a["dim"] % len(ref.axes)] is not None:
             return None
-        return merge(list(zip(states, tensors)), out)
+        return merge(list(zip(states, tensors, strict=False)), out)
     if target is torch.conv2d:
         a = _bind(*_CONV_ARGS, args, kwargs)
         k = tuple(a["weight"].shape[-2:])
@@ -230,7 +230,7 @@ def method_state(name: str, s: list[Any], v: list[Any], args: tuple, kwargs: dic
     if name in _POINTWISE_METHODS:
         return g
     if name in _BINARY_METHODS:
-        return merge(list(zip(s, v)), out)
+        return merge(list(zip(s, v, strict=True)), out)
     if name in _RESHAPE_METHODS:
         return reshape(g, x, out)
     if name == "permute":

@@ -25,7 +25,7 @@ def traced(model: nn.Module, x: torch.Tensor) -> dict[str, Geo | None]:
     gm = fx.GraphModule(tracer.root, graph)
     try:
         states = _run_on_meta(gm, x)
-    except Exception:  # an op without a meta kernel, data-dependent code, a tensor the module keeps unregistered
+    except Exception:  # noqa: BLE001 - an op without a meta kernel, data-dependent code, an unregistered tensor
         prop = Propagator(gm)
         prop.run(x)
         states = prop.states
@@ -72,7 +72,7 @@ class Propagator(fx.Interpreter):
         out = super().run_node(n)
         try:
             self.states[n] = self._state(n, out)
-        except Exception:  # an op whose arguments this module misreads is "not derivable", never a crash
+        except Exception:  # noqa: BLE001 - an op whose arguments this module misreads is "not derivable", not a crash
             self.states[n] = None
         return out
 
@@ -128,7 +128,7 @@ class Tracer(fx.Tracer):
             stack_before, calls_before = list(self.module_stack.items()), dict(self.num_calls)
             try:
                 out = super().call_module(m, forward, args, kwargs)
-            except Exception:
+            except Exception:  # noqa: BLE001 - untraceable submodule: undo its partial trace, keep it opaque
                 for node in reversed(list(self.graph.nodes)):
                     if node not in nodes_before:
                         self.graph.erase_node(node)
