@@ -130,7 +130,7 @@ def grid_layout(n: int, th: int, tw: int, gap: int, label_h: float, width: float
 def axes_at(fig: Figure, x: float, y: float, w: float, h: float) -> Axes:
     """Axes at x, y (inches from the top-left corner), w x h inches."""
     pw, ph = fig.get_size_inches()
-    return fig.add_axes([x / pw, 1 - (y + h) / ph, w / pw, h / ph])
+    return fig.add_axes((x / pw, 1 - (y + h) / ph, w / pw, h / ph))
 
 
 def plain_axes(ax: Axes) -> None:
