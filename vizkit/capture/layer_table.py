@@ -20,6 +20,7 @@ Conventions, checked against torchvision's published ``meta["num_params"]`` / ``
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -172,7 +173,8 @@ class _ParamUse(TorchFunctionMode):
         self.params = params
         self.used: set[int] = set()
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+    def __torch_function__(self, func: Callable[..., Any], types: Collection[type], args: tuple[Any, ...] = (),
+                           kwargs: dict[str, Any] | None = None) -> Any:
         kwargs = kwargs or {}
         for a in pytree.tree_leaves((args, kwargs)):
             if isinstance(a, torch.Tensor) and id(a) in self.params:

@@ -104,8 +104,9 @@ def _is_tf_same(m: nn.Module) -> bool:
 
 def module_state(m: nn.Module, s: list[Any], v: list[Any], out: Any) -> Any:
     """State of a leaf module's output from its input states ``s`` and values ``v``."""
-    g, x = (s[0], v[0]) if s else (None, None)
-    base = next((c for c in type(m).__mro__ if c.__module__.startswith("torch.nn")), None)
+    g: Any = s[0] if s else None  # a Geo, CONST or None
+    x: Any = v[0] if s else None  # the first tensor operand's value
+    base: type[Any] | None = next((c for c in type(m).__mro__ if c.__module__.startswith("torch.nn")), None)
     if base is not None and type(m).forward is not base.forward:
         # A variant of a torch.nn class with its own forward: geometry from the shapes. timm's TF-"same" windows
         # (Conv2dSame, MaxPool2dSame, AvgPool2dSame) pad by a rule that depends only on the input size modulo the
@@ -153,7 +154,8 @@ def module_state(m: nn.Module, s: list[Any], v: list[Any], out: Any) -> Any:
 def function_state(target: Any, s: list[Any], v: list[Any], args: tuple, kwargs: dict, out: Any,
                     dynamic_args: bool) -> Any:
     """State of a ``call_function`` node; ``s``/``v`` are the states/values of ``args`` (flattened for cat)."""
-    g, x = (s[0], v[0]) if s else (None, None)
+    g: Any = s[0] if s else None  # a Geo, CONST or None
+    x: Any = v[0] if s else None  # the first tensor operand's value
     qualified = (getattr(target, "__module__", None), getattr(target, "__name__", None))
     if target in _POINTWISE_FUNCS or qualified in _POINTWISE_NAMES:
         return g
@@ -226,7 +228,8 @@ def function_state(target: Any, s: list[Any], v: list[Any], args: tuple, kwargs:
 
 
 def method_state(name: str, s: list[Any], v: list[Any], args: tuple, kwargs: dict, out: Any) -> Any:
-    g, x = (s[0], v[0]) if s else (None, None)
+    g: Any = s[0] if s else None  # a Geo, CONST or None
+    x: Any = v[0] if s else None  # the first tensor operand's value
     if name in _POINTWISE_METHODS:
         return g
     if name in _BINARY_METHODS:
