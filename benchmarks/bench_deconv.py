@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision
-from _machine import machine  # noqa: E402 - sibling module; benchmarks run as scripts
+from _machine import machine  # sibling module; benchmarks run as scripts
 
 # The module itself (not ``vizkit.project.deconv``, which the package rebinds to the deconv function): PathProbe
 # wraps its functions to see which path deconv takes.
@@ -69,7 +69,7 @@ class Row:
 
     def round_ratio(self, name: str) -> float:
         """Median over rounds of Captum's wall time over ``name``'s, each pair timed back to back."""
-        return float(np.median([c / v for c, v in zip(self.wall["captum"], self.wall[name])]))
+        return float(np.median([c / v for c, v in zip(self.wall["captum"], self.wall[name], strict=True)]))
 
     def cpu_ratio(self, name: str) -> float:
         """Captum's best process CPU time over ``name``'s: less sensitive to other processes than wall time."""
@@ -145,7 +145,8 @@ class PathProbe:
 
 
 def max_rel_err(ours: Sequence[np.ndarray], ref: Sequence[np.ndarray]) -> float:
-    return max(float(np.abs(a - b).max() / max(np.abs(b).max(), np.finfo(np.float32).tiny)) for a, b in zip(ours, ref))
+    tiny = np.finfo(np.float32).tiny
+    return max(float(np.abs(a - b).max() / max(np.abs(b).max(), tiny)) for a, b in zip(ours, ref, strict=True))
 
 
 def bench_layer(model: torch.nn.Module, x: torch.Tensor, layer: str, k: int, repeat: int) -> Row:

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
-from _machine import machine  # noqa: E402 - sibling module; benchmarks run as scripts
+from _machine import machine  # sibling module; benchmarks run as scripts
 
 from vizkit.project.gradcam import gradcam
 

@@ -28,7 +28,7 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-from _machine import machine  # noqa: E402 - sibling module; benchmarks run as scripts
+from _machine import machine  # sibling module; benchmarks run as scripts
 
 from vizkit.project.occlusion import occlusion_maps, pixel_attribution
 

@@ -39,7 +39,7 @@ def errors_to_exit_codes(fn: Callable[..., Any]) -> Callable[..., Any]:
             _fail(str(err), err.exit_code)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
-        except Exception as err:  # noqa: BLE001 - turned into exit code 1 with the traceback under --debug
+        except Exception as err:  # turned into exit code 1 with the traceback under --debug
             logging.getLogger("vizkit").debug("internal error", exc_info=True)
             _fail(f"internal error: {type(err).__name__}: {err} (rerun with --debug for the traceback)", 1)
 

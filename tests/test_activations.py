@@ -75,7 +75,7 @@ def test_ranking_equals_topk_on_the_default_model(default_model, sample_paths) -
     x = preprocess(load_image(sample_paths[1]), default_model.preprocessing)
     layers = ["blocks.2.1", "blocks.4"]  # linear block outputs: no saturation ties
     grids = activation_grids(model, x, layers, top=8)
-    for layer, grid in zip(layers, grids):
+    for layer, grid in zip(layers, grids, strict=True):
         out = _hooked_output(model, layer, x)[0]
         top = torch.topk(out.flatten(1).amax(dim=1), 8)
         assert grid.layer == layer and grid.channels.tolist() == top.indices.tolist()
@@ -106,7 +106,7 @@ def test_bad_outputs_and_inputs_are_user_errors() -> None:
         activation_grids(model, torch.zeros(2, 1, 32, 32), ["features.conv1"])
     with pytest.raises(UserInputError, match="--top"):
         activation_grids(model, torch.zeros(1, 1, 32, 32), ["features.conv1"], top=0)
-    with pytest.raises(ModelError, match="unknown layer 'features.conv9'"):
+    with pytest.raises(ModelError, match=r"unknown layer 'features.conv9'"):
         activation_grids(model, torch.zeros(1, 1, 32, 32), ["features.conv9"])
 
 
@@ -146,7 +146,7 @@ def test_model_left_exactly_as_it_was_also_on_error() -> None:
     after = _snapshot(model)
     assert after["hooks"] == before["hooks"] == 0 and after["training"] == before["training"]
     assert after["requires_grad"] == before["requires_grad"]
-    assert all(a is b for a, b in zip(after["grads"], before["grads"]))
+    assert all(a is b for a, b in zip(after["grads"], before["grads"], strict=True))
     assert all(torch.equal(state[k], v) for k, v in state_fingerprint(model).items())
 
     class Boom(nn.Module):

@@ -70,9 +70,8 @@ def test_exception_inside_forward_restores_everything() -> None:
 
 def test_unknown_layer_names_close_matches_and_registers_nothing() -> None:
     model = torchvision.models.resnet18()
-    with pytest.raises(ModelError) as err:
-        with Recorder(model, ["layer1", "layer9"]):
-            pass
+    with pytest.raises(ModelError) as err, Recorder(model, ["layer1", "layer9"]):
+        pass
     assert "layer9" in str(err.value) and "layer1" in str(err.value) and "\n" not in str(err.value)
     assert hook_count(model) == 0
 
@@ -94,7 +93,7 @@ def test_switches_are_recorded_for_max_pools() -> None:
     x = torch.randn(1, 3, 127, 127)
     with Recorder(model, ["features.2"], switches=True) as rec:
         rec.run(x)
-    out, idx = torch.nn.functional.max_pool2d(model.features[1](model.features[0](x)), 3, 2, return_indices=True)
+    _out, idx = torch.nn.functional.max_pool2d(model.features[1](model.features[0](x)), 3, 2, return_indices=True)
     assert torch.equal(rec.switches["features.2"], idx)
     assert hook_count(model) == 0
 

@@ -25,7 +25,7 @@ def _run(args: list[str]) -> tuple[int, str, str]:
 
 
 def test_default_model_one_image_writes_pdf_npz_manifest(tmp_path: Path, sample_paths: list[Path]) -> None:
-    code, out, err = _run(["deconv", str(sample_paths[0]), "--layer", "blocks.1.1", "--layer", "blocks.2.1",
+    code, _out, err = _run(["deconv", str(sample_paths[0]), "--layer", "blocks.1.1", "--layer", "blocks.2.1",
                            "--top-k", "3", "--out", str(tmp_path)])
     assert code == 0, err
     folder = tmp_path / "grace_hopper"
@@ -54,7 +54,7 @@ def test_batch_goes_on_past_bad_files_and_exits_2(tmp_path: Path, sample_paths: 
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
     out_dir = tmp_path / "out"
-    code, out, err = _run(["deconv", str(bad), str(sample_paths[1]), str(empty), "--model", "lenet5",
+    code, _out, err = _run(["deconv", str(bad), str(sample_paths[1]), str(empty), "--model", "lenet5",
                            "--top-k", "2", "--out", str(out_dir)])
     assert code == 2
     assert (out_dir / "chelsea" / "manifest.json").exists()
@@ -93,7 +93,7 @@ def test_torchvision_model_with_state_dict_file(tmp_path: Path, sample_paths: li
 ])
 def test_model_and_layer_errors_are_one_line_exit_2(tmp_path: Path, sample_paths: list[Path], args: list[str],
                                                     needle: str) -> None:
-    code, out, err = _run(["deconv", str(sample_paths[0]), *args, "--out", str(tmp_path)])
+    code, _out, err = _run(["deconv", str(sample_paths[0]), *args, "--out", str(tmp_path)])
     assert code == 2
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("vizkit: error:") and needle in lines[0]

@@ -111,7 +111,8 @@ def test_custom_model_deconv_equals_explicit_oracle(model_file: Path, tmp_path: 
     assert np.array_equal(arrays["input"], x.numpy())
     with torch.no_grad():
         pooled = torch.nn.Sequential(*list(loaded.model)[:6])(x)
-    units = [(int(c), int(y), int(xx)) for c, (y, xx) in zip(arrays["pool2/channels"], arrays["pool2/positions"])]
+    units = [(int(c), int(y), int(xx))
+             for c, (y, xx) in zip(arrays["pool2/channels"], arrays["pool2/positions"], strict=True)]
     ref = explicit_deconv(loaded.model, x, "pool2", explicit_seeds(pooled, units))
     got = torch.from_numpy(arrays["pool2/projections"])
     assert ref.abs().max() > 0
@@ -129,7 +130,8 @@ def test_module_spec_and_kwargs(model_file: Path, monkeypatch: pytest.MonkeyPatc
     state = torch.get_rng_state()
     again = load_model("my_net:TinyNet", model_kwargs={"width": 2, "num_classes": 3})
     assert torch.equal(torch.get_rng_state(), state)
-    assert all(torch.equal(a, b) for a, b in zip(lm.model.state_dict().values(), again.model.state_dict().values()))
+    assert all(torch.equal(a, b)
+               for a, b in zip(lm.model.state_dict().values(), again.model.state_dict().values(), strict=True))
     other = load_model("my_net:TinyNet", model_kwargs={"width": 2, "num_classes": 3}, seed=1)
     assert not torch.equal(other.model.conv1.weight, lm.model.conv1.weight)
 
@@ -139,7 +141,8 @@ def test_weights_file_loads_and_mismatch_is_one_line(model_file: Path, tmp_path:
     path = tmp_path / "tiny.pth"
     torch.save(trained.state_dict(), path)
     lm = load_model(f"{model_file}:TinyNet", weights=str(path))
-    assert all(torch.equal(a, b) for a, b in zip(lm.model.state_dict().values(), trained.state_dict().values()))
+    assert all(torch.equal(a, b)
+               for a, b in zip(lm.model.state_dict().values(), trained.state_dict().values(), strict=True))
     assert lm.weights_file == str(path.resolve()) and lm.pretrained is None and lm.seed is None
     with pytest.raises(ModelError, match="do not fit model") as err:
         load_model(f"{model_file}:TinyNet", weights=str(path), model_kwargs={"width": 3})
@@ -168,7 +171,7 @@ def test_input_options_are_checked(model_file: Path, tmp_path: Path) -> None:
         load_model(spec, input_size=(1, 32, 32), mean=(0.5, 0.5, 0.5))
     wrong = tmp_path / "three.txt"
     wrong.write_text("a\nb\nc\n")
-    with pytest.raises(UserInputError, match="3 names but .* 5 outputs"):
+    with pytest.raises(UserInputError, match=r"3 names but .* 5 outputs"):
         load_model(spec, classes=wrong)
     with pytest.raises(UserInputError, match="--model-kwargs applies to your own model"):
         load_model("lenet5", model_kwargs={"num_classes": 3})

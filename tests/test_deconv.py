@@ -278,7 +278,7 @@ def test_deconv_api_top_k_order_and_shapes() -> None:
         assert acts == sorted(acts, reverse=True) and len(acts) == 4
         assert lp.activation_maps.shape[0] == 4
         assert all(u.projection.shape == (3, 64, 64) for u in lp.units)
-        for u, amap in zip(lp.units, lp.activation_maps):
+        for u, amap in zip(lp.units, lp.activation_maps, strict=True):
             assert amap[u.position] == pytest.approx(u.activation)
     assert out.logits is None  # stopped at the deepest layer
 
@@ -289,7 +289,7 @@ def test_bad_mode_and_layer_are_user_errors() -> None:
     model = torchvision.models.vgg11()
     with pytest.raises(UserInputError, match="mode"):
         deconv(model, torch.randn(1, 3, 32, 32), ["features.5"], mode="mean")
-    with pytest.raises(ModelError, match="features.5"):
+    with pytest.raises(ModelError, match=r"features.5"):
         deconv(model, torch.randn(1, 3, 32, 32), ["feature.5"])
 
 

@@ -93,7 +93,7 @@ def test_layer_errors_are_one_line_and_name_the_layer() -> None:
     model = _tiny()
     with pytest.raises(ModelError, match="'relu' is a ReLU, not a Conv2d"):
         filter_stats(model, ["relu"])
-    with pytest.raises(ModelError, match="unknown layer 'conx'.*Did you mean: conv"):
+    with pytest.raises(ModelError, match=r"unknown layer 'conx'.*Did you mean: conv"):
         filter_stats(model, ["conx"])
     with pytest.raises(ModelError, match="no Conv2d"):
         filter_stats(nn.Sequential(nn.Linear(3, 2)))

@@ -280,9 +280,9 @@ def test_model_state_is_restored_also_when_the_forward_raises() -> None:
 
 def test_bad_layers_and_scripted_models_are_refused(resnet: nn.Module) -> None:
     x = images(1, 32)
-    with pytest.raises(ModelError, match="not \\(N, C, h, w\\)"):
+    with pytest.raises(ModelError, match=r"not \(N, C, h, w\)"):
         gradcam(resnet, x, "fc")
-    with pytest.raises(ModelError, match="unknown layer 'layer9'.*layer4"):
+    with pytest.raises(ModelError, match=r"unknown layer 'layer9'.*layer4"):
         gradcam(resnet, x, "layer9")
     with pytest.raises(ModelError, match="TorchScript"):
         gradcam(torch.jit.script(Tiny()), tiny_input().float(), "relu")
@@ -295,7 +295,7 @@ def test_parse_targets() -> None:
     assert parse_targets([], names, 1000) == [None]
     assert parse_targets(["auto", "AUTO", " 285 ", "egyptian CAT", "Tiger cat"], names, 1000) == [None, None, 285,
                                                                                                285, 282]
-    with pytest.raises(UserInputError, match="Did you mean: .*Egyptian cat"):
+    with pytest.raises(UserInputError, match=r"Did you mean: .*Egyptian cat"):
         parse_targets(["egyptain cat"], names, 1000)
     with pytest.raises(UserInputError, match="1000 classes"):
         parse_targets(["1000"], names, 1000)
@@ -374,7 +374,7 @@ def test_cli_writes_pdf_npz_manifest_matching_the_library(tmp_path: Path, sample
     assert x.shape == (1, 1, 32, 32) and arrays["targets"][0] == 3
     assert arrays["cam_raw"].shape == (2, 5, 5) and arrays["cam"].shape == (2, 32, 32)
     assert arrays["guided_backprop"].shape == arrays["guided_gradcam"].shape == (2, 1, 32, 32)
-    assert 0.0 <= arrays["cam"].min() and arrays["cam"].max() <= 1.0
+    assert arrays["cam"].min() >= 0.0 and arrays["cam"].max() <= 1.0
     ref = gradcam(model, x, "features.pool2", [[3, None]])
     assert arrays["targets"].tolist() == ref.targets[0].tolist()
     for key in ("scores", "cam_raw", "cam", "guided_backprop", "guided_gradcam"):

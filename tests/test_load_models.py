@@ -49,14 +49,14 @@ def test_default_model_mapping_is_by_order_and_complete(default_model):
     raw = torch.load(path, map_location="cpu", weights_only=True)
     own = default_model.model.state_dict()
     assert len(raw) == len(own) == 296
-    for (src_key, src), (dst_key, dst) in zip(raw.items(), own.items()):
+    for (src_key, src), (dst_key, dst) in zip(raw.items(), own.items(), strict=True):
         assert src.shape == dst.shape, (src_key, dst_key)
         assert torch.equal(src, dst), (src_key, dst_key)
     assert default_model.weights_sha256 == hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
     # A direct timm model with the ordered state dict gives the same output.
     direct = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    direct.load_state_dict(dict(zip(direct.state_dict().keys(), raw.values())), strict=True)
+    direct.load_state_dict(dict(zip(direct.state_dict().keys(), raw.values(), strict=True)), strict=True)
     direct.eval()
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

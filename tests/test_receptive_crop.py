@@ -51,7 +51,7 @@ def test_tf_same_crops_equal_full_projections(size: tuple[int, int]) -> None:
     full = project_full(cap, "8", units)
     cropped = project_cropped(model, x, "8", units, rf, values)
     for i, unit in enumerate(units):
-        y0, y1, x0, x1 = rf.crop_box(*unit.position, *size)
+        y0, y1, _x0, _x1 = rf.crop_box(*unit.position, *size)
         assert (y1 - y0 - size[0]) % 16 == 0 or y1 == size[0]
         assert full[i].abs().max() == 0 or _rel(cropped[i], full[i]) < 1e-12, unit
 

@@ -110,7 +110,7 @@ def test_box_clips_to_image():
 
 
 def test_unknown_layer_is_a_one_line_user_error():
-    with pytest.raises(ModelError, match="Unknown layer 'feature.2'.*Did you mean: features.2"):
+    with pytest.raises(ModelError, match=r"Unknown layer 'feature.2'.*Did you mean: features.2"):
         receptive_field(VGGLike(), "feature.2", (1, 3, 32, 32))
 
 
@@ -147,7 +147,7 @@ def _check_boxes(model: nn.Module, input_shape: tuple[int, ...], layers: list[st
         f = fields[layer]
         assert f is not None and (f.local or not require_local), layer
         out = {}
-        hook = lin.get_submodule(layer).register_forward_hook(lambda m, i, o: out.setdefault("y", o))
+        hook = lin.get_submodule(layer).register_forward_hook(lambda m, i, o, out=out: out.setdefault("y", o))
         x = torch.ones(input_shape, dtype=torch.float64, requires_grad=True)
         try:
             lin(x)
@@ -334,7 +334,7 @@ def test_untraceable_root_falls_back_to_module_chain():
 
 class Untraceable(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for row in x:  # iterating a Proxy fails in fx
+        for _row in x:  # iterating a Proxy fails in fx
             pass
         return x * 1.0
 

@@ -132,7 +132,7 @@ def test_npz_is_compressed_and_keeps_its_name(result, tmp_path):
 
 def test_npz_rejects_inconsistent_results(result, tmp_path):
     result.layers[0].units[0].projection = np.zeros((3, H, W + 1), np.float32)
-    with pytest.raises(ValueError, match="features.3.*does not match"):
+    with pytest.raises(ValueError, match=r"features.3.*does not match"):
         save_deconv_npz(result, tmp_path / "a.npz")
     dup = make_result([make_layer("conv1", 1, 4), make_layer("conv1", 1, 4)])
     with pytest.raises(ValueError, match="twice"):
@@ -321,10 +321,9 @@ def test_atomic_dir_builds_in_a_hidden_sibling_and_moves_into_place(tmp_path):
 @pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
 def test_atomic_dir_failure_leaves_nothing_behind(tmp_path, error):
     final = tmp_path / "img"
-    with pytest.raises(error):
-        with atomic_dir(final) as tmp:
-            (tmp / "half.txt").write_text("half")
-            raise error()
+    with pytest.raises(error), atomic_dir(final) as tmp:
+        (tmp / "half.txt").write_text("half")
+        raise error()
     assert list(tmp_path.iterdir()) == []
 
 
@@ -332,10 +331,9 @@ def test_atomic_dir_failure_leaves_the_previous_folder_untouched(tmp_path):
     final = tmp_path / "img"
     final.mkdir()
     (final / "old.txt").write_text("good")
-    with pytest.raises(RuntimeError):
-        with atomic_dir(final) as tmp:
-            (tmp / "old.txt").write_text("bad")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), atomic_dir(final) as tmp:
+        (tmp / "old.txt").write_text("bad")
+        raise RuntimeError("boom")
     assert [p.name for p in tmp_path.iterdir()] == ["img"]
     assert [p.name for p in final.iterdir()] == ["old.txt"] and (final / "old.txt").read_text() == "good"
 
@@ -360,7 +358,6 @@ def test_atomic_dir_success_replaces_its_own_entries_and_keeps_other_commands_fi
 def test_atomic_dir_refuses_to_replace_a_file(tmp_path):
     final = tmp_path / "img"
     final.write_text("not a folder")
-    with pytest.raises(UserInputError, match="not a folder"):
-        with atomic_dir(final):
-            pass
+    with pytest.raises(UserInputError, match="not a folder"), atomic_dir(final):
+        pass
     assert final.read_text() == "not a folder" and [p.name for p in tmp_path.iterdir()] == ["img"]

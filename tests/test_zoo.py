@@ -101,6 +101,7 @@ def test_zoo_weights_file_and_no_published_weights(tmp_path):
     torch.save(trained.state_dict(), path)
     lm = load_model("lenet5", weights=str(path))
     assert lm.pretrained is None and lm.weights_sha256 is not None  # a file of one's own: unknown
-    assert all(torch.equal(a, b) for a, b in zip(lm.model.state_dict().values(), trained.state_dict().values()))
+    assert all(torch.equal(a, b)
+               for a, b in zip(lm.model.state_dict().values(), trained.state_dict().values(), strict=True))
     with pytest.raises(ModelError, match="no published weights"):
         load_model("lenet5", weights="DEFAULT")

@@ -49,7 +49,7 @@ class FilterStats:
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
-        return tuple(self.weight.shape)  # type: ignore[return-value]
+        return tuple(self.weight.shape)
 
 
 def conv_layers(model: nn.Module) -> list[str]:

@@ -20,6 +20,7 @@ Conventions, checked against torchvision's published ``meta["num_params"]`` / ``
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -32,7 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from vizkit.capture.receptive_field import forward_failed, receptive_fields, zeros_input
 from vizkit.capture.state import preserve_model_state
 
-__all__ = ["LayerRow", "LayerTable", "SWITCH_TYPES", "layer_table"]
+__all__ = ["SWITCH_TYPES", "LayerRow", "LayerTable", "layer_table"]
 
 SWITCH_TYPES: tuple[type[nn.Module], ...] = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool2d)
 """Modules whose forward records max-pool switches for the deconvnet."""
@@ -77,7 +78,7 @@ class LayerTable:
         widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
         right = {3, 4, 5, 6, 8}
         text = ["  ".join(c.rjust(w) if i in right else c.ljust(w)
-                          for i, (c, w) in enumerate(zip(line, widths))).rstrip() for line in lines]
+                          for i, (c, w) in enumerate(zip(line, widths, strict=True))).rstrip() for line in lines]
         text.insert(1, "-" * len(text[0]))
         text.append("-" * len(text[0]))
         text.append(f"input {'x'.join(map(str, self.input_shape))}   params {_human(self.total_params)} "
@@ -172,7 +173,8 @@ class _ParamUse(TorchFunctionMode):
         self.params = params
         self.used: set[int] = set()
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+    def __torch_function__(self, func: Callable[..., Any], types: Collection[type], args: tuple[Any, ...] = (),
+                           kwargs: dict[str, Any] | None = None) -> Any:
         kwargs = kwargs or {}
         for a in pytree.tree_leaves((args, kwargs)):
             if isinstance(a, torch.Tensor) and id(a) in self.params:

@@ -39,7 +39,7 @@ def default_layers(model: nn.Module, input_shape: tuple[int, ...]) -> list[str]:
         for name, module in model.named_modules():
             if name:
                 handles.append(module.register_forward_hook(
-                    lambda m, i, o, name=name: calls.append((name, tuple(o.shape[-2:])))
+                    lambda m, i, o, name=name: calls.append((name, (o.shape[-2], o.shape[-1])))
                     if isinstance(o, torch.Tensor) and o.dim() == 4 else None))
         param = next(model.parameters(), None)
         x = torch.zeros(input_shape, device=param.device if param is not None else "cpu",

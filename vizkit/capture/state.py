@@ -30,7 +30,7 @@ def preserve_model_state(model: nn.Module, *, eval_mode: bool = True, freeze: bo
     finally:
         for m, flag in training.items():
             m.training = flag
-        for p, flag, grad in zip(params, requires_grad, grads):
+        for p, flag, grad in zip(params, requires_grad, grads, strict=True):
             p.requires_grad_(flag)
             p.grad = grad
 

@@ -115,7 +115,7 @@ def for_each_image(images: Sequence[Path], work: Callable[[Path, str], Path],
             report.written.append(work(path, stem))
         except VizkitError as err:
             report.failures.append(Failure(str(path), str(err), err.exit_code))
-        except Exception as err:  # noqa: BLE001 - one image's internal error must not lose the others
+        except Exception as err:  # one image's internal error must not lose the others
             log.debug("internal error on %s", path, exc_info=True)
             report.failures.append(Failure(str(path), f"internal error: {type(err).__name__}: {err}", 1))
         if progress:

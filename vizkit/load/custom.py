@@ -75,7 +75,7 @@ def _import_source(source: str) -> ModuleType:
         return importlib.import_module(source)
     except ImportError as e:
         raise ModelError(f"cannot import module '{source}' for --model: {e}") from e
-    except Exception as e:  # noqa: BLE001 - the user's import-time code; one line, not a traceback
+    except Exception as e:  # the user's import-time code; one line, not a traceback
         raise ModelError(f"importing module '{source}' failed: {type(e).__name__}: {_line(e)}") from e
 
 
@@ -92,7 +92,7 @@ def _import_file(path: Path) -> ModuleType:
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as e:  # noqa: BLE001 - the user's file; one line, not a traceback
+    except Exception as e:  # the user's file; one line, not a traceback
         sys.modules.pop(name, None)
         raise ModelError(f"running {path} failed: {type(e).__name__}: {_line(e)}") from e
     return module
@@ -115,7 +115,7 @@ def _is_builder(value: Any) -> bool:
 def _call(factory: Callable[..., Any], spec: str, kwargs: dict[str, Any]) -> nn.Module:
     try:
         model = factory(**kwargs)
-    except Exception as e:  # noqa: BLE001 - the user's constructor; one line, not a traceback
+    except Exception as e:  # the user's constructor; one line, not a traceback
         args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
         raise ModelError(f"building {spec}({args}) failed: {type(e).__name__}: {_line(e)}") from e
     if not isinstance(model, nn.Module):

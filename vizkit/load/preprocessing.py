@@ -16,7 +16,7 @@ from torchvision.transforms import InterpolationMode
 
 from vizkit.errors import UserInputError
 
-__all__ = ["Preprocessing", "preprocess", "deprocess", "INTERPOLATIONS"]
+__all__ = ["INTERPOLATIONS", "Preprocessing", "deprocess", "preprocess"]
 
 INTERPOLATIONS = {
     "bilinear": InterpolationMode.BILINEAR,

@@ -24,7 +24,7 @@ from torch import nn
 from vizkit.errors import ModelError
 from vizkit.files import sha256_file
 
-__all__ = ["read_weights_file", "fit_state_dict", "sha256_file", "looks_like_path", "WEIGHT_SUFFIXES"]
+__all__ = ["WEIGHT_SUFFIXES", "fit_state_dict", "looks_like_path", "read_weights_file", "sha256_file"]
 
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".tar")
 _CHECKPOINT_KEYS = ("state_dict", "model", "model_state_dict")

@@ -15,11 +15,11 @@ gives the others random initialisation (``--weights none``, the default; seeded)
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 
-__all__ = ["LeNet5", "ZFNet", "MobileNetV1", "lenet5", "zfnet", "mobilenet_v1", "ZOO", "ZOO_MODELS"]
+__all__ = ["ZOO", "ZOO_MODELS", "LeNet5", "MobileNetV1", "ZFNet", "lenet5", "mobilenet_v1", "zfnet"]
 
 
 class LeNet5(nn.Sequential):

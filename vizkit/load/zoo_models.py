@@ -120,7 +120,7 @@ def map_by_order(sd: dict[str, torch.Tensor], model: nn.Module, *, source: str) 
     if len(sd) != len(own):
         raise ModelError(f"weights {source} have {len(sd)} entries, the model has {len(own)}: not this architecture")
     out = {}
-    for i, ((src_key, tensor), (dst_key, ref)) in enumerate(zip(sd.items(), own.items())):
+    for i, ((src_key, tensor), (dst_key, ref)) in enumerate(zip(sd.items(), own.items(), strict=True)):
         if tuple(tensor.shape) != tuple(ref.shape):
             raise ModelError(
                 f"weights {source} entry {i} {src_key} {tuple(tensor.shape)} does not fit {dst_key} "

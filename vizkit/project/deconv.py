@@ -130,13 +130,13 @@ def project_full(cap: Capture, layer: str, units: Sequence[Unit], mode: str = "m
     return out
 
 
-def _crop_box(rf: object, unit: Unit, height: int, width: int) -> tuple[int, int, int, int]:
+def _crop_box(rf: ReceptiveField, unit: Unit, height: int, width: int) -> tuple[int, int, int, int]:
     """The input crop on which the unit keeps its value (``ReceptiveField.crop_box``)."""
     y, x = unit.position or (0, 0)
-    return rf.crop_box(y, x, height, width)  # type: ignore[attr-defined, no-any-return]
+    return rf.crop_box(y, x, height, width)
 
 
-def project_cropped(model: nn.Module, x: torch.Tensor, layer: str, units: Sequence[Unit], rf: object,
+def project_cropped(model: nn.Module, x: torch.Tensor, layer: str, units: Sequence[Unit], rf: ReceptiveField,
                     values: Sequence[float], *, channels_last: bool = False) -> torch.Tensor:
     """(K, C, H, W) projections of single units, each computed on its receptive-field crop.
 
@@ -150,7 +150,7 @@ def project_cropped(model: nn.Module, x: torch.Tensor, layer: str, units: Sequen
     groups: dict[tuple[int, int], list[int]] = {}
     for i, (y0, y1, x0, x1) in enumerate(boxes):
         groups.setdefault((y1 - y0, x1 - x0), []).append(i)
-    sy, sx = rf.stride  # type: ignore[attr-defined]
+    sy, sx = rf.stride
     for members in groups.values():
         crops = torch.cat([x[:, :, boxes[i][0] : boxes[i][1], boxes[i][2] : boxes[i][3]] for i in members])
         cap = forward_capture(model, crops, [layer], stop=True, channels_last=channels_last)
@@ -166,7 +166,7 @@ def project_cropped(model: nn.Module, x: torch.Tensor, layer: str, units: Sequen
     return out
 
 
-def _cropped_units(rf: object | None, mode: str, units: Sequence[Unit], height: int, width: int) -> list[bool]:
+def _cropped_units(rf: ReceptiveField | None, mode: str, units: Sequence[Unit], height: int, width: int) -> list[bool]:
     """Which units to compute on their receptive-field crop: a local model, mode max, and a crop (clipped to the
     image, so border units of deep layers qualify too) covering at most CROP_MAX_AREA of the image."""
     if rf is None or mode != "max" or not getattr(rf, "local", False):
@@ -176,7 +176,7 @@ def _cropped_units(rf: object | None, mode: str, units: Sequence[Unit], height: 
 
 
 def _project_autograd(model: nn.Module, x: torch.Tensor, cap: Capture, layer: str,
-                      picked: Sequence[tuple[Unit, float]], mode: str, rf: object | None, channels_last: bool
+                      picked: Sequence[tuple[Unit, float]], mode: str, rf: ReceptiveField | None, channels_last: bool
                       ) -> torch.Tensor:
     """(K, C, H, W): single units on their receptive-field crop where that is exact and cheaper, the rest by a
     backward pass over the whole image."""
@@ -187,6 +187,7 @@ def _project_autograd(model: nn.Module, x: torch.Tensor, cap: Capture, layer: st
     crop_idx = [i for i, c in enumerate(on_crop) if c]
     full_idx = [i for i, c in enumerate(on_crop) if not c]
     if crop_idx:
+        assert rf is not None  # _cropped_units crops only with a receptive field
         proj[crop_idx] = project_cropped(model, x, layer, [units[i] for i in crop_idx], rf,
                                          [values[i] for i in crop_idx], channels_last=channels_last)
     if full_idx:
@@ -269,10 +270,11 @@ def deconv(model: nn.Module, x: torch.Tensor, layers: Sequence[str], *, top_k: i
                         {name: t.detach() for name, t in cap.outputs.items()}, cap.switches)
 
 
-def _box(rf: object | None, unit: Unit, height: int, width: int) -> tuple[int, int, int, int] | None:
+def _box(rf: ReceptiveField | None, unit: Unit, height: int, width: int) -> tuple[int, int, int, int] | None:
     if rf is None or unit.position is None:
         return None
-    return tuple(int(v) for v in rf.box(*unit.position, height, width))  # type: ignore[attr-defined, return-value]
+    y0, y1, x0, x1 = rf.box(*unit.position, height, width)
+    return int(y0), int(y1), int(x0), int(x1)
 
 
 def analyse_receptive_fields(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, ReceptiveField | None]:

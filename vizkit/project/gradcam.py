@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 import torch
@@ -143,7 +143,7 @@ def _explain(model: nn.Module, x: torch.Tensor, layer: str | None, targets: Targ
         return GradCamOutput(_np(index), _np(scores), empty, empty, _np(gbp), np.zeros_like(_np(gbp)), rules.audit(),
                              _np(logits))
     cam_raw = torch.stack(cams, dim=1)  # (N, T, h, w)
-    cam = scale_cam(upsample_cam(cam_raw, tuple(x.shape[-2:])))
+    cam = scale_cam(upsample_cam(cam_raw, (x.shape[-2], x.shape[-1])))
     return GradCamOutput(_np(index), _np(scores), _np(cam_raw), _np(cam), _np(gbp), _np(gbp * cam.unsqueeze(2)),
                          rules.audit(), _np(logits))
 
@@ -153,9 +153,10 @@ class _GraphFrom:
     autograd graph starts there. Downstream gets a copy, so in-place ops after the layer stay legal."""
 
     def __init__(self, module: nn.Module) -> None:
-        self.module, self.maps = module, None
+        self.module = module
+        self.maps: torch.Tensor | None = None
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> _GraphFrom:
         self.handle = self.module.register_forward_hook(self._hook)
         return self
 
@@ -191,7 +192,7 @@ def _cam_only(model: nn.Module, x: torch.Tensor, layer: str, targets: Targets | 
                                  "to the classifier")
             cams.append(torch.relu((grad_maps.mean(dim=(2, 3), keepdim=True) * maps.detach()).sum(dim=1)))
     cam_raw = torch.stack(cams, dim=1)
-    cam = scale_cam(upsample_cam(cam_raw, tuple(x.shape[-2:])))
+    cam = scale_cam(upsample_cam(cam_raw, (x.shape[-2], x.shape[-1])))
     empty = np.zeros((*index.shape, 0, *x.shape[-2:]), np.float32)
     return GradCamOutput(_np(index), _np(scores), _np(cam_raw), _np(cam), empty, empty.copy(), [], _np(logits))
 

@@ -88,7 +88,7 @@ class OcclusionMaps:
 
 def _pair(value: int | tuple[int, int], name: str) -> Pair:
     try:
-        pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)  # type: ignore[arg-type]
+        pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
     except TypeError:
         pair = ()
     if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) for v in pair):
@@ -154,7 +154,7 @@ def occlusion_maps(model: nn.Module, x: torch.Tensor, layer: str, *, window: int
     # (b) and the unoccluded reference: strongest feature map (by its peak, as deconv ranks), its projection, logits.
     reused = [lp for lp in reference.layers if lp.layer == layer and lp.mode == "max" and lp.units] if (
         reference is not None and reference.logits is not None) else []
-    out = reference if reused else deconv(model, x, [layer], top_k=1, mode="max", logits=True)
+    out = reference if reference is not None and reused else deconv(model, x, [layer], top_k=1, mode="max", logits=True)
     lp = reused[0] if reused else out.layers[0]
     unit = lp.units[0]
     if out.logits is None:
@@ -177,6 +177,7 @@ def occlusion_maps(model: nn.Module, x: torch.Tensor, layer: str, *, window: int
             chunk = corners[start : start + batch]
             with Recorder(model, [layer]) as rec:
                 logits = rec.run(occluded_batch(x, chunk, win, fill))
+            assert logits is not None  # the unoccluded forward above returned class scores
             stop = start + len(chunk)
             grid = _as_grid(rec.outputs[layer])
             activity[start:stop] = grid[:, unit.channel].double().sum(dim=(1, 2)).cpu().numpy()

@@ -104,7 +104,7 @@ class _Rectify(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None]:
         return grad.clamp(min=0), None
 
 
@@ -184,7 +184,8 @@ def _layer_norm_scale(x: torch.Tensor, args: tuple[Any, ...], kwargs: dict[str, 
 def _lrn_scale(x: torch.Tensor, args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
     names = ("size", "alpha", "beta", "k")
     defaults = {"alpha": 1e-4, "beta": 0.75, "k": 1.0}
-    p = {n: (args[i + 1] if len(args) > i + 1 else kwargs.get(n, defaults.get(n))) for i, n in enumerate(names)}
+    p: dict[str, Any] = {n: (args[i + 1] if len(args) > i + 1 else kwargs.get(n, defaults.get(n)))
+                         for i, n in enumerate(names)}
     # The denominator of F.local_response_norm, recomputed the same way: (k + alpha * mean_window(x^2))^beta.
     sq = x.detach().mul(x.detach()).unsqueeze(1)
     sq = F.pad(sq.flatten(3) if x.dim() == 4 else sq, (0, 0, p["size"] // 2, (p["size"] - 1) // 2))

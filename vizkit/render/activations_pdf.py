@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from matplotlib.figure import Figure
 from vizkit.capture.activations import ActivationGrid
 from vizkit.errors import UserInputError
 from vizkit.project.results import SCALES, ActivationsResult
+from vizkit.render.arrays import write_npz
 from vizkit.render.display import display_image
 from vizkit.render.info import ReportInfo
 from vizkit.render.pages import FONT, LINE, MARGIN, Cursor, axes_at, grid_layout, new_page
@@ -56,8 +58,7 @@ def activations_arrays(x: np.ndarray, grids: Sequence[ActivationGrid]) -> dict[s
 
 
 def save_activations_npz(x: np.ndarray, grids: Sequence[ActivationGrid], path: Path) -> None:
-    with open(path, "wb") as f:  # a file object: savez would otherwise append ".npz" to other suffixes
-        np.savez_compressed(f, **activations_arrays(x, grids))
+    write_npz(path, activations_arrays(x, grids))
 
 
 # ---------------------------------------------------------------- pages
@@ -205,7 +206,7 @@ def activation_page_makers(grids: Sequence[ActivationGrid], image: np.ndarray, *
     if info is not None:
         shape = x_shape or (1, 3, *np.shape(image)[:2])
         makers.append(lambda: _summary_page(grids, image, shape, info, scale, first_layer_page=2, notes=notes))
-    makers += [lambda g=g: activation_page(g, image, scale=scale, title_prefix=title_prefix) for g in grids]
+    makers += [partial(activation_page, g, image, scale=scale, title_prefix=title_prefix) for g in grids]
     return makers
 
 

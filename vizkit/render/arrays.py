@@ -1,7 +1,9 @@
 """deconv.npz: the raw numbers behind the PDF, for users who want to plot their own way."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -44,8 +46,14 @@ def deconv_arrays(result: DeconvResult) -> dict[str, np.ndarray]:
     return arrays
 
 
+def write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """``np.savez_compressed`` of exactly ``arrays`` at exactly ``path``, whatever its suffix."""
+    # numpy's stub types **kwds against its own keyword `allow_pickle: bool`, so a str -> array mapping fails to check
+    named = cast("dict[str, Any]", arrays)
+    with open(path, "wb") as f:  # a file object: savez would otherwise append ".npz" to other suffixes
+        np.savez_compressed(f, **named)
+
+
 def save_deconv_npz(result: DeconvResult, path: Path) -> None:
     """Write :func:`deconv_arrays` to ``path`` with ``np.savez_compressed`` (exactly those keys)."""
-    arrays = deconv_arrays(result)
-    with open(path, "wb") as f:  # a file object: savez would otherwise append ".npz" to other suffixes
-        np.savez_compressed(f, **arrays)
+    write_npz(path, deconv_arrays(result))

@@ -6,12 +6,14 @@ then one row per target: the CAM over the image, guided backprop, guided Grad-CA
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from vizkit.project.results import GradCamResult
+from vizkit.render.arrays import write_npz
 from vizkit.render.display import display_image, is_zero_projection, normalise_projection
 from vizkit.render.info import ReportInfo
 from vizkit.render.pages import FONT, MARGIN, Cursor, format_value, new_page
@@ -37,7 +39,7 @@ def gradcam_arrays(result: GradCamResult) -> dict[str, np.ndarray]:
         raise ValueError(f"result.input must be (1, C, H, W), got shape {inp.shape}")
     _, c, h, w = inp.shape
     t = len(result.targets)
-    arrays = {
+    arrays: dict[str, np.ndarray] = {
         "input": inp,
         "targets": np.asarray(result.targets, dtype=np.int64).reshape(t),
         "scores": np.asarray(result.scores, dtype=np.float32).reshape(t),
@@ -52,8 +54,7 @@ def gradcam_arrays(result: GradCamResult) -> dict[str, np.ndarray]:
 
 
 def save_gradcam_npz(result: GradCamResult, path: Path) -> None:
-    with open(path, "wb") as f:  # a file object: savez would otherwise append ".npz" to other suffixes
-        np.savez_compressed(f, **gradcam_arrays(result))
+    write_npz(path, gradcam_arrays(result))
 
 
 def gradcam_document(result: GradCamResult, info: ReportInfo) -> Document:
@@ -109,8 +110,8 @@ def _header(fig: Figure, result: GradCamResult, info: ReportInfo) -> float:
     top.paragraph(f"image: {info.image_path}", color="0.3")
     top.y += 0.08
     image_top = top.y
-    ax = fig.add_axes([MARGIN / page_w, 1 - (image_top + IMAGE_SIZE) / page_h, IMAGE_SIZE / page_w,
-                       IMAGE_SIZE / page_h])
+    ax = fig.add_axes((MARGIN / page_w, 1 - (image_top + IMAGE_SIZE) / page_h, IMAGE_SIZE / page_w,
+                       IMAGE_SIZE / page_h))
     ax.imshow(display_image(result.image), interpolation="none")
     ax.set_axis_off()
     _, c, h, w = np.asarray(result.input).shape
@@ -123,7 +124,8 @@ def _header(fig: Figure, result: GradCamResult, info: ReportInfo) -> float:
     right.paragraph(f"model: {info.model}")
     right.paragraph(f"weights: {info.weights}")
     line, colour = training_line(info)
-    right.paragraph(line, **({"weight": "bold", "color": colour} if colour else {}))
+    style: dict[str, Any] = {"weight": "bold", "color": colour} if colour else {}
+    right.paragraph(line, **style)
     grid = "x".join(map(str, np.shape(result.cam_raw)[1:]))
     right.paragraph(f"Grad-CAM layer: {result.layer} (grid {grid})")
     right.heading("Top-5 predictions")
@@ -172,8 +174,8 @@ def _target_row(fig: Figure, result: GradCamResult, t: int, picture: np.ndarray,
                "guided backprop", "guided Grad-CAM"]
     for j, text in enumerate(headers):
         label.text(MARGIN + j * (side + gap), text, size=FONT - 0.5, color="0.3")
-    axes = [fig.add_axes([(MARGIN + j * (side + gap)) / page_w, 1 - (y + LABEL_H + side) / page_h,
-                          side / page_w, side / page_h]) for j in range(3)]
+    axes = [fig.add_axes(((MARGIN + j * (side + gap)) / page_w, 1 - (y + LABEL_H + side) / page_h,
+                          side / page_w, side / page_h)) for j in range(3)]
     _draw(axes, result, t, picture, zero)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -132,7 +133,7 @@ def _unit_label(i: int, unit: UnitProjection, mode: str, zero: bool) -> str:
     return f"#{i + 1}  ch {unit.channel}   act {unit.activation:.4g}{where}" + ("   zero projection" if zero else "")
 
 
-def _show(canvas: Axes, image: np.ndarray, panel: tuple[float, float, float], **kw: object) -> None:
+def _show(canvas: Axes, image: np.ndarray, panel: tuple[float, float, float], **kw: Any) -> None:
     """Draw ``image`` into a square panel (x, y, side) of the page canvas, keeping its aspect ratio."""
     x, y, side = panel
     h, w = image.shape[:2]

@@ -20,6 +20,7 @@ from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
 from vizkit.project.occlusion import OcclusionMaps
 from vizkit.project.results import OcclusionResult, Prediction
+from vizkit.render.arrays import write_npz
 from vizkit.render.display import display_image, normalise_projection
 from vizkit.render.info import ReportInfo
 from vizkit.render.pages import FONT, MARGIN, Cursor, new_page, wrap
@@ -85,7 +86,7 @@ def occlusion_pages(maps: OcclusionMaps, image: np.ndarray, class_names: Sequenc
     left, right = MARGIN + 0.1, page_w - MARGIN - side - 0.45  # room for the colour bars on the right
     rows = [top, top + side + TITLE_GAP, top + 2 * (side + TITLE_GAP)]
     cells = [(left, rows[0]), (right, rows[0]), (left, rows[1]), (right, rows[1]), (left, rows[2])]
-    axes = [fig.add_axes([x / page_w, 1 - (y + side) / page_h, side / page_w, side / page_h]) for x, y in cells]
+    axes = [fig.add_axes((x / page_w, 1 - (y + side) / page_h, side / page_w, side / page_h)) for x, y in cells]
     picture = display_image(image)
     _draw_input(axes[0], picture, maps)
     _draw_heat(fig, axes[1], maps, maps.activity, "viridis",
@@ -110,7 +111,9 @@ def _frame(ax: Axes, maps: OcclusionMaps, title: str) -> None:
     _, _, h, w = maps.input.shape
     ax.set_xlim(-0.5, w - 0.5)
     ax.set_ylim(h - 0.5, -0.5)
-    side = ax.get_position().width * ax.figure.get_size_inches()[0]
+    fig = ax.figure
+    assert isinstance(fig, Figure)  # our pages are whole figures, never subfigures
+    side = ax.get_position().width * fig.get_size_inches()[0]
     ax.set_title("\n".join(wrap(title, side, TITLE_SIZE)[:2]), fontsize=TITLE_SIZE, loc="left")
     ax.tick_params(labelsize=FONT - 2, length=2)
 
@@ -128,7 +131,7 @@ def _draw_heat(fig: Figure, ax: Axes, maps: OcclusionMaps, values: np.ndarray, c
     im = ax.imshow(values, cmap=cmap, extent=_extent(maps), interpolation="nearest")
     _frame(ax, maps, title)
     box = ax.get_position()
-    cax = fig.add_axes([box.x1 + 0.01, box.y0, 0.012, box.height])
+    cax = fig.add_axes((box.x1 + 0.01, box.y0, 0.012, box.height))
     bar = fig.colorbar(im, cax=cax)
     # No offset text ("1e-5 + 0.93") above the bar, where it would run into the titles when a map is nearly flat:
     # full tick values instead, few enough to stay apart.
@@ -184,8 +187,7 @@ def _draw_labels(ax: Axes, legend: Cursor, maps: OcclusionMaps, class_names: Seq
 def save_occlusion_npz(maps: OcclusionMaps, path: Path) -> None:
     """Exactly ``NPZ_KEYS``: input (1,C,H,W), activity/probability (h_o,w_o) float32, label (h_o,w_o) int64,
     projection (C,H,W) float32, channel, target (int64 scalars), window, stride ((h, w) int64)."""
-    with open(path, "wb") as f:  # a file object: savez would otherwise append ".npz" to other suffixes
-        np.savez_compressed(f, **maps.arrays())
+    write_npz(path, maps.arrays())
 
 
 def render_occlusion_pdf(result: OcclusionResult, info: ReportInfo, path: Path) -> int:

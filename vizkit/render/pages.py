@@ -49,7 +49,7 @@ class Cursor:
     def paragraph(self, s: str, size: float = FONT, indent: float = 0.0, max_lines: int | None = None, **kw) -> None:
         lines = wrap(s, self.width - indent, size)
         if max_lines is not None and len(lines) > max_lines:
-            lines = lines[: max_lines - 1] + [lines[max_lines - 1][:-3] + "..."]
+            lines = [*lines[: max_lines - 1], lines[max_lines - 1][:-3] + "..."]
         for ln in lines:
             self.text(self.x + indent, ln, size, **kw)
             self.y += LINE * size / FONT
@@ -72,7 +72,7 @@ class Cursor:
         """A ruled text table; ``columns`` are x offsets in inches from the cursor, ``align`` 'left' or 'right'."""
         shown = list(rows) if max_rows is None or len(rows) <= max_rows else list(rows)[: max_rows - 1]
         for r, cells in enumerate([header, *shown]):
-            for cell, cx, ha in zip(cells, columns, align):
+            for cell, cx, ha in zip(cells, columns, align, strict=False):
                 self.text(self.x + cx, str(cell), weight="bold" if r == 0 else "normal", ha=ha)
             self.y += LINE
             if r == 0:
@@ -130,7 +130,7 @@ def grid_layout(n: int, th: int, tw: int, gap: int, label_h: float, width: float
 def axes_at(fig: Figure, x: float, y: float, w: float, h: float) -> Axes:
     """Axes at x, y (inches from the top-left corner), w x h inches."""
     pw, ph = fig.get_size_inches()
-    return fig.add_axes([x / pw, 1 - (y + h) / ph, w / pw, h / ph])
+    return fig.add_axes((x / pw, 1 - (y + h) / ph, w / pw, h / ph))
 
 
 def plain_axes(ax: Axes) -> None:

@@ -35,7 +35,7 @@ def _toc_page(title: str, subtitle: str, sections: Sequence[Section], first_page
     c.line(title, size=14, weight="bold")
     c.paragraph(subtitle)
     c.heading("Contents")
-    for section, page in zip(sections, first_pages):
+    for section, page in zip(sections, first_pages, strict=True):
         indent = 0.25 * (section.level - 1)
         c.text(c.x + indent, section.title, weight="bold" if section.level == 1 else "normal")
         c.text(c.x + width, str(page), ha="right")

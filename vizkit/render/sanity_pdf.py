@@ -60,7 +60,7 @@ def sanity_pages(results: Sequence[SanityResult]) -> list[Figure]:
 def _plot(fig: Figure, curves: Sequence[SanityResult], top: float, page_w: float, page_h: float,
           width: float) -> None:
     left = MARGIN + 0.5
-    ax = fig.add_axes([left / page_w, 1 - (top + PLOT_H) / page_h, (width - 0.6) / page_w, PLOT_H / page_h])
+    ax = fig.add_axes((left / page_w, 1 - (top + PLOT_H) / page_h, (width - 0.6) / page_w, PLOT_H / page_h))
     names = [name for name, _ in curves[0].randomisation]
     steps = list(range(len(names) + 1))
     for r in curves:

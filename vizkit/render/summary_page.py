@@ -34,8 +34,8 @@ def render_summary_page(result: DeconvResult, info: ReportInfo, first_layer_page
     top.y += 0.1
 
     image_top = top.y
-    ax = fig.add_axes([MARGIN / page_w, 1 - (image_top + IMAGE_SIZE) / page_h,
-                       IMAGE_SIZE / page_w, IMAGE_SIZE / page_h])
+    ax = fig.add_axes((MARGIN / page_w, 1 - (image_top + IMAGE_SIZE) / page_h,
+                       IMAGE_SIZE / page_w, IMAGE_SIZE / page_h))
     ax.imshow(display_image(result.image), interpolation="none")
     ax.set_axis_off()
     _, c, h, w = np.asarray(result.input).shape

@@ -89,7 +89,7 @@ def receptive_fields(model: nn.Module,
     with preserve_model_state(model, freeze=False), torch.no_grad():
         try:
             geos = traced(model, x)
-        except Exception:  # untraceable root forward: follow module order where it is a pure chain
+        except Exception:  # noqa: BLE001 - untraceable root forward: follow module order where it is a pure chain
             try:
                 geos = chain_fallback(model, x)
             except Exception as e:

@@ -3,8 +3,9 @@ merges, reshapes, reductions and padding change it. ``ops`` dispatches graph nod
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -58,6 +59,14 @@ def input_geo(value: torch.Tensor) -> Geo | None:
     return Geo(axes=(None, None, 0, 1), size=(1, 1), jump=(1, 1), start=(0.0, 0.0), local=True)
 
 
+T = TypeVar("T")
+
+
+def two(v: Sequence[T]) -> tuple[T, T]:
+    """The (height, width) pair of a two-element list, typed as a pair."""
+    return v[0], v[1]
+
+
 def pair(v: Any) -> tuple[int, int]:
     if isinstance(v, (tuple, list)):
         return (int(v[0]), int(v[-1])) if len(v) else (0, 0)
@@ -73,12 +82,12 @@ def window(g: Any, value: torch.Tensor, kernel: Any, stride: Any, pad_left: Any,
         return None
     k, s, p, d = pair(kernel), pair(stride), pair(pad_left), pair(dilation)
     size, jump, start = list(g.size), list(g.jump), list(g.start)
-    for i, a in enumerate(g.axes[-2:]):
+    for i, a in enumerate([a for a in g.axes[-2:] if a is not None]):  # both are, checked above
         k_eff = d[i] * (k[i] - 1) + 1
         size[a] = g.size[a] + (k_eff - 1) * g.jump[a]
         start[a] = g.start[a] + ((k_eff - 1) / 2 - p[i]) * g.jump[a]
         jump[a] = g.jump[a] * s[i]
-    return replace(g, size=tuple(size), jump=tuple(jump), start=tuple(start), local=g.local and local,
+    return replace(g, size=two(size), jump=two(jump), start=two(start), local=g.local and local,
                    same_pad=g.same_pad or same_pad)
 
 
@@ -98,9 +107,9 @@ def adaptive(g: Any, in_value: torch.Tensor, out_value: torch.Tensor) -> Geo | N
     if not isinstance(g, Geo) or None in g.axes[-2:]:
         return None
     ins, outs = in_value.shape[-2:], out_value.shape[-2:]
-    if any(i % o for i, o in zip(ins, outs)):
+    if any(i % o for i, o in zip(ins, outs, strict=True)):
         return None
-    k = tuple(i // o for i, o in zip(ins, outs))
+    k = tuple(i // o for i, o in zip(ins, outs, strict=True))
     out = window(g, out_value, k, k, 0, local=False)
     return replace(out, uniform=tuple(outs) == (1, 1)) if out is not None else None
 
@@ -113,7 +122,7 @@ def global_reduce(g: Geo, value: torch.Tensor, keep_axes: tuple[int | None, ...]
         size[a] = g.size[a] + (n - 1) * g.jump[a]
         start[a] = g.start[a] + (n - 1) / 2 * g.jump[a]
         jump[a] = g.jump[a] * n
-    return replace(g, axes=keep_axes, size=tuple(size), jump=tuple(jump), start=tuple(start), local=False, uniform=True)
+    return replace(g, axes=keep_axes, size=two(size), jump=two(jump), start=two(start), local=False, uniform=True)
 
 
 def merge(operands: list[tuple[Any, Any]], out_value: Any) -> Any:
@@ -146,7 +155,7 @@ def merge(operands: list[tuple[Any, Any]], out_value: Any) -> Any:
     # a broadcast operand (a gate from global pooling, a 1x1 map) carries context from outside the box
     local = local and not bcast and all(g.local for g, _ in full)
     ref, off = full[0]
-    axes = [None] * out_nd
+    axes: list[int | None] = [None] * out_nd
     for d, a in enumerate(ref.axes):
         if 0 <= d + off < out_nd:
             axes[d + off] = a
@@ -159,8 +168,8 @@ def merge(operands: list[tuple[Any, Any]], out_value: Any) -> Any:
         for a in (0, 1):
             lo[a] = min(lo[a], g.start[a] - (g.size[a] - 1) / 2)
             hi[a] = max(hi[a], g.start[a] + (g.size[a] - 1) / 2)
-    size = tuple(int(round(hi[a] - lo[a])) + 1 for a in (0, 1))
-    start = tuple((lo[a] + hi[a]) / 2 for a in (0, 1))
+    size = two([round(hi[a] - lo[a]) + 1 for a in (0, 1)])
+    start = two([(lo[a] + hi[a]) / 2 for a in (0, 1)])
     uniform = all(g.uniform for g, _ in full)
     same_pad = any(g.same_pad for g, _ in full)
     return Geo(axes=tuple(axes), size=size, jump=ref.jump, start=start, local=local, uniform=uniform,
@@ -269,4 +278,4 @@ def padded(g: Any, pad: Any, mode: str, dynamic: bool) -> Geo | None:
         if a is not None:
             start[a] = g.start[a] - pad[2 * i] * g.jump[a]  # unit 0 now sits on the first padded pixel
     local = g.local and not dynamic and mode != "circular"
-    return replace(g, start=tuple(start), local=local)
+    return replace(g, start=two(start), local=local)

@@ -33,7 +33,7 @@ __all__ = ["function_state", "method_state", "module_state"]
 
 def _bind(names: tuple[str, ...], defaults: dict[str, Any], args: tuple, kwargs: dict) -> dict[str, Any]:
     out = dict(defaults)
-    out.update(zip(names, args))
+    out.update(zip(names, args, strict=False))
     out.update(kwargs)
     return out
 
@@ -104,8 +104,9 @@ def _is_tf_same(m: nn.Module) -> bool:
 
 def module_state(m: nn.Module, s: list[Any], v: list[Any], out: Any) -> Any:
     """State of a leaf module's output from its input states ``s`` and values ``v``."""
-    g, x = (s[0], v[0]) if s else (None, None)
-    base = next((c for c in type(m).__mro__ if c.__module__.startswith("torch.nn")), None)
+    g: Any = s[0] if s else None  # a Geo, CONST or None
+    x: Any = v[0] if s else None  # the first tensor operand's value
+    base: type[Any] | None = next((c for c in type(m).__mro__ if c.__module__.startswith("torch.nn")), None)
     if base is not None and type(m).forward is not base.forward:
         # A variant of a torch.nn class with its own forward: geometry from the shapes. timm's TF-"same" windows
         # (Conv2dSame, MaxPool2dSame, AvgPool2dSame) pad by a rule that depends only on the input size modulo the
@@ -153,7 +154,8 @@ def module_state(m: nn.Module, s: list[Any], v: list[Any], out: Any) -> Any:
 def function_state(target: Any, s: list[Any], v: list[Any], args: tuple, kwargs: dict, out: Any,
                     dynamic_args: bool) -> Any:
     """State of a ``call_function`` node; ``s``/``v`` are the states/values of ``args`` (flattened for cat)."""
-    g, x = (s[0], v[0]) if s else (None, None)
+    g: Any = s[0] if s else None  # a Geo, CONST or None
+    x: Any = v[0] if s else None  # the first tensor operand's value
     qualified = (getattr(target, "__module__", None), getattr(target, "__name__", None))
     if target in _POINTWISE_FUNCS or qualified in _POINTWISE_NAMES:
         return g
@@ -162,7 +164,7 @@ def function_state(target: Any, s: list[Any], v: list[Any], args: tuple, kwargs:
                   args, kwargs)
         return g if not a["training"] else over_dims(g, [-2, -1])
     if target in _BINARY_FUNCS:
-        return merge(list(zip(s, v)), out)
+        return merge(list(zip(s, v, strict=True)), out)
     if target is operator.getitem:
         if isinstance(g, tuple):
             return g[args[1]] if isinstance(args[1], int) else None
@@ -177,7 +179,7 @@ def function_state(target: Any, s: list[Any], v: list[Any], args: tuple, kwargs:
         ref = next((st for st in states if isinstance(st, Geo)), None)
         if ref is not None and ref.axes[a["dim"] % len(ref.axes)] is not None:
             return None
-        return merge(list(zip(states, tensors)), out)
+        return merge(list(zip(states, tensors, strict=False)), out)
     if target is torch.conv2d:
         a = _bind(*_CONV_ARGS, args, kwargs)
         k = tuple(a["weight"].shape[-2:])
@@ -226,11 +228,12 @@ def function_state(target: Any, s: list[Any], v: list[Any], args: tuple, kwargs:
 
 
 def method_state(name: str, s: list[Any], v: list[Any], args: tuple, kwargs: dict, out: Any) -> Any:
-    g, x = (s[0], v[0]) if s else (None, None)
+    g: Any = s[0] if s else None  # a Geo, CONST or None
+    x: Any = v[0] if s else None  # the first tensor operand's value
     if name in _POINTWISE_METHODS:
         return g
     if name in _BINARY_METHODS:
-        return merge(list(zip(s, v)), out)
+        return merge(list(zip(s, v, strict=True)), out)
     if name in _RESHAPE_METHODS:
         return reshape(g, x, out)
     if name == "permute":

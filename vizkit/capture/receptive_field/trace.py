@@ -4,7 +4,7 @@ that fx cannot trace."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import fx, nn
@@ -25,7 +25,7 @@ def traced(model: nn.Module, x: torch.Tensor) -> dict[str, Geo | None]:
     gm = fx.GraphModule(tracer.root, graph)
     try:
         states = _run_on_meta(gm, x)
-    except Exception:  # an op without a meta kernel, data-dependent code, a tensor the module keeps unregistered
+    except Exception:  # noqa: BLE001 - an op without a meta kernel, data-dependent code, an unregistered tensor
         prop = Propagator(gm)
         prop.run(x)
         states = prop.states
@@ -72,7 +72,7 @@ class Propagator(fx.Interpreter):
         out = super().run_node(n)
         try:
             self.states[n] = self._state(n, out)
-        except Exception:  # an op whose arguments this module misreads is "not derivable", never a crash
+        except Exception:  # noqa: BLE001 - an op whose arguments this module misreads is "not derivable", not a crash
             self.states[n] = None
         return out
 
@@ -93,12 +93,12 @@ class Propagator(fx.Interpreter):
             return CONST
         dynamic = any(not isinstance(self.env[a], torch.Tensor) and self.states.get(a) is CONST
                       and a.op != "get_attr" for a in nodes)
-        if n.op == "call_module":
-            return module_state(self.fetch_attr(n.target), s, v, out)
+        if n.op == "call_module":  # fx: the target of call_module and call_method is a name
+            return module_state(self.fetch_attr(cast(str, n.target)), s, v, out)
         if n.op == "call_function":
             return function_state(n.target, s, v, args, kwargs, out, dynamic)
         if n.op == "call_method":
-            return method_state(n.target, s, v, args, kwargs, out)
+            return method_state(cast(str, n.target), s, v, args, kwargs, out)
         return None
 
 
@@ -128,7 +128,7 @@ class Tracer(fx.Tracer):
             stack_before, calls_before = list(self.module_stack.items()), dict(self.num_calls)
             try:
                 out = super().call_module(m, forward, args, kwargs)
-            except Exception:
+            except Exception:  # noqa: BLE001 - untraceable submodule: undo its partial trace, keep it opaque
                 for node in reversed(list(self.graph.nodes)):
                     if node not in nodes_before:
                         self.graph.erase_node(node)
@@ -160,7 +160,9 @@ def chain_fallback(model: nn.Module, x: torch.Tensor) -> dict[str, Geo | None]:
 
     class _Watch(TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):
-            if depth[0] == 0 and func not in (torch.Tensor.size, torch.Tensor.dim, torch.Tensor.shape.__get__):
+            # Tensor.shape is typed as a Size; on the class it is the getset descriptor whose __get__ a read calls
+            shape_get = torch.Tensor.shape.__get__  # type: ignore[attr-defined]
+            if depth[0] == 0 and func not in (torch.Tensor.size, torch.Tensor.dim, shape_get):
                 broken[0] = True
             return func(*args, **(kwargs or {}))
 
