@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _machine import machine  # noqa: E402 - sibling module; benchmarks run as scripts
+from _machine import machine
 
 from vizkit.jobs import RunContext
 from vizkit.jobs.invariance import build_sweeps, invariance_layers, invariance_tensor

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision
-from _machine import machine  # noqa: E402 - sibling module; benchmarks run as scripts
+from _machine import machine
 
 from vizkit.capture.receptive_field import receptive_fields
 from vizkit.capture.recorder import Recorder
@@ -113,7 +113,7 @@ def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, float,
 def max_rel_err(ours: Sequence[tuple[np.ndarray, tuple[int, int, int, int]]], values: Sequence[float],
                 ref: Sequence[np.ndarray]) -> float:
     worst = 0.0
-    for (p, (y0, y1, x0, x1)), v, full in zip(ours, values, ref):
+    for (p, (y0, y1, x0, x1)), v, full in zip(ours, values, ref, strict=True):
         inside = full[:, y0:y1, x0:x1]
         scale = max(float(np.abs(full).max()), np.finfo(np.float32).tiny)
         rest = full.copy()

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _machine import machine  # noqa: E402 - sibling module; benchmarks run as scripts
+from _machine import machine
 from sklearn.metrics import adjusted_rand_score
 
 from vizkit.jobs.context import RunContext

@@ -108,7 +108,7 @@ def write_folders(root, x: torch.Tensor, y: torch.Tensor, marked: np.ndarray) ->
     root = Path(root)
     out = []
     pixels = ((x.permute(0, 2, 3, 1).numpy() + 1) / 2 * 255).round().clip(0, 255).astype(np.uint8)
-    for i, (img, cls) in enumerate(zip(pixels, y.tolist())):
+    for i, (img, cls) in enumerate(zip(pixels, y.tolist(), strict=True)):
         folder = root / str(cls)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"img_{i:04d}.png"

@@ -138,7 +138,7 @@ def test_unreadable_image_at_projection_time_is_one_line() -> None:
     model = small_vgg()
     images = random_images(3)
     result = brute_force_result(model, images, ["5"], k=3)
-    with pytest.raises(UserInputError, match="img00[0-2].png"):
+    with pytest.raises(UserInputError, match=r"img00[0-2]\.png"):
         project_units(model, result, TensorImages([None, None, None]), "5", [0])
 
 

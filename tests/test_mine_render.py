@@ -69,7 +69,7 @@ def test_npz_has_exactly_the_scan_keys_plus_projection_keys(mine_dir: Path, mine
         assert list(decoded) == [u.channel for u in rendered]
         for unit in rendered:
             assert len(decoded[unit.channel]) == len(unit.entries)
-            for (box, p), entry in zip(decoded[unit.channel], unit.entries):
+            for (box, p), entry in zip(decoded[unit.channel], unit.entries, strict=True):
                 assert box == entry.box and p.shape == entry.projection.shape
                 peak = np.abs(entry.projection).max()
                 assert np.abs(p - entry.projection).max() <= peak / 254 * 1.0001  # int8: half a step of peak/127

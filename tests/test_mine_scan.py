@@ -131,7 +131,7 @@ def test_tie_rule_duplicates_and_positions() -> None:
 def test_duplicate_index_takes_one_slot() -> None:
     model = tiny_net()
     x, labels = images()
-    order = list(range(23)) + [0, 1, 2, 0]  # padding-like repeats of the same global index
+    order = [*range(23), 0, 1, 2, 0]  # padding-like repeats of the same global index
     state = ScanState(LAYERS, 23, n_classes=4)
     scan_batches(model, batches(x, labels, order, 6), state)
     for layer in LAYERS:
@@ -177,7 +177,8 @@ def test_merge_and_arrays_round_trip() -> None:
     for layer in LAYERS:
         got, one = appended.layers[layer], full.layers[layer]
         for c in range(one.channels):
-            pairs = [(v, i + shift) for shift in (0, 23) for v, i in zip(one.values[c], one.image_index[c])]
+            pairs = [(v, i + shift) for shift in (0, 23)
+                     for v, i in zip(one.values[c], one.image_index[c], strict=True)]
             best = sorted(pairs, key=lambda p: (-p[0], p[1]))[:5]
             assert got.image_index[c].tolist() == [i for _, i in best]
 

@@ -82,5 +82,5 @@ def load_checkpoint(path: Path, identity: dict[str, str]) -> Checkpoint:
     if changed:
         raise UserInputError(f"checkpoint {path} was made with a different {', '.join(changed)}; refusing to "
                              "resume (rerun without --resume to start over)")
-    skipped = list(zip(payload["skipped_index"].tolist(), payload["skipped_messages"]))
+    skipped = list(zip(payload["skipped_index"].tolist(), payload["skipped_messages"], strict=True))
     return Checkpoint(saved, int(payload["positions"]), skipped, payload["state"])

@@ -57,7 +57,7 @@ def _boxes(grad: torch.Tensor) -> list[tuple[int, int, int, int] | None]:
     nz = grad.reshape(n, grad.shape[1], h * w).ne(0).any(dim=1).view(n, h, w)  # contiguous reductions: cheap
     rows, cols = nz.any(dim=2).cpu(), nz.any(dim=1).cpu()  # one device sync for the whole batch
     out: list[tuple[int, int, int, int] | None] = []
-    for r, c in zip(rows, cols):
+    for r, c in zip(rows, cols, strict=True):
         ys, xs = r.nonzero().flatten(), c.nonzero().flatten()
         out.append(None if ys.numel() == 0 else (int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1))
     return out
@@ -114,7 +114,7 @@ class ConeConv(TorchFunctionMode):
         if func not in _CONV:
             return func(*args, **kwargs)
         names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
-        bound = dict(zip(names, args)) | kwargs
+        bound = dict(zip(names, args, strict=False)) | kwargs
         x, weight, bias = bound["input"], bound["weight"], bound.get("bias")
         padding = bound.get("padding", 0)
         if (not torch.is_grad_enabled() or not x.requires_grad or x.dim() != 4 or isinstance(padding, str)

@@ -88,7 +88,7 @@ def project_requests(model: nn.Module, images: dict[int, torch.Tensor], layer: s
         return []
     if batch_size < 1:
         raise UserInputError(f"batch size must be at least 1, got {batch_size}")
-    c, height, width = next(iter(images.values())).shape
+    _, height, width = next(iter(images.values())).shape
     units = [Unit(r.channel, r.position) for r in requests]
     on_crop = _cropped_units(receptive_field, "max", units, height, width)
     boxes = [_output_box(receptive_field, r.position, height, width) for r in requests]
@@ -100,7 +100,7 @@ def project_requests(model: nn.Module, images: dict[int, torch.Tensor], layer: s
             out[i] = _cut(grad_box[0], grad_box[1], boxes[i])
         for i, grad in _project_full(model, images, layer, requests, full_idx, batch_size, cone):
             out[i] = _cut(grad, (0, height, 0, width), boxes[i])
-    return [(p, b) for p, b in zip(out, boxes) if p is not None]
+    return [(p, b) for p, b in zip(out, boxes, strict=True) if p is not None]
 
 
 def _output_box(rf: ReceptiveField | None, position: tuple[int, int], height: int, width: int) -> Box:
@@ -263,7 +263,7 @@ def project_units(model: nn.Module, result: MineResult, dataset: ImageSource, la
             receptive_field = found if isinstance(found, ReceptiveField) else None
         projected = project_requests(model, images, layer, requests, receptive_field=receptive_field,
                                      batch_size=batch_size, cone=cone)
-        for (ch, r), req, (proj, box) in zip(wanted, requests, projected):
+        for (ch, r), req, (proj, box) in zip(wanted, requests, projected, strict=True):
             patch = deprocess(images[req.image][:, box[0] : box[1], box[2] : box[3]], prep)
             units[ch].entries.append(TopEntry(req.image, str(paths[req.image]), float(state.values[ch, r]),
                                               req.position, box, proj, patch))

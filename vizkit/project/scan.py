@@ -8,6 +8,7 @@ images or channels).
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -86,10 +87,8 @@ class _Reducer:
 
     def run(self, model: nn.Module, x: torch.Tensor) -> dict[str, Reduced]:
         self.out = {}
-        try:
+        with contextlib.suppress(StopForward):  # raised by the hook after the deepest layer: the forward is done
             model(x)
-        except StopForward:
-            pass
         missing = [n for n in self.modules if n not in self.out]
         if missing:
             raise ModelError(f"layer(s) {', '.join(missing)} did not run in the forward pass; pick layers the "

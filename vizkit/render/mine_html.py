@@ -76,7 +76,7 @@ def histogram_svg(values: np.ndarray, mean: float, width: int = 360, height: int
     bar = lambda c: 80 * c / counts.max()  # noqa: E731
     bars = [f'<rect x="{sx(a):.1f}" y="{height - 20 - bar(c):.1f}" width="{max(sx(b) - sx(a) - 1, 1):.1f}" '
             f'height="{bar(c):.1f}" fill="#4a7bb7"><title>{c} in [{a:.4g}, {b:.4g})</title></rect>'
-            for a, b, c in zip(edges[:-1], edges[1:], counts) if c]
+            for a, b, c in zip(edges[:-1], edges[1:], counts, strict=True) if c]
     marks = [f'<line x1="{sx(mean):.1f}" x2="{sx(mean):.1f}" y1="10" y2="{height - 20}" stroke="firebrick"/>',
              f'<text x="{sx(mean) + 3:.1f}" y="18" font-size="10" fill="firebrick">dataset mean {mean:.3g}</text>',
              f'<text x="10" y="{height - 5}" font-size="10">{lo:.3g}</text>',
@@ -98,7 +98,7 @@ def _unit_page(folder: Path, n: int, layer: str, unit: UnitTopProjections, state
             "<h2>Top activations</h2>", histogram_svg(state.values[unit.channel], float(state.mean[unit.channel])),
             "<p>Histogram of the unit's top-K spatial maxima over the dataset (the scan keeps only these).</p>",
             '<div class="entries">']
-    for r, (entry, (proj, patch)) in enumerate(zip(unit.entries, pictures)):
+    for r, (entry, (proj, patch)) in enumerate(zip(unit.entries, pictures, strict=True)):
         y0, y1, x0, x1 = entry.box
         body.append(f'<div class="entry"><img src="{proj}" alt="projection #{r + 1}"> '
                     f'<img src="{patch}" alt="patch #{r + 1}"><br>#{r + 1} value {entry.value:.5g} at '

@@ -41,7 +41,8 @@ def _save_with_box(rgb: np.ndarray, box: tuple[int, int, int, int], input_hw: tu
     h, w = rgb.shape[:2]
     scale = max(1, 112 // max(h, w))
     rgb = np.repeat(np.repeat(rgb, scale, 0), scale, 1).copy()
-    y0, x0, y1, x1 = (int(v * s) for v, s in zip(box, (rgb.shape[0] / input_hw[0], rgb.shape[1] / input_hw[1]) * 2))
+    scales = (rgb.shape[0] / input_hw[0], rgb.shape[1] / input_hw[1]) * 2
+    y0, x0, y1, x1 = (int(v * s) for v, s in zip(box, scales, strict=True))
     y1, x1 = min(y1, rgb.shape[0]) - 1, min(x1, rgb.shape[1]) - 1
     cyan = np.array([0, 255, 255], np.uint8)
     rgb[y0, x0:x1 + 1] = rgb[y1, x0:x1 + 1] = cyan
@@ -65,7 +66,7 @@ def write_gallery(folder: Path, result: ShortcutsResult, pictures: dict[int, np.
         class_page(result, a).savefig(img / page, dpi=70)
         body.append(f"<figure><img src='img/{page}' alt='spectrum and embedding of class {a.class_index}'></figure>")
         for k, cl in enumerate(a.clusters):
-            tag = "c{}_{}".format(a.class_index, k)
+            tag = f"c{a.class_index}_{k}"
             _map_png(cl.mean_map, cl.box, result.input_hw, img / f"{tag}_mean.png")
             css = " class='compact'" if cl.compact else ""
             body.append(f"<h3{css}>Cluster {k}: {cl.size} images, box {list(cl.box)}, relevance in box "
