@@ -88,7 +88,7 @@ def _axes(fig: Figure, x: float, y: float, w: float, h: float) -> Axes:
 
 
 def _row(fig: Figure, top: float, curves: Curves, result: InvarianceResult) -> None:
-    page_w, page_h = fig.get_size_inches()
+    page_w, _ = fig.get_size_inches()
     width = page_w - 2 * MARGIN
     Cursor(fig, MARGIN, top, width).line(f"{TITLES.get(curves.name, curves.name)}: {len(curves.amounts)} steps, "
                                          f"{_amount(curves.amounts[0], curves.unit)} to "
@@ -125,7 +125,7 @@ def _thumbnails(fig: Figure, y: float, thumbs: Sequence[tuple[float, np.ndarray]
     """The transformed images in amount order across the page width, each labelled with its amount."""
     if not thumbs:
         return
-    page_w, page_h = fig.get_size_inches()
+    page_w, _ = fig.get_size_inches()
     width = page_w - 2 * MARGIN - 0.4
     step = width / len(thumbs)
     side = min(THUMB, step - 0.06)
