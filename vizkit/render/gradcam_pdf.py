@@ -24,6 +24,7 @@ NPZ_KEYS = ("input", "targets", "scores", "cam_raw", "cam", "guided_backprop", "
 ZERO_CAM_NOTE = "CAM all zero: the ReLU removed every location (left at 0, not scaled)"
 IMAGE_SIZE = 2.3  # inches, the image on page 1
 MAX_PANEL = 2.05  # inches: two target rows fit under the header of page 1
+MIN_PANEL = 1.5  # inches: below this the panels get too small to read; a second page follows instead
 CLIP_PERCENTILE = 99.5  # gradient pictures: |values| above this percentile are clipped (a few pixels dominate)
 LABEL_H = 0.34  # two label lines above a target's panels
 ROW_GAP = 0.18
@@ -85,10 +86,13 @@ def gradcam_pages(result: GradCamResult, info: ReportInfo) -> list[Figure]:
     fig = new_page()
     page_w, page_h = fig.get_size_inches()
     width = page_w - 2 * MARGIN
-    side = min(MAX_PANEL, (width - 0.3) / 3)
-    row_h = LABEL_H + side + ROW_GAP
     bottom = page_h - MARGIN - 0.3
     y = _header(fig, result, info)
+    # two target rows fit under page 1's header however long it grew (a long command line, notes), down to MIN_PANEL
+    rows_on_first = min(len(result.targets), 2)
+    fit = (bottom - y) / max(rows_on_first, 1) - LABEL_H - ROW_GAP
+    side = max(MIN_PANEL, min(MAX_PANEL, (width - 0.3) / 3, fit))
+    row_h = LABEL_H + side + ROW_GAP
     figures = [fig]
     picture = display_image(result.image)
     for t in range(len(result.targets)):

@@ -36,8 +36,8 @@ def training_line(info: ReportInfo) -> tuple[str, str | None]:
     if info.checksum_match is False:
         return "pretrained: unknown: the file does NOT match its published checksum", WARN
     if info.pretrained:
-        return "pretrained: the model's published weights by name, not verified (no checksum to compare with)", None
-    return "pretrained: unknown, not verified (no published checksum to compare the file with)", None
+        return "pretrained: published weights by name, not verified", None
+    return "pretrained: unknown, not verified (no published checksum)", None
 
 
 def command_text(info: ReportInfo) -> str:
