@@ -292,3 +292,22 @@ def test_labnet_deconvnet_depends_on_the_image(tiny_lab):
     a, b = (project_full(cap, layer, [unit], mode="max")[0].flatten() for cap in caps)
     cosine = float(a @ b / (a.norm() * b.norm()))
     assert cosine < 0.99
+
+
+def test_shipped_weights_match_their_recorded_checksums(tmp_path: Path) -> None:
+    """The shipped files read 'pretrained: yes' through SHA256SUMS; a file of the same name elsewhere (a retrained
+    lab) is not taken for the shipped one."""
+    import shutil
+
+    from vizkit.lab.labnet import labnet_weights, shipped_sha256
+    from vizkit.load import load_model
+
+    sums = shipped_sha256()
+    assert {"labnet.pt", "labnet_clean.pt", "epoch_01.pt"} <= set(sums)
+    for which in (None, "clean", "epoch_1"):
+        loaded = load_model("labnet", which)
+        assert loaded.checksum_match is True and loaded.pretrained is True
+    copy = tmp_path / "labnet.pt"
+    shutil.copy(labnet_weights("final"), copy)
+    own = load_model("labnet", str(copy))
+    assert own.checksum_match is None and own.pretrained is None

@@ -113,6 +113,16 @@ def labnet_checkpoints() -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def shipped_sha256() -> dict[str, str]:
+    """File name -> sha256 of every weights file shipped with vizkit (``weights/SHA256SUMS``, written when they were
+    trained), so that a shipped file that was altered on disk reads "does NOT match its published checksum"."""
+    sums = _WEIGHTS_DIR / "SHA256SUMS"
+    if not sums.is_file():
+        return {}
+    rows = (line.split() for line in sums.read_text().splitlines() if line.strip())
+    return {Path(name).name: digest for digest, name in rows}
+
+
 def resolve_labnet_weights(weights: str | None) -> str | None:
     """Map ``load_model("labnet", weights)`` keywords to a shipped file; anything else comes back unchanged.
 

@@ -45,13 +45,14 @@ def load_zoo(name: str, arch: str, weights: str | None, *, allow_pickle: bool, s
     build_zoo = zoo.ZOO[arch]
     prep = ZOO_PREP.get(arch, IMAGENET_PREP)
     classes = names_for
-    shipped = False
+    shipped, known = False, None
     if arch == "labnet":  # the one zoo model with shipped weights: default, "clean", "epoch_N" (vizkit.lab)
-        from vizkit.lab.labnet import lab_class_names, labnet_preprocessing, resolve_labnet_weights
+        from vizkit.lab.labnet import lab_class_names, labnet_preprocessing, resolve_labnet_weights, shipped_sha256
 
         resolved = resolve_labnet_weights(weights)
         shipped, weights = resolved != weights, resolved
         prep, classes = labnet_preprocessing(), lab_class_names
+        known = shipped_sha256() if shipped else None  # a retrained lab/labnet/epoch_01.pt is not the shipped one
     if weights is None or is_none(weights):
         loaded = random_init(name, build_zoo, prep, seed)
         loaded.class_names = classes(loaded.model)
@@ -62,7 +63,7 @@ def load_zoo(name: str, arch: str, weights: str | None, *, allow_pickle: bool, s
             "state-dict file"
         )
     model, info = from_file(lambda n: build_zoo() if n is None else build_zoo(num_classes=n), name, weights,
-                            allow_pickle=allow_pickle)
+                            allow_pickle=allow_pickle, known=known)
     return info.loaded(name, model, prep, classes(model), known_pretrained=shipped)
 
 
