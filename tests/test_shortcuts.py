@@ -377,7 +377,7 @@ def test_shipped_clean_labnet_is_not_flagged(shipped_lab: dict, tmp_path: Path) 
 def test_mine_shows_the_mark_in_the_top9_of_a_unit(shipped_lab: dict, tmp_path: Path) -> None:
     """``vizkit mine`` on the lab: some conv3 unit's 9 strongest patches are all marked images' bottom-right
     corners with the mark inside (the tutorial shows which)."""
-    from vizkit.jobs.mine import MineConfig, run_mine
+    from vizkit.jobs import MineConfig, run_mine
 
     from vizkit.capture.receptive_field import receptive_field
     from vizkit.load import load_model
