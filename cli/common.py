@@ -154,6 +154,30 @@ class progress:
         self.bar.close()
 
 
+class dataset_progress:
+    """A progress bar over a dataset's images (``step(done, total)``) and a one-line note per skipped file
+    (``skipped(path, reason)``); silent when stderr is not a terminal or ``show`` is False (torchrun ranks > 0)."""
+
+    def __init__(self, show: bool = True) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(unit="image", file=sys.stderr, disable=None if show else True, leave=False)
+
+    def __enter__(self) -> tuple[Callable[[int, int], None], Callable[[str, str], None]]:
+        def step(done: int, total: int) -> None:
+            self.bar.total = total
+            self.bar.update(done - self.bar.n)
+
+        def skipped(path: str, reason: str) -> None:
+            self.bar.clear()
+            click.echo(f"vizkit: skipped {path}: {reason}", err=True)
+
+        return step, skipped
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+
+
 def finish(report: Any) -> None:
     """Print what a batch wrote and what failed (one line each), then exit with the report's code."""
     for folder in report.written:

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 import click
-from vizkit_cli.common import errors_to_exit_codes, model_options, stage_layers_option
+from vizkit_cli.common import dataset_progress, errors_to_exit_codes, model_options, stage_layers_option
 
 EPILOG = """\b
 Examples:
@@ -61,18 +61,8 @@ def mine(data: str, model: str | None, weights: str | None, allow_download: bool
                         units=units, project=not no_project, checkpoint_every=checkpoint_every, resume=resume,
                         out=out, device=device, allow_pickle=allow_pickle, allow_download=allow_download,
                         command=["vizkit", *sys.argv[1:]], **model_extra)
-    from tqdm import tqdm
-
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 draws the progress bar
-    with tqdm(unit="image", file=sys.stderr, disable=None if main_rank else True, leave=False) as bar:
-        def step(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
-        def skipped(path: str, reason: str) -> None:
-            bar.clear()
-            click.echo(f"vizkit: skipped {path}: {reason}", err=True)
-
+    with dataset_progress(show=main_rank) as (step, skipped):
         report = run_mine(config, progress=step, on_skip=skipped)
     for folder in report.written:
         click.echo(f"wrote {folder}/")

@@ -5,7 +5,7 @@ import sys
 from typing import Any
 
 import click
-from vizkit_cli.common import errors_to_exit_codes, model_options
+from vizkit_cli.common import dataset_progress, errors_to_exit_codes, model_options
 
 EPILOG = """\b
 Examples:
@@ -51,17 +51,7 @@ def shortcuts(data: str, model: str | None, weights: str | None, allow_download:
                              method=method, layer=layer, clusters=clusters, batch_size=batch_size, limit=limit,
                              out=out, device=device, allow_pickle=allow_pickle, allow_download=allow_download,
                              command=["vizkit", *sys.argv[1:]], **model_extra)
-    from tqdm import tqdm
-
-    with tqdm(unit="image", file=sys.stderr, disable=None, leave=False) as bar:
-        def step(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
-        def skipped(path: str, reason: str) -> None:
-            bar.clear()
-            click.echo(f"vizkit: skipped {path}: {reason}", err=True)
-
+    with dataset_progress() as (step, skipped):
         report = run_shortcuts(config, progress=step, on_skip=skipped)
     for folder in report.written:
         click.echo(f"wrote {folder}/")

@@ -377,9 +377,8 @@ def test_shipped_clean_labnet_is_not_flagged(shipped_lab: dict, tmp_path: Path) 
 def test_mine_shows_the_mark_in_the_top9_of_a_unit(shipped_lab: dict, tmp_path: Path) -> None:
     """``vizkit mine`` on the lab: some conv3 unit's 9 strongest patches are all marked images' bottom-right
     corners with the mark inside (the tutorial shows which)."""
-    from vizkit.jobs import MineConfig, run_mine
-
     from vizkit.capture.receptive_field import receptive_field
+    from vizkit.jobs import MineConfig, run_mine
     from vizkit.load import load_model
 
     root = shipped_lab["root"]

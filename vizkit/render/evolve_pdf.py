@@ -22,7 +22,7 @@ from vizkit.project.results import EvolveResult
 from vizkit.render.display import is_zero_projection, normalise_projection
 from vizkit.render.info import ReportInfo
 from vizkit.render.mine_pdf import draw_picture
-from vizkit.render.pages import FONT, MARGIN, Cursor, new_page
+from vizkit.render.pages import FONT, MARGIN, Cursor, new_page, page_canvas
 from vizkit.render.provenance import model_block, notes_block, page_notes, run_block
 from vizkit.render.writer import PageMaker, write_pdf
 
@@ -115,10 +115,7 @@ def _grid_page(result: EvolveResult, evo: LayerEvolution, rows: Sequence[int], c
                patches: bool) -> Figure:
     fig = new_page()
     page_w, page_h = fig.get_size_inches()
-    canvas = fig.add_axes((0, 0, 1, 1))
-    canvas.set_xlim(0, page_w)
-    canvas.set_ylim(page_h, 0)
-    canvas.set_axis_off()
+    canvas = page_canvas(fig)
     units = result.units[evo.layer]
     labels = result.labels()
     c = Cursor(fig, MARGIN, MARGIN, page_w - 2 * MARGIN)

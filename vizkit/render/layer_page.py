@@ -17,7 +17,7 @@ from matplotlib.patches import Rectangle
 
 from vizkit.project.results import LayerProjections, UnitProjection
 from vizkit.render.display import check_box, crop, display_image, is_zero_projection, normalise_projection
-from vizkit.render.pages import FONT, MARGIN, Cursor, new_page
+from vizkit.render.pages import FONT, MARGIN, Cursor, new_page, page_canvas
 
 PANEL_GAP = 0.06  # between the three panels of one unit, inches
 CELL_GAP = 0.25  # between units side by side
@@ -108,12 +108,7 @@ def render_layer_page(lp: LayerProjections, image: np.ndarray, *, start: int = 0
             x = left + col * pitch + j * (side + PANEL_GAP) + side / 2
             fig.text(x / page_w, 1 - grid_top / page_h, label, fontsize=FONT - 0.5, ha="center", va="top",
                      weight="bold", color="0.25")
-    # One invisible page-sized Axes in inches (y down) holds every panel: creating ~30 Axes per page cost more
-    # than drawing them.
-    canvas = fig.add_axes((0, 0, 1, 1))
-    canvas.set_xlim(0, page_w)
-    canvas.set_ylim(page_h, 0)
-    canvas.set_axis_off()
+    canvas = page_canvas(fig)
     maps = np.asarray(lp.activation_maps)[start:stop]
     for i, unit in enumerate(units):
         row, col = divmod(i, ncols)

@@ -18,7 +18,7 @@ from vizkit.project.mine_projection import UnitTopProjections
 from vizkit.render.display import normalise_projection
 from vizkit.render.info import ReportInfo, vizkit_version
 from vizkit.render.mine_pdf import summary_lines
-from vizkit.render.report import _SCRIPT
+from vizkit.render.report import LOADED_SCRIPT
 
 if TYPE_CHECKING:
     from vizkit.project.topk import LayerTopK, MineResult
@@ -39,7 +39,8 @@ def write_page(folder: Path, name: str, title: str, body: Sequence[str]) -> None
     text = "\n".join(["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
                       f"<title>{html.escape(title)}</title>", _STYLE, "</head><body>",
                       f"<h1>{html.escape(title)}</h1>", '<p id="loaded"></p>', *body,
-                      f"<footer><p>vizkit {html.escape(vizkit_version())}</p></footer>", _SCRIPT, "</body></html>"])
+                      f"<footer><p>vizkit {html.escape(vizkit_version())}</p></footer>", LOADED_SCRIPT,
+                      "</body></html>"])
     (folder / name).write_text(text, encoding="utf-8")
 
 

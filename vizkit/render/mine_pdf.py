@@ -19,7 +19,7 @@ from matplotlib.patches import Rectangle
 from vizkit.project.mine_projection import UnitTopProjections
 from vizkit.render.display import is_zero_projection, normalise_projection
 from vizkit.render.info import ReportInfo
-from vizkit.render.pages import FONT, LINE, MARGIN, Cursor, new_page
+from vizkit.render.pages import FONT, LINE, MARGIN, Cursor, new_page, page_canvas
 from vizkit.render.provenance import model_block, notes_block, page_notes, run_block
 from vizkit.render.writer import PageMaker, write_pdf
 
@@ -148,11 +148,8 @@ def _draw_unit(fig: Figure, canvas: Axes, unit: UnitTopProjections, result: Mine
 
 def _units_page(units: Sequence[UnitTopProjections], result: MineResult) -> Figure:
     fig = new_page()
-    page_w, page_h = fig.get_size_inches()
-    canvas = fig.add_axes((0, 0, 1, 1))
-    canvas.set_xlim(0, page_w)
-    canvas.set_ylim(page_h, 0)
-    canvas.set_axis_off()
+    _, page_h = fig.get_size_inches()
+    canvas = page_canvas(fig)
     slot = (page_h - 2 * MARGIN - 0.2) / UNITS_PER_PAGE
     for i, unit in enumerate(units):
         _draw_unit(fig, canvas, unit, result, MARGIN + i * slot, slot - 0.15)

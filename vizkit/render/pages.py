@@ -20,6 +20,17 @@ def new_page() -> Figure:
     return Figure(figsize=A4_PORTRAIT)
 
 
+def page_canvas(fig: Figure) -> Axes:
+    """One invisible page-sized Axes in inches, y down, to draw every panel of a page on: creating ~30 Axes per
+    page costs more than drawing them."""
+    page_w, page_h = fig.get_size_inches()
+    canvas = fig.add_axes((0, 0, 1, 1))
+    canvas.set_xlim(0, page_w)
+    canvas.set_ylim(page_h, 0)
+    canvas.set_axis_off()
+    return canvas
+
+
 def wrap(text: str, width_in: float, size: float = FONT) -> list[str]:
     """Wrap to a width in inches (0.62 em per character: DejaVu Sans digits and capitals are 0.6-0.7 em wide)."""
     chars = max(10, int(width_in / (0.62 * size / 72)))

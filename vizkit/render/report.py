@@ -85,7 +85,8 @@ def write_report(pdf_path: Path, html_folder: Path, title: str, subtitle: str, s
     return total
 
 
-_SCRIPT = """<script>
+#: Counts the images that loaded (the Chromium tests read it), in every offline gallery.
+LOADED_SCRIPT = """<script>
 window.addEventListener('load', function () {
   var imgs = Array.prototype.slice.call(document.images);
   var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
@@ -108,7 +109,7 @@ def _write_index(folder: Path, title: str, subtitle: str, nav: list[str], body: 
         f"<title>{html.escape(title)}</title>", _STYLE, "</head><body>",
         f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(subtitle)}</p>", '<p id="loaded"></p>',
         "<nav><h2>Contents</h2><ul>", *nav, "</ul></nav>", *body,
-        f"<footer><p>vizkit {html.escape(vizkit_version())}</p></footer>", _SCRIPT, "</body></html>",
+        f"<footer><p>vizkit {html.escape(vizkit_version())}</p></footer>", LOADED_SCRIPT, "</body></html>",
     ])
     index = folder / "index.html"
     index.write_text(page, encoding="utf-8")

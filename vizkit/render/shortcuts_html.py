@@ -12,6 +12,7 @@ from PIL import Image
 
 from vizkit.project.shortcuts.result import ShortcutsResult
 from vizkit.render.info import vizkit_version
+from vizkit.render.report import LOADED_SCRIPT
 from vizkit.render.shortcuts_pdf import class_page
 
 _STYLE = """<style>
@@ -22,14 +23,6 @@ body { font-family: sans-serif; margin: 2em auto; max-width: 1100px; color: #222
 td, th { padding: 2px 8px; border-bottom: 1px solid #ddd; text-align: right; } #loaded { color: #888; }
 figure img { width: 100%; }
 </style>"""
-_SCRIPT = """<script>
-window.addEventListener('load', function () {
-  var imgs = Array.prototype.slice.call(document.images);
-  var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
-  document.body.setAttribute('data-loaded', ok + '/' + imgs.length);
-  document.getElementById('loaded').textContent = ok + ' of ' + imgs.length + ' images loaded';
-});
-</script>"""
 
 
 def _map_png(m: np.ndarray, box: tuple[int, int, int, int], input_hw: tuple[int, int], path: Path) -> None:
@@ -88,7 +81,7 @@ def write_gallery(folder: Path, result: ShortcutsResult, pictures: dict[int, np.
         "</head><body>", "<h1>vizkit shortcuts</h1>",
         f"<p>Method {html.escape(result.method)}{' at ' + html.escape(result.layer) if result.layer else ''}; "
         "classes ranked by suspicion (see shortcuts.pdf page 1 for the definitions).</p>",
-        '<p id="loaded"></p>', *body, f"<footer><p>vizkit {html.escape(vizkit_version())}</p></footer>", _SCRIPT,
+        '<p id="loaded"></p>', *body, f"<footer><p>vizkit {html.escape(vizkit_version())}</p></footer>", LOADED_SCRIPT,
         "</body></html>"])
     path = folder / "index.html"
     path.write_text(page_html, encoding="utf-8")
