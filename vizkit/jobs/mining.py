@@ -103,7 +103,9 @@ def run_mine(config: MineConfig, *, progress: Callable[[int, int], None] | None 
         timings["scan"] = time.perf_counter() - t0
     paths = [str(p) for p in images.paths]
     if not ranks.main:
-        return MineReport(failures=[Failure(paths[i], message, 2) for i, message in every_skipped], timings=timings)
+        # Rank 0 alone reports the skipped files and the exit code: torchrun stops every other worker as soon as one
+        # exits non-zero, which would kill rank 0 while it writes the outputs.
+        return MineReport(timings=timings)
     result = merged.result(paths, classes=images.classes if config.per_class else None, labels=images.labels,
                            skipped=[(paths[i], message) for i, message in every_skipped])
     folder = _write(config, result, ctx, layers, images, ranks, timings)
