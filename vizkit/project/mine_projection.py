@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import groupby
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -170,10 +171,15 @@ def _project_full(model: nn.Module, images: dict[int, torch.Tensor], layer: str,
     per_image: dict[int, list[int]] = {}
     for i in idx:
         per_image.setdefault(requests[i].image, []).append(i)
-    # Images with similar numbers of requests share a batch, so few rounds seed nothing in most elements.
+    # Only images with the same number of requests share a batch: every round's backward runs over the whole batch,
+    # so an element with fewer requests would pay for rounds that seed nothing in it (measured: mixing them made
+    # pass 2 slower than Captum's forward + backward per projection).
     order = sorted(per_image, key=lambda im: (-len(per_image[im]), im))
-    for start in range(0, len(order), batch_size):
-        batch = order[start : start + batch_size]
+    batches: list[list[int]] = []
+    for _, run in groupby(order, key=lambda im: len(per_image[im])):
+        same = list(run)
+        batches += [same[a : a + batch_size] for a in range(0, len(same), batch_size)]
+    for batch in batches:
         anchor, leaf = _capture(model, torch.stack([images[im] for im in batch]), layer, cone)
         grid = _as_grid(anchor.detach())
         rounds = max(len(per_image[im]) for im in batch)
