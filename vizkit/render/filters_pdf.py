@@ -67,10 +67,6 @@ def filters_arrays(stats: Sequence[FilterStats]) -> dict[str, np.ndarray]:
     return arrays
 
 
-def save_filters_npz(stats: Sequence[FilterStats], path: Path) -> None:
-    write_npz(path, filters_arrays(stats))
-
-
 # ---------------------------------------------------------------- pictures
 
 def filter_tiles(weight: np.ndarray) -> np.ndarray:
@@ -393,11 +389,10 @@ def render_filters_pdf(result: FiltersResult, info: ReportInfo, path: Path) -> i
 
 def filters_document(result: FiltersResult, info: ReportInfo) -> Document:
     """``filters/``: filters.npz, filters.pdf, then filters.manifest.json."""
-    return Document([("filters.npz", lambda p: save_filters_npz(result.stats, p)),
+    return Document([("filters.npz", lambda p: write_npz(p, filters_arrays(result.stats))),
                      ("filters.pdf", lambda p: render_filters_pdf(result, info, p))], manifest=MANIFEST,
                     folder="filters")
 
 
 __all__ = ["axes_at", "filter_tiles", "filters_arrays", "filters_document", "filters_page_makers", "filters_pages",
-           "grid_layout", "kernel_norms", "layer_page", "mosaic", "picture_kind", "render_filters_pdf", "rms_chart",
-           "save_filters_npz"]
+           "grid_layout", "kernel_norms", "layer_page", "mosaic", "picture_kind", "render_filters_pdf", "rms_chart"]
