@@ -7,6 +7,7 @@ built one at a time so a long report never holds every figure.
 """
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -58,41 +59,30 @@ class Document:
     manifest_extra: dict[str, object] = field(default_factory=dict)
 
 
+#: Result type name -> (page module, its ``<command>_document``). By name, so that finding the writer imports only the
+#: one page module it needs (matplotlib loads only when something is rendered; shortcuts' pulls scikit-learn).
+_DOCUMENTS: dict[str, tuple[str, str]] = {
+    "DeconvResult": ("vizkit.render.deconv", "deconv_document"),
+    "GradCamResult": ("vizkit.render.gradcam_pdf", "gradcam_document"),
+    "ActivationsResult": ("vizkit.render.activations_pdf", "activations_document"),
+    "OcclusionResult": ("vizkit.render.occlusion_pdf", "occlusion_document"),
+    "FiltersResult": ("vizkit.render.filters_pdf", "filters_document"),
+    "ReportResult": ("vizkit.render.report_document", "report_document"),
+    "MineOutput": ("vizkit.render.mine_outputs", "mine_document"),
+    "InvarianceResult": ("vizkit.render.invariance_pdf", "invariance_document"),
+    "EvolveResult": ("vizkit.render.evolve_outputs", "evolve_document"),
+    "ShortcutsResult": ("vizkit.render.shortcuts", "shortcuts_document"),
+}
+
+
 def document(result: Result, info: ReportInfo) -> Document:
     """The files of ``result``'s command. Page modules are imported here, on first use: matplotlib loads only
     when something is rendered."""
-    from vizkit.project import results as r
-
-    if isinstance(result, r.DeconvResult):
-        from vizkit.render.deconv import deconv_document
-        return deconv_document(result, info)
-    if isinstance(result, r.GradCamResult):
-        from vizkit.render.gradcam_pdf import gradcam_document
-        return gradcam_document(result, info)
-    if isinstance(result, r.ActivationsResult):
-        from vizkit.render.activations_pdf import activations_document
-        return activations_document(result, info)
-    if isinstance(result, r.OcclusionResult):
-        from vizkit.render.occlusion_pdf import occlusion_document
-        return occlusion_document(result, info)
-    if isinstance(result, r.FiltersResult):
-        from vizkit.render.filters_pdf import filters_document
-        return filters_document(result, info)
-    if isinstance(result, r.ReportResult):
-        from vizkit.render.report_document import report_document
-        return report_document(result, info)
-    if isinstance(result, r.MineOutput):
-        from vizkit.render.mine_outputs import mine_document
-        return mine_document(result, info)
-    if isinstance(result, r.InvarianceResult):
-        from vizkit.render.invariance_pdf import invariance_document
-        return invariance_document(result, info)
-    if isinstance(result, r.EvolveResult):
-        from vizkit.render.evolve_outputs import evolve_document
-        return evolve_document(result, info)
-    if isinstance(result, r.ShortcutsResult):  # last: its module imports scikit-learn
-        from vizkit.render.shortcuts import shortcuts_document
-        return shortcuts_document(result, info)
+    for cls in type(result).__mro__:
+        if cls.__name__ in _DOCUMENTS:
+            module, function = _DOCUMENTS[cls.__name__]
+            make: Callable[[Result, ReportInfo], Document] = getattr(importlib.import_module(module), function)
+            return make(result, info)
     raise TypeError(f"no writer for {type(result).__name__}")
 
 
