@@ -19,7 +19,7 @@ from vizkit.capture.state import hook_count, state_fingerprint
 from vizkit.errors import ModelError, UserInputError
 from vizkit.load import load_image, preprocess
 from vizkit.load.zoo import lenet5
-from vizkit.render.activations_pdf import activation_pages, activations_arrays, coloured_maps
+from vizkit.render.activations import activation_pages, activations_arrays, coloured_maps
 
 
 def _pdf_pages(path: Path) -> int:

@@ -25,7 +25,7 @@ from vizkit.load.checkpoints import BY_MTIME, BY_NAME, list_checkpoints, progres
 from vizkit.load.dataset import ImageDataset, list_images
 from vizkit.project.deconv import Unit, forward_capture, project_full
 from vizkit.project.evolution import layer_conv, stability
-from vizkit.render.evolve_outputs import read_cell
+from vizkit.render.evolve import read_cell
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from vizkit.capture.filters import FilterStats, conv_layers, filter_stats
 from vizkit.capture.state import hook_count, state_fingerprint
 from vizkit.errors import ModelError, UserInputError
 from vizkit.jobs.filters import FiltersConfig, pictured_layers, run_filters
-from vizkit.render.filters_pdf import (
+from vizkit.render.filters import (
     MAX_TILES,
     filter_tiles,
     filters_arrays,

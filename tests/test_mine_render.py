@@ -14,14 +14,13 @@ from mine_helpers import PREP, TensorImages, brute_force_result, random_images, 
 from test_report import CHROMIUM, FLAGS  # the report gallery's browser helper: same flags, same skip rule
 from test_writer import texts
 
+from vizkit.outputs.info import ReportInfo
 from vizkit.project.mine_projection import UnitTopProjections, project_units, select_units
 from vizkit.project.topk import MineResult
-from vizkit.render import mine_outputs
-from vizkit.render.info import ReportInfo
+from vizkit.render import mine as mine_module
+from vizkit.render.kit.provenance import RANDOM_INIT_NOTE
+from vizkit.render.mine import UNITS_PER_PAGE, grid_shape, mine_page_makers, read_projections, write_mine_outputs
 from vizkit.render.mine_html import histogram_svg
-from vizkit.render.mine_outputs import read_projections, write_mine_outputs
-from vizkit.render.mine_pdf import UNITS_PER_PAGE, grid_shape, mine_page_makers
-from vizkit.render.provenance import RANDOM_INIT_NOTE
 
 LAYERS = ["5", "10"]
 
@@ -134,7 +133,7 @@ def test_failure_while_writing_leaves_no_npz(mined, tmp_path: Path, monkeypatch:
     def broken(*args: object, **kwargs: object) -> int:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(mine_outputs, "render_mine_pdf", broken)
+    monkeypatch.setattr(mine_module, "render_mine_pdf", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         write_mine_outputs(result, units, _info(), tmp_path, {})
     assert list(tmp_path.iterdir()) == []

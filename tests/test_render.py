@@ -16,18 +16,12 @@ import pytest
 import vizkit.render.deconv as deconv_module
 import vizkit.render.writer as writer_module
 from vizkit.errors import UserInputError
+from vizkit.outputs import ReportInfo, atomic_dir, write_manifest
 from vizkit.project.results import AuditEntry, DeconvResult, LayerProjections, Prediction, UnitProjection
-from vizkit.render import (
-    ReportInfo,
-    atomic_dir,
-    normalise_projection,
-    render_deconv_pdf,
-    save_deconv_npz,
-    write_deconv_outputs,
-    write_manifest,
-)
-from vizkit.render.layer_page import _unit_label, layer_title, render_layer_page
-from vizkit.render.summary_page import RANDOM_INIT_NOTE, summary_notes
+from vizkit.render import normalise_projection, render_deconv_pdf, save_deconv_npz, write_deconv_outputs
+from vizkit.render.deconv import summary_notes
+from vizkit.render.deconv_pages import _unit_label, layer_title, render_layer_page
+from vizkit.render.kit.provenance import RANDOM_INIT_NOTE
 
 H = W = 32
 

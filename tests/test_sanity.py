@@ -24,7 +24,7 @@ from vizkit.project.sanity import (
     rank_correlation,
     sanity_checks,
 )
-from vizkit.render.sanity_pdf import sanity_json, sanity_pages
+from vizkit.render.sanity import sanity_json, sanity_pages
 
 
 def test_rank_correlation_by_hand() -> None:

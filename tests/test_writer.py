@@ -13,6 +13,7 @@ from test_render import make_layer, make_result
 
 from vizkit.capture.activations import ActivationGrid
 from vizkit.load.checkpoints import BY_NAME, CheckpointList
+from vizkit.outputs.info import ReportInfo
 from vizkit.project.invariance import InvarianceSweep
 from vizkit.project.occlusion import OcclusionMaps
 from vizkit.project.results import (
@@ -25,15 +26,14 @@ from vizkit.project.results import (
     Prediction,
     ReportResult,
 )
-from vizkit.render.activations_pdf import activation_page_makers
+from vizkit.render.activations import activation_page_makers
 from vizkit.render.deconv import deconv_page_makers
-from vizkit.render.evolve_pdf import evolve_page_makers
-from vizkit.render.gradcam_pdf import gradcam_pages, target_label
-from vizkit.render.info import ReportInfo
-from vizkit.render.invariance_pdf import invariance_page_makers
-from vizkit.render.layer_page import HEADER_H, layer_page_count, layer_page_makers, units_per_page
-from vizkit.render.occlusion_pdf import occlusion_pages
-from vizkit.render.provenance import RANDOM_INIT_NOTE, page_notes, training_line
+from vizkit.render.deconv_pages import HEADER_H, layer_page_count, layer_page_makers, units_per_page
+from vizkit.render.evolve import evolve_page_makers
+from vizkit.render.gradcam import gradcam_pages, target_label
+from vizkit.render.invariance import invariance_page_makers
+from vizkit.render.kit.provenance import RANDOM_INIT_NOTE, page_notes, training_line
+from vizkit.render.occlusion import occlusion_pages
 from vizkit.render.writer import write_outputs
 
 H = W = 32
@@ -134,7 +134,7 @@ def test_pretrained_yes_only_when_the_checksum_says_so(pretrained: bool | None, 
 
 
 def test_manifest_records_seed_and_checksum_only_when_known(tmp_path: Path) -> None:
-    from vizkit.render.manifest import manifest_content
+    from vizkit.outputs.manifest import manifest_content
 
     known = manifest_content(tmp_path, make_info(pretrained=False, seed=3, checksum_match=False), {})
     assert known["seed"] == 3 and known["weights"]["checksum_match"] is False
@@ -198,7 +198,7 @@ def test_report_occlusion_page_is_titled_with_the_file_name() -> None:
     import torch
 
     from vizkit.capture.filters import filter_stats
-    from vizkit.render.report_document import report_sections
+    from vizkit.render.report import report_sections
 
     deconv = make_result([make_layer("features.3", 2, 8)])
     occ = OcclusionResult(make_maps(), deconv.image, [], None, [], None)

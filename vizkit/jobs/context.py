@@ -24,7 +24,7 @@ from vizkit.project.results import Prediction
 if TYPE_CHECKING:
     from vizkit.capture.receptive_field import ReceptiveField
     from vizkit.jobs.common import ModelJob
-    from vizkit.render.info import ReportInfo
+    from vizkit.outputs.info import ReportInfo
 
 #: Every recorded unit below this magnitude: the weights are almost certainly untrained or broken.
 TINY_ACTIVATION = 1e-6
@@ -158,7 +158,7 @@ class RunContext:
 
     def info(self, image: str | Path | None, settings: dict) -> ReportInfo:
         """Provenance of one output folder: page 1 and the manifest. ``image`` None for model-level outputs."""
-        from vizkit.render.info import ReportInfo
+        from vizkit.outputs.info import ReportInfo
 
         loaded = self.loaded
         return ReportInfo(

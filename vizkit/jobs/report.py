@@ -3,7 +3,7 @@
 Each image is loaded and preprocessed once; one deconvnet forward (run to the logits) gives the projections, the
 predictions, the feature-map pages (its recorded layer outputs) and occlusion's panel (b) (its strongest unit at
 the occlusion layer). Per run: the model, the layers and the default-layer probe, once. Sections and files:
-``vizkit.render.report_document``.
+``vizkit.render.report``.
 """
 from __future__ import annotations
 

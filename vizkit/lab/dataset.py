@@ -203,7 +203,7 @@ def _save_png(arr: np.ndarray, path: Path) -> None:
 
 def make_lab(spec: LabSpec, out_dir: str | Path) -> dict:
     """Write the dataset described by ``spec`` into ``out_dir`` (atomically) and return its ``lab.json`` content."""
-    from vizkit.render.atomic import atomic_dir
+    from vizkit.outputs.atomic import atomic_dir
 
     _check(spec)
     marked = _mark_index(spec)

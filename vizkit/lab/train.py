@@ -99,7 +99,7 @@ def _state(model: nn.Module, half: bool) -> dict[str, torch.Tensor]:
 def train_labnet(config: TrainConfig, log: Callable[[str], None] | None = None) -> TrainResult:
     """Train labnet on ``config.lab_dir``; checkpoints, final weights and ``metrics.json`` land in the out folder."""
     from vizkit.lab.metrics import evaluate_lab
-    from vizkit.render.atomic import atomic_dir
+    from vizkit.outputs.atomic import atomic_dir
 
     if config.epochs < 1 or config.batch_size < 1 or config.lr <= 0 or config.threads < 1:
         raise UserInputError(f"epochs, batch size and learning rate must be positive, got {config}")
@@ -150,9 +150,9 @@ def train_labnet(config: TrainConfig, log: Callable[[str], None] | None = None) 
 
 
 def _write_manifest(folder: Path, config: TrainConfig, seconds: dict[str, float]) -> None:
-    """manifest.json last: versions, settings and the sha256 of every checkpoint (vizkit.render.manifest)."""
-    from vizkit.render.info import ReportInfo
-    from vizkit.render.manifest import write_manifest
+    """manifest.json last: versions, settings and the sha256 of every checkpoint (vizkit.outputs.manifest)."""
+    from vizkit.outputs.info import ReportInfo
+    from vizkit.outputs.manifest import write_manifest
 
     info = ReportInfo(image_path=None, model="labnet", weights="trained by vizkit lab train", weights_sha256=None,
                       pretrained=True, preprocessing=labnet_preprocessing().to_dict(), settings=asdict(config),

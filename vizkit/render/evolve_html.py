@@ -2,7 +2,8 @@
 and the trends per layer, and one page per layer with the Fig. 4 grid (rows units, columns checkpoints).
 
 Plain files opened from disk (relative links, PNGs in ``img/``, nothing remote); every page reports in ``<body
-data-loaded="N/M">`` how many of its images the browser decoded, as the other galleries do.
+data-loaded="N/M">`` how many of its images the browser decoded, as the other galleries do (the shell:
+``vizkit.render.kit.html``).
 """
 from __future__ import annotations
 
@@ -12,16 +13,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from vizkit.outputs.info import ReportInfo
 from vizkit.project.evolution import LayerEvolution
 from vizkit.project.results import EvolveResult
-from vizkit.render.display import normalise_projection
-from vizkit.render.evolve_pdf import order_sentence
-from vizkit.render.info import ReportInfo
-from vizkit.render.mine_html import write_page
-
-_GRID_STYLE = ("<style>.grid td { text-align: center; font-size: small; vertical-align: top; } "
-               ".grid img { width: 96px; height: 96px; object-fit: contain; image-rendering: pixelated; "
-               "background: #eee; } .changed { color: firebrick; font-weight: bold; }</style>")
+from vizkit.render.evolve import order_sentence
+from vizkit.render.kit.display import normalise_projection
+from vizkit.render.kit.html import write_html_page
 
 
 def _layer_file(n: int) -> str:
@@ -80,19 +77,19 @@ def write_evolve_html(result: EvolveResult, info: ReportInfo, folder: Path, *, p
     (folder / "img").mkdir(parents=True, exist_ok=True)
     links = []
     for n, evo in enumerate(result.layers):
-        body = ['<p><a href="index.html">index</a></p>', _GRID_STYLE,
+        body = ['<p><a href="index.html">index</a></p>',
                 "<p>Each cell: the deconvnet projection of the unit's strongest activation over the dataset at that "
                 "checkpoint (normalised on its own, grey = 0)" + (", the image patch" if patches else "")
                 + ", its value and image. Red value: the top-1 image changed since the previous checkpoint.</p>",
                 *_grid(folder, n, result, evo, patches), "<h2>Trends</h2>", *_trend_table(result, evo)]
-        write_page(folder, _layer_file(n), f"{evo.layer} across checkpoints", body)
+        write_html_page(folder / _layer_file(n), f"{evo.layer} across checkpoints", body)
         links.append(f'<li><a href="{_layer_file(n)}">{html.escape(evo.layer)}</a>: '
                      f"{len(result.units[evo.layer])} units rendered; filters of {html.escape(evo.conv or 'none')}"
                      "</li>")
     skipped = [f"<li>{html.escape(p)}</li>" for p in result.skipped_checkpoints]
     checkpoints = [f"<li>{html.escape(label)}: {html.escape(str(p))}</li>"
                    for label, p in zip(result.labels(), result.checkpoints.paths, strict=True)]
-    write_page(folder, "index.html", f"vizkit evolve: {info.model}", [
+    write_html_page(folder / "index.html", f"vizkit evolve: {info.model}", [
         f"<p>dataset {html.escape(str(info.settings.get('data')))}: {len(result.paths)} images, "
         f"{result.images_scanned} scanned, {len(result.skipped_images)} unreadable.</p>",
         f"<p>{html.escape(order_sentence(result))}.</p>", "<ol>", *checkpoints, "</ol>",

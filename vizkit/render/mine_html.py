@@ -2,7 +2,7 @@
 
 Plain files opened from disk: relative links, images as PNG files in ``img/``, the histogram as inline SVG, nothing
 remote and no server. Every page reports in ``<body data-loaded="N/M">`` how many of its images the browser decoded,
-so a headless browser can check it (as the report gallery does).
+so a headless browser can check it (the shell: ``vizkit.render.kit.html``).
 """
 from __future__ import annotations
 
@@ -14,35 +14,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from vizkit.outputs.info import ReportInfo
 from vizkit.project.mine_projection import UnitTopProjections
-from vizkit.render.display import normalise_projection
-from vizkit.render.info import ReportInfo, vizkit_version
-from vizkit.render.mine_pdf import summary_lines
-from vizkit.render.report import LOADED_SCRIPT
+from vizkit.render.kit.display import normalise_projection
+from vizkit.render.kit.html import write_html_page
+from vizkit.render.mine import summary_lines
 
 if TYPE_CHECKING:
     from vizkit.project.topk import LayerTopK, MineResult
-
-_STYLE = """<style>
-body { font-family: sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
-.units { display: flex; flex-wrap: wrap; gap: 12px; } .unit { border: 1px solid #ccc; padding: 6px; }
-.unit img, .entry img { width: 112px; height: 112px; object-fit: contain; image-rendering: pixelated;
-  background: #eee; }
-.entries { display: grid; grid-template-columns: repeat(auto-fill, minmax(250px, 1fr)); gap: 14px; }
-.entry { font-size: small; word-break: break-all; } .dead { color: firebrick; }
-#loaded { color: #888; font-size: small; } table { border-collapse: collapse; }
-td, th { padding: 2px 10px; text-align: right; } td:first-child, th:first-child { text-align: left; }
-</style>"""
-
-
-def write_page(folder: Path, name: str, title: str, body: Sequence[str]) -> None:
-    text = "\n".join(["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-                      f"<title>{html.escape(title)}</title>", _STYLE, "</head><body>",
-                      f"<h1>{html.escape(title)}</h1>", '<p id="loaded"></p>', *body,
-                      f"<footer><p>vizkit {html.escape(vizkit_version())}</p></footer>", LOADED_SCRIPT,
-                      "</body></html>"])
-    (folder / name).write_text(text, encoding="utf-8")
-
 
 def _layer_file(n: int) -> str:
     return f"layer{n:02d}.html"
@@ -108,7 +87,7 @@ def _unit_page(folder: Path, n: int, layer: str, unit: UnitTopProjections, state
     body.append("</div>")
     if not unit.entries:
         body.append("<p>no image activated this unit</p>")
-    write_page(folder, _unit_file(n, unit.channel), f"{layer} channel {unit.channel}", body)
+    write_html_page(folder / _unit_file(n, unit.channel), f"{layer} channel {unit.channel}", body)
 
 
 def write_mine_html(result: MineResult, units: Sequence[UnitTopProjections], info: ReportInfo,
@@ -131,14 +110,14 @@ def write_mine_html(result: MineResult, units: Sequence[UnitTopProjections], inf
             cards.append(f'<div class="unit"><a href="{_unit_file(n, unit.channel)}">channel {unit.channel}</a><br>'
                          f"{top}<br><small>{_unit_stats(state, unit.channel)}</small></div>")
         dead = int(np.count_nonzero(state.dead))
-        write_page(folder, _layer_file(n), f"Layer {name}", [
+        write_html_page(folder / _layer_file(n), f"Layer {name}", [
             '<p><a href="index.html">index</a></p>',
             f"<p>{len(state.mean)} channels, {dead} dead; {len(cards)} rendered: the top patch and its projection "
             "(each normalised on its own, grey = 0).</p>", '<div class="units">', *cards, "</div>"])
         rows.append(f'<tr><td><a href="{_layer_file(n)}">{html.escape(name)}</a></td><td>{len(state.mean)}</td>'
                     f"<td>{dead}</td><td>{len(cards)}</td></tr>")
     skipped = [f"<li>{html.escape(p)}: {html.escape(reason)}</li>" for p, reason in result.skipped]
-    write_page(folder, "index.html", f"vizkit mine: {info.model}", [
+    write_html_page(folder / "index.html", f"vizkit mine: {info.model}", [
         "<ul>", *[f"<li>{k}: {html.escape(v)}</li>" for k, v in summary_lines(result, info)], "</ul>",
         "<table><tr><th>layer</th><th>channels</th><th>dead</th><th>rendered</th></tr>", *rows, "</table>",
         f"<h2>Skipped files ({len(skipped)})</h2>", "<ul>", *skipped, "</ul>"])

@@ -1,6 +1,7 @@
 """The shortcuts gallery: html/index.html with, per class (ranked), its spectrum and embedding, and per cluster the
 mean map and exemplar tiles (picture and map, each box drawn) with the members' file names. Offline: relative
-links only; ``<body data-loaded="N/M">`` reports how many images the browser decoded (for headless checks)."""
+links only; ``<body data-loaded="N/M">`` reports how many images the browser decoded (for headless checks; the shell:
+``vizkit.render.kit.html``)."""
 from __future__ import annotations
 
 import html
@@ -11,18 +12,8 @@ from matplotlib import colormaps
 from PIL import Image
 
 from vizkit.project.shortcuts.result import ShortcutsResult
-from vizkit.render.info import vizkit_version
-from vizkit.render.report import LOADED_SCRIPT
-from vizkit.render.shortcuts_pdf import class_page
-
-_STYLE = """<style>
-body { font-family: sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
-.tiles { display: flex; flex-wrap: wrap; gap: 6px; } .tile { width: 112px; font-size: 10px; text-align: center; }
-.tile img { width: 112px; height: 112px; image-rendering: pixelated; border: 1px solid #ccc; }
-.compact { color: #b00; font-weight: bold; } table { border-collapse: collapse; }
-td, th { padding: 2px 8px; border-bottom: 1px solid #ddd; text-align: right; } #loaded { color: #888; }
-figure img { width: 100%; }
-</style>"""
+from vizkit.render.kit.html import write_html_page
+from vizkit.render.shortcuts import class_page
 
 
 def _map_png(m: np.ndarray, box: tuple[int, int, int, int], input_hw: tuple[int, int], path: Path) -> None:
@@ -76,13 +67,6 @@ def write_gallery(folder: Path, result: ShortcutsResult, pictures: dict[int, np.
                 body.append(f"<div class='tile'><img src='img/{tag}_{index}_map.png' alt='map of {name}'>map</div>")
             body.append("</div>")
         body.append("</section>")
-    page_html = "\n".join([
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8"><title>vizkit shortcuts</title>', _STYLE,
-        "</head><body>", "<h1>vizkit shortcuts</h1>",
-        f"<p>Method {html.escape(result.method)}{' at ' + html.escape(result.layer) if result.layer else ''}; "
-        "classes ranked by suspicion (see shortcuts.pdf page 1 for the definitions).</p>",
-        '<p id="loaded"></p>', *body, f"<footer><p>vizkit {html.escape(vizkit_version())}</p></footer>", LOADED_SCRIPT,
-        "</body></html>"])
-    path = folder / "index.html"
-    path.write_text(page_html, encoding="utf-8")
-    return path
+    method = f"{html.escape(result.method)}{' at ' + html.escape(result.layer) if result.layer else ''}"
+    intro = f"<p>Method {method}; classes ranked by suspicion (see shortcuts.pdf page 1 for the definitions).</p>"
+    return write_html_page(folder / "index.html", "vizkit shortcuts", [intro, *body])

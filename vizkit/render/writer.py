@@ -2,25 +2,22 @@
 
 A command's files are chosen by its result type (``vizkit.project.results``): each page module says which files it
 writes (``Document``); this module writes them into the per-image (or per-run) folder atomically, beside other
-commands' files, and the manifest last. ``write_pdf`` is the one PDF writer: numbered footers, metadata, pages
-built one at a time so a long report never holds every figure.
+commands' files, and the manifest last. The one PDF writer is ``vizkit.render.kit.pdf.write_pdf``.
 """
 from __future__ import annotations
 
 import importlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vizkit.render.atomic import atomic_dir, output_folder
-from vizkit.render.info import ReportInfo, vizkit_version
-from vizkit.render.manifest import write_manifest
+from vizkit.outputs.atomic import atomic_dir, output_folder
+from vizkit.outputs.info import ReportInfo
+from vizkit.outputs.manifest import write_manifest
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
     from vizkit.project.results import (
         ActivationsResult,
         DeconvResult,
@@ -37,13 +34,6 @@ if TYPE_CHECKING:
     Result = (DeconvResult | GradCamResult | ActivationsResult | OcclusionResult | FiltersResult | ReportResult
               | MineOutput | InvarianceResult | EvolveResult | ShortcutsResult)
 
-PageMaker = Callable[[], "Figure"]
-
-
-def built(fig: Figure) -> PageMaker:
-    """A page maker for a page that is already built."""
-    return lambda: fig
-
 
 @dataclass
 class Document:
@@ -55,7 +45,6 @@ class Document:
     files: list[tuple[str, Callable[[Path], object]]]
     manifest: str
     folder: str | None = None
-    extra_timings: dict[str, float] = field(default_factory=dict)
     manifest_extra: dict[str, object] = field(default_factory=dict)
 
 
@@ -63,14 +52,14 @@ class Document:
 #: one page module it needs (matplotlib loads only when something is rendered; shortcuts' pulls scikit-learn).
 _DOCUMENTS: dict[str, tuple[str, str]] = {
     "DeconvResult": ("vizkit.render.deconv", "deconv_document"),
-    "GradCamResult": ("vizkit.render.gradcam_pdf", "gradcam_document"),
-    "ActivationsResult": ("vizkit.render.activations_pdf", "activations_document"),
-    "OcclusionResult": ("vizkit.render.occlusion_pdf", "occlusion_document"),
-    "FiltersResult": ("vizkit.render.filters_pdf", "filters_document"),
-    "ReportResult": ("vizkit.render.report_document", "report_document"),
-    "MineOutput": ("vizkit.render.mine_outputs", "mine_document"),
-    "InvarianceResult": ("vizkit.render.invariance_pdf", "invariance_document"),
-    "EvolveResult": ("vizkit.render.evolve_outputs", "evolve_document"),
+    "GradCamResult": ("vizkit.render.gradcam", "gradcam_document"),
+    "ActivationsResult": ("vizkit.render.activations", "activations_document"),
+    "OcclusionResult": ("vizkit.render.occlusion", "occlusion_document"),
+    "FiltersResult": ("vizkit.render.filters", "filters_document"),
+    "ReportResult": ("vizkit.render.report", "report_document"),
+    "MineOutput": ("vizkit.render.mine", "mine_document"),
+    "InvarianceResult": ("vizkit.render.invariance", "invariance_document"),
+    "EvolveResult": ("vizkit.render.evolve", "evolve_document"),
     "ShortcutsResult": ("vizkit.render.shortcuts", "shortcuts_document"),
 }
 
@@ -104,21 +93,4 @@ def write_outputs(result: Result, info: ReportInfo, out_dir: str | Path, stem: s
     return final
 
 
-def write_pdf(path: Path, pages: Sequence[PageMaker], *, title: str, subject: str, keywords: str,
-              footer_left: str) -> int:
-    """Build each page, number it ("footer_left ... page i / n") and save it into ``path``; returns the count."""
-    from matplotlib.backends.backend_pdf import PdfPages
-
-    from vizkit.render.pages import footer
-
-    version = vizkit_version()
-    metadata = {"Title": title, "Subject": subject, "Creator": f"vizkit {version}", "Keywords": keywords}
-    with PdfPages(path, metadata=metadata) as pdf:
-        for number, make in enumerate(pages, start=1):
-            fig = make()
-            footer(fig, f"vizkit {version} \u00b7 {footer_left}", number, len(pages))
-            pdf.savefig(fig)
-    return len(pages)
-
-
-__all__ = ["Document", "PageMaker", "built", "document", "write_outputs", "write_pdf"]
+__all__ = ["Document", "document", "write_outputs"]

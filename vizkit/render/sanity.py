@@ -1,5 +1,6 @@
-"""The sanity-check page: rank correlation with the original map along the cascading randomisation, per method,
-the image-dependence correlation, and a table of flags."""
+"""The sanity-check page (part of occlusion.pdf and report.pdf; numbers in occlusion.sanity.json): rank correlation
+with the original map along the cascading randomisation, per method, the image-dependence correlation, and a table of
+flags."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from vizkit.project.sanity import ALL_THRESHOLD, IMAGE_THRESHOLD, TOP_THRESHOLD, SanityResult
-from vizkit.render.pages import FONT, MARGIN, Cursor, new_page
+from vizkit.render.kit.page import FONT, MARGIN, Cursor, axes_at, new_page
 
 LABELS = {"deconv": "deconvnet", "guided_backprop": "guided backprop", "gradcam": "Grad-CAM"}
 COLOURS = {"deconv": "tab:blue", "guided_backprop": "tab:orange", "gradcam": "tab:green"}
@@ -26,8 +27,7 @@ EXPLANATION = (
 def sanity_pages(results: Sequence[SanityResult]) -> list[Figure]:
     """One A4 page: the correlation-vs-step plot, the image-dependence correlations and the flags."""
     fig = new_page()
-    page_w, page_h = fig.get_size_inches()
-    width = page_w - 2 * MARGIN
+    width = fig.get_size_inches()[0] - 2 * MARGIN
     c = Cursor(fig, MARGIN, MARGIN, width)
     c.line("Sanity checks", size=13, weight="bold")
     c.y += 0.06
@@ -35,7 +35,7 @@ def sanity_pages(results: Sequence[SanityResult]) -> list[Figure]:
     c.y += 0.15
     curves = [r for r in results if r.randomisation]
     if curves:
-        _plot(fig, curves, c.y + 0.1, page_w, page_h, width)
+        _plot(fig, curves, c.y + 0.1, width)
         c.y += PLOT_H + 1.5
     else:
         c.line("cascading randomisation not run", style="italic")
@@ -57,10 +57,8 @@ def sanity_pages(results: Sequence[SanityResult]) -> list[Figure]:
     return [fig]
 
 
-def _plot(fig: Figure, curves: Sequence[SanityResult], top: float, page_w: float, page_h: float,
-          width: float) -> None:
-    left = MARGIN + 0.5
-    ax = fig.add_axes((left / page_w, 1 - (top + PLOT_H) / page_h, (width - 0.6) / page_w, PLOT_H / page_h))
+def _plot(fig: Figure, curves: Sequence[SanityResult], top: float, width: float) -> None:
+    ax = axes_at(fig, MARGIN + 0.5, top, width - 0.6, PLOT_H)
     names = [name for name, _ in curves[0].randomisation]
     steps = list(range(len(names) + 1))
     for r in curves:

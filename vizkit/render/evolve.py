@@ -1,14 +1,30 @@
-"""evolve.pdf: page 1 how the run was made (checkpoints, model, settings, notes), page 2 the trend panels, then
-Zeiler-Fergus Fig. 4 per layer: rows are units, columns are
-checkpoints in training order, each cell the deconvnet projection of the unit's strongest activation over the
-dataset at that checkpoint, with its value (and, on request, the image patch beside it).
+"""DIR/evolve/ of ``vizkit evolve``: evolve.npz, evolve.pdf, html/ (``vizkit.render.evolve_html``) and
+evolve.manifest.json (``evolve_document``: the one writer ``vizkit.render.writer.write_outputs`` writes them
+atomically, manifest last).
 
-A red value marks a cell whose top-1 image differs from the previous checkpoint's: the feature moved to another
-image. Every panel of a grid page is drawn into one page-sized Axes (cheap, as in mine.pdf).
+evolve.pdf: page 1 how the run was made (checkpoints, model, settings, notes), page 2 the trend panels, then
+Zeiler-Fergus Fig. 4 per layer: rows are units, columns are checkpoints in training order, each cell the deconvnet
+projection of the unit's strongest activation over the dataset at that checkpoint, with its value (and, on request,
+the image patch beside it). A red value marks a cell whose top-1 image differs from the previous checkpoint's: the
+feature moved to another image. Every panel of a grid page is drawn into one page-sized Axes (cheap, as in mine.pdf).
+
+evolve.npz keys (T checkpoints in the order used, C channels, K top images, U rendered units of a layer):
+
+- ``checkpoints`` (T,) str; ``order`` () str: how they were ordered; ``numbers`` (T,) int64: the epoch/step number
+  read from each name (-1 when ordered by modification time); ``skipped_checkpoints`` str; ``paths`` (N,) str: the
+  dataset in scan order (the index space of ``image_index``);
+- per layer L, as in ``mine.npz`` with a leading checkpoint axis: ``L/values`` (T,C,K) float32, ``L/image_index``
+  (T,C,K) int64, ``L/positions`` (T,C,K,2), ``L/mean`` and ``L/rate`` (T,C); the trends: ``L/dead`` (T,) int64,
+  ``L/rms_median`` and ``L/rms_above`` (T,), ``L/stable`` (T-1,) share of units whose top-1 image is unchanged,
+  ``L/topk_same`` (T-1,) share whose top-K set is unchanged, ``L/top1_changed`` (T-1,C) bool;
+- the Fig. 4 cells: ``L/units`` (U,) int64; ``L/cell/values`` (T,U) float32 (NaN: no entry), ``L/cell/image_index``
+  (T,U), ``L/cell/boxes`` (T,U,4) (y0, y1, x0, x1), ``L/cell/offsets`` (T,U), ``L/cell/scale`` (T,U) and
+  ``L/cell/data`` int8: projection (t, u) is ``data[o : o + C*h*w]`` reshaped to (C, h, w) times ``scale[t, u]``
+  (int8 with one scale per projection, as ``mine.npz`` stores them).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -17,20 +33,103 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from vizkit.load.checkpoints import BY_NAME
+from vizkit.outputs.info import ReportInfo
+from vizkit.outputs.npz import write_npz
 from vizkit.project.evolution import LayerEvolution
-from vizkit.project.results import EvolveResult
-from vizkit.render.display import is_zero_projection, normalise_projection
-from vizkit.render.info import ReportInfo
-from vizkit.render.mine_pdf import draw_picture
-from vizkit.render.pages import FONT, MARGIN, Cursor, new_page, page_canvas
-from vizkit.render.provenance import model_block, notes_block, page_notes, run_block
-from vizkit.render.writer import PageMaker, write_pdf
+from vizkit.project.results import Cell, EvolveResult
+from vizkit.render.kit.display import is_zero_projection, normalise_projection
+from vizkit.render.kit.first_page import page_one
+from vizkit.render.kit.page import FONT, MARGIN, Cursor, axes_at, draw_picture, new_page, page_canvas
+from vizkit.render.kit.pdf import PageMaker, write_pdf
+from vizkit.render.kit.provenance import notes_block, page_notes
+from vizkit.render.writer import Document
 
+MANIFEST = "evolve.manifest.json"
 ROWS_PER_PAGE = 9
 COLS_PER_PAGE = 10
 LABEL_W = 0.75  # the unit label column, inches
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf", "#7f7f7f")
 
+
+def evolve_arrays(result: EvolveResult) -> dict[str, np.ndarray]:
+    """Every key of evolve.npz (see the module docstring)."""
+    cp = result.checkpoints
+    out: dict[str, np.ndarray] = {
+        "checkpoints": np.array([str(p) for p in cp.paths], dtype=str), "order": np.array(cp.order),
+        "numbers": np.array([-1 if n is None else n for n in cp.numbers], np.int64),
+        "skipped_checkpoints": np.array(result.skipped_checkpoints, dtype=str),
+        "paths": np.array(result.paths, dtype=str)}
+    for evo in result.layers:
+        out.update(evo.arrays())
+        out.update(cell_arrays(evo.layer, result.units[evo.layer], result.cells[evo.layer]))
+    return out
+
+
+def cell_arrays(layer: str, units: list[int], cells: list[list[Cell | None]]) -> dict[str, np.ndarray]:
+    """The ``L/units`` and ``L/cell/*`` keys (see the module docstring)."""
+    t_count, u_count = len(cells), len(units)
+    values = np.full((t_count, u_count), np.nan, np.float32)
+    index = np.full((t_count, u_count), -1, np.int64)
+    boxes = np.full((t_count, u_count, 4), -1, np.int64)
+    offsets = np.full((t_count, u_count), -1, np.int64)
+    scale = np.zeros((t_count, u_count), np.float32)
+    data: list[np.ndarray] = []
+    at = 0
+    for t, row in enumerate(cells):
+        for u, cell in enumerate(row):
+            if cell is None:
+                continue
+            p = np.nan_to_num(np.asarray(cell.projection, np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+            peak = float(np.abs(p).max()) if p.size else 0.0
+            scale[t, u] = peak / 127 if peak > 0 else 0.0
+            q = np.round(p / scale[t, u]).astype(np.int8) if peak > 0 else np.zeros(p.shape, np.int8)
+            values[t, u], index[t, u], boxes[t, u], offsets[t, u] = cell.value, cell.image_index, cell.box, at
+            data.append(q.ravel())
+            at += q.size
+    return {f"{layer}/units": np.array(units, np.int64), f"{layer}/cell/values": values,
+            f"{layer}/cell/image_index": index, f"{layer}/cell/boxes": boxes, f"{layer}/cell/offsets": offsets,
+            f"{layer}/cell/scale": scale,
+            f"{layer}/cell/data": np.concatenate(data) if data else np.zeros(0, np.int8)}
+
+
+def read_cell(arrays: Mapping[str, np.ndarray], layer: str, t: int, u: int) -> np.ndarray | None:
+    """Decode the stored projection of unit ``u`` (position in ``L/units``) at checkpoint ``t``: (C, h, w) float32."""
+    offset = int(arrays[f"{layer}/cell/offsets"][t, u])
+    if offset < 0:
+        return None
+    y0, y1, x0, x1 = (int(v) for v in arrays[f"{layer}/cell/boxes"][t, u])
+    later = [int(o) for o in np.asarray(arrays[f"{layer}/cell/offsets"]).ravel() if o > offset]
+    end = min(later) if later else int(arrays[f"{layer}/cell/data"].size)
+    flat = np.asarray(arrays[f"{layer}/cell/data"][offset:end], np.float32) * float(arrays[f"{layer}/cell/scale"][t, u])
+    return flat.reshape(-1, y1 - y0, x1 - x0)
+
+
+def save_evolve_npz(result: EvolveResult, path: Path) -> None:
+    write_npz(path, evolve_arrays(result))
+
+
+def evolve_document(result: EvolveResult, info: ReportInfo) -> Document:
+    """evolve.npz, evolve.pdf, html/, then the manifest with the checkpoints used, the dataset and the page count."""
+    extra: dict[str, object] = {
+        "checkpoints": {"order": result.checkpoints.order, "used": [str(p) for p in result.checkpoints.paths],
+                        "skipped": result.skipped_checkpoints},
+        "dataset": {"source": info.settings.get("data"), "listed": len(result.paths),
+                    "scanned": result.images_scanned,
+                    "skipped": [{"path": p, "reason": r} for p, r in result.skipped_images]}}
+
+    def pdf(path: Path) -> None:
+        extra["pdf_pages"] = render_evolve_pdf(result, info, path, patches=result.patches)
+
+    def gallery(path: Path) -> None:
+        from vizkit.render.evolve_html import write_evolve_html
+
+        write_evolve_html(result, info, path, patches=result.patches)
+
+    return Document([("evolve.npz", lambda p: save_evolve_npz(result, p)), ("evolve.pdf", pdf), ("html", gallery)],
+                    manifest=MANIFEST, folder="evolve", manifest_extra=extra)
+
+
+# ---------------------------------------------------------------- evolve.pdf
 
 def order_sentence(result: EvolveResult) -> str:
     cp = result.checkpoints
@@ -55,7 +154,7 @@ def _panel(ax: Axes, title: str, xlabel: str) -> None:
 
 def _trends(fig: Figure, result: EvolveResult, top: float) -> None:
     """Five trend panels (one line per layer) in a 3 x 2 grid below ``top``."""
-    page_w, page_h = fig.get_size_inches()
+    page_w = fig.get_size_inches()[0]
     x, xlabel = _x(result)
     w, h, gap_x, gap_y = (page_w - 2 * MARGIN - 0.9) / 2, 1.75, 0.9, 0.62
     specs = [("filter RMS: median over the layer's filters", lambda e: e.rms_median, x),
@@ -68,7 +167,7 @@ def _trends(fig: Figure, result: EvolveResult, top: float) -> None:
         row, col = divmod(i, 2)
         left = MARGIN + 0.45 + col * (w + gap_x)
         y = top + row * (h + gap_y)
-        ax = fig.add_axes((left / page_w, 1 - (y + h) / page_h, w / page_w, h / page_h))
+        ax = axes_at(fig, left, y, w, h)
         for j, evo in enumerate(result.layers):
             ys = np.asarray(values(evo), np.float64)
             if ys.size and np.isfinite(ys).any():
@@ -81,11 +180,8 @@ def _trends(fig: Figure, result: EvolveResult, top: float) -> None:
 
 
 def _summary_page(result: EvolveResult, info: ReportInfo) -> Figure:
-    fig = new_page()
-    width = fig.get_size_inches()[0] - 2 * MARGIN
-    c = Cursor(fig, MARGIN, MARGIN, width)
-    c.line("vizkit evolve: how the features formed during training", size=14, weight="bold")
-    c.y += 0.05
+    fig, c = page_one("evolve", info, title="vizkit evolve: how the features formed during training")
+    c.heading("Dataset and checkpoints")
     c.paragraph(f"model {info.model}  \u00b7  dataset {info.settings.get('data')}: {len(result.paths)} images, "
                 f"{result.images_scanned} scanned, {len(result.skipped_images)} unreadable", max_lines=2)
     c.paragraph(order_sentence(result) + ": " + ",  ".join(
@@ -97,8 +193,6 @@ def _summary_page(result: EvolveResult, info: ReportInfo) -> Figure:
                 f"3 on); the trends across checkpoints on page 2. Filter RMS is read from each layer's convolution "
                 f"({convs}); Zeiler & Fergus renormalised filters above 0.1. Dead: the unit's maximum was never > 0 "
                 "on any image.", color="0.3")
-    model_block(c, info)
-    run_block(c, info)
     notes_block(c, page_notes(info, result.notes))
     return fig
 
@@ -142,12 +236,12 @@ def _grid_page(result: EvolveResult, evo: LayerEvolution, rows: Sequence[int], c
             if cell is None:
                 canvas.text(x + side / 2, y + side / 2, "no entry", ha="center", va="center", fontsize=FONT - 2)
                 continue
-            draw_picture(canvas, normalise_projection(cell.projection), x, y, side, unit_range=True)
+            draw_picture(canvas, normalise_projection(cell.projection), (x, y, side), vmin=0, vmax=1)
             if is_zero_projection(cell.projection):
                 canvas.text(x + side / 2, y + side / 2, "zero", ha="center", va="center", fontsize=FONT - 2,
                             color="firebrick")
             if patches:
-                draw_picture(canvas, cell.patch, x + side, y, side)
+                draw_picture(canvas, cell.patch, (x + side, y, side))
             changed = t > 0 and bool(evo.top1_changed[t - 1, ch])
             canvas.text(x + side * per_cell / 2, y + side + 0.02, f"{cell.value:.3g}", ha="center",
                         va="top", fontsize=FONT - 1.5, color="firebrick" if changed else "0.1")
@@ -181,4 +275,5 @@ def render_evolve_pdf(result: EvolveResult, info: ReportInfo, path: Path, *, pat
                      footer_left=f"evolve \u00b7 {info.model}")
 
 
-__all__ = ["evolve_page_makers", "evolve_pages", "order_sentence", "render_evolve_pdf"]
+__all__ = ["MANIFEST", "cell_arrays", "evolve_arrays", "evolve_document", "evolve_page_makers", "evolve_pages",
+           "order_sentence", "read_cell", "render_evolve_pdf", "save_evolve_npz"]

@@ -1,4 +1,4 @@
-"""What a report says about how it was made."""
+"""What an output says about how it was made: ``ReportInfo`` (page 1 and the manifest) and library versions."""
 from __future__ import annotations
 
 import importlib.metadata

@@ -5,20 +5,22 @@ then one row per target: the CAM over the image, guided backprop, guided Grad-CA
 """
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from vizkit.outputs.info import ReportInfo
+from vizkit.outputs.npz import write_npz
 from vizkit.project.results import GradCamResult
-from vizkit.render.arrays import write_npz
-from vizkit.render.display import display_image, is_zero_projection, normalise_projection
-from vizkit.render.info import ReportInfo
-from vizkit.render.pages import FONT, MARGIN, Cursor, format_value, new_page
-from vizkit.render.provenance import command_text, page_notes, training_line
-from vizkit.render.writer import Document, built, write_pdf
+from vizkit.render.kit.display import display_image, is_zero_projection, normalise_projection
+from vizkit.render.kit.first_page import input_caption, page_one
+from vizkit.render.kit.page import FONT, MARGIN, Cursor, axes_at, new_page
+from vizkit.render.kit.pdf import built, write_pdf
+from vizkit.render.kit.provenance import page_notes
+from vizkit.render.writer import Document
 
 NPZ_KEYS = ("input", "targets", "scores", "cam_raw", "cam", "guided_backprop", "guided_gradcam")
 ZERO_CAM_NOTE = "CAM all zero: the ReLU removed every location (left at 0, not scaled)"
@@ -83,11 +85,10 @@ def contrast_picture(p: np.ndarray, percentile: float = CLIP_PERCENTILE) -> np.n
 def gradcam_pages(result: GradCamResult, info: ReportInfo) -> list[Figure]:
     """The header (image, model, layer, predictions) and one row per target: CAM overlay, guided backprop,
     guided Grad-CAM. No footers: the caller numbers pages."""
-    fig = new_page()
+    fig, y = _header(result, info)
     page_w, page_h = fig.get_size_inches()
     width = page_w - 2 * MARGIN
     bottom = page_h - MARGIN - 0.3
-    y = _header(fig, result, info)
     # two target rows fit under page 1's header however long it grew (a long command line, notes), down to MIN_PANEL
     rows_on_first = min(len(result.targets), 2)
     fit = (bottom - y) / max(rows_on_first, 1) - LABEL_H - ROW_GAP
@@ -105,40 +106,12 @@ def gradcam_pages(result: GradCamResult, info: ReportInfo) -> list[Figure]:
     return figures
 
 
-def _header(fig: Figure, result: GradCamResult, info: ReportInfo) -> float:
-    page_w, page_h = fig.get_size_inches()
-    width = page_w - 2 * MARGIN
-    top = Cursor(fig, MARGIN, MARGIN, width)
-    top.line(f"vizkit gradcam: {Path(info.image_path or 'image').name}", size=15, weight="bold")
-    top.y += 0.06
-    top.paragraph(f"image: {info.image_path}", color="0.3")
-    top.y += 0.08
-    image_top = top.y
-    ax = fig.add_axes((MARGIN / page_w, 1 - (image_top + IMAGE_SIZE) / page_h, IMAGE_SIZE / page_w,
-                       IMAGE_SIZE / page_h))
-    ax.imshow(display_image(result.image), interpolation="none")
-    ax.set_axis_off()
-    _, c, h, w = np.asarray(result.input).shape
-    fig.text(MARGIN / page_w, 1 - (image_top + IMAGE_SIZE + 0.04) / page_h, f"as fed to the model: {c} x {h} x {w}",
-             fontsize=FONT - 1, va="top", color="0.3")
-
-    right_x = MARGIN + IMAGE_SIZE + 0.3
-    right = Cursor(fig, right_x, image_top - 0.08, page_w - MARGIN - right_x)
-    right.heading("Model")
-    right.paragraph(f"model: {info.model}")
-    right.paragraph(f"weights: {info.weights}")
-    line, colour = training_line(info)
-    style: dict[str, Any] = {"weight": "bold", "color": colour} if colour else {}
-    right.paragraph(line, **style)
-    grid = "x".join(map(str, np.shape(result.cam_raw)[1:]))
-    right.paragraph(f"Grad-CAM layer: {result.layer} (grid {grid})")
-    right.heading("Top-5 predictions")
-    rows = [[i + 1, p.index, p.name[:36], f"{100 * p.probability:.1f} %"] for i, p in enumerate(result.predictions[:5])]
-    if rows:
-        right.table(["#", "class", "name", "probability"], rows, columns=[0.0, 0.45, 0.6, right.width],
-                    align=["left", "right", "left", "right"])
-
-    below = Cursor(fig, MARGIN, max(image_top + IMAGE_SIZE + 0.25, right.y), width)
+def _header(result: GradCamResult, info: ReportInfo) -> tuple[Figure, float]:
+    """Page 1's header (``page_one``, the layer and the predictions beside the image), the method and the notes;
+    returns the page and where the target rows start."""
+    fig, below = page_one("gradcam", info, image=result.image, image_size=IMAGE_SIZE,
+                          caption=input_caption(np.shape(result.input), denormalised=False),
+                          beside=partial(_layer_and_predictions, result))
     below.heading("Method")
     below.paragraph("CAM: relu(sum over channels of (spatial mean of d score / d maps) x maps) at the layer, score = "
                     "the target's pre-softmax logit; upsampled bilinearly and divided by its maximum, shown over "
@@ -146,9 +119,6 @@ def _header(fig: Figure, result: GradCamResult, info: ReportInfo) -> float:
                     "relu(gradient) down (Springenberg et al.). Guided Grad-CAM: guided backprop x CAM. Gradient "
                     f"pictures: each scaled on its own, grey = 0, clipped at the {CLIP_PERCENTILE:g}th percentile of "
                     "|value|.", size=FONT - 0.5, color="0.25")
-    settings = ", ".join(f"{k}: {format_value(v)}" for k, v in info.settings.items())
-    below.paragraph(f"settings: {settings}", max_lines=2)
-    below.paragraph(f"command: {command_text(info)}", max_lines=2)
     notes = page_notes(info, result.notes, [f"target {t} ({result.class_names[i]}): {ZERO_CAM_NOTE}"
                                             for i, t in enumerate(result.targets) if result.zero_cam[i]])
     if notes:
@@ -158,7 +128,18 @@ def _header(fig: Figure, result: GradCamResult, info: ReportInfo) -> float:
     if result.audit:
         below.paragraph("interception audit (guided backprop): " + "; ".join(
             f"{a.op} x{a.count}: {a.rule}" for a in result.audit), size=FONT - 0.5, color="0.3", max_lines=3)
-    return below.y + 0.15
+    return fig, below.y + 0.15
+
+
+def _layer_and_predictions(result: GradCamResult, c: Cursor) -> None:
+    grid = "x".join(map(str, np.shape(result.cam_raw)[1:]))
+    c.heading("Grad-CAM layer")
+    c.paragraph(f"{result.layer} (grid {grid})")
+    c.heading("Top-5 predictions")
+    rows = [[i + 1, p.index, p.name[:36], f"{100 * p.probability:.1f} %"] for i, p in enumerate(result.predictions[:5])]
+    if rows:
+        c.table(["#", "class", "name", "probability"], rows, columns=[0.0, 0.45, 0.6, c.width],
+                align=["left", "right", "left", "right"])
 
 
 def target_label(index: int, name: str) -> str:
@@ -167,7 +148,7 @@ def target_label(index: int, name: str) -> str:
 
 
 def _target_row(fig: Figure, result: GradCamResult, t: int, picture: np.ndarray, y: float, side: float) -> None:
-    page_w, page_h = fig.get_size_inches()
+    page_w = fig.get_size_inches()[0]
     gap = (page_w - 2 * MARGIN - 3 * side) / 2
     label = Cursor(fig, MARGIN, y, page_w - 2 * MARGIN)
     label.line(f"target {t + 1}: {target_label(int(result.targets[t]), result.class_names[t])}  \u00b7  probability "
@@ -178,8 +159,7 @@ def _target_row(fig: Figure, result: GradCamResult, t: int, picture: np.ndarray,
                "guided backprop", "guided Grad-CAM"]
     for j, text in enumerate(headers):
         label.text(MARGIN + j * (side + gap), text, size=FONT - 0.5, color="0.3")
-    axes = [fig.add_axes(((MARGIN + j * (side + gap)) / page_w, 1 - (y + LABEL_H + side) / page_h,
-                          side / page_w, side / page_h)) for j in range(3)]
+    axes = [axes_at(fig, MARGIN + j * (side + gap), y + LABEL_H, side, side) for j in range(3)]
     _draw(axes, result, t, picture, zero)
 
 

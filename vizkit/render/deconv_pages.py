@@ -1,4 +1,5 @@
-"""deconv.pdf pages of one layer: for each of the top-K feature maps, projection | image patch | activation map.
+"""deconv.pdf pages of one layer (page 1 and the document: ``vizkit.render.deconv``): for each of the top-K
+feature maps, projection | image patch | activation map.
 
 A layer whose K units would make the panels smaller than ``MIN_PANEL`` (where the column headers stop fitting)
 continues on further pages: every unit is shown, none is cut.
@@ -8,16 +9,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from functools import partial
-from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
 
 from vizkit.project.results import LayerProjections, UnitProjection
-from vizkit.render.display import check_box, crop, display_image, is_zero_projection, normalise_projection
-from vizkit.render.pages import FONT, MARGIN, Cursor, new_page, page_canvas
+from vizkit.render.kit.display import check_box, crop, display_image, is_zero_projection, normalise_projection
+from vizkit.render.kit.page import FONT, MARGIN, Cursor, draw_picture, new_page, page_canvas, text_at
 
 PANEL_GAP = 0.06  # between the three panels of one unit, inches
 CELL_GAP = 0.25  # between units side by side
@@ -106,8 +105,7 @@ def render_layer_page(lp: LayerProjections, image: np.ndarray, *, start: int = 0
     for col in range(min(ncols, len(units))):
         for j, label in enumerate(headers):
             x = left + col * pitch + j * (side + PANEL_GAP) + side / 2
-            fig.text(x / page_w, 1 - grid_top / page_h, label, fontsize=FONT - 0.5, ha="center", va="top",
-                     weight="bold", color="0.25")
+            text_at(fig, x, grid_top, label, size=FONT - 0.5, ha="center", weight="bold", color="0.25")
     canvas = page_canvas(fig)
     maps = np.asarray(lp.activation_maps)[start:stop]
     for i, unit in enumerate(units):
@@ -115,8 +113,7 @@ def render_layer_page(lp: LayerProjections, image: np.ndarray, *, start: int = 0
         x0 = left + col * pitch
         y0 = grid_top + HEADER_H + row * row_h
         zero = is_zero_projection(unit.projection)
-        fig.text(x0 / page_w, 1 - y0 / page_h, _unit_label(start + i, unit, lp.mode, zero), fontsize=FONT - 0.5,
-                 va="top")
+        text_at(fig, x0, y0, _unit_label(start + i, unit, lp.mode, zero), size=FONT - 0.5)
         panels = [(x0 + j * (side + PANEL_GAP), y0 + LABEL_H, side) for j in range(3)]
         _draw_unit(canvas, panels, unit, lp.mode, maps[i], picture, zero)
     return fig
@@ -128,31 +125,20 @@ def _unit_label(i: int, unit: UnitProjection, mode: str, zero: bool) -> str:
     return f"#{i + 1}  ch {unit.channel}   act {unit.activation:.4g}{where}" + ("   zero projection" if zero else "")
 
 
-def _show(canvas: Axes, image: np.ndarray, panel: tuple[float, float, float], **kw: Any) -> None:
-    """Draw ``image`` into a square panel (x, y, side) of the page canvas, keeping its aspect ratio."""
-    x, y, side = panel
-    h, w = image.shape[:2]
-    scale = side / max(h, w)
-    dx, dy = (side - w * scale) / 2, (side - h * scale) / 2
-    canvas.imshow(image, extent=(x + dx, x + dx + w * scale, y + dy + h * scale, y + dy), aspect="auto",
-                  interpolation="none", **kw)
-    canvas.add_patch(Rectangle((x + dx, y + dy), w * scale, h * scale, fill=False, lw=0.4, ec="0.6"))
-
-
 def _draw_unit(canvas: Axes, panels: list[tuple[float, float, float]], unit: UnitProjection, mode: str,
                amap: np.ndarray, picture: np.ndarray, zero: bool) -> None:
     h, w = picture.shape[:2]
     box = check_box(unit.box, h, w)
     proj = normalise_projection(unit.projection)
     p_proj, p_patch, p_act = panels
-    _show(canvas, crop(proj, box) if mode == "max" else proj, p_proj, vmin=0, vmax=1)
+    draw_picture(canvas, crop(proj, box) if mode == "max" else proj, p_proj, vmin=0, vmax=1)
     if zero:
         x, y, side = p_proj
         canvas.text(x + side / 2, y + side / 2, "zero\nprojection", ha="center", va="center", fontsize=FONT - 1,
                     color="firebrick")
-    _show(canvas, crop(picture, box), p_patch)
+    draw_picture(canvas, crop(picture, box), p_patch)
     amap = np.atleast_2d(amap)
-    _show(canvas, amap, p_act, cmap="viridis")
+    draw_picture(canvas, amap, p_act, cmap="viridis")
     if mode == "max":
         x, y, side = p_act
         ah, aw = amap.shape

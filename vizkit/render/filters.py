@@ -25,7 +25,7 @@ import math
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -34,12 +34,14 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from vizkit.capture.filters import FilterStats
+from vizkit.outputs.info import ReportInfo
+from vizkit.outputs.npz import write_npz
 from vizkit.project.results import FiltersResult
-from vizkit.render.arrays import write_npz
-from vizkit.render.info import ReportInfo
-from vizkit.render.pages import FONT, LINE, MARGIN, Cursor, axes_at, format_value, grid_layout, mosaic, new_page
-from vizkit.render.provenance import page_notes, training_line
-from vizkit.render.writer import Document, write_pdf
+from vizkit.render.kit.first_page import page_one
+from vizkit.render.kit.page import FONT, LINE, MARGIN, Cursor, axes_at, grid_layout, mosaic, new_page
+from vizkit.render.kit.pdf import write_pdf
+from vizkit.render.kit.provenance import page_notes
+from vizkit.render.writer import Document
 
 MAX_TILES = 256
 MAX_ROWS = 256
@@ -295,22 +297,9 @@ TABLE_ALIGN = ["left", "left", "right", "right", "right", "right", "right", "rig
 
 def _summary_head(title: str, info: ReportInfo | None, stats: Sequence[FilterStats]) -> tuple[Figure, Cursor]:
     """The first summary page down to the table: provenance, definitions, totals."""
-    fig = new_page()
-    c = Cursor(fig, MARGIN, MARGIN, fig.get_size_inches()[0] - 2 * MARGIN)
-    c.line(title, size=15, weight="bold")
-    c.y += 0.08
-    if info is not None:
-        c.paragraph(f"model: {info.model}")
-        c.paragraph(f"weights: {info.weights}   sha256: {info.weights_sha256 or 'n/a'}", max_lines=2)
-        line, colour = training_line(info)
-        style: dict[str, Any] = {"weight": "bold", "color": colour} if colour else {}
-        c.paragraph(line, **style)
-        if info.seed is not None:
-            c.line(f"seed: {info.seed}")
-        for key, value in info.settings.items():
-            c.paragraph(f"{key}: {format_value(value)}", max_lines=2)
-        for note in page_notes(info):
-            c.paragraph(f"note: {note}", weight="bold", color=DEAD_COLOUR, max_lines=2)
+    fig, c = page_one("filters", info, title=title)
+    for note in page_notes(info) if info is not None else []:
+        c.paragraph(f"note: {note}", weight="bold", color=DEAD_COLOUR, max_lines=2)
     radius = stats[0].radius if stats else 0.1
     ratio = stats[0].dead_ratio if stats else 1e-3
     c.heading("Definitions")
@@ -394,5 +383,5 @@ def filters_document(result: FiltersResult, info: ReportInfo) -> Document:
                     folder="filters")
 
 
-__all__ = ["axes_at", "filter_tiles", "filters_arrays", "filters_document", "filters_page_makers", "filters_pages",
-           "grid_layout", "kernel_norms", "layer_page", "mosaic", "picture_kind", "render_filters_pdf", "rms_chart"]
+__all__ = ["filter_tiles", "filters_arrays", "filters_document", "filters_page_makers", "filters_pages",
+           "kernel_norms", "layer_page", "picture_kind", "render_filters_pdf", "rms_chart"]

@@ -24,13 +24,15 @@ from matplotlib.figure import Figure
 
 from vizkit.capture.activations import ActivationGrid
 from vizkit.errors import UserInputError
+from vizkit.outputs.info import ReportInfo
+from vizkit.outputs.npz import write_npz
 from vizkit.project.results import SCALES, ActivationsResult
-from vizkit.render.arrays import write_npz
-from vizkit.render.display import display_image
-from vizkit.render.info import ReportInfo
-from vizkit.render.pages import FONT, LINE, MARGIN, Cursor, axes_at, grid_layout, new_page
-from vizkit.render.provenance import model_block, notes_block, page_notes, run_block
-from vizkit.render.writer import Document, write_pdf
+from vizkit.render.kit.display import display_image
+from vizkit.render.kit.first_page import input_caption, page_one
+from vizkit.render.kit.page import FONT, LINE, MARGIN, Cursor, axes_at, grid_layout, new_page
+from vizkit.render.kit.pdf import write_pdf
+from vizkit.render.kit.provenance import notes_block, page_notes
+from vizkit.render.writer import Document
 
 CMAP = "viridis"
 THUMB = 1.15  # inches: the image thumbnail on each layer page
@@ -160,25 +162,8 @@ def _grid(fig: Figure, grid: ActivationGrid, rgb: np.ndarray, x: float, y: float
 
 def _summary_page(grids: Sequence[ActivationGrid], image: np.ndarray, x_shape: tuple[int, ...], info: ReportInfo,
                   scale: str, first_layer_page: int, notes: Sequence[str] = ()) -> Figure:
-    fig = new_page()
-    page_w, page_h = fig.get_size_inches()
-    width = page_w - 2 * MARGIN
-    c = Cursor(fig, MARGIN, MARGIN, width)
-    c.line(f"vizkit activations: {Path(info.image_path or 'image').name}", size=15, weight="bold")
-    c.y += 0.08
-    c.paragraph(f"image: {info.image_path}", color="0.3")
-    c.y += 0.1
-    side = 2.6
-    ax = axes_at(fig, MARGIN, c.y, side, side)
-    ax.imshow(display_image(image), interpolation="none")
-    ax.set_axis_off()
-    fig.text(MARGIN / page_w, 1 - (c.y + side + 0.05) / page_h,
-             f"as fed to the model (de-normalised): {' x '.join(map(str, x_shape[1:]))}", fontsize=FONT - 1,
-             va="top", color="0.3")
-    right = Cursor(fig, MARGIN + side + 0.3, c.y - 0.1, width - side - 0.3)
-    model_block(right, info)
-    below = Cursor(fig, MARGIN, max(c.y + side + 0.3, right.y), width)
-    run_block(below, info)
+    fig, below = page_one("activations", info, image=image, caption=input_caption(x_shape))
+    page_h, width = fig.get_size_inches()[1], below.width
     below.heading("How to read the pages")
     below.paragraph("One page per layer: its feature maps for this image, strongest first (ranked by each map's "
                     "maximum activation, ties by mean), labelled with channel and maximum. "

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from vizkit.files import sha256_file
-from vizkit.render.info import ReportInfo, library_versions
+from vizkit.outputs.info import ReportInfo, library_versions
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"

@@ -1,14 +1,20 @@
-"""A4 page scaffolding shared by every PDF vizkit writes: Figure objects only (no pyplot), inch-based layout."""
+"""A4 page scaffolding shared by every PDF vizkit writes: Figure objects only (no pyplot), inch-based layout.
+
+Positions are inches from the page's top-left corner; ``axes_at`` is the one place that turns them into matplotlib's
+figure fractions (origin bottom-left), and ``Cursor`` writes text top-down.
+"""
 from __future__ import annotations
 
 import math
 import textwrap
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
 
 A4_PORTRAIT = (8.27, 11.69)  # inches
 MARGIN = 0.45
@@ -93,13 +99,6 @@ class Cursor:
         self.rule()
 
 
-def footer(fig: Figure, left: str, page: int, pages: int) -> None:
-    w, h = fig.get_size_inches()
-    y = 1 - (h - MARGIN + 0.12) / h
-    fig.text(MARGIN / w, y, left, fontsize=6, color="0.35", va="bottom")
-    fig.text(1 - MARGIN / w, y, f"page {page} / {pages}", fontsize=6, color="0.35", va="bottom", ha="right")
-
-
 def format_value(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -144,10 +143,18 @@ def axes_at(fig: Figure, x: float, y: float, w: float, h: float) -> Axes:
     return fig.add_axes((x / pw, 1 - (y + h) / ph, w / pw, h / ph))
 
 
-def plain_axes(ax: Axes) -> None:
-    """No ticks, thin grey spines: a frame around a picture."""
-    ax.set_xticks([])
-    ax.set_yticks([])
-    for spine in ax.spines.values():
-        spine.set_linewidth(0.4)
-        spine.set_color("0.6")
+def text_at(fig: Figure, x: float, y: float, s: str, size: float = FONT, **kw: Any) -> None:
+    """Text whose anchor is at x, y (inches from the top-left corner); ``va`` defaults to "top"."""
+    pw, ph = fig.get_size_inches()
+    fig.text(x / pw, 1 - y / ph, s, fontsize=size, **{"va": "top", **kw})
+
+
+def draw_picture(canvas: Axes, image: np.ndarray, panel: tuple[float, float, float], **kw: Any) -> None:
+    """Draw ``image`` into the square panel (x, y, side) of a ``page_canvas``, keeping its aspect ratio, framed."""
+    x, y, side = panel
+    h, w = image.shape[:2]
+    scale = side / max(h, w)
+    dx, dy = (side - w * scale) / 2, (side - h * scale) / 2
+    canvas.imshow(image, extent=(x + dx, x + dx + w * scale, y + dy + h * scale, y + dy), aspect="auto",
+                  interpolation="none", **kw)
+    canvas.add_patch(Rectangle((x + dx, y + dy), w * scale, h * scale, fill=False, lw=0.4, ec="0.6"))

@@ -13,16 +13,17 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from vizkit.outputs.info import ReportInfo
+from vizkit.outputs.npz import write_npz
 from vizkit.project.invariance import Curves
 from vizkit.project.results import InvarianceResult
-from vizkit.render.display import display_image
-from vizkit.render.info import ReportInfo
-from vizkit.render.pages import FONT, MARGIN, Cursor, new_page
-from vizkit.render.provenance import model_block, notes_block, page_notes, run_block
-from vizkit.render.writer import Document, PageMaker, write_pdf
+from vizkit.render.kit.first_page import page_one
+from vizkit.render.kit.page import FONT, MARGIN, Cursor, axes_at, new_page
+from vizkit.render.kit.pdf import PageMaker, write_pdf
+from vizkit.render.kit.provenance import notes_block, page_notes
+from vizkit.render.writer import Document
 
 MANIFEST = "invariance.manifest.json"
 ROW = 3.45  # inches per transform row: title, plots, tick labels, thumbnails
@@ -50,22 +51,7 @@ def _amount(value: float, unit: str) -> str:
 
 def _summary_page(result: InvarianceResult, info: ReportInfo) -> Figure:
     """Page 1: the image, model and settings (the shared provenance blocks), how to read the rows, top-5, notes."""
-    fig = new_page()
-    page_w, _ = fig.get_size_inches()
-    width = page_w - 2 * MARGIN
-    c = Cursor(fig, MARGIN, MARGIN, width)
-    c.line(f"vizkit invariance: {Path(info.image_path or 'image').name}", size=15, weight="bold")
-    c.y += 0.08
-    c.paragraph(f"image: {info.image_path}", color="0.3")
-    c.y += 0.1
-    side = 2.6
-    ax = _axes(fig, MARGIN, c.y, side, side)
-    ax.imshow(display_image(result.image), interpolation="none")
-    ax.set_axis_off()
-    right = Cursor(fig, MARGIN + side + 0.3, c.y - 0.1, width - side - 0.3)
-    model_block(right, info)
-    below = Cursor(fig, MARGIN, max(c.y + side + 0.3, right.y), width)
-    run_block(below, info)
+    fig, below = page_one("invariance", info, image=result.image)
     r = result.sweep
     below.heading("How to read the pages")
     below.paragraph(
@@ -82,11 +68,6 @@ def _summary_page(result: InvarianceResult, info: ReportInfo) -> Figure:
     return fig
 
 
-def _axes(fig: Figure, x: float, y: float, w: float, h: float) -> Axes:
-    page_w, page_h = fig.get_size_inches()
-    return fig.add_axes((x / page_w, 1 - (y + h) / page_h, w / page_w, h / page_h))
-
-
 def _row(fig: Figure, top: float, curves: Curves, result: InvarianceResult) -> None:
     page_w, _ = fig.get_size_inches()
     width = page_w - 2 * MARGIN
@@ -97,7 +78,7 @@ def _row(fig: Figure, top: float, curves: Curves, result: InvarianceResult) -> N
     gap, left = 0.75, MARGIN + 0.4
     plot_w = (width - 0.4 - gap) / 2
     y = top + 0.3
-    dist = _axes(fig, left, y, plot_w, PLOT_H)
+    dist = axes_at(fig, left, y, plot_w, PLOT_H)
     sweep = result.sweep
     for i, layer in enumerate(sweep.layers):
         dist.plot(curves.amounts, curves.distance[layer], "-o", ms=2.2, lw=1.2,
@@ -105,7 +86,7 @@ def _row(fig: Figure, top: float, curves: Curves, result: InvarianceResult) -> N
     dist.set_ylim(bottom=0)
     dist.set_ylabel("relative distance", fontsize=FONT)
     dist.legend(fontsize=FONT - 2, loc="best", frameon=False)
-    prob = _axes(fig, left + plot_w + gap, y, plot_w, PLOT_H)
+    prob = axes_at(fig, left + plot_w + gap, y, plot_w, PLOT_H)
     classes = [sweep.target, *[p.index for p in result.predictions[:5] if p.index != sweep.target][:4]]
     for i, cls in enumerate(classes):
         prob.plot(curves.amounts, curves.softmax[:, cls], "-o" if i == 0 else "-", ms=2.2, lw=1.6 if i == 0 else 0.8,
@@ -132,7 +113,7 @@ def _thumbnails(fig: Figure, y: float, thumbs: Sequence[tuple[float, np.ndarray]
     c = Cursor(fig, MARGIN, y + side + 0.03, width)
     for i, (amount, picture) in enumerate(thumbs):
         x = MARGIN + 0.4 + i * step + (step - side) / 2
-        ax = _axes(fig, x, y, side, side)
+        ax = axes_at(fig, x, y, side, side)
         ax.imshow(picture, interpolation="bilinear")
         ax.set_axis_off()
         c.text(x + side / 2, _amount(amount, unit), size=FONT - 1.5, ha="center", color="0.25")
@@ -194,8 +175,7 @@ def render_invariance_pdf(result: InvarianceResult, info: ReportInfo, path: Path
 
 
 def save_invariance_npz(result: InvarianceResult, path: Path) -> None:
-    with open(path, "wb") as f:  # a file object: savez would otherwise append ".npz"
-        np.savez_compressed(f, **result.sweep.arrays())  # type: ignore[arg-type]
+    write_npz(path, result.sweep.arrays())
 
 
 def invariance_document(result: InvarianceResult, info: ReportInfo) -> Document:

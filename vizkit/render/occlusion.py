@@ -18,15 +18,17 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
+from vizkit.outputs.info import ReportInfo
+from vizkit.outputs.npz import write_npz
 from vizkit.project.occlusion import OcclusionMaps
 from vizkit.project.results import OcclusionResult, Prediction
-from vizkit.render.arrays import write_npz
-from vizkit.render.display import display_image, normalise_projection
-from vizkit.render.info import ReportInfo
-from vizkit.render.pages import FONT, MARGIN, Cursor, new_page, wrap
-from vizkit.render.provenance import command_text, page_notes, training_line
-from vizkit.render.sanity_pdf import sanity_pages, write_sanity_json
-from vizkit.render.writer import Document, built, write_pdf
+from vizkit.render.kit.display import display_image, normalise_projection
+from vizkit.render.kit.first_page import page_one, page_title
+from vizkit.render.kit.page import FONT, MARGIN, Cursor, axes_at, wrap
+from vizkit.render.kit.pdf import built, write_pdf
+from vizkit.render.kit.provenance import page_notes
+from vizkit.render.sanity import sanity_pages, write_sanity_json
+from vizkit.render.writer import Document
 
 NPZ_KEYS = ("input", "activity", "probability", "label", "projection", "channel", "target", "window", "stride")
 MANIFEST = "occlusion.manifest.json"
@@ -55,18 +57,11 @@ def occlusion_pages(maps: OcclusionMaps, image: np.ndarray, class_names: Sequenc
                     notes: Sequence[str] = (), name: str | None = None) -> list[Figure]:
     """Page 1 of occlusion.pdf: the image, settings and the four maps of Zeiler & Fergus Fig. 7 (a)-(d).
 
-    ``name``: the image's file name for the title (default: from ``info``)."""
-    fig = new_page()
+    ``name``: the image's file name for the title (default: from ``info``); without ``info`` (a report's section)
+    no provenance block."""
+    fig, c = page_one("occlusion", info, title=page_title("occlusion", info, name), compact=True)
     page_w, page_h = fig.get_size_inches()
-    width = page_w - 2 * MARGIN
-    c = Cursor(fig, MARGIN, MARGIN, width)
-    title = name or (Path(info.image_path).name if info and info.image_path else "image")
-    c.line(f"vizkit occlusion: {title}", size=15, weight="bold")
     c.y += 0.06
-    if info:
-        line, colour = training_line(info)
-        c.paragraph(f"model {info.model}  \u00b7  weights {info.weights}  \u00b7  {line}",
-                    color=colour or "0.3", max_lines=2)
     target = _name(maps.target, class_names)
     c.paragraph(
         f"Occluder: {maps.window[0]} x {maps.window[1]} px square filled with {maps.fill:g} in normalised input "
@@ -79,14 +74,12 @@ def occlusion_pages(maps: OcclusionMaps, image: np.ndarray, class_names: Sequenc
     if predictions:
         c.paragraph("top-5 unoccluded: " + ";  ".join(f"{_label(p.index, p.name)} {100 * p.probability:.1f} %"
                                                       for p in predictions[:5]), max_lines=2)
-    if info:
-        c.paragraph(f"command: {command_text(info)}", size=FONT - 0.5, color="0.3", max_lines=2)
     top = c.y + 0.3
     side = min(PANEL, (page_h - MARGIN - 0.35 - top - 2 * TITLE_GAP) / 3)
     left, right = MARGIN + 0.1, page_w - MARGIN - side - 0.45  # room for the colour bars on the right
     rows = [top, top + side + TITLE_GAP, top + 2 * (side + TITLE_GAP)]
     cells = [(left, rows[0]), (right, rows[0]), (left, rows[1]), (right, rows[1]), (left, rows[2])]
-    axes = [fig.add_axes((x / page_w, 1 - (y + side) / page_h, side / page_w, side / page_h)) for x, y in cells]
+    axes = [axes_at(fig, x, y, side, side) for x, y in cells]
     picture = display_image(image)
     _draw_input(axes[0], picture, maps)
     _draw_heat(fig, axes[1], maps, maps.activity, "viridis",

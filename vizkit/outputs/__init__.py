@@ -1,0 +1,12 @@
+"""The ground floor for writing files: atomic folders, manifests, provenance records and npz archives.
+
+``vizkit.render`` (every command's pages) and ``vizkit.lab`` (training runs) both stand on it; it imports neither.
+"""
+from __future__ import annotations
+
+from vizkit.outputs.atomic import atomic_dir, output_folder
+from vizkit.outputs.info import ReportInfo
+from vizkit.outputs.manifest import write_manifest
+from vizkit.outputs.npz import write_npz
+
+__all__ = ["ReportInfo", "atomic_dir", "output_folder", "write_manifest", "write_npz"]
