@@ -110,7 +110,7 @@ def _header(result: GradCamResult, info: ReportInfo) -> tuple[Figure, float]:
     """Page 1's header (``page_one``, the layer and the predictions beside the image), the method and the notes;
     returns the page and where the target rows start."""
     fig, below = page_one("gradcam", info, image=result.image, image_size=IMAGE_SIZE,
-                          caption=input_caption(np.shape(result.input), denormalised=False),
+                          caption=input_caption(np.shape(result.input), denormalised=False), compact=True,
                           beside=partial(_layer_and_predictions, result))
     below.heading("Method")
     below.paragraph("CAM: relu(sum over channels of (spatial mean of d score / d maps) x maps) at the layer, score = "
@@ -133,8 +133,8 @@ def _header(result: GradCamResult, info: ReportInfo) -> tuple[Figure, float]:
 
 def _layer_and_predictions(result: GradCamResult, c: Cursor) -> None:
     grid = "x".join(map(str, np.shape(result.cam_raw)[1:]))
-    c.heading("Grad-CAM layer")
-    c.paragraph(f"{result.layer} (grid {grid})")
+    c.y += 0.06
+    c.paragraph(f"Grad-CAM layer: {result.layer} (grid {grid})", weight="bold")
     c.heading("Top-5 predictions")
     rows = [[i + 1, p.index, p.name[:36], f"{100 * p.probability:.1f} %"] for i, p in enumerate(result.predictions[:5])]
     if rows:

@@ -2,7 +2,7 @@
 
 The title, the image's path (per-image commands), then the provenance block (``vizkit.render.kit.provenance``):
 beside the image when the page shows one (model and preprocessing on the right, settings and command below it),
-otherwise under the title. Pages of a report's later sections pass ``info=None``: the title and image only, since the
+otherwise under the title; ``compact``: the short block, all of it beside the image. Pages of a report's later sections pass ``info=None``: the title and image only, since the
 report's first pages carry the block.
 """
 from __future__ import annotations
@@ -54,13 +54,15 @@ def page_one(command: str, info: ReportInfo | None, *, title: str | None = None,
     ax.set_axis_off()
     if caption:
         text_at(fig, MARGIN, c.y + image_size + 0.05, caption, size=FONT - 1, color="0.3")
-    right = Cursor(fig, MARGIN + image_size + 0.3, c.y - 0.1, width - image_size - 0.3)
-    if info is not None:
+    right = Cursor(fig, MARGIN + image_size + 0.3, c.y - (0.0 if compact else 0.1), width - image_size - 0.3)
+    if info is not None and compact:
+        provenance_block(right, info, compact=True)
+    elif info is not None:
         model_block(right, info)
     if beside is not None:
         beside(right)
     below = Cursor(fig, MARGIN, max(c.y + image_size + 0.25, right.y), width)
-    if info is not None:
+    if info is not None and not compact:
         run_block(below, info)
     return fig, below
 

@@ -82,20 +82,26 @@ def _joined(values: dict) -> str:
 
 
 def provenance_block(c: Cursor, info: ReportInfo, *, compact: bool = False, max_lines: int = 3) -> None:
-    """The whole block at the cursor: ``model_block`` then ``run_block``; ``compact``: the same fields, one
-    paragraph per group, smaller and without headings."""
+    """The whole block at the cursor: ``model_block`` then ``run_block``; ``compact``: the same fields, smaller,
+    without headings; on a full-width cursor in two columns (model and weights; preprocessing, settings and
+    command)."""
     if not compact:
         model_block(c, info)
         run_block(c, info, max_lines=max_lines)
         return
     small = FONT - 0.5
-    c.paragraph(f"model: {info.model}  \u00b7  weights: {info.weights}", size=small, max_lines=2)
-    c.paragraph(f"weights sha256: {info.weights_sha256 or 'n/a'}" + ("" if info.seed is None else
-                                                                     f"  \u00b7  seed: {info.seed}"), size=small)
-    _training(c, info)
-    c.paragraph(f"preprocessing: {_joined(info.preprocessing)}", size=small, color="0.3", max_lines=2)
-    c.paragraph(f"settings: {_joined(info.settings)}", size=small, color="0.3", max_lines=2)
-    c.paragraph(f"command: {command_text(info)}", size=small, color="0.3", max_lines=2)
+    two = c.width > 5.0  # a full-width block: two columns; beside an image: one
+    half = (c.width - 0.3) / 2 if two else c.width
+    left = Cursor(c.fig, c.x, c.y, half)
+    right = Cursor(c.fig, c.x + half + 0.3, c.y, half) if two else left
+    left.paragraph(f"model: {info.model}  \u00b7  weights: {info.weights}", size=small, max_lines=2)
+    left.paragraph(f"weights sha256: {info.weights_sha256 or 'n/a'}" + ("" if info.seed is None else
+                                                                        f"  \u00b7  seed: {info.seed}"), size=small)
+    _training(left, info)
+    for name, value in (("preprocessing", _joined(info.preprocessing)), ("settings", _joined(info.settings)),
+                        ("command", command_text(info))):
+        right.paragraph(f"{name}: {value}", size=small, color="0.3", max_lines=2)
+    c.y = max(left.y, right.y)
 
 
 def notes_block(c: Cursor, notes: list[str], *, max_lines: int = 4) -> None:
