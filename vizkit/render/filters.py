@@ -37,7 +37,7 @@ from vizkit.capture.filters import FilterStats
 from vizkit.outputs.info import ReportInfo
 from vizkit.outputs.npz import write_npz
 from vizkit.project.results import FiltersResult
-from vizkit.render.kit.first_page import page_one
+from vizkit.render.kit.first_page import page_one, page_title
 from vizkit.render.kit.page import FONT, LINE, MARGIN, Cursor, axes_at, grid_layout, mosaic, new_page
 from vizkit.render.kit.pdf import write_pdf
 from vizkit.render.kit.provenance import page_notes
@@ -331,7 +331,7 @@ def filters_page_makers(stats: Sequence[FilterStats], title_prefix: str = "", *,
     """Like :func:`filters_pages`, but each page as a function that builds it (a long report then never holds
     every figure at once)."""
     picture = [s for s in stats if pictured is None or s.layer in set(pictured)]
-    title = f"{title_prefix}filters" + (f": {info.model}" if info is not None else "")
+    title = title_prefix + (page_title("filters", info) if info is not None else "filters")
     _, probe = _summary_head(title, info, stats)  # measures how much of page 1 the provenance block takes
     fit_first = _rows_that_fit(probe)
     probe.y = MARGIN + 0.35  # where a continuation page's table starts
