@@ -2,8 +2,8 @@
 
 The title, the image's path (per-image commands), then the provenance block (``vizkit.render.kit.provenance``):
 beside the image when the page shows one (model and preprocessing on the right, settings and command below it),
-otherwise under the title; ``compact``: the short block, all of it beside the image. Pages of a report's later sections pass ``info=None``: the title and image only, since the
-report's first pages carry the block.
+otherwise under the title; ``compact``: the short block, all of it beside the image. Pages of a report's later
+sections pass ``info=None``: the title and image only, since the report's first pages carry the block.
 """
 from __future__ import annotations
 
