@@ -1,9 +1,9 @@
 """The one writer of every command's outputs: ``write_outputs(result, info, out_dir, stem, timings)``.
 
-A command's files are chosen by its result type (``vizkit.project.results``): each page module says which files it
-writes (``Document``); this module writes them into the per-image (or per-run) folder atomically, beside other
-commands' files, and the manifest last. ``write_pdf`` is the one PDF writer: numbered footers, metadata, pages
-built one at a time so a long report never holds every figure.
+A command's files are chosen by its result type: its row in ``vizkit.commands`` names the render module whose
+``<command>_document`` says which files it writes (``Document``); this module writes them into the per-image (or
+per-run) folder atomically, beside other commands' files, and the manifest last. ``write_pdf`` is the one PDF
+writer: numbered footers, metadata, pages built one at a time so a long report never holds every figure.
 """
 from __future__ import annotations
 
@@ -14,28 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vizkit.commands import command_for_result
 from vizkit.render.atomic import atomic_dir, output_folder
 from vizkit.render.info import ReportInfo, vizkit_version
 from vizkit.render.manifest import write_manifest
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-    from vizkit.project.results import (
-        ActivationsResult,
-        DeconvResult,
-        EvolveResult,
-        FiltersResult,
-        GradCamResult,
-        InvarianceResult,
-        MineOutput,
-        OcclusionResult,
-        ReportResult,
-        ShortcutsResult,
-    )
-
-    Result = (DeconvResult | GradCamResult | ActivationsResult | OcclusionResult | FiltersResult | ReportResult
-              | MineOutput | InvarianceResult | EvolveResult | ShortcutsResult)
 
 PageMaker = Callable[[], "Figure"]
 
@@ -59,34 +44,19 @@ class Document:
     manifest_extra: dict[str, object] = field(default_factory=dict)
 
 
-#: Result type name -> (page module, its ``<command>_document``). By name, so that finding the writer imports only the
-#: one page module it needs (matplotlib loads only when something is rendered; shortcuts' pulls scikit-learn).
-_DOCUMENTS: dict[str, tuple[str, str]] = {
-    "DeconvResult": ("vizkit.render.deconv", "deconv_document"),
-    "GradCamResult": ("vizkit.render.gradcam_pdf", "gradcam_document"),
-    "ActivationsResult": ("vizkit.render.activations_pdf", "activations_document"),
-    "OcclusionResult": ("vizkit.render.occlusion_pdf", "occlusion_document"),
-    "FiltersResult": ("vizkit.render.filters_pdf", "filters_document"),
-    "ReportResult": ("vizkit.render.report_document", "report_document"),
-    "MineOutput": ("vizkit.render.mine_outputs", "mine_document"),
-    "InvarianceResult": ("vizkit.render.invariance_pdf", "invariance_document"),
-    "EvolveResult": ("vizkit.render.evolve_outputs", "evolve_document"),
-    "ShortcutsResult": ("vizkit.render.shortcuts", "shortcuts_document"),
-}
+def document(result: object, info: ReportInfo) -> Document:
+    """The files of ``result``'s command: the render module and function of the row in ``vizkit.commands`` whose
+    result type ``result`` is (by name). Only that one module is imported, on first use: matplotlib loads only when
+    something is rendered; shortcuts' pulls scikit-learn."""
+    command = command_for_result([cls.__name__ for cls in type(result).__mro__])
+    if command is None:
+        raise TypeError(f"no writer for {type(result).__name__}: add its command's row to vizkit.commands")
+    make: Callable[[object, ReportInfo], Document] = getattr(importlib.import_module(command.render),
+                                                             command.document)
+    return make(result, info)
 
 
-def document(result: Result, info: ReportInfo) -> Document:
-    """The files of ``result``'s command. Page modules are imported here, on first use: matplotlib loads only
-    when something is rendered."""
-    for cls in type(result).__mro__:
-        if cls.__name__ in _DOCUMENTS:
-            module, function = _DOCUMENTS[cls.__name__]
-            make: Callable[[Result, ReportInfo], Document] = getattr(importlib.import_module(module), function)
-            return make(result, info)
-    raise TypeError(f"no writer for {type(result).__name__}")
-
-
-def write_outputs(result: Result, info: ReportInfo, out_dir: str | Path, stem: str | None = None,
+def write_outputs(result: object, info: ReportInfo, out_dir: str | Path, stem: str | None = None,
                   timings: dict[str, float] | None = None) -> Path:
     """Write ``result``'s files into ``out_dir/stem/`` (a per-image folder; model-level results use their own
     folder name) atomically, then its manifest with ``timings`` plus a ``render`` entry. Returns the folder."""
