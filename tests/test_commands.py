@@ -78,7 +78,7 @@ def test_the_writer_refuses_a_type_without_a_row() -> None:
     class Unknown:
         pass
 
-    with pytest.raises(TypeError, match="vizkit.commands"):
+    with pytest.raises(TypeError, match=r"vizkit\.commands"):
         document(Unknown(), None)  # type: ignore[arg-type]
 
 
