@@ -15,11 +15,11 @@ from torch import nn
 from vizkit_cli.activations import activations as activations_command
 
 from vizkit.capture.activations import ActivationGrid, activation_grids, grid_from_output, rank_channels
-from vizkit.capture.state import hook_count, state_fingerprint
 from vizkit.errors import ModelError, UserInputError
 from vizkit.load import load_image, preprocess
 from vizkit.load.zoo import lenet5
 from vizkit.render.activations import activation_pages, activations_arrays, coloured_maps
+from vizkit.testing.model_state import hook_count, state_fingerprint
 
 
 def _pdf_pages(path: Path) -> int:

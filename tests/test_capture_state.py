@@ -7,10 +7,10 @@ import torchvision
 from torch import nn
 
 from vizkit.capture.recorder import Recorder
-from vizkit.capture.state import hook_count, state_fingerprint
 from vizkit.errors import ModelError
 from vizkit.project.deconv import deconv, forward_capture
 from vizkit.project.rules import DeconvRules
+from vizkit.testing.model_state import hook_count, state_fingerprint
 
 
 def _odd_state_model() -> nn.Module:

@@ -12,10 +12,10 @@ from torch import nn
 from vizkit_cli.main import main
 
 from vizkit.capture.recorder import Recorder
-from vizkit.capture.state import hook_count
 from vizkit.errors import UserInputError
 from vizkit.project.deconv import deconv
 from vizkit.project.gradcam import gradcam
+from vizkit.testing.model_state import hook_count
 
 
 def chain(pool: nn.Module | None = None) -> nn.Module:

@@ -14,7 +14,6 @@ from torch import nn
 from vizkit_cli.filters import filters as filters_command
 
 from vizkit.capture.filters import FilterStats, conv_layers, filter_stats
-from vizkit.capture.state import hook_count, state_fingerprint
 from vizkit.errors import ModelError, UserInputError
 from vizkit.jobs.filters import FiltersConfig, pictured_layers, run_filters
 from vizkit.render.filters import (
@@ -26,6 +25,7 @@ from vizkit.render.filters import (
     layer_page,
     picture_kind,
 )
+from vizkit.testing.model_state import hook_count, state_fingerprint
 
 
 def _pdf_pages(path: Path) -> int:

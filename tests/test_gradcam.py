@@ -16,13 +16,13 @@ from click.testing import CliRunner
 from torch import nn
 from vizkit_cli.gradcam import gradcam as gradcam_command
 
-from vizkit.capture.state import hook_count, state_fingerprint
 from vizkit.errors import ModelError, UserInputError
 from vizkit.load import imagenet_categories
 from vizkit.outputs.info import ReportInfo
 from vizkit.project.gradcam import GradCamResult, default_gradcam_layer, gradcam, guided_backprop
 from vizkit.project.targets import parse_targets, resolve_targets
 from vizkit.render.gradcam import NPZ_KEYS, ZERO_CAM_NOTE, gradcam_pages
+from vizkit.testing.model_state import hook_count, state_fingerprint
 
 RTOL = 1e-5  # outputs are float32; references are float64
 

@@ -15,10 +15,10 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from vizkit.capture.state import hook_count, state_fingerprint
 from vizkit.errors import UserInputError
 from vizkit.jobs.invariance import parse_range
 from vizkit.project.invariance import Sweep, make_sweep, rotate, scale, sweep, translate
+from vizkit.testing.model_state import hook_count, state_fingerprint
 
 
 def _toy(circular: bool = False) -> nn.Sequential:

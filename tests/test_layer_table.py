@@ -13,9 +13,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models import get_model, get_model_weights, list_models
 
 from vizkit.capture.layer_table import LayerTable, layer_table
-from vizkit.capture.state import hook_count, state_fingerprint
 from vizkit.errors import ModelError
 from vizkit.testing.meta import build_on_meta
+from vizkit.testing.model_state import hook_count, state_fingerprint
 
 rf_module = importlib.import_module("vizkit.capture.receptive_field")
 CLASSIFIERS = list_models(module=torchvision.models)

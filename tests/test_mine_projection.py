@@ -10,11 +10,11 @@ import torch.nn.functional as F
 from mine_helpers import TensorImages, brute_force_result, random_images, small_vgg
 from torch import nn
 
-from vizkit.capture.state import hook_count
 from vizkit.errors import UserInputError
 from vizkit.project.cone import ConeConv
 from vizkit.project.deconv import Unit, _cropped_units, analyse_receptive_fields, deconv
 from vizkit.project.mine_projection import project_units, select_units
+from vizkit.testing.model_state import hook_count
 
 
 class SqueezeExcite(nn.Module):

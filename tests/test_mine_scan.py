@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from vizkit.capture.state import hook_count
 from vizkit.errors import ModelError
 from vizkit.load.dataset import ImageBatch
 from vizkit.project.scan import ScanState, scan_batches
 from vizkit.project.topk import MineResult
+from vizkit.testing.model_state import hook_count
 
 LAYERS = ["0", "3"]
 

@@ -14,10 +14,10 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from vizkit.capture.state import hook_count, state_fingerprint
 from vizkit.errors import UserInputError
 from vizkit.project.occlusion import check_window, default_window, occlusion_maps, pixel_attribution
 from vizkit.render.occlusion import NPZ_KEYS, label_legend, occlusion_pages
+from vizkit.testing.model_state import hook_count, state_fingerprint
 
 
 class Toy(nn.Module):

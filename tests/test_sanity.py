@@ -11,7 +11,6 @@ import pytest
 import torch
 from torch import nn
 
-from vizkit.capture.state import hook_count, state_fingerprint
 from vizkit.errors import UserInputError
 from vizkit.load import load_image, load_model, preprocess
 from vizkit.project.deconv import Unit
@@ -25,6 +24,7 @@ from vizkit.project.sanity import (
     sanity_checks,
 )
 from vizkit.render.sanity import sanity_json, sanity_pages
+from vizkit.testing.model_state import hook_count, state_fingerprint
 
 
 def test_rank_correlation_by_hand() -> None:

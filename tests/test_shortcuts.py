@@ -17,11 +17,11 @@ from _synthetic_lab import Mark, folder_tensors, make_images, tiny_cnn, train, w
 from click.testing import CliRunner
 from vizkit_cli.main import main
 
-from vizkit.capture.state import hook_count
 from vizkit.jobs.shortcuts import ShortcutsConfig, run_shortcuts
 from vizkit.project.shortcuts.clusters import analyse_class, box_share
 from vizkit.project.shortcuts.maps import attribution_maps
 from vizkit.project.shortcuts.spray import affinity, choose_clusters, laplacian_spectrum, pool_maps, spectral_clusters
+from vizkit.testing.model_state import hook_count
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -7,7 +7,8 @@ from torch import nn
 
 from vizkit.errors import ModelError
 from vizkit.load import Preprocessing, load_model
-from vizkit.load.zoo import ZOO, LeNet5, MobileNetV1, ZFNet, mobilenet_v1
+from vizkit.load.registry import ZooModel, get_zoo_model, list_zoo_models, register_model
+from vizkit.load.zoo import LeNet5, MobileNetV1, ZFNet, mobilenet_v1
 
 
 def _n_params(model: nn.Module) -> int:
@@ -71,7 +72,9 @@ def test_mobilenet_v1_params():
 
 @pytest.mark.parametrize("name,width,last", [("mobilenet_v1", 1.0, 1024), ("mobilenet_v1_0.5", 0.5, 512)])
 def test_mobilenet_v1_structure(name, width, last):
-    model = ZOO[name]().eval()
+    entry = get_zoo_model(name)
+    assert entry is not None
+    model = entry.build().eval()
     assert model.width_mult == width
     blocks = [n for n, _ in model.features.named_children()]
     assert blocks == ["stem"] + [f"block{i}" for i in range(1, 14)]
@@ -105,3 +108,23 @@ def test_zoo_weights_file_and_no_published_weights(tmp_path):
                for a, b in zip(lm.model.state_dict().values(), trained.state_dict().values(), strict=True))
     with pytest.raises(ModelError, match="no published weights"):
         load_model("lenet5", weights="DEFAULT")
+
+
+def test_registry_lists_every_provider_in_order_and_labnet_registers_itself():
+    names = list_zoo_models()
+    assert names == ["lenet5", "zfnet", "mobilenet_v1", "mobilenet_v1_0.75", "mobilenet_v1_0.5", "mobilenet_v1_0.25",
+                     "labnet"]
+    labnet = get_zoo_model("LabNet")
+    assert isinstance(labnet, ZooModel) and labnet.provider == "vizkit.lab.labnet"
+    assert labnet.preprocessing.crop == 64 and get_zoo_model("resnet50") is None
+    shipped = labnet.resolve_weights(None)
+    assert shipped.shipped and shipped.file is not None and shipped.file.endswith("labnet.pt")
+    assert labnet.resolve_weights("none").file == "none" and not labnet.resolve_weights("none").shipped
+
+
+def test_register_model_refuses_a_name_taken_by_another_module():
+    def lenet5() -> nn.Module:  # same name, another module (this test file)
+        return LeNet5()
+
+    with pytest.raises(ValueError, match="registered twice"):
+        register_model()(lenet5)

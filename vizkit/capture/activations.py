@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vizkit.capture.probe import model_device
 from vizkit.capture.recorder import Recorder
 from vizkit.capture.state import preserve_model_state
 from vizkit.errors import ModelError, UserInputError
@@ -81,9 +82,7 @@ def activation_grids(model: nn.Module, x: torch.Tensor, layers: Sequence[str],
     names = list(dict.fromkeys(layers))
     if not names:
         raise UserInputError("no layers given; name at least one (see 'vizkit layers')")
-    param = next(model.parameters(), None)
-    if param is not None:
-        x = x.to(param.device)
+    x = x.to(model_device(model))
     with preserve_model_state(model), torch.no_grad(), Recorder(model, names, stop=True) as rec:
         rec.run(x)
         return [grid_from_output(name, rec.outputs[name], top) for name in names]

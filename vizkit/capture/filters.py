@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vizkit.capture.hooks import Hooks
 from vizkit.capture.recorder import resolve_layers
 from vizkit.capture.state import forward_for_shapes, preserve_model_state
 from vizkit.errors import ModelError, UserInputError, close_matches
@@ -63,16 +64,15 @@ def running_convs(model: nn.Module, input_shape: tuple[int, ...]) -> list[str]:
     meta copies of the model's tensors when it can (shapes only), else on zeros; a forward that fails, or runs no
     conv, gives every conv."""
     ran: set[str] = set()
-    handles = [m.register_forward_hook(lambda *_, name=name: ran.add(name))
-               for name, m in model.named_modules() if name and isinstance(m, nn.Conv2d)]
     try:
-        with preserve_model_state(model), torch.no_grad():
-            forward_for_shapes(model, input_shape)
+        with Hooks() as hooks:
+            for name, m in model.named_modules():
+                if name and isinstance(m, nn.Conv2d):
+                    hooks.forward(m, lambda *_, name=name: ran.add(name))
+            with preserve_model_state(model), torch.no_grad():
+                forward_for_shapes(model, input_shape)
     except Exception:  # noqa: BLE001 - a forward that fails on zeros cannot tell: every conv then counts
         return conv_layers(model)
-    finally:
-        for h in handles:
-            h.remove()
     return [name for name in conv_layers(model) if name in ran] or conv_layers(model)
 
 

@@ -30,6 +30,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 from torch.utils.flop_counter import FlopCounterMode
 
+from vizkit.capture.hooks import Hooks
 from vizkit.capture.receptive_field import forward_failed, receptive_fields, zeros_input
 from vizkit.capture.state import preserve_model_state
 
@@ -120,20 +121,16 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 224, 224
                 first = next((t for t in pytree.tree_leaves(output) if isinstance(t, torch.Tensor)), None)
                 st.output_shape = tuple(first.shape) if first is not None else None
 
-    handles = []
-    try:
+    with Hooks() as hooks:
         for _, m in named:
-            handles.append(m.register_forward_pre_hook(pre))
-            handles.append(m.register_forward_hook(post))
+            hooks.forward_pre(m, pre)
+            hooks.forward(m, post)
         x = zeros_input(model, input_shape)
         with preserve_model_state(model, freeze=False), torch.no_grad(), counter, use:
             try:
                 model(x)
             except Exception as e:
                 raise forward_failed(input_shape, e) from e
-    finally:
-        for h in handles:
-            h.remove()
 
     fields = receptive_fields(model, input_shape)
     rows = []

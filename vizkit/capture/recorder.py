@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vizkit.capture.hooks import Hooks
 from vizkit.capture.layer_table import SWITCH_TYPES
 from vizkit.errors import ModelError, close_matches
 
@@ -85,28 +86,23 @@ class Recorder:
         self.on_record: list[Any] = []  # callbacks(name) fired when a layer is first recorded
         self._pools = ({n: m for n, m in model.named_modules() if isinstance(m, SWITCH_TYPES)} if switches else {})
         self._keep_inputs = inputs
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._hooks = Hooks()
 
     def __enter__(self) -> Recorder:
         try:
             for name, module in self._pools.items():  # first: a pool that is also the last layer records both
-                self._handles.append(module.register_forward_hook(self._switch_hook(name)))
+                self._hooks.forward(module, self._switch_hook(name))
             for name, module in self.modules.items():
                 if self._keep_inputs:
-                    self._handles.append(module.register_forward_pre_hook(self._input_hook(name)))
-                self._handles.append(module.register_forward_hook(self._hook(name)))
+                    self._hooks.forward_pre(module, self._input_hook(name))
+                self._hooks.forward(module, self._hook(name))
         except BaseException:
-            self._remove()
+            self._hooks.remove()
             raise
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._remove()
-
-    def _remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        self._hooks.remove()
 
     def _switch_hook(self, name: str) -> Any:
         def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vizkit.capture.hooks import Hooks
+from vizkit.capture.probe import probe_input
 from vizkit.capture.state import preserve_model_state
 from vizkit.errors import ModelError
 
@@ -34,21 +36,13 @@ def default_layers(model: nn.Module, input_shape: tuple[int, ...]) -> list[str]:
                              "model.named_modules() does not have")
         return list(declared)
     calls: list[tuple[str, tuple[int, int]]] = []
-    handles = []
-    try:
+    with Hooks() as hooks:
         for name, module in model.named_modules():
             if name:
-                handles.append(module.register_forward_hook(
-                    lambda m, i, o, name=name: calls.append((name, (o.shape[-2], o.shape[-1])))
-                    if isinstance(o, torch.Tensor) and o.dim() == 4 else None))
-        param = next(model.parameters(), None)
-        x = torch.zeros(input_shape, device=param.device if param is not None else "cpu",
-                        dtype=param.dtype if param is not None else torch.float32)
+                hooks.forward(module, lambda m, i, o, name=name: calls.append((name, (o.shape[-2], o.shape[-1])))
+                              if isinstance(o, torch.Tensor) and o.dim() == 4 else None)
         with preserve_model_state(model), torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
+            model(probe_input(model, input_shape))
     modules = dict(model.named_modules())
     height, width = input_shape[-2:]
     sizes_of: dict[str, set[tuple[int, int]]] = {}

@@ -1,4 +1,5 @@
-"""Leave the user's model exactly as it was: training flags, requires_grad flags, .grad tensors, hooks."""
+"""Leave the user's model exactly as it was: training flags, requires_grad flags, .grad tensors, hooks.
+(The tests' checks of that, ``hook_count`` and ``state_fingerprint``, live in ``vizkit.testing``.)"""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -35,30 +36,17 @@ def preserve_model_state(model: nn.Module, *, eval_mode: bool = True, freeze: bo
             p.grad = grad
 
 
-def hook_count(model: nn.Module) -> int:
-    """Number of hooks registered on any submodule (tests use it to prove nothing leaks)."""
-    total = 0
-    for m in model.modules():
-        for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"):
-            total += len(getattr(m, attr, {}) or {})
-    return total
-
-
-def state_fingerprint(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A detached copy of the state dict, to compare before and after a call."""
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
 def forward_for_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> object:
     """``model`` on zeros of ``input_shape`` for shapes, hooks and call order, never for values: on meta copies of
     its parameters and buffers (swapped in by ``torch.func.functional_call`` for this call only; no arithmetic, no
     memory) when every op can run there, else on real zeros on the model's device."""
+    from vizkit.capture.probe import model_device, model_dtype  # probe stands on this module
+
     named = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
-    ref = next((t for _, t in named if t.is_floating_point()), None)
-    dtype = ref.dtype if ref is not None else torch.float32
+    dtype = model_dtype(model)
     try:
         meta = {k: t.detach().to("meta") for k, t in named}
         return torch.func.functional_call(model, meta, (torch.zeros(input_shape, dtype=dtype, device="meta"),),
                                           tie_weights=False, strict=False)
     except Exception:  # noqa: BLE001 - an op without a meta kernel or data-dependent code: run it for real
-        return model(torch.zeros(input_shape, dtype=dtype, device=ref.device if ref is not None else "cpu"))
+        return model(torch.zeros(input_shape, dtype=dtype, device=model_device(model)))

@@ -37,6 +37,11 @@ class JobReport:
             return 0
         return 1 if any(f.exit_code == 1 for f in self.failures) else 2
 
+    def extend(self, other: JobReport) -> None:
+        """Add another part of the same batch (e.g. the next group of images)."""
+        self.written += other.written
+        self.failures += other.failures
+
 
 @dataclass(kw_only=True)
 class ModelJob:
@@ -106,11 +111,12 @@ def output_stems(images: Sequence[Path]) -> list[str]:
 
 
 def for_each_image(images: Sequence[Path], work: Callable[[Path, str], Path],
-                   progress: Callable[[str], None] | None = None) -> JobReport:
+                   progress: Callable[[str], None] | None = None, *, stems: Sequence[str] | None = None) -> JobReport:
     """Run ``work(image, stem) -> written folder`` on every image; a failing image is recorded and the batch
-    goes on (user errors exit 2 at the end, anything else 1)."""
+    goes on (user errors exit 2 at the end, anything else 1). ``stems``: the output folder names when ``images``
+    is one part of a larger batch (default: ``output_stems(images)``)."""
     report = JobReport()
-    for path, stem in zip(images, output_stems(images), strict=True):
+    for path, stem in zip(images, output_stems(images) if stems is None else stems, strict=True):
         try:
             report.written.append(work(path, stem))
         except VizkitError as err:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vizkit.capture.probe import model_device
 from vizkit.load import LoadedModel, deprocess, load_image, preprocess
 from vizkit.load.preprocessing import Preprocessing
 from vizkit.project.results import Prediction
@@ -30,14 +31,6 @@ if TYPE_CHECKING:
 TINY_ACTIVATION = 1e-6
 TINY_ACTIVATION_NOTE = (f"every recorded unit is below {TINY_ACTIVATION:g} in magnitude: the weights are almost "
                         "certainly untrained or broken")
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """Where the model lives: its first parameter's device, else its first buffer's, else the CPU (a model
-    without parameters, e.g. a pooling-only network, is valid)."""
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
 
 
 def input_shape(loaded: LoadedModel | Preprocessing) -> tuple[int, int, int, int]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from vizkit.capture.probe import probe_input
 from vizkit.errors import UserInputError
 from vizkit.jobs.common import ImageJob, JobReport, for_each_image
 from vizkit.jobs.context import RunContext, tiny_activation_notes
@@ -45,9 +46,10 @@ class DeconvConfig(ImageJob):
             raise UserInputError(f"--top-k must be at least 1, got {self.top_k}")
 
 
-def project_tensor(ctx: RunContext, x: torch.Tensor, layers: Sequence[str], *, top_k: int = 9, mode: str = "max",
-                   crop: bool = True, engine: str = "autograd", switches: bool = False) -> DeconvOutput:
-    """The deconvnet on one preprocessed image x (1, C, H, W): one forward to the logits, then the projections."""
+def deconv_output(ctx: RunContext, x: torch.Tensor, layers: Sequence[str], *, top_k: int = 9, mode: str = "max",
+                  crop: bool = True, engine: str = "autograd", switches: bool = False) -> DeconvOutput:
+    """The raw projections of one preprocessed image x (1, C, H, W): one forward to the logits, then the deconvnet.
+    ``deconv_tensor`` = this + ``deconv_result``; composite jobs (the report) keep the activations from here."""
     return deconv(ctx.model, x, layers, top_k=top_k, mode=mode, crop=crop, logits=True, engine=engine,
                   receptive_fields=ctx.receptive_fields(), switches=switches)
 
@@ -80,7 +82,7 @@ def deconv_result(ctx: RunContext, x: torch.Tensor, out: DeconvOutput, top_k: in
 def deconv_tensor(ctx: RunContext, x: torch.Tensor, layers: Sequence[str], *, top_k: int = 9, mode: str = "max",
                   crop: bool = True, engine: str = "autograd", switches: bool = False) -> DeconvResult:
     """Project one preprocessed image x (1, C, H, W): everything ``vizkit deconv`` renders, as a ``DeconvResult``."""
-    out = project_tensor(ctx, x, layers, top_k=top_k, mode=mode, crop=crop, engine=engine, switches=switches)
+    out = deconv_output(ctx, x, layers, top_k=top_k, mode=mode, crop=crop, engine=engine, switches=switches)
     return deconv_result(ctx, x, out, top_k)
 
 
@@ -107,9 +109,7 @@ def run_deconv(config: DeconvConfig, *, progress: Callable[[str], None] | None =
     if config.engine == "explicit":  # refuse a model the engine cannot walk once, not once per image
         from vizkit.project.explicit import check_explicit
 
-        param = next(ctx.model.parameters(), None)
-        check_explicit(ctx.model, torch.zeros(ctx.input_shape, device=ctx.device,
-                                              dtype=param.dtype if param is not None else torch.float32), layers)
+        check_explicit(ctx.model, probe_input(ctx.model, ctx.input_shape), layers)
     settings = {"layers": layers, "top_k": config.top_k, "mode": config.mode, "device": str(ctx.device),
                 "crop": config.crop, "engine": config.engine}
 
@@ -123,5 +123,5 @@ def run_deconv(config: DeconvConfig, *, progress: Callable[[str], None] | None =
     return for_each_image(config.image_paths(), work, progress)
 
 
-__all__ = ["NO_SWITCH_NOTE", "DeconvConfig", "deconv_image", "deconv_result", "deconv_tensor", "project_tensor",
+__all__ = ["NO_SWITCH_NOTE", "DeconvConfig", "deconv_image", "deconv_output", "deconv_result", "deconv_tensor",
            "run_deconv"]

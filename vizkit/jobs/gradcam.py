@@ -1,4 +1,4 @@
-"""``vizkit gradcam`` as a function: ``run_gradcam(GradCamConfig(...))``; ``gradcam_inputs`` works on a batch of
+"""``vizkit gradcam`` as a function: ``run_gradcam(GradCamConfig(...))``; ``gradcam_tensor`` works on a batch of
 preprocessed images, ``gradcam_image`` loads one file first (for notebooks: no files written).
 
 Images are processed ``batch_size`` at a time: one forward pass per batch, one backward per target index (seeded
@@ -12,18 +12,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
+from vizkit.capture.probe import num_classes
 from vizkit.capture.recorder import resolve_layers
-from vizkit.capture.state import preserve_model_state
-from vizkit.errors import ModelError, UserInputError, VizkitError
+from vizkit.errors import UserInputError, VizkitError
 from vizkit.jobs.common import ImageJob, JobReport, for_each_image, output_stems
-from vizkit.jobs.context import RunContext, model_device
-from vizkit.load import LoadedModel, load_image, preprocess
+from vizkit.jobs.context import RunContext
+from vizkit.load import LoadedModel
 from vizkit.project.gradcam import gradcam
 from vizkit.project.results import GradCamResult
 from vizkit.project.targets import parse_targets
 
+_Outcome = tuple[GradCamResult, float] | BaseException  # one image's result and seconds, or its error
 NO_RECTIFIER_NOTE = "no rectifier call was intercepted: guided backprop here equals the plain input gradient"
 
 
@@ -41,19 +41,7 @@ class GradCamConfig(ImageJob):
             raise UserInputError(f"--batch-size must be at least 1, got {self.batch_size}")
 
 
-def num_classes(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """The number of class scores the model returns (one forward on a zero image; the model is left as it was)."""
-    param = next(model.parameters(), None)
-    x = torch.zeros(input_shape, device=model_device(model), dtype=param.dtype if param is not None else torch.float32)
-    with preserve_model_state(model), torch.no_grad():
-        out = model(x)
-    if not isinstance(out, torch.Tensor) or out.dim() != 2:
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ModelError(f"the model returns {shape}, not class scores (N, classes); Grad-CAM needs a classifier")
-    return int(out.shape[1])
-
-
-def gradcam_inputs(ctx: RunContext, x: torch.Tensor, layer: str,
+def gradcam_tensor(ctx: RunContext, x: torch.Tensor, layer: str,
                    targets: Sequence[int | None]) -> list[GradCamResult]:
     """One ``GradCamResult`` per image of the preprocessed batch ``x`` (N, C, H, W); ``None`` targets = top-1."""
     out = gradcam(ctx.model, x, layer, [list(targets)] * x.shape[0])
@@ -88,7 +76,7 @@ def gradcam_image(loaded: LoadedModel | RunContext, image: str | Path, layer: st
     ctx = loaded if isinstance(loaded, RunContext) else RunContext.from_loaded(loaded)
     layer = layer or ctx.deepest_layer()
     parsed = parse_targets(targets, ctx.loaded.class_names, num_classes(ctx.model, ctx.input_shape))
-    return gradcam_inputs(ctx, ctx.input(image), layer, parsed)[0]
+    return gradcam_tensor(ctx, ctx.input(image), layer, parsed)[0]
 
 
 def run_gradcam(config: GradCamConfig, *, progress: Callable[[str], None] | None = None) -> JobReport:
@@ -107,57 +95,45 @@ def run_gradcam(config: GradCamConfig, *, progress: Callable[[str], None] | None
     images = config.image_paths()
     settings = {"layer": layer, "targets": [str(t) for t in config.targets] or ["auto"], "device": str(ctx.device),
                 "batch_size": config.batch_size}
-    batches = _Batches(ctx, layer, parsed, images, config.batch_size)
+    report = JobReport()
+    stems = output_stems(images)
+    for start in range(0, len(images), config.batch_size):  # one forward per batch, one batch in memory
+        batch = slice(start, start + config.batch_size)
+        results = _batch_results(ctx, images[batch], stems[batch], layer, parsed)
 
-    def work(path: Path, stem: str) -> Path:
-        result, seconds = batches.result(stem)
-        return write_outputs(result, ctx.info(path, settings), config.out, stem,
-                             {"load_model": ctx.load_seconds, "project": seconds})
+        def work(path: Path, stem: str, results: dict[str, _Outcome] = results) -> Path:
+            value = results[stem]
+            if isinstance(value, BaseException):
+                raise value
+            result, seconds = value
+            return write_outputs(result, ctx.info(path, settings), config.out, stem,
+                                 {"load_model": ctx.load_seconds, "project": seconds})
 
-    return for_each_image(images, work, progress)
+        report.extend(for_each_image(images[batch], work, progress, stems=stems[batch]))
+    return report
 
 
-class _Batches:
-    """Computes results a batch at a time, on first request of any image in the batch; keeps per-image errors."""
-
-    def __init__(self, ctx: RunContext, layer: str, targets: list[int | None], images: list[Path],
-                 batch_size: int) -> None:
-        self.ctx, self.layer, self.targets = ctx, layer, targets
-        stems = output_stems(images)
-        self.batch_of = {stem: i // batch_size for i, stem in enumerate(stems)}
-        pairs = list(zip(images, stems, strict=True))
-        self.members = [pairs[i:i + batch_size] for i in range(0, len(images), batch_size)]
-        self.done: dict[str, tuple[GradCamResult, float] | BaseException] = {}
-
-    def result(self, stem: str) -> tuple[GradCamResult, float]:
-        if stem not in self.done:
-            self.done.clear()  # one batch of results in memory at a time
-            self._compute(self.members[self.batch_of[stem]])
-        value = self.done.pop(stem)
-        if isinstance(value, BaseException):
-            raise value
-        return value
-
-    def _compute(self, members: list[tuple[Path, str]]) -> None:
-        xs, ok = [], []
-        for path, stem in members:
-            try:
-                xs.append(preprocess(load_image(path), self.ctx.loaded.preprocessing))
-                ok.append(stem)
-            except VizkitError as err:
-                self.done[stem] = err
-        if not ok:
-            return
-        start = time.perf_counter()
+def _batch_results(ctx: RunContext, images: list[Path], stems: list[str], layer: str, targets: list[int | None]
+                   ) -> dict[str, _Outcome]:
+    """Each image's result and seconds, or the error to report for it: a bad file fails alone; a failing forward
+    fails the images of its batch."""
+    done: dict[str, _Outcome] = {}
+    xs, ok = [], []
+    for path, stem in zip(images, stems, strict=True):
         try:
-            results = gradcam_inputs(self.ctx, torch.cat(xs).to(self.ctx.device), self.layer, self.targets)
-        except Exception as err:  # noqa: BLE001 - re-raised for every image of the batch by result()
-            for stem in ok:
-                self.done[stem] = err
-            return
-        seconds = (time.perf_counter() - start) / len(ok)
-        for stem, result in zip(ok, results, strict=True):
-            self.done[stem] = (result, seconds)
+            xs.append(ctx.input(path))
+            ok.append(stem)
+        except VizkitError as err:
+            done[stem] = err
+    if not ok:
+        return done
+    start = time.perf_counter()
+    try:
+        results = gradcam_tensor(ctx, torch.cat(xs), layer, targets)
+    except Exception as err:  # noqa: BLE001 - reported for every image of the batch by for_each_image
+        return {**done, **dict.fromkeys(ok, err)}
+    seconds = (time.perf_counter() - start) / len(ok)
+    return {**done, **{stem: (result, seconds) for stem, result in zip(ok, results, strict=True)}}
 
 
-__all__ = ["GradCamConfig", "gradcam_image", "gradcam_inputs", "num_classes", "run_gradcam"]
+__all__ = ["GradCamConfig", "gradcam_image", "gradcam_tensor", "run_gradcam"]

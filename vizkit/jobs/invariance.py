@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vizkit.capture.probe import num_classes
 from vizkit.errors import ModelError, UserInputError
 from vizkit.jobs.common import ImageJob, JobReport, for_each_image
 from vizkit.jobs.context import RunContext
-from vizkit.jobs.gradcam import num_classes
 from vizkit.load import LoadedModel
 from vizkit.project.invariance import PADDINGS, TRANSFORMS, Sweep, make_sweep, sweep
 from vizkit.project.results import InvarianceResult

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
+from vizkit.capture.probe import num_classes
 from vizkit.capture.recorder import resolve_layers
 from vizkit.errors import UserInputError
 from vizkit.jobs.common import ImageJob, JobReport, for_each_image
 from vizkit.jobs.context import RunContext
-from vizkit.jobs.gradcam import num_classes
 from vizkit.load import LoadedModel, load_image, preprocess, sample_images
 from vizkit.project.deconv import DeconvOutput, Unit
 from vizkit.project.occlusion import check_window, default_window, occlusion_maps

@@ -17,9 +17,9 @@ from vizkit.capture.filters import filter_stats
 from vizkit.errors import UserInputError
 from vizkit.jobs.common import ImageJob, JobReport, for_each_image
 from vizkit.jobs.context import RunContext
-from vizkit.jobs.deconv import deconv_result, project_tensor
+from vizkit.jobs.deconv import deconv_output, deconv_result
 from vizkit.jobs.filters import running_pictured
-from vizkit.jobs.gradcam import gradcam_inputs
+from vizkit.jobs.gradcam import gradcam_tensor
 from vizkit.jobs.occlusion import OtherImages, occlusion_tensor, settings_for
 from vizkit.project.results import FiltersResult, ReportResult
 
@@ -56,12 +56,12 @@ def run_report(config: ReportConfig, *, progress: Callable[[str], None] | None =
         timings: dict[str, float] = {"load_model": ctx.load_seconds}
         t0 = time.perf_counter()
         x = ctx.input(path)
-        out = project_tensor(ctx, x, layers, top_k=config.top_k)
+        out = deconv_output(ctx, x, layers, top_k=config.top_k)
         deconv = deconv_result(ctx, x, out, config.top_k)
         grids = [grid_from_output(layer, out.outputs[layer], FEATURE_MAPS) for layer in layers]
         timings["deconv_and_activations"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        cam = gradcam_inputs(ctx, x, cam_layer, [None])[0]
+        cam = gradcam_tensor(ctx, x, cam_layer, [None])[0]
         timings["gradcam"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         occ = occlusion_tensor(ctx, x, layer=occ_layer, window=window, stride=stride, others=others, reference=out)

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vizkit.capture.probe import num_classes
 from vizkit.errors import UserInputError
 from vizkit.jobs.common import Failure, JobReport, ModelJob
 from vizkit.jobs.context import RunContext
-from vizkit.jobs.gradcam import num_classes
 from vizkit.load import deprocess
 from vizkit.load.dataset import ImageDataset, ImageList, image_loader, list_images
 from vizkit.project.shortcuts.clusters import ClassAnalysis, analyse_class, confirm, suspicion

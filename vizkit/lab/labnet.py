@@ -17,19 +17,19 @@ Shipped weights (package data in ``vizkit/lab/weights``, float16 on disk, loaded
   ``labnet.pt``;
 - ``labnet_clean.pt``: the control, the same recipe on ``vizkit lab make --no-mark`` (``weights="clean"``).
 
-This module imports only torch: ``vizkit.load`` builds the model from here lazily.
+This module registers ``labnet`` in the zoo (``vizkit.load.registry``): ``load_model("labnet")`` imports it by
+name, so ``vizkit.load`` never imports ``vizkit.lab``.
 """
 from __future__ import annotations
 
 import re
 from collections import OrderedDict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from torch import nn
 
-if TYPE_CHECKING:
-    from vizkit.load.preprocessing import Preprocessing
+from vizkit.load.preprocessing import Preprocessing
+from vizkit.load.registry import ZooWeights, register_model
 
 __all__ = [
     "LAB_CLASSES",
@@ -39,6 +39,7 @@ __all__ = [
     "labnet_checkpoints",
     "labnet_preprocessing",
     "labnet_weights",
+    "labnet_zoo_weights",
     "resolve_labnet_weights",
 ]
 
@@ -72,8 +73,9 @@ class LabNet(nn.Sequential):
         ]))
 
 
-def labnet(num_classes: int = len(LAB_CLASSES)) -> LabNet:
-    return LabNet(num_classes=num_classes)
+def labnet_preprocessing() -> Preprocessing:
+    """64x64 RGB scaled to [-1, 1]: lab images pass through unchanged apart from the scaling."""
+    return Preprocessing(IMAGE_SIZE, IMAGE_SIZE, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bilinear")
 
 
 def lab_class_names(model: nn.Module) -> list[str] | None:
@@ -82,11 +84,18 @@ def lab_class_names(model: nn.Module) -> list[str] | None:
     return list(LAB_CLASSES) if params and params[-1].shape[0] == len(LAB_CLASSES) else None
 
 
-def labnet_preprocessing() -> Preprocessing:
-    """64x64 RGB scaled to [-1, 1]: lab images pass through unchanged apart from the scaling."""
-    from vizkit.load.preprocessing import Preprocessing
+def labnet_zoo_weights(weights: str | None) -> ZooWeights:
+    """The zoo's weights resolver: the shipped keywords (default, "clean", "epoch_N") name a shipped, trained file
+    checked against its sha256; anything else ("none", a file of one's own) is taken as given."""
+    resolved = resolve_labnet_weights(weights)
+    if resolved == weights:  # a retrained lab/labnet/epoch_01.pt is not the shipped one
+        return ZooWeights(weights)
+    return ZooWeights(resolved, shipped=True, known_sha256=shipped_sha256())
 
-    return Preprocessing(IMAGE_SIZE, IMAGE_SIZE, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bilinear")
+
+@register_model(preprocessing=labnet_preprocessing(), class_names=lab_class_names, weights=labnet_zoo_weights)
+def labnet(num_classes: int = len(LAB_CLASSES)) -> LabNet:
+    return LabNet(num_classes=num_classes)
 
 
 def labnet_weights(which: str = "final") -> Path:

@@ -8,7 +8,8 @@ Model names (``available_models()`` lists all but timm's):
 - every torchvision classification model (``resnet50``, ``vgg16``, ``googlenet``, ...; not detection,
   segmentation, video or quantized models).
 - ``timm:NAME`` for any ``timm.list_models()`` name, e.g. ``timm:resnet18``.
-- the zoo (``vizkit.load.zoo``): ``lenet5``, ``zfnet``, ``mobilenet_v1`` and ``mobilenet_v1_0.75/0.5/0.25``.
+- the zoo (``vizkit.load.registry``; ``vizkit.load.zoo``): ``lenet5``, ``zfnet``, ``mobilenet_v1`` and
+  ``mobilenet_v1_0.75/0.5/0.25``.
 - your own model: ``path/to/file.py:NAME`` or ``package.module:NAME`` (``vizkit.load.custom``), NAME an
   ``nn.Module`` class or a function returning one, called with ``model_kwargs``. Loading a file by path executes
   it: only for code you trust.
@@ -47,8 +48,8 @@ import torch
 from torch import nn
 
 from vizkit.errors import ModelError, UserInputError, close_matches
-from vizkit.load import zoo
 from vizkit.load.common import LoadedModel, imagenet_categories
+from vizkit.load.registry import get_zoo_model, list_zoo_models
 from vizkit.load.zoo_models import DEFAULT_MODEL
 
 __all__ = ["DEFAULT_MODEL", "LoadedModel", "available_models", "imagenet_categories", "load_model"]
@@ -58,7 +59,7 @@ def available_models() -> list[str]:
     """The default model, every torchvision classification model and the zoo (timm models: ``timm:NAME``)."""
     from vizkit.load.torchvision_models import torchvision_names
 
-    return [DEFAULT_MODEL, *sorted(torchvision_names()), *zoo.ZOO_MODELS]
+    return [DEFAULT_MODEL, *sorted(torchvision_names()), *list_zoo_models()]
 
 
 def load_model(
@@ -107,7 +108,7 @@ def _load_named(name: str, key: str, weights: str | None, *, allow_pickle: bool,
         from vizkit.load.zoo_models import load_default
 
         return load_default(name, weights, allow_pickle=allow_pickle, seed=seed)
-    if lower in zoo.ZOO:
+    if get_zoo_model(lower) is not None:
         from vizkit.load.zoo_models import load_zoo
 
         return load_zoo(name, lower, weights, allow_pickle=allow_pickle, seed=seed)

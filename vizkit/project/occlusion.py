@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vizkit.capture.probe import model_device
 from vizkit.capture.recorder import Recorder, resolve_layers
 from vizkit.capture.state import preserve_model_state
 from vizkit.errors import UserInputError
@@ -146,10 +147,7 @@ def occlusion_maps(model: nn.Module, x: torch.Tensor, layer: str, *, window: int
     _, _, height, width = x.shape
     win, step = check_window(window, stride, height, width)
     resolve_layers(model, [layer])
-    param = next(model.parameters(), None)
-    if param is not None:
-        x = x.to(param.device)
-    x = x.detach()
+    x = x.detach().to(model_device(model))
 
     # (b) and the unoccluded reference: strongest feature map (by its peak, as deconv ranks), its projection, logits.
     reused = [lp for lp in reference.layers if lp.layer == layer and lp.mode == "max" and lp.units] if (

@@ -41,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vizkit.capture.hooks import Hooks
+from vizkit.capture.probe import model_device
 from vizkit.capture.recorder import Recorder, resolve_layers
 from vizkit.capture.state import preserve_model_state
 from vizkit.errors import UserInputError
@@ -136,17 +138,12 @@ def method_maps(model: nn.Module, x: torch.Tensor, layer: str, unit: Unit, targe
 def execution_order(model: nn.Module, x: torch.Tensor) -> list[str]:
     """Names of the modules that own parameters, in the order of their first call during a forward of ``x``."""
     order: list[str] = []
-    handles = []
-    try:
+    with Hooks() as hooks:
         for name, module in model.named_modules():
             if next(module.parameters(recurse=False), None) is not None:
-                handles.append(module.register_forward_hook(
-                    lambda m, i, o, name=name: order.append(name) if name not in order else None))
+                hooks.forward(module, lambda m, i, o, name=name: order.append(name) if name not in order else None)
         with preserve_model_state(model), torch.no_grad():
             model(x)
-    finally:
-        for h in handles:
-            h.remove()
     return order
 
 
@@ -173,13 +170,11 @@ def _modules_before(model: nn.Module, x: torch.Tensor, layer: str, order: Sequen
     """Parameter-owning modules that run before ``layer`` has produced its output (what a deconv map depends on)."""
     seen: list[str] = []
     modules = dict(model.named_modules())
-    handles = [modules[n].register_forward_hook(lambda m, i, o, n=n: seen.append(n)) for n in order]
-    try:
+    with Hooks() as hooks:
+        for n in order:
+            hooks.forward(modules[n], lambda m, i, o, n=n: seen.append(n))
         with preserve_model_state(model), torch.no_grad(), Recorder(model, [layer], stop=True) as rec:
             rec.run(x)
-    finally:
-        for h in handles:
-            h.remove()
     prefix = layer + "."
     return set(seen) | {n for n in order if n == layer or n.startswith(prefix)}
 
@@ -206,8 +201,7 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, x_other: torch.Tensor, *, l
     if steps < 0:
         raise UserInputError(f"randomisation steps must be 0 or more, got {steps}")
     resolve_layers(model, [layer])
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else x.device
+    device = model_device(model) if next(model.parameters(), None) is not None else x.device
     x, x_other = x.detach().to(device), x_other.detach().to(device)
     if x_other.shape[-2:] != x.shape[-2:]:
         x_other = F.interpolate(x_other, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False,

@@ -1,8 +1,9 @@
 """The one writer of every command's outputs: ``write_outputs(result, info, out_dir, stem, timings)``.
 
-A command's files are chosen by its result type (``vizkit.project.results``): each page module says which files it
-writes (``Document``); this module writes them into the per-image (or per-run) folder atomically, beside other
-commands' files, and the manifest last. The one PDF writer is ``vizkit.render.kit.pdf.write_pdf``.
+A command's files are chosen by its result type: its row in ``vizkit.commands`` names the render module whose
+``<command>_document`` says which files it writes (``Document``); this module writes them into the per-image (or
+per-run) folder atomically, beside other commands' files, and the manifest last. The one PDF writer is
+``vizkit.render.kit.pdf.write_pdf``.
 """
 from __future__ import annotations
 
@@ -11,28 +12,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from vizkit.commands import command_for_result
 from vizkit.outputs.atomic import atomic_dir, output_folder
 from vizkit.outputs.info import ReportInfo
 from vizkit.outputs.manifest import write_manifest
-
-if TYPE_CHECKING:
-    from vizkit.project.results import (
-        ActivationsResult,
-        DeconvResult,
-        EvolveResult,
-        FiltersResult,
-        GradCamResult,
-        InvarianceResult,
-        MineOutput,
-        OcclusionResult,
-        ReportResult,
-        ShortcutsResult,
-    )
-
-    Result = (DeconvResult | GradCamResult | ActivationsResult | OcclusionResult | FiltersResult | ReportResult
-              | MineOutput | InvarianceResult | EvolveResult | ShortcutsResult)
 
 
 @dataclass
@@ -48,34 +32,19 @@ class Document:
     manifest_extra: dict[str, object] = field(default_factory=dict)
 
 
-#: Result type name -> (page module, its ``<command>_document``). By name, so that finding the writer imports only the
-#: one page module it needs (matplotlib loads only when something is rendered; shortcuts' pulls scikit-learn).
-_DOCUMENTS: dict[str, tuple[str, str]] = {
-    "DeconvResult": ("vizkit.render.deconv", "deconv_document"),
-    "GradCamResult": ("vizkit.render.gradcam", "gradcam_document"),
-    "ActivationsResult": ("vizkit.render.activations", "activations_document"),
-    "OcclusionResult": ("vizkit.render.occlusion", "occlusion_document"),
-    "FiltersResult": ("vizkit.render.filters", "filters_document"),
-    "ReportResult": ("vizkit.render.report", "report_document"),
-    "MineOutput": ("vizkit.render.mine", "mine_document"),
-    "InvarianceResult": ("vizkit.render.invariance", "invariance_document"),
-    "EvolveResult": ("vizkit.render.evolve", "evolve_document"),
-    "ShortcutsResult": ("vizkit.render.shortcuts", "shortcuts_document"),
-}
+def document(result: object, info: ReportInfo) -> Document:
+    """The files of ``result``'s command: the render module and function of the row in ``vizkit.commands`` whose
+    result type ``result`` is (by name). Only that one module is imported, on first use: matplotlib loads only when
+    something is rendered; shortcuts' pulls scikit-learn."""
+    command = command_for_result([cls.__name__ for cls in type(result).__mro__])
+    if command is None:
+        raise TypeError(f"no writer for {type(result).__name__}: add its command's row to vizkit.commands")
+    make: Callable[[object, ReportInfo], Document] = getattr(importlib.import_module(command.render),
+                                                             command.document)
+    return make(result, info)
 
 
-def document(result: Result, info: ReportInfo) -> Document:
-    """The files of ``result``'s command. Page modules are imported here, on first use: matplotlib loads only
-    when something is rendered."""
-    for cls in type(result).__mro__:
-        if cls.__name__ in _DOCUMENTS:
-            module, function = _DOCUMENTS[cls.__name__]
-            make: Callable[[Result, ReportInfo], Document] = getattr(importlib.import_module(module), function)
-            return make(result, info)
-    raise TypeError(f"no writer for {type(result).__name__}")
-
-
-def write_outputs(result: Result, info: ReportInfo, out_dir: str | Path, stem: str | None = None,
+def write_outputs(result: object, info: ReportInfo, out_dir: str | Path, stem: str | None = None,
                   timings: dict[str, float] | None = None) -> Path:
     """Write ``result``'s files into ``out_dir/stem/`` (a per-image folder; model-level results use their own
     folder name) atomically, then its manifest with ``timings`` plus a ``render`` entry. Returns the folder."""

@@ -11,6 +11,8 @@ import torch
 from torch import nn
 from torch.utils import _pytree as pytree
 
+from vizkit.capture.probe import probe_input
+
 # --------------------------------------------------------------------------------------------------------- state
 
 @dataclass(frozen=True)
@@ -47,10 +49,8 @@ def first_geo(state: Any) -> Geo | None:
 
 
 def zeros_input(model: nn.Module, shape: tuple[int, ...]) -> torch.Tensor:
-    ref = next((t for t in list(model.parameters()) + list(model.buffers()) if t.is_floating_point()), None)
-    if ref is None:
-        return torch.zeros(shape)
-    return torch.zeros(shape, device=ref.device, dtype=ref.dtype)
+    """The probe input (``vizkit.capture.probe``): zeros on the model's device, in its dtype."""
+    return probe_input(model, shape)
 
 
 def input_geo(value: torch.Tensor) -> Geo | None:

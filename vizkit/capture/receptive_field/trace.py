@@ -11,6 +11,7 @@ from torch import fx, nn
 from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 
+from vizkit.capture.hooks import Hooks
 from vizkit.capture.receptive_field.geometry import CONST, Geo, first_geo, input_geo
 from vizkit.capture.receptive_field.ops import function_state, method_state, module_state
 
@@ -184,14 +185,10 @@ def chain_fallback(model: nn.Module, x: torch.Tensor) -> dict[str, Geo | None]:
         if name and name not in result and isinstance(out, torch.Tensor):
             result[name] = geo_of.get(id(out)) if not broken[0] else None
 
-    handles = []
-    try:
+    with Hooks() as hooks:
         for m in names:
-            handles.append(m.register_forward_pre_hook(pre))
-            handles.append(m.register_forward_hook(post))
+            hooks.forward_pre(m, pre)
+            hooks.forward(m, post)
         with _Watch():
             model(x)
-    finally:
-        for h in handles:
-            h.remove()
     return {k: (v if isinstance(v, Geo) else None) for k, v in result.items()}
