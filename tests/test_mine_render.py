@@ -15,13 +15,13 @@ from test_report import CHROMIUM, FLAGS  # the report gallery's browser helper: 
 from test_writer import texts
 
 from vizkit.project.mine_projection import UnitTopProjections, project_units, select_units
-from vizkit.project.topk import MineResult
 from vizkit.render import mine_outputs
 from vizkit.render.info import ReportInfo
 from vizkit.render.mine_html import histogram_svg
 from vizkit.render.mine_outputs import read_projections, write_mine_outputs
 from vizkit.render.mine_pdf import UNITS_PER_PAGE, grid_shape, mine_page_makers
 from vizkit.render.provenance import RANDOM_INIT_NOTE
+from vizkit.scan.topk import MineResult
 
 LAYERS = ["5", "10"]
 

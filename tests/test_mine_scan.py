@@ -9,8 +9,8 @@ from torch import nn
 from vizkit.capture.state import hook_count
 from vizkit.errors import ModelError
 from vizkit.load.dataset import ImageBatch
-from vizkit.project.scan import ScanState, scan_batches
-from vizkit.project.topk import MineResult
+from vizkit.scan.state import ScanState, scan_batches
+from vizkit.scan.topk import MineResult
 
 LAYERS = ["0", "3"]
 

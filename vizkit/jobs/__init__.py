@@ -20,8 +20,7 @@ if TYPE_CHECKING:
     from vizkit.jobs.filters import FiltersConfig, run_filters
     from vizkit.jobs.gradcam import GradCamConfig, gradcam_image, gradcam_inputs, run_gradcam
     from vizkit.jobs.invariance import InvarianceConfig, invariance_image, invariance_tensor, run_invariance
-    from vizkit.jobs.mine_api import mine
-    from vizkit.jobs.mining import MineConfig, MineReport, run_mine
+    from vizkit.jobs.mine import MineConfig, MineReport, mine_dataset, run_mine
     from vizkit.jobs.occlusion import OcclusionConfig, occlusion_image, occlusion_tensor, run_occlusion
     from vizkit.jobs.report import ReportConfig, run_report
     from vizkit.jobs.shortcuts import ShortcutsConfig, ShortcutsReport, run_shortcuts, shortcuts_result
@@ -36,8 +35,8 @@ _EXPORTS = {
     "ImageJob": "vizkit.jobs.common",
     "InvarianceConfig": "vizkit.jobs.invariance",
     "JobReport": "vizkit.jobs.common",
-    "MineConfig": "vizkit.jobs.mining",
-    "MineReport": "vizkit.jobs.mining",
+    "MineConfig": "vizkit.jobs.mine",
+    "MineReport": "vizkit.jobs.mine",
     "ModelJob": "vizkit.jobs.common",
     "OcclusionConfig": "vizkit.jobs.occlusion",
     "ReportConfig": "vizkit.jobs.report",
@@ -54,7 +53,7 @@ _EXPORTS = {
     "gradcam_image": "vizkit.jobs.gradcam",
     "gradcam_inputs": "vizkit.jobs.gradcam",
     "input_shape": "vizkit.jobs.context",
-    "mine": "vizkit.jobs.mine_api",
+    "mine_dataset": "vizkit.jobs.mine",
     "invariance_image": "vizkit.jobs.invariance",
     "invariance_tensor": "vizkit.jobs.invariance",
     "model_device": "vizkit.jobs.context",
@@ -68,7 +67,7 @@ _EXPORTS = {
     "run_evolve": "vizkit.jobs.evolve",
     "run_filters": "vizkit.jobs.filters",
     "run_gradcam": "vizkit.jobs.gradcam",
-    "run_mine": "vizkit.jobs.mining",
+    "run_mine": "vizkit.jobs.mine",
     "run_invariance": "vizkit.jobs.invariance",
     "run_occlusion": "vizkit.jobs.occlusion",
     "run_report": "vizkit.jobs.report",
@@ -81,7 +80,7 @@ __all__ = ["ActivationsConfig", "DeconvConfig", "EvolveConfig", "Failure", "Filt
            "InvarianceConfig", "JobReport", "MineConfig", "MineReport", "ModelJob", "OcclusionConfig", "ReportConfig",
            "RunContext", "ShortcutsConfig", "ShortcutsReport", "activations_image", "activations_tensor",
            "deconv_image", "deconv_result", "deconv_tensor", "evolve_checkpoints", "for_each_image", "gradcam_image",
-           "gradcam_inputs", "input_shape", "invariance_image", "invariance_tensor", "mine", "model_device",
+           "gradcam_inputs", "input_shape", "invariance_image", "invariance_tensor", "mine_dataset", "model_device",
            "occlusion_image", "occlusion_tensor", "predictions", "project_tensor", "resolve_device", "run_activations",
            "run_deconv", "run_evolve", "run_filters", "run_gradcam", "run_invariance", "run_mine", "run_occlusion",
            "run_report", "run_shortcuts", "shortcuts_result", "tiny_activation_notes"]

@@ -21,7 +21,7 @@ from vizkit.render.mine_pdf import summary_lines
 from vizkit.render.report import LOADED_SCRIPT
 
 if TYPE_CHECKING:
-    from vizkit.project.topk import LayerTopK, MineResult
+    from vizkit.scan.topk import LayerTopK, MineResult
 
 _STYLE = """<style>
 body { font-family: sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }

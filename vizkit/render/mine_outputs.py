@@ -29,7 +29,7 @@ from vizkit.render.mine_pdf import render_mine_pdf
 from vizkit.render.writer import Document, write_outputs
 
 if TYPE_CHECKING:
-    from vizkit.project.topk import MineResult
+    from vizkit.scan.topk import MineResult
 
 MANIFEST = "mine.manifest.json"
 FOLDER = "mine"

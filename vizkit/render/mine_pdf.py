@@ -24,7 +24,7 @@ from vizkit.render.provenance import model_block, notes_block, page_notes, run_b
 from vizkit.render.writer import PageMaker, write_pdf
 
 if TYPE_CHECKING:
-    from vizkit.project.topk import MineResult
+    from vizkit.scan.topk import MineResult
 
 UNITS_PER_PAGE = 3
 GRID_GAP = 0.3  # between the projection grid and the patch grid, inches
