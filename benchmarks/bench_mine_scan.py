@@ -11,7 +11,7 @@ scikit-image and matplotlib (``benchmarks/_images.py``; made in a temporary fold
 
    - plain batched inference: ``model(x)`` per batch under ``torch.inference_mode`` -- the limit, one forward per
      image;
-   - the scan: ``vizkit.jobs.mine_api.mine(model, loader, default_layers, k=9)`` (hooks, per-batch top-K merge).
+   - the scan: ``vizkit.jobs.mine_dataset(model, loader, default_layers, k=9)`` (hooks, per-batch top-K merge).
 
    Rounds alternate the order; the best wall time of each is compared. Agreement: the scan's top-K per channel
    equals a brute-force sort (value desc, index asc) over every image's stored maxima, from a separate pass.
@@ -44,10 +44,11 @@ from _machine import machine
 
 from vizkit.capture.recorder import Recorder
 from vizkit.capture.stages import default_layers
-from vizkit.jobs.mine_api import mine
-from vizkit.load.dataset import ImageDataset, image_loader, list_images
+from vizkit.jobs.mine import mine_dataset
+from vizkit.load.dataset import ImageDataset, list_images
 from vizkit.load.preprocessing import Preprocessing
-from vizkit.project.topk import MineResult
+from vizkit.scan.stream import image_loader
+from vizkit.scan.topk import MineResult
 
 PREP = Preprocessing(256, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 CRP_LAYER = "features.29"
@@ -79,7 +80,7 @@ def plain_inference(model: torch.nn.Module, loader: torch.utils.data.DataLoader,
 
 def scan(model: torch.nn.Module, loader: torch.utils.data.DataLoader, layers: list[str],
          device: torch.device) -> MineResult:
-    result = mine(model, loader, layers, k=K, device=device)
+    result = mine_dataset(model, loader, layers, k=K, device=device)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return result

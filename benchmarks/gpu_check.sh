@@ -4,7 +4,7 @@
 #   bash benchmarks/gpu_check.sh [WORKDIR]
 #
 # 1. Scan: one seeded random-init VGG16 (offline) scans 64 generated images (benchmarks/_images.py) on the CPU and
-#    on CUDA with vizkit.jobs.mine_api.mine(); per layer and channel the top-K image sets must be equal, except where
+#    on CUDA with vizkit.jobs.mine_dataset(); per layer and channel the top-K image sets must be equal, except where
 #    the K-th and (K+1)-th values tie to float tolerance (then the set may differ only at that cut), and values
 #    must agree to 1e-4 relative.
 # 2. Projections: bench_mine_project.py --quick on the CPU saves its requests and projections; the CUDA run
@@ -27,7 +27,7 @@ echo "== 1. scan: CPU and CUDA give the same top-K sets"
 python - "$WORK/images" <<'EOF'
 import copy, sys
 import numpy as np, torch, torchvision
-from vizkit.jobs.mine_api import mine
+from vizkit.jobs.mine import mine_dataset
 from vizkit.load.dataset import ImageDataset, list_images
 from vizkit.load.preprocessing import Preprocessing
 
@@ -39,7 +39,7 @@ dataset = ImageDataset(list_images(sys.argv[1]), Preprocessing(256, 224, (0.485,
 results = {}
 for dev in ("cpu", "cuda"):
     device = torch.device(dev)
-    results[dev] = mine(copy.deepcopy(model).to(device), dataset, layers, k=9, batch_size=16, device=device)
+    results[dev] = mine_dataset(copy.deepcopy(model).to(device), dataset, layers, k=9, batch_size=16, device=device)
 bad = 0
 for name in layers:
     a, b = results["cpu"].layers[name], results["cuda"].layers[name]

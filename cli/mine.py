@@ -53,7 +53,7 @@ def mine(data: str, model: str | None, weights: str | None, allow_download: bool
     one image path per line. Writes OUT/mine/: mine.npz, mine.pdf, html/index.html and mine.manifest.json. An
     unreadable image is named on one line and skipped; the run goes on and exits 2 at the end.
     """
-    from vizkit.jobs.mining import MineConfig, run_mine
+    from vizkit.jobs.mine import MineConfig, run_mine
     from vizkit.load import DEFAULT_MODEL
 
     config = MineConfig(data=data, model=model or DEFAULT_MODEL, weights=weights, layers=layers or None,

@@ -9,7 +9,7 @@ from torch import nn
 
 from vizkit.capture.recorder import Recorder
 from vizkit.load.preprocessing import Preprocessing
-from vizkit.project.topk import LayerTopK, MineResult
+from vizkit.scan.topk import LayerTopK, MineResult
 
 PREP = Preprocessing(resize=32, crop=32, mean=(0.5, 0.4, 0.3), std=(0.25, 0.2, 0.3))
 

@@ -11,7 +11,8 @@ from PIL import Image
 
 from vizkit.errors import UserInputError
 from vizkit.load import Preprocessing
-from vizkit.load.dataset import ImageDataset, collate_images, image_loader, list_images
+from vizkit.load.dataset import ImageDataset, collate_images, list_images
+from vizkit.scan.stream import image_loader
 
 PREP = Preprocessing(8, 8, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 

@@ -17,8 +17,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from vizkit.jobs.mine_api import mine
-from vizkit.jobs.mining import MineConfig, run_mine
+from vizkit.jobs.mine import MineConfig, mine_dataset, run_mine
 from vizkit.load import load_model
 
 LENET_LAYERS = ["features.relu1", "features.pool2"]
@@ -84,7 +83,7 @@ def test_cli_skips_bad_files_and_equals_the_api(tmp_path: Path, lenet_file: Path
     manifest = json.loads((out / "mine" / "mine.manifest.json").read_text())
     assert [s["path"] for s in manifest["dataset"]["skipped"]] == [str(data / "c0/004.png"), str(data / "c1/009.png")]
     assert manifest["settings"]["images_scanned"] == 12
-    result = mine(load_model("lenet5", str(lenet_file)), data, LENET_LAYERS, k=4, per_class=True, batch_size=3)
+    result = mine_dataset(load_model("lenet5", str(lenet_file)), data, LENET_LAYERS, k=4, per_class=True, batch_size=3)
     assert result.images_scanned == 12 and len(result.skipped) == 2
     api = result.to_arrays()
     _same({k: arrays[k] for k in api}, api)
@@ -119,7 +118,7 @@ def test_api_takes_a_plain_dataloader() -> None:
     x = torch.randn(10, 3, 12, 12)
     labels = torch.arange(10) % 3
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, labels), batch_size=4)
-    result = mine(model, loader, ["0", "2"], k=3, per_class=True, classes=["a", "b", "c"])
+    result = mine_dataset(model, loader, ["0", "2"], k=3, per_class=True, classes=["a", "b", "c"])
     assert result.paths == [f"#{i}" for i in range(10)] and result.images_scanned == 10
     with torch.no_grad():
         maxima = model[:1](x).flatten(2).amax(2)

@@ -16,11 +16,11 @@ from test_writer import texts
 
 from vizkit.outputs.info import ReportInfo
 from vizkit.project.mine_projection import UnitTopProjections, project_units, select_units
-from vizkit.project.topk import MineResult
 from vizkit.render import mine as mine_module
 from vizkit.render.kit.provenance import RANDOM_INIT_NOTE
 from vizkit.render.mine import UNITS_PER_PAGE, grid_shape, mine_page_makers, read_projections, write_mine_outputs
 from vizkit.render.mine_html import histogram_svg
+from vizkit.scan.topk import MineResult
 
 LAYERS = ["5", "10"]
 

@@ -8,8 +8,8 @@ from torch import nn
 
 from vizkit.errors import ModelError
 from vizkit.load.dataset import ImageBatch
-from vizkit.project.scan import ScanState, scan_batches
-from vizkit.project.topk import MineResult
+from vizkit.scan.state import ScanState, scan_batches
+from vizkit.scan.topk import MineResult
 from vizkit.testing.model_state import hook_count
 
 LAYERS = ["0", "3"]

@@ -18,8 +18,8 @@ from vizkit.outputs.info import ReportInfo
 from vizkit.project.invariance import InvarianceSweep
 from vizkit.project.results import EvolveResult, InvarianceResult
 from vizkit.project.shortcuts.result import ShortcutsResult
-from vizkit.project.topk import LayerTopK, MineResult
 from vizkit.render.kit.pdf import PageMaker
+from vizkit.scan.topk import LayerTopK, MineResult
 
 SHA = "0123456789abcdef" * 4
 #: Values no page shows by chance: each must come from the provenance block.

@@ -43,7 +43,7 @@ COMMANDS: tuple[Command, ...] = (
             "FiltersResult", "vizkit.render.filters", "filters_document"),
     Command("report", "vizkit.jobs.report", ("ReportConfig", "run_report"),
             "ReportResult", "vizkit.render.report", "report_document"),
-    Command("mine", "vizkit.jobs.mining", ("MineConfig", "MineReport", "run_mine"),
+    Command("mine", "vizkit.jobs.mine", ("MineConfig", "MineReport", "mine_dataset", "run_mine"),
             "MineOutput", "vizkit.render.mine", "mine_document"),
     Command("invariance", "vizkit.jobs.invariance",
             ("InvarianceConfig", "invariance_image", "invariance_tensor", "run_invariance"),
@@ -63,7 +63,6 @@ SHARED: dict[str, tuple[str, ...]] = {
     "vizkit.jobs.common": ("Failure", "ImageJob", "JobReport", "ModelJob", "for_each_image", "predictions",
                            "resolve_device"),
     "vizkit.jobs.context": ("RunContext", "input_shape", "model_device", "tiny_activation_notes"),
-    "vizkit.jobs.mine_api": ("mine",),
 }
 
 

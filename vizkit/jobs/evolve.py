@@ -7,10 +7,10 @@ follow are then chosen on the last checkpoint (``--units``, as in ``vizkit mine`
 each chosen unit's strongest activation over the dataset with the deconvnet (the batched projections of ``vizkit
 mine``). A checkpoint that cannot be loaded is skipped with one line and the run goes on (exit 2 at the end).
 
-Images are read and preprocessed once and kept in memory when they fit in ``CACHE_BYTES``; otherwise every
-checkpoint streams them from disk again. One ``RunContext`` is built on the architecture with random weights (the
-template): device, input shape, layers, receptive fields and provenance come from it; each checkpoint is then
-loaded with the job's own model options and only its weights differ.
+Images are read through one ``DatasetStream``: preprocessed once and kept in memory when they fit in
+``CACHE_BYTES``; otherwise every checkpoint streams them from disk again. One ``RunContext`` is built on the
+architecture with random weights (the template): device, input shape, layers, receptive fields and provenance come
+from it; each checkpoint is then loaded with the job's own model options and only its weights differ.
 """
 from __future__ import annotations
 
@@ -21,20 +21,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from vizkit.capture.receptive_field import ReceptiveField
 from vizkit.errors import UserInputError, VizkitError
 from vizkit.jobs.common import Failure, JobReport, ModelJob
 from vizkit.jobs.context import RunContext
 from vizkit.load import LoadedModel
 from vizkit.load.checkpoints import CheckpointList, list_checkpoints
-from vizkit.load.dataset import ImageBatch, ImageDataset, ImageList, image_loader, list_images
+from vizkit.load.dataset import ImageDataset, list_images
 from vizkit.project.evolution import filter_trend, layer_conv, stack_layer
 from vizkit.project.mine_projection import Request, project_requests, select_units
 from vizkit.project.results import Cell, EvolveResult
-from vizkit.project.scan import ScanState, scan_batches
-from vizkit.project.topk import MineResult
+from vizkit.scan.state import ScanState, scan_batches
+from vizkit.scan.stream import DatasetStream
+from vizkit.scan.topk import MineResult
 
 log = logging.getLogger("vizkit")
 
@@ -73,38 +72,15 @@ class EvolveReport(JobReport):
     timings: dict[str, float] = field(default_factory=dict)
 
 
-class _Images:
-    """The dataset's preprocessed images: in memory when they fit, else streamed from disk for every scan."""
-
-    def __init__(self, images: ImageList, ctx: RunContext, batch_size: int) -> None:
-        self.images, self.dataset = images, ImageDataset(images, ctx.loaded.preprocessing)
-        self.batch_size = batch_size
-        _, channels, height, width = ctx.input_shape
-        size = len(images.paths) * channels * height * width * 4
-        self.cached: list[ImageBatch] | None = list(self._stream()) if size <= CACHE_BYTES else None
-
-    def _stream(self) -> torch.utils.data.DataLoader:
-        return image_loader(self.dataset, batch_size=self.batch_size, device="cpu")
-
-    def batches(self) -> list[ImageBatch] | torch.utils.data.DataLoader:
-        return self.cached if self.cached is not None else self._stream()
-
-    def get(self, i: int, device: torch.device) -> torch.Tensor:
-        x, _, _, error = self.dataset[i]
-        if x is None:
-            raise UserInputError(f"{self.images.paths[i]}: was read in the scan but not now: {error}")
-        return x.to(device)
+def _scan(loaded: LoadedModel, data: DatasetStream, layers: list[str], k: int) -> MineResult:
+    state = ScanState(layers, k, device=data.device)
+    run = scan_batches(loaded.model, data, state)
+    images = data.dataset.images
+    paths = [str(p) for p in images.paths]
+    return state.result(paths, labels=images.labels, skipped=[(paths[i], why) for i, why in run.skipped])
 
 
-def _scan(loaded: LoadedModel, device: torch.device, data: _Images, layers: list[str], k: int) -> MineResult:
-    state = ScanState(layers, k, device=device)
-    moved = (ImageBatch(b.x.to(device), b.index, b.label, b.skipped) for b in data.batches())
-    run = scan_batches(loaded.model, moved, state)
-    paths = [str(p) for p in data.images.paths]
-    return state.result(paths, labels=data.images.labels, skipped=[(paths[i], why) for i, why in run.skipped])
-
-
-def _project(ctx: RunContext, loaded: LoadedModel, scan: MineResult, data: _Images, layer: str,
+def _project(ctx: RunContext, loaded: LoadedModel, scan: MineResult, data: DatasetStream, layer: str,
              units: Sequence[int], field_: ReceptiveField | None) -> list[Cell | None]:
     """Each unit's strongest activation at this checkpoint (``loaded``: the template's architecture with the
     checkpoint's weights), projected (None where the unit never had an entry)."""
@@ -112,7 +88,7 @@ def _project(ctx: RunContext, loaded: LoadedModel, scan: MineResult, data: _Imag
     wanted = [u for u in units if state.image_index[u, 0] >= 0]
     requests = [Request(u, int(state.image_index[u, 0]), (int(state.positions[u, 0, 0]),
                                                           int(state.positions[u, 0, 1]))) for u in wanted]
-    images = {r.image: data.get(r.image, ctx.device) for r in requests}
+    images = {r.image: data.image(r.image, ctx.device) for r in requests}
     projected = project_requests(loaded.model, images, layer, requests, receptive_field=field_)
     cells: dict[int, Cell] = {}
     for req, (proj, box) in zip(requests, projected, strict=True):
@@ -135,7 +111,7 @@ class _Plan:
     layers: list[str]
     convs: dict[str, str | None]
     fields: dict[str, ReceptiveField | None]
-    data: _Images
+    data: DatasetStream
 
 
 def _plan(config: EvolveConfig) -> _Plan:
@@ -149,7 +125,8 @@ def _plan(config: EvolveConfig) -> _Plan:
     fields = {layer: f if isinstance(f, ReceptiveField) else None for layer, f in
               ((layer, found.get(layer)) for layer in layers)}
     return _Plan(checkpoints, ctx, layers, {layer: layer_conv(ctx.model, layer) for layer in layers}, fields,
-                 _Images(images, ctx, config.batch_size))
+                 DatasetStream(ImageDataset(images, ctx.loaded.preprocessing), batch_size=config.batch_size,
+                               device=ctx.device, cache_bytes=CACHE_BYTES))
 
 
 def _scan_all(config: EvolveConfig, plan: _Plan, failures: list[Failure], progress: Callable[[str], None] | None
@@ -166,7 +143,7 @@ def _scan_all(config: EvolveConfig, plan: _Plan, failures: list[Failure], progre
                 progress(f"skipped checkpoint {path}: {message}")
             failures.append(Failure(str(path), f"checkpoint skipped: {message}", 2))
             continue
-        scans.append(_scan(loaded, plan.ctx.device, plan.data, plan.layers, config.top_k))
+        scans.append(_scan(loaded, plan.data, plan.layers, config.top_k))
         if len(scans) == 1:  # a bad --units fails now, not after every checkpoint was scanned
             for layer in plan.layers:
                 select_units(scans[0], layer, config.units)

@@ -2,8 +2,9 @@
 ``shortcuts_result(ctx, images, config)`` is the same analysis for a ``RunContext`` already built (no files written).
 Files go through the one writer (``vizkit.render.writer.write_outputs``, ``ShortcutsResult``).
 
-DATA is read with ``vizkit.load.dataset`` (folders by class, or a list file); unreadable files are skipped with
-one line each and the exit code is 2 at the end. A first-level folder name must be a class name of the model or a
+DATA is listed with ``vizkit.load.dataset`` (folders by class, or a list file) and read through one
+``vizkit.scan.stream.DatasetStream``; unreadable files are skipped with one line each and the exit code is 2 at the
+end. A first-level folder name must be a class name of the model or a
 class index; without folders each image is explained for its predicted class. Maps are computed a batch at a time
 on the device; only their pooled grid (for SpRAy) and a display copy (at most ``DISPLAY`` pixels a side) are kept.
 """
@@ -23,13 +24,14 @@ from vizkit.errors import UserInputError
 from vizkit.jobs.common import Failure, JobReport, ModelJob
 from vizkit.jobs.context import RunContext
 from vizkit.load import deprocess
-from vizkit.load.dataset import ImageDataset, ImageList, image_loader, list_images
+from vizkit.load.dataset import ImageDataset, ImageList, list_images
 from vizkit.project.shortcuts.clusters import ClassAnalysis, analyse_class, confirm, suspicion
 from vizkit.project.shortcuts.maps import DEFAULT_METHOD, NEEDS_LAYER, attribution_maps, check_method
 from vizkit.project.shortcuts.reliance import probability_drop
 from vizkit.project.shortcuts.result import ShortcutsResult
 from vizkit.project.shortcuts.spray import DEFAULT_SIDE, pool_maps, spectral_clusters
 from vizkit.project.targets import parse_targets
+from vizkit.scan.stream import DatasetStream
 
 DISPLAY = 112
 
@@ -130,8 +132,14 @@ def shortcuts_result(ctx: RunContext, images: ImageList, config: ShortcutsConfig
     wanted = {int(c) for c in parse_targets(config.only_classes, loaded.class_names, n_classes) if c is not None} \
         if config.only_classes else None
     mapped = folder_classes(images, loaded.class_names, n_classes)
+    indices = None
+    if mapped is not None and wanted is not None and images.labels is not None:
+        indices = [i for i, lab in enumerate(images.labels) if mapped[lab] in wanted]
+    stream = DatasetStream(ImageDataset(images, loaded.preprocessing), batch_size=config.batch_size,
+                           device=ctx.device, indices=indices, progress=progress, on_skip=on_skip)
     start = time.perf_counter()
-    explained, pooled, display, skipped = _maps(ctx, images, config, layer, mapped, wanted, progress, on_skip)
+    explained, pooled, display = _maps(ctx, stream, config, layer, mapped)
+    skipped = [(stream.path(i), message) for i, message in stream.skipped]
     timings["maps"] = time.perf_counter() - start
     start = time.perf_counter()
     analyses = []
@@ -143,19 +151,17 @@ def shortcuts_result(ctx: RunContext, images: ImageList, config: ShortcutsConfig
         analyses.append(analyse_class(cls, name, idx, pooled[idx], spectral, (crop, crop)))
     timings["spray"] = time.perf_counter() - start
     start = time.perf_counter()
-    dataset = ImageDataset(images, loaded.preprocessing)
     for analysis in analyses:
-        _confirm_by_deletion(ctx, dataset, analysis, config.batch_size, pooled.shape[-1])
+        _confirm_by_deletion(ctx, stream, analysis, pooled.shape[-1])
     analyses.sort(key=lambda a: (-a.suspicion, a.class_index))
     timings["deletion"] = time.perf_counter() - start
     result = ShortcutsResult([str(p) for p in images.paths], config.method, layer, (crop, crop), explained,
                              pooled, display, analyses, skipped, loaded.class_names)
-    result.pictures = exemplar_images(dataset, result.exemplar_indices())
+    result.pictures = exemplar_images(stream.dataset, result.exemplar_indices())
     return result
 
 
-def _confirm_by_deletion(ctx: RunContext, dataset: ImageDataset, analysis: ClassAnalysis, batch_size: int,
-                         side: int) -> None:
+def _confirm_by_deletion(ctx: RunContext, stream: DatasetStream, analysis: ClassAnalysis, side: int) -> None:
     """Reliance of each compact cluster (``vizkit.project.shortcuts.reliance``): its box, grown by one grid cell,
     removed from its members; then the class's suspicion again."""
     margin = -(-ctx.input_shape[-1] // side)
@@ -164,49 +170,34 @@ def _confirm_by_deletion(ctx: RunContext, dataset: ImageDataset, analysis: Class
         if not cluster.compact:
             continue
         drops = []
-        members = [int(i) for i in analysis.images[cluster.members]]
-        for start in range(0, len(members), batch_size):
-            xs = [x for x, _, _, _ in (dataset[i] for i in members[start:start + batch_size]) if x is not None]
-            if xs:
-                x = torch.stack(xs).to(ctx.device)
-                drops.append(probability_drop(ctx.model, x, target.expand(len(xs)), cluster.box, margin))
+        for batch in stream.over([int(i) for i in analysis.images[cluster.members]]):
+            if batch.index.numel():
+                drops.append(probability_drop(ctx.model, batch.x.to(ctx.device), target.expand(len(batch.index)),
+                                              cluster.box, margin))
         confirm(cluster, np.concatenate(drops) if drops else np.zeros(0))
     analysis.suspicion = suspicion(analysis)
 
 
-def _maps(ctx: RunContext, images: ImageList, config: ShortcutsConfig, layer: str | None,
-          mapped: list[int] | None, wanted: set[int] | None, progress: Callable[[int, int], None] | None,
-          on_skip: Callable[[str, str], None] | None
-          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[str, str]]]:
-    n, crop = len(images.paths), ctx.input_shape[-1]
+def _maps(ctx: RunContext, stream: DatasetStream, config: ShortcutsConfig, layer: str | None,
+          mapped: list[int] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(explained class, pooled map, display map) per image of DATA; -1 and zeros where an image was not read."""
+    n, crop = len(stream.dataset), ctx.input_shape[-1]
     s, d = min(config.side, crop), min(DISPLAY, crop)
     explained = np.full(n, -1, np.int64)
     pooled = np.zeros((n, s, s), np.float32)
     display = np.zeros((n, d, d), np.float32)
-    indices = None
-    if mapped is not None and wanted is not None and images.labels is not None:
-        indices = [i for i, lab in enumerate(images.labels) if mapped[lab] in wanted]
-    device = ctx.device
-    dataset = ImageDataset(images, ctx.loaded.preprocessing)
-    skipped, done, total = [], 0, n if indices is None else len(indices)
-    for batch in image_loader(dataset, batch_size=config.batch_size, device=device, indices=indices):
-        for i, message in batch.skipped:
-            skipped.append((str(images.paths[i]), message))
-            if on_skip:
-                on_skip(str(images.paths[i]), message)
-        done += len(batch.skipped) + batch.index.numel()
-        if batch.index.numel():
-            targets = batch.label.clone()
-            if mapped is not None:
-                targets = torch.tensor([mapped[int(t)] if t >= 0 else -1 for t in batch.label], dtype=torch.long)
-            maps, cls = attribution_maps(ctx.model, batch.x.to(device), targets.to(device), config.method, layer)
-            idx = batch.index.numpy()
-            explained[idx] = cls.cpu().numpy()
-            pooled[idx] = pool_maps(maps, s).cpu().numpy()
-            display[idx] = F.adaptive_avg_pool2d(maps[:, None].float(), d)[:, 0].cpu().numpy()
-        if progress:
-            progress(done, total)
-    return explained, pooled, display, skipped
+    for batch in stream:
+        if not batch.index.numel():
+            continue
+        targets = batch.label.clone()
+        if mapped is not None:
+            targets = torch.tensor([mapped[int(t)] if t >= 0 else -1 for t in batch.label], dtype=torch.long)
+        maps, cls = attribution_maps(ctx.model, batch.x.to(ctx.device), targets.to(ctx.device), config.method, layer)
+        idx = batch.index.numpy()
+        explained[idx] = cls.cpu().numpy()
+        pooled[idx] = pool_maps(maps, s).cpu().numpy()
+        display[idx] = F.adaptive_avg_pool2d(maps[:, None].float(), d)[:, 0].cpu().numpy()
+    return explained, pooled, display
 
 
 def exemplar_images(dataset: ImageDataset, indices: Sequence[int]) -> dict[int, np.ndarray]:

@@ -2,7 +2,7 @@
 ``preprocess``/``deprocess`` and the sample photos. Naming and weights rules: ``vizkit.load.models``."""
 from __future__ import annotations
 
-from vizkit.load.dataset import ImageBatch, ImageDataset, ImageList, image_loader, list_images
+from vizkit.load.dataset import ImageBatch, ImageDataset, ImageList, list_images
 from vizkit.load.images import load_image, sample_images
 from vizkit.load.models import DEFAULT_MODEL, LoadedModel, available_models, imagenet_categories, load_model
 from vizkit.load.preprocessing import Preprocessing, deprocess, preprocess
@@ -16,7 +16,6 @@ __all__ = [
     "Preprocessing",
     "available_models",
     "deprocess",
-    "image_loader",
     "imagenet_categories",
     "list_images",
     "load_image",

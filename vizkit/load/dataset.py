@@ -14,14 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from torch.utils.data import Dataset
 
 from vizkit.errors import UserInputError, VizkitError
 from vizkit.load.images import load_image
 from vizkit.load.preprocessing import Preprocessing, preprocess
 
-__all__ = ["IMAGE_SUFFIXES", "ImageBatch", "ImageDataset", "ImageList", "collate_images", "image_loader",
-           "list_images"]
+__all__ = ["IMAGE_SUFFIXES", "ImageBatch", "ImageDataset", "ImageList", "collate_images", "list_images"]
 
 IMAGE_SUFFIXES: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
@@ -163,18 +162,3 @@ def collate_images(samples: Sequence[Sample]) -> ImageBatch:
     index = torch.tensor([int(s[1]) for s in good], dtype=torch.int64)
     label = torch.tensor([int(s[2]) for s in good], dtype=torch.int64)
     return ImageBatch(x, index, label, skipped)
-
-
-def image_loader(dataset: ImageDataset, *, batch_size: int = 32, workers: int = 0,
-                 device: torch.device | str = "cpu", sampler: Sampler | None = None,
-                 indices: Sequence[int] | None = None) -> DataLoader:
-    """A DataLoader of ``ImageBatch`` in dataset order (or ``indices`` in that order, or ``sampler``'s order);
-    memory is pinned when the images go to a CUDA device."""
-    if batch_size < 1:
-        raise UserInputError(f"--batch-size must be at least 1, got {batch_size}")
-    if workers < 0:
-        raise UserInputError(f"--workers must be 0 or more, got {workers}")
-    data: Dataset = Subset(dataset, list(indices)) if indices is not None else dataset
-    return DataLoader(data, batch_size=batch_size, shuffle=False, sampler=sampler, num_workers=workers,
-                      collate_fn=collate_images, pin_memory=torch.device(device).type == "cuda",
-                      persistent_workers=False)

@@ -17,7 +17,7 @@ from vizkit.project.occlusion import OcclusionMaps, occlusion_maps
 from vizkit.project.results import AuditEntry, DeconvResult, LayerProjections, Prediction, UnitProjection
 from vizkit.project.rules import DeconvRules
 from vizkit.project.sanity import SanityResult, sanity_checks
-from vizkit.project.topk import LayerTopK, MineResult, merge_topk
+from vizkit.scan.topk import LayerTopK, MineResult, merge_topk
 
 __all__ = [
     "AuditEntry", "Capture", "DeconvOutput", "DeconvResult", "DeconvRules", "GradCamOutput", "LayerProjections",

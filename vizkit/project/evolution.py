@@ -21,7 +21,7 @@ from torch import nn
 
 from vizkit.capture.filters import DEFAULT_RADIUS, conv_layers, filter_stats
 from vizkit.project.results import Cell, EvolveResult  # the command's result types live with the others
-from vizkit.project.topk import LayerTopK
+from vizkit.scan.topk import LayerTopK
 
 
 @dataclass

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vizkit.capture.probe import model_device
 from vizkit.capture.receptive_field import ReceptiveField
 from vizkit.capture.state import preserve_model_state
 from vizkit.errors import UserInputError
@@ -35,7 +36,7 @@ from vizkit.project.cone import ConeConv
 from vizkit.project.deconv import Unit, _as_grid, _crop_box, _cropped_units, analyse_receptive_fields, forward_capture
 
 if TYPE_CHECKING:
-    from vizkit.project.topk import LayerTopK, MineResult
+    from vizkit.scan.topk import LayerTopK, MineResult
 
 Box = tuple[int, int, int, int]
 
@@ -249,11 +250,7 @@ def project_units(model: nn.Module, result: MineResult, dataset: ImageSource, la
     prep = prep or getattr(dataset, "prep", None)
     if prep is None:
         raise UserInputError("project_units needs the preprocessing (prep=) to de-normalise the image patches")
-    if device is None:
-        from vizkit.jobs.context import model_device  # the one lookup (a model may have no parameters)
-
-        device = model_device(model)
-    device = torch.device(device)
+    device = torch.device(device) if device is not None else model_device(model)
     paths = result.paths
     k = state.image_index.shape[1]
     units = {ch: UnitTopProjections(layer, ch, []) for ch in channels}

@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # annotations only: importing them here would pull torch into
     from vizkit.project.occlusion import OcclusionMaps
     from vizkit.project.sanity import SanityResult
     from vizkit.project.shortcuts.result import ShortcutsResult  # noqa: F401  (re-exported lazily below)
-    from vizkit.project.topk import MineResult
+    from vizkit.scan.topk import MineResult
 
 
 @dataclass

@@ -40,7 +40,7 @@ from vizkit.render.kit.provenance import notes_block, page_notes
 from vizkit.render.writer import Document, write_outputs
 
 if TYPE_CHECKING:
-    from vizkit.project.topk import MineResult
+    from vizkit.scan.topk import MineResult
 
 MANIFEST = "mine.manifest.json"
 FOLDER = "mine"

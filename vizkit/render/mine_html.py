@@ -21,7 +21,7 @@ from vizkit.render.kit.html import write_html_page
 from vizkit.render.mine import summary_lines
 
 if TYPE_CHECKING:
-    from vizkit.project.topk import LayerTopK, MineResult
+    from vizkit.scan.topk import LayerTopK, MineResult
 
 def _layer_file(n: int) -> str:
     return f"layer{n:02d}.html"

@@ -1,33 +1,51 @@
 """``vizkit mine`` as a function: ``run_mine(MineConfig(data=...))`` scans a dataset (pass 1, exact top-K per
-channel), projects the selected units' top images (pass 2) and writes ``OUT/mine/``.
+channel), projects the selected units' top images (pass 2) and writes ``OUT/mine/``; ``mine_dataset(model, data,
+layers, k=...)`` is the scan alone from Python, for your own model and data.
 
-One process, or one per device under ``torchrun`` (``vizkit.jobs.distributed``): each rank scans its
+One process, or one per device under ``torchrun`` (``vizkit.scan.distributed``): each rank scans its
 ``DistributedSampler`` shard, the states are merged exactly, rank 0 projects and writes. Every
 ``checkpoint_every`` images the state is saved atomically; ``resume`` continues from it.
+
+``mine_dataset``'s ``data`` may be a folder or image-list file (with ``prep``), an ``ImageList`` or
+``ImageDataset``, a DataLoader of ``ImageBatch`` (``vizkit.scan.stream.image_loader``), or any DataLoader/iterable
+yielding image tensors ``(B, C, H, W)`` or ``(images, labels)`` pairs -- a torchvision ``ImageFolder`` loader, for
+example. For the last kind the global image index is the position in the stream (paths are taken from
+``dataset.samples`` when the loader reads its dataset in order).
 """
 from __future__ import annotations
 
-import json
+import itertools
 import logging
+import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
 
+from vizkit.capture.probe import model_device
 from vizkit.capture.receptive_field import ReceptiveField
+from vizkit.capture.recorder import resolve_layers
+from vizkit.capture.stages import default_layers
 from vizkit.errors import UserInputError
 from vizkit.jobs.common import Failure, JobReport, ModelJob, resolve_device
-from vizkit.jobs.context import RunContext, tiny_activation_notes
-from vizkit.jobs.distributed import Ranks, gather_objects, gather_state, process_group, shard
-from vizkit.jobs.mine_checkpoint import Checkpoint, checkpoint_path, load_checkpoint, model_digest, save_checkpoint
-from vizkit.load.dataset import ImageDataset, ImageList, image_loader, list_images
+from vizkit.jobs.context import RunContext, input_shape, tiny_activation_notes
+from vizkit.load.dataset import ImageDataset, ImageList, list_images
+from vizkit.load.models import LoadedModel
+from vizkit.load.preprocessing import Preprocessing
 from vizkit.project.mine_projection import UnitTopProjections, project_units, select_units
 from vizkit.project.results import MineOutput
-from vizkit.project.scan import ScanState, scan_batches
-from vizkit.project.topk import MineResult
+from vizkit.scan.checkpoint import CheckpointSaver, checkpoint_path, resume, scan_identity
+from vizkit.scan.distributed import Ranks, gather_objects, gather_state, process_group, shard
+from vizkit.scan.state import ScanState, scan_batches
+from vizkit.scan.stream import DatasetStream, StreamCounter, as_batches, as_image_batch
+from vizkit.scan.topk import MineResult
 
 log = logging.getLogger("vizkit")
 
@@ -73,16 +91,6 @@ class MineReport(JobReport):
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def _identity(images: ImageList, ctx: RunContext, layers: list[str], config: MineConfig,
-              ranks: Ranks) -> dict[str, str]:
-    """What a checkpoint must match to be resumed (names are the words of the refusal message)."""
-    loaded = ctx.loaded
-    return {"dataset": images.fingerprint(), "model": loaded.name, "weights": model_digest(loaded.model),
-            "preprocessing": json.dumps(loaded.preprocessing.to_dict(), sort_keys=True),
-            "layer list": ",".join(layers), "top-k": str(config.top_k), "per-class": str(config.per_class),
-            "number of ranks": str(ranks.world)}
-
-
 def run_mine(config: MineConfig, *, progress: Callable[[int, int], None] | None = None,
              on_skip: Callable[[str, str], None] | None = None) -> MineReport:
     """Run ``vizkit mine``. Dataset, model, layer and checkpoint problems raise before the scan; unreadable images
@@ -121,39 +129,19 @@ def _scan(config: MineConfig, images: ImageList, ctx: RunContext, layers: list[s
     state = ScanState(layers, config.top_k, n_classes=n_classes, device=ctx.device)
     indices, owned = shard(len(images.paths), ranks)
     path = checkpoint_path(Path(config.out) / MINE_DIR, ranks)
-    identity = _identity(images, ctx, layers, config, ranks) if config.checkpoint_every or config.resume else {}
-    start, before = 0, []
-    if config.resume and path.is_file():
-        ckpt = load_checkpoint(path, identity)
-        state.load_state_dict(ckpt.state)
-        start, before = ckpt.positions, ckpt.skipped
-        log.info("resuming %s after %d of %d images", path, start, len(indices))
-        for i, message in before:  # named again, so that every run names every file it skips
-            if on_skip is not None:
-                on_skip(str(images.paths[i]), message)
-    elif config.resume:
-        log.warning("vizkit: no checkpoint at %s; scanning from the start", path)
-    loader = image_loader(ImageDataset(images, ctx.loaded.preprocessing), batch_size=config.batch_size,
-                          workers=config.workers, device=ctx.device, indices=indices[start:])
-    saved, reported = start, 0
-
-    def on_batch(done: int, skipped: list[tuple[int, str]]) -> None:
-        nonlocal saved, reported
-        for i, message in skipped[reported:]:
-            if on_skip is not None:
-                on_skip(str(images.paths[i]), message)
-        reported = len(skipped)
-        if progress is not None:
-            progress(start + done, len(indices))
-        if config.checkpoint_every and start + done - saved >= config.checkpoint_every:
-            save_checkpoint(path, Checkpoint(identity, start + done, before + skipped, state.state_dict()))
-            saved = start + done
-
-    run = scan_batches(ctx.model, loader, state, owned=owned, on_batch=on_batch)
-    skipped = before + run.skipped
+    identity = (scan_identity(images, ctx.loaded, layers, config.top_k, config.per_class, ranks)
+                if config.checkpoint_every or config.resume else {})
+    start, before = resume(path, identity, state, len(indices)) if config.resume else (0, [])
+    stream = DatasetStream(ImageDataset(images, ctx.loaded.preprocessing), batch_size=config.batch_size,
+                           workers=config.workers, device=ctx.device, indices=indices, start=start, skipped=before,
+                           progress=progress, on_skip=on_skip)
+    saver = CheckpointSaver(path, identity, config.checkpoint_every or 0, state, stream)
+    if config.checkpoint_every:
+        stream.hooks.append(saver)
+    scan_batches(ctx.model, stream, state, owned=owned)
     if config.checkpoint_every:  # the finished state: --resume then goes straight to the projections
-        save_checkpoint(path, Checkpoint(identity, start + run.positions, skipped, state.state_dict()))
-    return state, skipped
+        saver.save()
+    return state, stream.skipped
 
 
 def _settings(config: MineConfig, ctx: RunContext, layers: list[str], images: ImageList, ranks: Ranks,
@@ -208,4 +196,56 @@ def _write(config: MineConfig, result: MineResult, ctx: RunContext, layers: list
     return folder
 
 
-__all__ = ["MINE_DIR", "MineConfig", "MineReport", "mine_notes", "run_mine"]
+def mine_dataset(model: nn.Module | LoadedModel, data: str | os.PathLike | ImageList | Dataset | Iterable[Any],
+                 layers: Sequence[str] | None = None, k: int = 9, *, per_class: bool = False,
+                 prep: Preprocessing | None = None, batch_size: int = 32, workers: int = 0, limit: int | None = None,
+                 classes: Sequence[str] | None = None, device: torch.device | str | None = None) -> MineResult:
+    """Scan ``data`` once and return every channel's exact top-``k`` images per layer (see ``vizkit.scan.state``).
+
+    ``layers``: names from ``model.named_modules()``; default one per resolution stage. ``prep``: how files are
+    preprocessed (taken from a ``LoadedModel``). ``classes``: class names for ``per_class`` when ``data`` does not
+    name them (an ``ImageList`` from a folder with subfolders, or a dataset with a ``classes`` attribute, does).
+    ``device``: where the state lives and the batches go; default the model's device. The model is left as it was.
+    """
+    ctx = None
+    if isinstance(model, LoadedModel):  # its context: the input shape and default layers from one probe
+        ctx = RunContext.from_loaded(model if prep is None else replace(model, preprocessing=prep))
+        model, prep = ctx.model, ctx.loaded.preprocessing
+    device = torch.device(device) if device is not None else model_device(model)
+    batches, paths, labels, names = as_batches(data, prep, batch_size, workers, limit, device)
+    first, batches = _peek(batches)
+    if ctx is not None:
+        layers = ctx.layers(layers)  # the run's probe: one forward for the default layers
+    else:  # a bare module: the input shape comes from prep, else from the first batch
+        shape = input_shape(prep) if prep is not None else _input_shape(first)
+        layers = list(dict.fromkeys(layers)) if layers else default_layers(model, shape)
+        resolve_layers(model, layers)
+    names = list(classes) if classes is not None else names
+    if per_class and not names:
+        raise UserInputError("per_class needs class names: a folder with class subfolders, a dataset with a "
+                             "'classes' attribute, or classes=[...]")
+    state = ScanState(layers, k, n_classes=len(names) if per_class and names else 0, device=device)
+    run = scan_batches(model, batches, state)
+    if paths is None:
+        paths = [f"#{i}" for i in range(run.seen)]
+    skipped = [(str(paths[i]), message) for i, message in run.skipped]
+    return state.result([str(p) for p in paths], classes=names or None, labels=labels, skipped=skipped)
+
+
+def _peek(batches: Iterable[Any]) -> tuple[Any, Iterable[Any]]:
+    """The first batch and an iterable that still yields it (a DataLoader is only iterated once)."""
+    iterator = iter(batches)
+    first = next(iterator, None)
+    if first is None:
+        raise UserInputError("mine: the data yielded no batches")
+    return first, itertools.chain([first], iterator)
+
+
+def _input_shape(batch: Any) -> tuple[int, ...]:
+    x = as_image_batch(batch, StreamCounter()).x
+    if x.dim() != 4:
+        raise UserInputError("mine: give layers=[...] or prep= (no image batch to pick default layers from)")
+    return (1, *x.shape[1:])
+
+
+__all__ = ["MINE_DIR", "MineConfig", "MineReport", "mine_dataset", "mine_notes", "run_mine"]

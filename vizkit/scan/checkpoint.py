@@ -9,17 +9,29 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from vizkit.errors import UserInputError
-from vizkit.jobs.distributed import Ranks
+from vizkit.scan.distributed import Ranks
 
-__all__ = ["Checkpoint", "checkpoint_path", "load_checkpoint", "model_digest", "save_checkpoint"]
+if TYPE_CHECKING:
+    from vizkit.load.dataset import ImageList
+    from vizkit.load.models import LoadedModel
+    from vizkit.scan.state import ScanState
+    from vizkit.scan.stream import DatasetStream
+
+__all__ = ["Checkpoint", "CheckpointSaver", "checkpoint_path", "load_checkpoint", "model_digest", "resume",
+           "save_checkpoint", "scan_identity"]
+
+log = logging.getLogger("vizkit")
 
 FORMAT = 1
 
@@ -38,6 +50,15 @@ def model_digest(model: nn.Module) -> str:
         digest.update(f"{name}:{t.dtype}:{tuple(tensor.shape)}\n".encode())
         digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return digest.hexdigest()
+
+
+def scan_identity(images: ImageList, loaded: LoadedModel, layers: Sequence[str], top_k: int, per_class: bool,
+                  ranks: Ranks) -> dict[str, str]:
+    """What a checkpoint must match to be resumed (names are the words of the refusal message)."""
+    return {"dataset": images.fingerprint(), "model": loaded.name, "weights": model_digest(loaded.model),
+            "preprocessing": json.dumps(loaded.preprocessing.to_dict(), sort_keys=True),
+            "layer list": ",".join(layers), "top-k": str(top_k), "per-class": str(per_class),
+            "number of ranks": str(ranks.world)}
 
 
 @dataclass
@@ -84,3 +105,33 @@ def load_checkpoint(path: Path, identity: dict[str, str]) -> Checkpoint:
                              "resume (rerun without --resume to start over)")
     skipped = list(zip(payload["skipped_index"].tolist(), payload["skipped_messages"], strict=True))
     return Checkpoint(saved, int(payload["positions"]), skipped, payload["state"])
+
+
+def resume(path: Path, identity: dict[str, str], state: ScanState, total: int) -> tuple[int, list[tuple[int, str]]]:
+    """Load the checkpoint at ``path`` into ``state``: (entries of this process's order done, skipped so far);
+    (0, []) and a warning when there is none."""
+    if not path.is_file():
+        log.warning("vizkit: no checkpoint at %s; scanning from the start", path)
+        return 0, []
+    ckpt = load_checkpoint(path, identity)
+    state.load_state_dict(ckpt.state)
+    log.info("resuming %s after %d of %d images", path, ckpt.positions, total)
+    return ckpt.positions, ckpt.skipped
+
+
+class CheckpointSaver:
+    """A ``DatasetStream`` hook: saves ``state`` every ``every`` entries of the stream (and on ``save()``)."""
+
+    def __init__(self, path: Path, identity: dict[str, str], every: int, state: ScanState,
+                 stream: DatasetStream) -> None:
+        self.path, self.identity, self.every, self.state, self.stream = path, identity, every, state, stream
+        self.saved = stream.done
+
+    def __call__(self, done: int, total: int) -> None:
+        if done - self.saved >= self.every:
+            self.save()
+
+    def save(self) -> None:
+        done = self.stream.done
+        save_checkpoint(self.path, Checkpoint(self.identity, done, list(self.stream.skipped), self.state.state_dict()))
+        self.saved = done

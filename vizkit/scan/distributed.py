@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler
 
-from vizkit.project.scan import ScanState
+from vizkit.scan.state import ScanState
 
 __all__ = ["Ranks", "barrier", "gather_objects", "gather_state", "process_group", "shard"]
 

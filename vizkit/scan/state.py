@@ -1,15 +1,13 @@
-"""Pass 1 of ``vizkit mine``: stream batches through the model and keep, per channel, the exact top-K images.
+"""The running state of a dataset scan: per layer and channel the exact top-K images, sums and firing counts.
 
-Forward hooks (inside ``with`` only) reduce each layer's output the moment it is produced -- per (image, channel)
-spatial max, its first row-major argmax and the spatial mean -- so a later in-place op cannot change what was seen
-and no feature map is kept. The forward stops after the deepest requested layer. The state lives on the model's
-device and is O(layers x channels x K); each batch is merged into it with ``merge_topk`` (no Python loop over
-images or channels).
+``scan_batches`` streams batches through the model (``vizkit.scan.scorer`` reduces each layer's output as it is
+produced; the forward stops after the deepest requested layer) and merges each batch into a ``ScanState`` with
+``merge_topk``: no Python loop over images or channels. The state lives on the model's device and is
+O(layers x channels x K); two states over the same index space merge exactly (``ScanState.merge``: ranks, resume).
 """
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,83 +15,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from vizkit.capture.recorder import StopForward, resolve_layers
+from vizkit.capture.probe import model_dtype
 from vizkit.capture.state import preserve_model_state
-from vizkit.errors import ModelError, UserInputError
-from vizkit.load.dataset import ImageBatch
-from vizkit.project.topk import EMPTY, LayerTopK, MineResult, merge_topk
+from vizkit.errors import UserInputError
+from vizkit.scan.scorer import Reduced, Reducer
+from vizkit.scan.stream import StreamCounter, as_image_batch
+from vizkit.scan.topk import EMPTY, LayerTopK, MineResult, merge_topk
 
-__all__ = ["Reduced", "ScanRun", "ScanState", "StreamCounter", "as_image_batch", "reduce_output", "scan_batches"]
-
-
-@dataclass
-class Reduced:
-    """One layer's output for one batch, reduced over space: each (B, C)."""
-
-    maximum: torch.Tensor   # float32
-    argmax: torch.Tensor    # int64, flat index into the (H, W) grid, first maximum in row-major order
-    mean: torch.Tensor      # float32 spatial mean
-    grid: tuple[int, int]
-
-
-def reduce_output(name: str, output: torch.Tensor) -> Reduced:
-    """(B, C, H, W) feature maps (or (B, C) vectors, or (B, C, L) sequences) -> per-(image, channel) reductions."""
-    a = output.detach()
-    if a.dim() == 2:
-        a = a[:, :, None, None]
-    elif a.dim() == 3:
-        a = a[:, :, None, :]
-    if a.dim() != 4:
-        raise ModelError(f"layer '{name}' outputs shape {tuple(output.shape)}; mine needs (B, C, H, W), (B, C) or "
-                         "(B, C, L)")
-    flat = a.flatten(2)
-    maximum, argmax = flat.max(dim=2)  # documented: the index of the first maximal value
-    return Reduced(maximum.float(), argmax, flat.float().mean(dim=2), (int(a.shape[2]), int(a.shape[3])))
-
-
-class _Reducer:
-    """Forward hooks that reduce the requested layers' outputs; the forward is stopped after the last one."""
-
-    def __init__(self, model: nn.Module, layers: Sequence[str]) -> None:
-        self.modules = resolve_layers(model, layers)
-        self.out: dict[str, Reduced] = {}
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
-
-    def __enter__(self) -> _Reducer:
-        try:
-            for name, module in self.modules.items():
-                self._handles.append(module.register_forward_hook(self._hook(name)))
-        except BaseException:
-            self.__exit__()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-
-    def _hook(self, name: str) -> Callable[..., None]:
-        def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
-            if name in self.out:  # a module called twice per forward counts at its first call
-                return
-            if not isinstance(output, torch.Tensor):
-                raise ModelError(f"layer '{name}' returns {type(output).__name__}, not a tensor; pick a submodule")
-            self.out[name] = reduce_output(name, output)
-            if len(self.out) == len(self.modules):
-                raise StopForward
-
-        return hook
-
-    def run(self, model: nn.Module, x: torch.Tensor) -> dict[str, Reduced]:
-        self.out = {}
-        with contextlib.suppress(StopForward):  # raised by the hook after the deepest layer: the forward is done
-            model(x)
-        missing = [n for n in self.modules if n not in self.out]
-        if missing:
-            raise ModelError(f"layer(s) {', '.join(missing)} did not run in the forward pass; pick layers the "
-                             "model calls (see 'vizkit layers')")
-        return self.out
+__all__ = ["ScanRun", "ScanState", "scan_batches"]
 
 
 class ScanState:
@@ -225,13 +154,6 @@ class ScanState:
                          (t[f"{name}/fired"].cpu().double() / n).float().numpy(), class_values, class_index)
 
 
-class StreamCounter:
-    """Global indices for loaders that yield plain tensors: position in the stream."""
-
-    def __init__(self, start: int = 0) -> None:
-        self.next = start
-
-
 @dataclass
 class ScanRun:
     skipped: list[tuple[int, str]]   # (global index, reason) of unreadable images
@@ -239,39 +161,20 @@ class ScanRun:
     seen: int                        # 1 + the largest global index met (the index space's size)
 
 
-def as_image_batch(batch: Any, counter: StreamCounter) -> ImageBatch:
-    """An ``ImageBatch`` as is; a tensor (B, C, H, W) or an (x, labels, ...) pair from a user's DataLoader gets
-    stream positions as indices and its labels when they are integers."""
-    if isinstance(batch, ImageBatch):
-        return batch
-    x, label = batch, None
-    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
-        x = batch[0]
-        if len(batch) > 1 and isinstance(batch[1], torch.Tensor) and not batch[1].is_floating_point():
-            label = batch[1].reshape(-1).long()
-    if not isinstance(x, torch.Tensor) or x.dim() < 2:
-        raise UserInputError(f"mine: a batch must be an ImageBatch, a tensor (B, C, H, W) or (x, labels); got "
-                             f"{type(batch).__name__}")
-    n = x.shape[0]
-    index = torch.arange(counter.next, counter.next + n, dtype=torch.int64)
-    counter.next += n
-    return ImageBatch(x, index, label if label is not None else torch.full((n,), -1, dtype=torch.int64), [])
-
-
 def scan_batches(model: nn.Module, batches: Iterable[Any], state: ScanState, *,
-                 owned: np.ndarray | None = None,
-                 on_batch: Callable[[int, list[tuple[int, str]]], None] | None = None) -> ScanRun:
-    """Update ``state`` with every batch; returns the skipped (global index, reason) pairs and counts.
+                 owned: np.ndarray | None = None) -> ScanRun:
+    """Update ``state`` with every batch (a ``DatasetStream``, whose hooks run after each batch, or any iterable
+    of ``ImageBatch``, tensors or (x, labels) pairs); returns the skipped (global index, reason) pairs and counts.
 
     ``owned``: bool per global index, the images this process counts in means and rates (distributed padding
-    duplicates are not); ``on_batch(positions_done, skipped)`` runs after each batch (checkpoints).
+    duplicates are not).
     """
     skipped: list[tuple[int, str]] = []
     positions = seen = 0
     counter = StreamCounter()
     device = state.device
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    with preserve_model_state(model), torch.inference_mode(), _Reducer(model, state.layers) as reducer:
+    dtype = model_dtype(model)
+    with preserve_model_state(model), torch.inference_mode(), Reducer(model, state.layers) as reducer:
         for raw in batches:
             batch = as_image_batch(raw, counter)
             skipped.extend(batch.skipped)
@@ -287,6 +190,4 @@ def scan_batches(model: nn.Module, batches: Iterable[Any], state: ScanState, *,
                 state.update(reduced, batch.index.to(device, non_blocking=True),
                              batch.label.to(device, non_blocking=True), counted_cpu.to(device, non_blocking=True),
                              int(counted_cpu.sum()), present.to(device) if present is not None else None)
-            if on_batch is not None:
-                on_batch(positions, skipped)
     return ScanRun(skipped, positions, seen)

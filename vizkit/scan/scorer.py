@@ -1,0 +1,89 @@
+"""Per-unit scores of one batch: forward hooks reduce each requested layer's output over space the moment it is
+produced -- per (image, channel) the spatial max, its first row-major argmax and the spatial mean -- so a later
+in-place op cannot change what was seen and no feature map is kept. The forward stops after the deepest
+requested layer.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from vizkit.capture.hooks import Hooks
+from vizkit.capture.recorder import StopForward, resolve_layers
+from vizkit.errors import ModelError
+
+__all__ = ["Reduced", "Reducer", "reduce_output"]
+
+
+@dataclass
+class Reduced:
+    """One layer's output for one batch, reduced over space: each (B, C)."""
+
+    maximum: torch.Tensor   # float32
+    argmax: torch.Tensor    # int64, flat index into the (H, W) grid, first maximum in row-major order
+    mean: torch.Tensor      # float32 spatial mean
+    grid: tuple[int, int]
+
+
+def reduce_output(name: str, output: torch.Tensor) -> Reduced:
+    """(B, C, H, W) feature maps (or (B, C) vectors, or (B, C, L) sequences) -> per-(image, channel) reductions."""
+    a = output.detach()
+    if a.dim() == 2:
+        a = a[:, :, None, None]
+    elif a.dim() == 3:
+        a = a[:, :, None, :]
+    if a.dim() != 4:
+        raise ModelError(f"layer '{name}' outputs shape {tuple(output.shape)}; mine needs (B, C, H, W), (B, C) or "
+                         "(B, C, L)")
+    flat = a.flatten(2)
+    maximum, argmax = flat.max(dim=2)  # documented: the index of the first maximal value
+    return Reduced(maximum.float(), argmax, flat.float().mean(dim=2), (int(a.shape[2]), int(a.shape[3])))
+
+
+class Reducer:
+    """Forward hooks that reduce the requested layers' outputs; the forward is stopped after the last one.
+    The hooks exist only inside ``with``."""
+
+    def __init__(self, model: nn.Module, layers: Sequence[str]) -> None:
+        self.modules = resolve_layers(model, layers)
+        self.out: dict[str, Reduced] = {}
+        self._hooks = Hooks()
+
+    def __enter__(self) -> Reducer:
+        try:
+            for name, module in self.modules.items():
+                self._hooks.forward(module, self._hook(name))
+        except BaseException:
+            self._hooks.remove()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._hooks.remove()
+
+    def _hook(self, name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+            if name in self.out:  # a module called twice per forward counts at its first call
+                return
+            if not isinstance(output, torch.Tensor):
+                raise ModelError(f"layer '{name}' returns {type(output).__name__}, not a tensor; pick a submodule")
+            self.out[name] = reduce_output(name, output)
+            if len(self.out) == len(self.modules):
+                raise StopForward
+
+        return hook
+
+    def run(self, model: nn.Module, x: torch.Tensor) -> dict[str, Reduced]:
+        self.out = {}
+        with contextlib.suppress(StopForward):  # raised by the hook after the deepest layer: the forward is done
+            model(x)
+        missing = [n for n in self.modules if n not in self.out]
+        if missing:
+            raise ModelError(f"layer(s) {', '.join(missing)} did not run in the forward pass; pick layers the "
+                             "model calls (see 'vizkit layers')")
+        return self.out
