@@ -259,12 +259,22 @@ def test_lab_outputs_pdf_manifest_and_npz(lab_run: Path) -> None:
     assert manifest["settings"]["flagged"] == [1]
 
 
-def test_clean_control_model_is_not_flagged(lab: dict, tmp_path: Path) -> None:
+def test_clean_control_model_shows_no_mark(lab: dict, lab_run: Path, tmp_path: Path) -> None:
+    """The control (same objects, never a mark) on the tagged images: no compact cluster sits on the mark, and every
+    class is far less suspicious than the marked model's top class. A small compact cluster elsewhere is allowed:
+    whether this tiny net leaves one (5 images on a part of the marked class's shape, with one torch thread in
+    training) depends on float rounding in training, which is what made the old 'nothing flagged' depend on the
+    thread count."""
     config = ShortcutsConfig(data=lab["root"] / "test", model="lenet5", weights=str(lab["root"] / "clean.pt"),
                              out=tmp_path, embed=False)
     result = run_shortcuts(config, write=False).result
     assert result is not None and len(result.classes) == 3
-    assert not any(c.flagged for c in result.classes) and all(c.suspicion == 0 for c in result.classes)
+    my0, mx0, my1, mx1 = lab["mark"].box
+    on_mark = [k for c in result.classes for k in c.clusters
+               if k.compact and k.box[0] < my1 + 1 and my0 - 1 < k.box[2] and k.box[1] < mx1 + 1 and mx0 - 1 < k.box[3]]
+    assert not on_mark
+    top = json.loads((lab_run / "shortcuts.json").read_text())["classes"][0]["suspicion"]
+    assert max(c.suspicion for c in result.classes) < top / 2
 
 
 @pytest.mark.slow
