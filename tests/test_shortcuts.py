@@ -210,6 +210,7 @@ def lab_run(lab: dict) -> Path:
     return out / "shortcuts"
 
 
+@pytest.mark.xdist_group("shortcuts_lab")  # tests sharing a module fixture run on one xdist worker: built once
 def test_lab_marked_class_ranked_first_and_its_cluster_is_the_marked_images(lab: dict, lab_run: Path) -> None:
     doc = json.loads((lab_run / "shortcuts.json").read_text())
     assert list(doc) == ["method", "layer", "classes"] and doc["method"] == "gradxinput"
@@ -228,6 +229,7 @@ def test_lab_marked_class_ranked_first_and_its_cluster_is_the_marked_images(lab:
     assert not any(k["compact"] for c in classes[1:] for k in c["clusters"])
 
 
+@pytest.mark.xdist_group("shortcuts_lab")
 def test_lab_share_in_mark_box_per_image(lab: dict, lab_run: Path) -> None:
     """Each marked image's share of evidence inside the mark's box, from the saved maps; equals Quantus' RMA."""
     arrays = np.load(lab_run / "shortcuts.npz")
@@ -248,6 +250,7 @@ def test_lab_share_in_mark_box_per_image(lab: dict, lab_run: Path) -> None:
     np.testing.assert_allclose(share, np.array(ref, np.float64), rtol=1e-5)
 
 
+@pytest.mark.xdist_group("shortcuts_lab")
 def test_lab_outputs_pdf_manifest_and_npz(lab_run: Path) -> None:
     names = {p.name for p in lab_run.iterdir()}
     assert names == {"shortcuts.json", "shortcuts.npz", "shortcuts.pdf", "html", "shortcuts.manifest.json"}
@@ -259,6 +262,7 @@ def test_lab_outputs_pdf_manifest_and_npz(lab_run: Path) -> None:
     assert manifest["settings"]["flagged"] == [1]
 
 
+@pytest.mark.xdist_group("shortcuts_lab")
 def test_clean_control_model_shows_no_mark(lab: dict, lab_run: Path, tmp_path: Path) -> None:
     """The control (same objects, never a mark) on the tagged images: no compact cluster sits on the mark, and every
     class is far less suspicious than the marked model's top class. A small compact cluster elsewhere is allowed:
@@ -291,6 +295,7 @@ def test_unseen_mark_class_place_size_and_pattern(tmp_path: Path) -> None:
     assert _f1(members, lab["marked"]) >= 0.9
 
 
+@pytest.mark.xdist_group("shortcuts_lab")
 def test_bad_files_are_skipped_and_exit_2(lab: dict, tmp_path: Path) -> None:
     """A list file (no folders: each image is explained for its predicted class) with a missing and an empty file."""
     good = sorted((lab["root"] / "test").rglob("*.png"))[::6]
@@ -305,6 +310,7 @@ def test_bad_files_are_skipped_and_exit_2(lab: dict, tmp_path: Path) -> None:
     assert sum(c["images"] for c in doc["classes"]) == len(good)
 
 
+@pytest.mark.xdist_group("shortcuts_lab")
 def test_folder_that_is_no_class_is_a_one_line_error(lab: dict, tmp_path: Path) -> None:
     (tmp_path / "data" / "zebra").mkdir(parents=True)
     shutil.copy(next((lab["root"] / "test" / "0").iterdir()), tmp_path / "data" / "zebra" / "a.png")
@@ -314,6 +320,7 @@ def test_folder_that_is_no_class_is_a_one_line_error(lab: dict, tmp_path: Path) 
     assert not (tmp_path / "out" / "shortcuts").exists()
 
 
+@pytest.mark.xdist_group("shortcuts_lab")
 def test_gallery_renders_in_headless_chromium(lab_run: Path, tmp_path: Path) -> None:
     if CHROMIUM is None:
         if os.environ.get("VIZKIT_REQUIRE_CHROMIUM"):
