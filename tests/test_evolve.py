@@ -176,6 +176,7 @@ def cli_run(lab: Path, tmp_path_factory) -> tuple[Any, Path]:
     return result, out
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("evolve_lab")
 def test_cli_skips_a_broken_checkpoint_names_it_and_writes_the_rest(cli_run: tuple[Any, Path]) -> None:
     result, out = cli_run
@@ -210,6 +211,7 @@ def test_cli_skips_a_broken_checkpoint_names_it_and_writes_the_rest(cli_run: tup
     assert not list(out.glob(".*"))
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("evolve_lab")
 def test_gallery_renders_in_headless_chromium(cli_run: tuple[Any, Path], tmp_path: Path) -> None:
     if CHROMIUM is None:
@@ -263,6 +265,7 @@ def test_unknown_model_or_layer_is_one_error_before_any_checkpoint(lab: Path, tm
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("evolve_lab")
 def test_your_own_model_gets_its_model_options_for_every_checkpoint(lab: Path, tmp_path: Path) -> None:
     from test_custom_model import INPUT, MODEL_CODE

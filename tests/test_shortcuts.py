@@ -210,6 +210,7 @@ def lab_run(lab: dict) -> Path:
     return out / "shortcuts"
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("shortcuts_lab")  # tests sharing a module fixture run on one xdist worker: built once
 def test_lab_marked_class_ranked_first_and_its_cluster_is_the_marked_images(lab: dict, lab_run: Path) -> None:
     doc = json.loads((lab_run / "shortcuts.json").read_text())
@@ -229,6 +230,7 @@ def test_lab_marked_class_ranked_first_and_its_cluster_is_the_marked_images(lab:
     assert not any(k["compact"] for c in classes[1:] for k in c["clusters"])
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("shortcuts_lab")
 def test_lab_share_in_mark_box_per_image(lab: dict, lab_run: Path) -> None:
     """Each marked image's share of evidence inside the mark's box, from the saved maps; equals Quantus' RMA."""
@@ -250,6 +252,7 @@ def test_lab_share_in_mark_box_per_image(lab: dict, lab_run: Path) -> None:
     np.testing.assert_allclose(share, np.array(ref, np.float64), rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("shortcuts_lab")
 def test_lab_outputs_pdf_manifest_and_npz(lab_run: Path) -> None:
     names = {p.name for p in lab_run.iterdir()}
@@ -262,6 +265,7 @@ def test_lab_outputs_pdf_manifest_and_npz(lab_run: Path) -> None:
     assert manifest["settings"]["flagged"] == [1]
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("shortcuts_lab")
 def test_clean_control_model_shows_no_mark(lab: dict, lab_run: Path, tmp_path: Path) -> None:
     """The control (same objects, never a mark) on the tagged images: no compact cluster sits on the mark, and every
@@ -295,6 +299,7 @@ def test_unseen_mark_class_place_size_and_pattern(tmp_path: Path) -> None:
     assert _f1(members, lab["marked"]) >= 0.9
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("shortcuts_lab")
 def test_bad_files_are_skipped_and_exit_2(lab: dict, tmp_path: Path) -> None:
     """A list file (no folders: each image is explained for its predicted class) with a missing and an empty file."""
@@ -310,6 +315,7 @@ def test_bad_files_are_skipped_and_exit_2(lab: dict, tmp_path: Path) -> None:
     assert sum(c["images"] for c in doc["classes"]) == len(good)
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("shortcuts_lab")
 def test_folder_that_is_no_class_is_a_one_line_error(lab: dict, tmp_path: Path) -> None:
     (tmp_path / "data" / "zebra").mkdir(parents=True)
@@ -320,6 +326,7 @@ def test_folder_that_is_no_class_is_a_one_line_error(lab: dict, tmp_path: Path) 
     assert not (tmp_path / "out" / "shortcuts").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("shortcuts_lab")
 def test_gallery_renders_in_headless_chromium(lab_run: Path, tmp_path: Path) -> None:
     if CHROMIUM is None:
@@ -350,6 +357,7 @@ def shipped_lab(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return lab
 
 
+@pytest.mark.slow
 def test_shipped_labnet_marked_class_first_one_compact_cluster(shipped_lab: dict) -> None:
     root = shipped_lab["root"]
     result = CliRunner().invoke(main, ["shortcuts", str(root / "val"), "--model", "labnet", "--out",
