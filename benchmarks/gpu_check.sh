@@ -12,7 +12,7 @@
 #    TF32 is switched off for these comparisons.
 # 3. Speed on CUDA: bench_mine_scan.py (scan vs plain inference; --skip-crp) and bench_mine_project.py (64 units x 9
 #    of features.29 vs Captum, which also checks agreement with Captum on CUDA). Their `target ...` lines are
-#    printed; copy them into the README with the GPU's name.
+#    printed; copy them into benchmarks/README.md with the GPU's name.
 # Exits 1 at the first disagreement.
 set -euo pipefail
 cd "$(dirname "$0")/.."

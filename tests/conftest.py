@@ -1,9 +1,23 @@
-"""Shared fixtures. Offline: nothing here downloads; model fixtures are session-scoped to keep runs short."""
+"""Shared fixtures. Offline: nothing here downloads; model fixtures are session-scoped to keep runs short.
+
+Under pytest-xdist (README's test command runs one worker per core) each worker uses one torch thread, and so do
+the processes its tests start: more threads than cores make every worker wait on the others. Tests must give the
+same result at any thread count; training in a test pins its own thread count."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[name] = "1"
+        import torch
+
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -65,6 +65,7 @@ def _run(args: list[str]) -> tuple[int, str]:
     return result.exit_code, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_custom_model_runs_through_every_command(model_file: Path, classes_file: Path, tmp_path: Path,
                                                  sample_paths: list[Path]) -> None:
     spec = f"{model_file}:TinyNet"

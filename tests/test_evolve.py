@@ -116,6 +116,7 @@ def _config(lab: Path, checkpoints: list[str], **kw) -> EvolveConfig:
                         model="lenet5", command="test", **kw)
 
 
+@pytest.mark.xdist_group("evolve_lab")  # tests sharing a module fixture run on one xdist worker: built once
 def test_identical_checkpoints_give_full_stability(lab: Path) -> None:
     result, failures, _ = evolve_checkpoints(_config(lab, ["epoch_3.pt", "epoch_1.pt"], top_k=3))
     assert result is not None and [p.name for p in result.checkpoints.paths] == ["epoch_1.pt", "epoch_3.pt"]
@@ -129,6 +130,7 @@ def test_identical_checkpoints_give_full_stability(lab: Path) -> None:
             np.testing.assert_array_equal(a.projection, b.projection)
 
 
+@pytest.mark.xdist_group("evolve_lab")
 def test_scan_filters_and_projections_against_independent_references(lab: Path) -> None:
     result, _, _ = evolve_checkpoints(_config(lab, ["epoch_1.pt", "epoch_10.pt"], units="all"))
     assert result is not None
@@ -174,6 +176,8 @@ def cli_run(lab: Path, tmp_path_factory) -> tuple[Any, Path]:
     return result, out
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("evolve_lab")
 def test_cli_skips_a_broken_checkpoint_names_it_and_writes_the_rest(cli_run: tuple[Any, Path]) -> None:
     result, out = cli_run
     assert result.exit_code == 2
@@ -207,6 +211,8 @@ def test_cli_skips_a_broken_checkpoint_names_it_and_writes_the_rest(cli_run: tup
     assert not list(out.glob(".*"))
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("evolve_lab")
 def test_gallery_renders_in_headless_chromium(cli_run: tuple[Any, Path], tmp_path: Path) -> None:
     if CHROMIUM is None:
         if os.environ.get("VIZKIT_REQUIRE_CHROMIUM"):
@@ -225,6 +231,7 @@ def test_gallery_renders_in_headless_chromium(cli_run: tuple[Any, Path], tmp_pat
             assert int(loaded.group(2)) == 3 * 4 * 2  # checkpoints x units x (projection, patch)
 
 
+@pytest.mark.xdist_group("evolve_lab")
 def test_no_loadable_checkpoint_writes_nothing_and_exits_2(lab: Path, tmp_path: Path) -> None:
     from vizkit_cli.evolve import evolve as evolve_cli
 
@@ -234,6 +241,7 @@ def test_no_loadable_checkpoint_writes_nothing_and_exits_2(lab: Path, tmp_path: 
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.xdist_group("evolve_lab")
 def test_a_truncated_file_is_skipped_like_any_unreadable_checkpoint(lab: Path, tmp_path: Path) -> None:
     (tmp_path / "epoch_2.pt").write_bytes(b"junk")  # the safe unpickler fails with struct.error on it
     result, failures, _ = evolve_checkpoints(EvolveConfig(
@@ -243,6 +251,7 @@ def test_a_truncated_file_is_skipped_like_any_unreadable_checkpoint(lab: Path, t
     assert any(f.image.endswith("epoch_2.pt") and "cannot read weights file" in f.message for f in failures)
 
 
+@pytest.mark.xdist_group("evolve_lab")
 def test_unknown_model_or_layer_is_one_error_before_any_checkpoint(lab: Path, tmp_path: Path) -> None:
     from vizkit_cli.evolve import evolve as evolve_cli
 
@@ -256,6 +265,8 @@ def test_unknown_model_or_layer_is_one_error_before_any_checkpoint(lab: Path, tm
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("evolve_lab")
 def test_your_own_model_gets_its_model_options_for_every_checkpoint(lab: Path, tmp_path: Path) -> None:
     from test_custom_model import INPUT, MODEL_CODE
     from vizkit_cli.evolve import evolve as evolve_cli

@@ -250,6 +250,7 @@ def default_lab(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("default_lab")  # tests sharing a module fixture run on one xdist worker: built once
 def test_shipped_labnet_shows_the_shortcut_and_control_does_not(default_lab):
     numbers = evaluate_lab(load_model("labnet").model, default_lab)
     shipped = json.loads((labnet_weights("final").parent / "metrics.json").read_text())["lab"]
@@ -264,6 +265,7 @@ def test_shipped_labnet_shows_the_shortcut_and_control_does_not(default_lab):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("default_lab")
 def test_retraining_reproduces_the_shipped_accuracy(default_lab, tmp_path):
     result = train_labnet(TrainConfig(str(default_lab), out=str(tmp_path / "re"), epochs=len(labnet_checkpoints())))
     shipped = evaluate_lab(load_model("labnet").model, default_lab)

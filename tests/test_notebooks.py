@@ -16,7 +16,11 @@ CHECKS = {
 }
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+SCANS = {"shortcut_lab.ipynb"}  # makes a lab and scans it: slow
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if p.name in SCANS else p for p in NOTEBOOKS],
+                         ids=[p.name for p in NOTEBOOKS])
 def test_notebook_code_cells_run(path: Path) -> None:
     cells = json.loads(path.read_text())["cells"]
     namespace: dict[str, object] = {}

@@ -30,6 +30,7 @@ def report_dir(tmp_path_factory: pytest.TempPathFactory, sample_paths: list[Path
     return out / "chelsea"
 
 
+@pytest.mark.xdist_group("report_dir")  # tests sharing a module fixture run on one xdist worker: built once
 def test_report_files_and_contents_page(report_dir: Path) -> None:
     assert {p.name for p in report_dir.iterdir()} >= {"report.pdf", "html", "deconv.npz", "report.manifest.json"}
     html = (report_dir / "html" / "index.html").read_text()
@@ -39,6 +40,7 @@ def test_report_files_and_contents_page(report_dir: Path) -> None:
     assert "Layer features.relu1" in html and "http" not in html.split("<body>")[1]  # nothing remote
 
 
+@pytest.mark.xdist_group("report_dir")
 def test_html_gallery_renders_in_headless_chromium(report_dir: Path, tmp_path: Path) -> None:
     if CHROMIUM is None:
         if os.environ.get("VIZKIT_REQUIRE_CHROMIUM"):

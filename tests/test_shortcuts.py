@@ -210,6 +210,8 @@ def lab_run(lab: dict) -> Path:
     return out / "shortcuts"
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("shortcuts_lab")  # tests sharing a module fixture run on one xdist worker: built once
 def test_lab_marked_class_ranked_first_and_its_cluster_is_the_marked_images(lab: dict, lab_run: Path) -> None:
     doc = json.loads((lab_run / "shortcuts.json").read_text())
     assert list(doc) == ["method", "layer", "classes"] and doc["method"] == "gradxinput"
@@ -228,6 +230,8 @@ def test_lab_marked_class_ranked_first_and_its_cluster_is_the_marked_images(lab:
     assert not any(k["compact"] for c in classes[1:] for k in c["clusters"])
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("shortcuts_lab")
 def test_lab_share_in_mark_box_per_image(lab: dict, lab_run: Path) -> None:
     """Each marked image's share of evidence inside the mark's box, from the saved maps; equals Quantus' RMA."""
     arrays = np.load(lab_run / "shortcuts.npz")
@@ -248,6 +252,8 @@ def test_lab_share_in_mark_box_per_image(lab: dict, lab_run: Path) -> None:
     np.testing.assert_allclose(share, np.array(ref, np.float64), rtol=1e-5)
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("shortcuts_lab")
 def test_lab_outputs_pdf_manifest_and_npz(lab_run: Path) -> None:
     names = {p.name for p in lab_run.iterdir()}
     assert names == {"shortcuts.json", "shortcuts.npz", "shortcuts.pdf", "html", "shortcuts.manifest.json"}
@@ -259,12 +265,24 @@ def test_lab_outputs_pdf_manifest_and_npz(lab_run: Path) -> None:
     assert manifest["settings"]["flagged"] == [1]
 
 
-def test_clean_control_model_is_not_flagged(lab: dict, tmp_path: Path) -> None:
+@pytest.mark.slow
+@pytest.mark.xdist_group("shortcuts_lab")
+def test_clean_control_model_shows_no_mark(lab: dict, lab_run: Path, tmp_path: Path) -> None:
+    """The control (same objects, never a mark) on the tagged images: no compact cluster sits on the mark, and every
+    class is far less suspicious than the marked model's top class. A small compact cluster elsewhere is allowed:
+    whether this tiny net leaves one (5 images on a part of the marked class's shape, with one torch thread in
+    training) depends on float rounding in training, which is what made the old 'nothing flagged' depend on the
+    thread count."""
     config = ShortcutsConfig(data=lab["root"] / "test", model="lenet5", weights=str(lab["root"] / "clean.pt"),
                              out=tmp_path, embed=False)
     result = run_shortcuts(config, write=False).result
     assert result is not None and len(result.classes) == 3
-    assert not any(c.flagged for c in result.classes) and all(c.suspicion == 0 for c in result.classes)
+    my0, mx0, my1, mx1 = lab["mark"].box
+    on_mark = [k for c in result.classes for k in c.clusters
+               if k.compact and k.box[0] < my1 + 1 and my0 - 1 < k.box[2] and k.box[1] < mx1 + 1 and mx0 - 1 < k.box[3]]
+    assert not on_mark
+    top = json.loads((lab_run / "shortcuts.json").read_text())["classes"][0]["suspicion"]
+    assert max(c.suspicion for c in result.classes) < top / 2
 
 
 @pytest.mark.slow
@@ -281,6 +299,8 @@ def test_unseen_mark_class_place_size_and_pattern(tmp_path: Path) -> None:
     assert _f1(members, lab["marked"]) >= 0.9
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("shortcuts_lab")
 def test_bad_files_are_skipped_and_exit_2(lab: dict, tmp_path: Path) -> None:
     """A list file (no folders: each image is explained for its predicted class) with a missing and an empty file."""
     good = sorted((lab["root"] / "test").rglob("*.png"))[::6]
@@ -295,6 +315,8 @@ def test_bad_files_are_skipped_and_exit_2(lab: dict, tmp_path: Path) -> None:
     assert sum(c["images"] for c in doc["classes"]) == len(good)
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("shortcuts_lab")
 def test_folder_that_is_no_class_is_a_one_line_error(lab: dict, tmp_path: Path) -> None:
     (tmp_path / "data" / "zebra").mkdir(parents=True)
     shutil.copy(next((lab["root"] / "test" / "0").iterdir()), tmp_path / "data" / "zebra" / "a.png")
@@ -304,6 +326,8 @@ def test_folder_that_is_no_class_is_a_one_line_error(lab: dict, tmp_path: Path) 
     assert not (tmp_path / "out" / "shortcuts").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("shortcuts_lab")
 def test_gallery_renders_in_headless_chromium(lab_run: Path, tmp_path: Path) -> None:
     if CHROMIUM is None:
         if os.environ.get("VIZKIT_REQUIRE_CHROMIUM"):
@@ -333,6 +357,7 @@ def shipped_lab(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return lab
 
 
+@pytest.mark.slow
 def test_shipped_labnet_marked_class_first_one_compact_cluster(shipped_lab: dict) -> None:
     root = shipped_lab["root"]
     result = CliRunner().invoke(main, ["shortcuts", str(root / "val"), "--model", "labnet", "--out",
