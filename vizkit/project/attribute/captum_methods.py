@@ -91,7 +91,7 @@ def captum_attribute(method: str, model: nn.Module, x: torch.Tensor, target: lis
     base_kwargs = _kwargs(options.base, x, baseline, CaptumOptions(batch_size=options.batch_size))
     samples = options.samples or 25
     return tunnel.attribute(x, nt_type="smoothgrad", nt_samples=samples, stdevs=noise_std, target=captum_target,
-                            nt_samples_batch_size=max(1, options.batch_size), **base_kwargs)
+                            **base_kwargs)
 
 
 __all__ = ["CaptumOptions", "captum_attribute"]

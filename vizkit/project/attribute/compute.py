@@ -38,7 +38,8 @@ def attribute(model: nn.Module, x: torch.Tensor, method: str, target: AttrTarget
     .pt/.npy file (``inputs.py``). ``samples``: IG steps (50), GradientSHAP samples (20), noise-tunnel samples (25).
     ``composite``: the LRP composite (``lrp.py``). ``base``/``noise``: the noise tunnel's base method and standard
     deviation as a fraction of the input's range. ``window``/``stride``: occlusion's. Images are processed
-    ``batch_size`` at a time. Methods that draw random numbers (``METHODS[m].random``) follow torch's seed.
+    ``batch_size`` at a time. Methods that draw random numbers (``METHODS[m].random``) follow torch's seed (GradientSHAP
+    also numpy's global one, as Captum draws from it).
 
     Models on which the wrapped library would be silently wrong (``audit.py``) are refused with a one-line error
     naming the module; the model is left exactly as it was, also when something raises.
