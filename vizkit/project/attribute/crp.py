@@ -7,7 +7,9 @@ continues from L with every channel but c masked to zero. This is what zennit-cr
 for the condition ``{"y": [t], L: [c]}`` with ``ChannelConcept`` (``attribute(..., abs_norm=False)``).
 
 Here one forward and one backward to L serve every unit (the relevance above L does not depend on the unit); only
-the part below L is run once per unit.
+the part below L is run once per unit. zennit-crp's default partial backward (``exclude_parallel=True``) records
+the layer's relevance twice over (its ``.grad`` is both an ``autograd.grad`` input and a ``backward`` root); its
+heatmaps, and its relevances with ``exclude_parallel=False``, equal these (tests/test_attribute_crp.py).
 """
 from __future__ import annotations
 
