@@ -94,7 +94,7 @@ class EigenCam(BaseCam):
     needs_gradient = False
 
     def raw_cam(self, c: CamContext) -> torch.Tensor:
-        n, ch, h, w = c.maps.shape
+        n, _, h, w = c.maps.shape
         flat = c.maps.flatten(2).transpose(1, 2).double()  # (N, hw, C)
         centred = flat - flat.mean(dim=1, keepdim=True)
         _, _, vt = torch.linalg.svd(centred, full_matrices=False)

@@ -45,14 +45,7 @@ def _forward(model: nn.Module, target: list[int] | TargetFn) -> tuple[nn.Module,
 
 
 def _algorithm(method: str, forward: nn.Module) -> Any:
-    from captum.attr import (
-        DeepLift,
-        GradientShap,
-        InputXGradient,
-        IntegratedGradients,
-        Occlusion,
-        Saliency,
-    )
+    from captum.attr import DeepLift, GradientShap, InputXGradient, IntegratedGradients, Occlusion, Saliency
 
     classes = {"saliency": Saliency, "gradient-x-input": InputXGradient, "integrated-gradients": IntegratedGradients,
                "deeplift": DeepLift, "gradient-shap": GradientShap, "occlusion": Occlusion}

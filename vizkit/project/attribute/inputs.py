@@ -142,7 +142,7 @@ def guarded(model: nn.Module, *, inplace_off: bool = False) -> Iterator[nn.Modul
             if inplace_off:
                 for m in model.modules():
                     if getattr(m, "inplace", False) is True:
-                        m.inplace = False
+                        setattr(m, "inplace", False)  # noqa: B010 - any module with the flag, not one type
             yield model
     finally:
         for m, (attrs, hooks) in saved.items():
@@ -161,8 +161,6 @@ def guarded(model: nn.Module, *, inplace_off: bool = False) -> Iterator[nn.Modul
 def as_float32(parts: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.cat([p.detach().float() for p in parts])
 
-
-Runner = Callable[[torch.Tensor, "list[int] | TargetFn", torch.Tensor], torch.Tensor]
 
 
 def run_batched(x: torch.Tensor, target: list[int] | TargetFn, baseline: torch.Tensor, batch_size: int,

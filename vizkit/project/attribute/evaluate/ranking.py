@@ -12,7 +12,8 @@ Metrics, each a mean over images, and the direction that is better:
 | ``randomisation`` | lower | the map changes when the weights are random |
 
 ``deletion-lerf`` mirrors ``insertion-morf`` (keeping the top k pixels is inserting them), so it is not in the
-default set. The overall order is by mean rank over the metrics (rank 1 = best on that metric; ties share the mean rank).
+default set. The overall order is by mean rank over the metrics (rank 1 = best on that metric; ties share the
+mean rank).
 """
 from __future__ import annotations
 
@@ -82,8 +83,8 @@ def rank_methods(model: nn.Module, x: torch.Tensor, methods: Sequence[str], targ
     stacked = {m: np.stack(v) for m, v in per_image.items()}
     scores = {m: v.mean(axis=1) for m, v in stacked.items()}
     mean_rank = np.mean([_ranks(scores[m], LOWER_IS_BETTER[m]) for m in metrics], axis=0)
-    order = [methods[i] for i in np.argsort(mean_rank, kind="stable")]
-    return MethodRanking(list(methods), scores, mean_rank, order, stacked)
+    best_first = [methods[int(i)] for i in np.argsort(mean_rank, kind="stable")]
+    return MethodRanking(list(methods), scores, mean_rank, best_first, stacked)
 
 
 __all__ = ["LOWER_IS_BETTER", "MethodRanking", "rank_methods"]
