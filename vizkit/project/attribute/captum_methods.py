@@ -4,7 +4,7 @@ A target function is wrapped into the forward (``fn(model(x))``, Captum target `
 multi-label and regression targets. Options: ``samples`` is IG's step count, GradientSHAP's and the noise tunnel's
 sample count; ``noise`` the noise tunnel's standard deviation as a fraction of the batch's value range (0.15 in
 Smilkov et al.); ``window``/``stride`` occlusion's square window and step in pixels (default size // 8 and half of
-it); ``batch_size`` also bounds how many expanded inputs Captum evaluates at once (IG steps, occlusion windows).
+it); ``batch_size`` is also the number of occlusion windows evaluated per forward.
 """
 from __future__ import annotations
 
@@ -54,8 +54,7 @@ def _algorithm(method: str, forward: nn.Module) -> Any:
 
 def _kwargs(method: str, x: torch.Tensor, baseline: torch.Tensor, o: CaptumOptions) -> dict[str, Any]:
     if method == "integrated-gradients":
-        steps = o.samples or 50
-        return {"baselines": baseline, "n_steps": steps, "internal_batch_size": max(o.batch_size, 1) * steps}
+        return {"baselines": baseline, "n_steps": o.samples or 50}
     if method == "deeplift":
         return {"baselines": baseline}
     if method == "gradient-shap":
