@@ -142,7 +142,7 @@ def bench_model(name: str, model: torch.nn.Module, layer: str, x: torch.Tensor, 
             library = lambda: zennit_call(model, x, t)  # noqa: E731
         else:
             library = lambda m=method: captum_call(m, model, x, t, o)  # noqa: E731
-        times, out = best_of(args.repeat, {"vizkit": lambda m=method: attribute(model, x, m, t, **kw),
+        times, out = best_of(args.repeat, {"vizkit": lambda m=method, kw=kw: attribute(model, x, m, t, **kw),
                                            "library": library})
         ours = out["vizkit"].numpy()
         if method in ("gradcam", "gradcam++", "eigen-cam", "score-cam"):
