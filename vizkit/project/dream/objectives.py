@@ -28,6 +28,7 @@ class Objective:
     name: str
     layers: tuple[str, ...]
     fn: Callable[[Activations], torch.Tensor]
+    terms: tuple[tuple[float, Objective], ...] = ()  # a weighted sum's parts, so sums of sums stay flat
 
     def __call__(self, acts: Activations) -> torch.Tensor:
         value = self.fn(acts)
@@ -103,13 +104,14 @@ def weighted(terms: Sequence[tuple[float, Objective]]) -> Objective:
     """``sum(w * obj)``, named like ``0.5*features.4:1+features.4:2``."""
     if not terms:
         raise UserInputError("a weighted objective needs at least one term")
+    terms = [(w * v, inner) for w, o in terms for v, inner in (o.terms or ((1.0, o),))]
     layers = tuple(dict.fromkeys(layer for _, o in terms for layer in o.layers))
     name = "+".join(o.name if w == 1 else f"{w:g}*{o.name}" for w, o in terms).replace("+-", "-")
 
     def fn(a: Activations) -> torch.Tensor:
         return torch.stack([w * o(a) for w, o in terms]).sum(0)
 
-    return Objective(name, layers, fn)
+    return Objective(name, layers, fn, tuple(terms))
 
 
 def parse_objective(spec: str, kind: str = "channel") -> Objective:

@@ -113,12 +113,15 @@ class MacoParam(Param):
         self.tensors = [self.phase]
         self._from_image = init is not None
 
-    def image(self) -> torch.Tensor:
+    def spatial(self) -> torch.Tensor:
+        """The standardised image in decorrelated colour, before the colour and the sigmoid."""
         # A random-normal phase is standardised as in MACO's code; a phase taken from an image is used as it is.
         phase = self.phase if self._from_image else _standardise(self.phase)
         spec = torch.polar(self.magnitude.expand_as(phase), phase)
-        spatial = _standardise(torch.fft.irfft2(spec, s=(self.size, self.size)))
-        return torch.sigmoid(recorrelate(spatial))
+        return _standardise(torch.fft.irfft2(spec, s=(self.size, self.size)))
+
+    def image(self) -> torch.Tensor:
+        return torch.sigmoid(recorrelate(self.spatial()))
 
 
 def make_param(method: str, gens: Sequence[torch.Generator], size: int, *, device: torch.device | str,
