@@ -68,7 +68,7 @@ def test_same_seed_same_images_and_scores_rise(method: str) -> None:
     np.testing.assert_array_equal(a.images, b.images)
     assert not np.allclose(a.images, c.images)
     assert a.images.shape == (2, 3, 32, 32) and a.images.dtype == np.float32
-    assert 0 <= a.images.min() and a.images.max() <= 1
+    assert a.images.min() >= 0 and a.images.max() <= 1
     assert a.history is not None and (a.history[-3:].mean(0) > a.history[:3].mean(0)).all()
     assert a.objectives == ["3:1", "class:2"]
     assert (a.alpha is not None) == (method == "maco")
