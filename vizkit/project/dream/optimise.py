@@ -38,10 +38,11 @@ _OPTIM = {"pixel": ("adam", 0.05), "fourier": ("adam", 0.05), "maco": ("nadam", 
 class DreamSettings:
     """How images are made (every field goes into the manifest).
 
-    ``size``: canvas px; ``input_size``: px of the views the model sees (None: the preprocessing's crop);
-    ``progressive``: start the views at this fraction of ``input_size``, growing linearly to full size at 3/4 of
-    the steps (None: full size throughout; the default halves the early steps' cost on a CPU); ``precision``: ``fp32`` or ``bf16`` (autocast of the model's forward
-    only); ``from_weight``: pull towards the start image in feature accentuation; ``norm``: pixel method's L2 radius.
+    ``size``: canvas px; ``input_size``: px of the views the model sees (None: the canvas size); ``progressive``:
+    start the views at this fraction of ``input_size``, growing linearly to full size at 3/4 of the steps (None:
+    full size throughout; the default halves the early steps' cost on a CPU); ``precision``: ``fp32`` or ``bf16``
+    (autocast of the model's forward only); ``from_weight``: pull towards the start image in feature
+    accentuation; ``norm``: the pixel method's L2 radius around grey.
     """
 
     method: str = "maco"
