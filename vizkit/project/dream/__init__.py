@@ -15,11 +15,18 @@ from vizkit.project.dream.objectives import (
 from vizkit.project.dream.optimise import DreamSettings, batches_needed, dream, element_generator
 from vizkit.project.dream.reference import reference, reference_values
 from vizkit.project.dream.result import DreamResult
-from vizkit.project.dream.spectrum import magnitude_for, shipped_spectrum, spectrum_from, spectrum_photos
+from vizkit.project.dream.spectrum import (
+    SHIPPED_SPECTRUM,
+    magnitude_for,
+    shipped_spectrum,
+    spectrum_from,
+    spectrum_photos,
+)
 from vizkit.project.dream.transforms import TransformSettings
 
 __all__ = [
-    "OUTPUT", "DreamResult", "DreamSettings", "Objective", "TransformSettings", "batches_needed", "channel",
-    "class_logit", "dream", "element_generator", "magnitude_for", "neuron", "objective", "parse_objective",
-    "reference", "reference_values", "shipped_spectrum", "spectrum_from", "spectrum_photos", "weighted",
+    "OUTPUT", "SHIPPED_SPECTRUM", "DreamResult", "DreamSettings", "Objective", "TransformSettings", "batches_needed",
+    "channel", "class_logit", "dream", "element_generator", "magnitude_for", "neuron", "objective",
+    "parse_objective", "reference", "reference_values", "shipped_spectrum", "spectrum_from", "spectrum_photos",
+    "weighted",
 ]
