@@ -23,6 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+os.environ.setdefault("TQDM_DISABLE", "1")  # horama's per-step bars; read when tqdm is imported
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _images import make_image_folder
 from _machine import machine
@@ -75,7 +77,6 @@ def ranks(model: torch.nn.Module, size: int, images: np.ndarray, classes: list[i
 
 def horama_run(method: str, model: torch.nn.Module, classes: list[int], a: argparse.Namespace) -> np.ndarray:
     """horama's ``fourier``/``maco`` one class at a time, in display space [0, 1] like vizkit."""
-    os.environ["TQDM_DISABLE"] = "1"
     import horama.maco_fv
 
     horama.maco_fv.MACO_SPECTRUM_FILENAME = str(SHIPPED_SPECTRUM)  # offline: vizkit's spectrum, never a download
