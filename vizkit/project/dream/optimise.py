@@ -86,7 +86,8 @@ def element_generator(seed: int, index: int, copy: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
-def _view_size(s: DreamSettings, full: int, step: int) -> int:
+def view_size(s: DreamSettings, full: int, step: int) -> int:
+    """The px of the views at ``step`` (progressive resolution; ``full`` without it)."""
     if s.progressive is None:
         return full
     ramp = min(1.0, step / max(1.0, 0.75 * (s.steps - 1)))
@@ -178,7 +179,7 @@ def _optimise_batch(model: nn.Module, objs: list[Objective], batch: list[tuple[i
     hist = np.zeros((s.steps, len(batch)), dtype=np.float32)
     for step in range(s.steps):
         img = param.image()
-        views = sample_views(img, gens, s.transforms, _view_size(s, full, step))
+        views = sample_views(img, gens, s.transforms, view_size(s, full, step))
         with _autocast(s, device):
             values, feats = forward_values(model, _model_input(views, s, mean, std), objs, s.transforms.crops,
                                            div_layer)
