@@ -33,7 +33,14 @@ from vizkit.project.shortcuts.merge import pair_figures
 from vizkit.project.shortcuts.spray import DEFAULT_SIDE, pool_maps, spectral_clusters
 from vizkit.project.shortcuts.verdict import FEATURES, Thresholds, score
 
-__all__ = ["LabRun", "evaluate", "fit", "judge_run", "run_family", "run_lab"]
+__all__ = ["LabRun", "evaluate", "fit", "halves", "judge_run", "run_family", "run_lab"]
+
+
+def halves(labs: list[FamilyLab]) -> tuple[list[FamilyLab], list[FamilyLab]]:
+    """(fitting half, held-out half): alternate within the clean controls and within the shortcut labs."""
+    clean = [lab for lab in labs if lab.mark is None]
+    marked = [lab for lab in labs if lab.mark is not None]
+    return clean[::2] + marked[::2], clean[1::2] + marked[1::2]
 
 
 @dataclass
@@ -146,7 +153,8 @@ def _class_scores(runs: list[LabRun], method: str) -> tuple[np.ndarray, np.ndarr
 
 def _fit_flag(runs: list[LabRun], method: str) -> float:
     s, pos, clean = _class_scores(runs, method)
-    s, y = s[pos | clean], pos[pos | clean]
+    neg = clean if clean.any() else ~pos  # without clean controls: every unmarked class
+    s, y = s[pos | neg], pos[pos | neg]
     cuts = np.unique(s)
     acc = np.array([((s[y] >= c).mean() + (s[~y] < c).mean()) / 2 for c in cuts])
     best = np.flatnonzero(acc == acc.max())

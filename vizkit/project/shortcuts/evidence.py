@@ -15,6 +15,8 @@ For a cluster of class ``c`` with members' pooled maps ``P_i`` (s x s, each summ
 - **consistency**: ``1 - within / between``, with ``within`` the members' mean squared distance to their mean
   content in ``R`` and ``between`` the same for non-members (the class's other images and the recipients):
   1 for one identical pattern, about 0 for content that varies as much as anyone's, as object parts do.
+- **carriers**: the members whose region content is closer to the members' median content than all but 5 % of
+  non-members (``carriers``); a cluster mixing carriers and others is split in two before it is judged.
 - **concentration**: the members' median share of evidence in ``R`` minus ``R``'s area (what a uniform map
   would put there).
 """
@@ -30,6 +32,7 @@ from torch import nn
 from vizkit.capture.state import preserve_model_state
 
 REGION_MASS = 0.5
+CARRIER_LEVEL = 0.05
 MAX_RECIPIENTS = 64
 
 
@@ -128,6 +131,25 @@ def consistency(members: torch.Tensor, others: torch.Tensor, mask: torch.Tensor)
     return float(np.clip(1.0 - spread(members) / between, -1.0, 1.0))
 
 
+def carriers(members: torch.Tensor, others: torch.Tensor, mask: torch.Tensor, level: float = CARRIER_LEVEL
+             ) -> np.ndarray:
+    """Which members show the cluster's pattern in the region: closer to the members' per-pixel median content
+    than all but ``level`` of the non-members are (the median keeps a minority of non-carriers from blurring the
+    pattern). Only when the others are as unlike the pattern as an ordinary image (their median distance at
+    least the non-members' median) are they not carriers; otherwise (a faint pattern on varied backgrounds)
+    every member carries it."""
+    if len(members) == 0 or len(others) == 0 or not bool(mask.any()):
+        return np.ones(len(members), bool)
+    m = mask.to(members.device)
+    v, u = members[:, :, m].flatten(1).double(), others[:, :, m].flatten(1).double()
+    centre = v.median(dim=0).values
+    d_in, d_out = ((v - centre) ** 2).mean(dim=1).numpy(), ((u - centre) ** 2).mean(dim=1).numpy()
+    has = d_in < np.quantile(d_out, level)
+    if has.all() or np.median(d_in[~has]) < np.median(d_out):
+        return np.ones(len(members), bool)
+    return has
+
+
 def concentration(pooled: np.ndarray, region: np.ndarray) -> float:
     """Members' median share of evidence in ``region`` minus its area."""
     if not region.any() or len(pooled) == 0:
@@ -149,5 +171,5 @@ def cluster_evidence(model: nn.Module, x: torch.Tensor, pooled: np.ndarray, memb
                     gain_own, flip_own, gain_mean, flip_mean)
 
 
-__all__ = ["MAX_RECIPIENTS", "REGION_MASS", "Evidence", "cluster_evidence", "concentration", "consistency",
+__all__ = ["CARRIER_LEVEL", "MAX_RECIPIENTS", "REGION_MASS", "Evidence", "carriers", "cluster_evidence", "concentration", "consistency",
            "deletion", "paste", "pixel_mask", "relevance_region", "transplant"]

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vizkit.project.shortcuts.evidence import Evidence, cluster_evidence
+from vizkit.project.shortcuts.evidence import Evidence, carriers, cluster_evidence, pixel_mask, relevance_region
 from vizkit.project.shortcuts.maps import attribution_maps
 from vizkit.project.shortcuts.merge import Group, merge_clusters
 from vizkit.project.shortcuts.spray import DEFAULT_SIDE, MAX_CLUSTERS, Spectral, pool_maps, spectral_clusters
@@ -69,13 +69,30 @@ def small_class_warning(cls: int, n: int) -> str | None:
             f"{MIN_MEMBERS}) for its clusters to mean anything; add images of this class")
 
 
+def split_carriers(x: torch.Tensor, groups: list[Group], pooled: np.ndarray, recipients: torch.Tensor
+                   ) -> list[Group]:
+    """Each group whose region's pattern only some members carry (``evidence.carriers``; both parts at least
+    ``MIN_MEMBERS``) becomes two: the carriers, then the rest (same spectral parts)."""
+    out = []
+    for g in groups:
+        others = torch.cat([x[torch.from_numpy(np.setdiff1d(np.arange(len(x)), g.members))], recipients])
+        has = carriers(x[torch.from_numpy(g.members)], others, pixel_mask(g.region, (x.shape[-2], x.shape[-1])))
+        if MIN_MEMBERS <= has.sum() <= has.size - MIN_MEMBERS:
+            for part in (g.members[has], g.members[~has]):
+                out.append(Group(part, g.parts, relevance_region(pooled[part])))
+        else:
+            out.append(g)
+    return out
+
+
 def judge_class(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, recipients: torch.Tensor, cls: int,
                 th: Thresholds, *, side: int = DEFAULT_SIDE, n_clusters: int | None = None) -> ClassVerdict:
     """Verdict on one class (module docstring)."""
     pooled = pool_maps(maps.float().cpu(), side).numpy()
     x = x.cpu()
     spectral = spectral_clusters(pooled.reshape(len(pooled), -1), n_clusters, embed=False)
-    groups = merge_clusters(x, pooled, spectral.labels, recipients.cpu(), th.merge_iou, th.merge_similarity)
+    groups = split_carriers(x, merge_clusters(x, pooled, spectral.labels, recipients.cpu(), th.merge_iou,
+                                              th.merge_similarity), pooled, recipients.cpu())
     clusters = []
     for g in groups:
         if g.members.size < MIN_MEMBERS:
@@ -107,4 +124,4 @@ def judge(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipients_x: torc
 
 
 __all__ = ["MIN_CLASS_IMAGES", "MIN_MEMBERS", "ClassVerdict", "ClusterVerdict", "judge", "judge_class",
-           "small_class_warning"]
+           "small_class_warning", "split_carriers"]
