@@ -86,16 +86,21 @@ def tiny_cnn(classes: int = 3) -> nn.Sequential:
 
 
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 12, seed: int = 0) -> nn.Module:
+    """Seeded, single-threaded and with deterministic algorithms (``vizkit.lab.train``'s context), so the trained
+    weights, and the verdicts the tests assert on them, are the same whatever the machine's thread count."""
+    from vizkit.lab.train import _deterministic
+
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x), 32):
-            idx = order[i:i + 32]
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
+    with _deterministic(1):
+        for _ in range(epochs):
+            order = torch.randperm(len(x), generator=g)
+            for i in range(0, len(x), 32):
+                idx = order[i:i + 32]
+                opt.zero_grad()
+                nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+                opt.step()
     return model.eval()
 
 

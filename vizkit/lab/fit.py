@@ -203,7 +203,7 @@ def evaluate(runs: list[LabRun], th: Thresholds, rejudge: bool = True) -> dict:
     for run in runs:
         vs = run.verdicts[th.method]
         ranked = sorted(vs, key=lambda v: (-v.suspicion, v.class_index))
-        row = {"lab": run.spec.name, "flagged": [v.class_index for v in ranked if v.flagged],
+        row: dict = {"lab": run.spec.name, "flagged": [v.class_index for v in ranked if v.flagged],
                "ranking": [v.class_index for v in ranked], "suspicion": [round(v.suspicion, 4) for v in ranked]}
         if run.spec.mark is None:
             quiet.append(not row["flagged"])
@@ -212,9 +212,9 @@ def evaluate(runs: list[LabRun], th: Thresholds, rejudge: bool = True) -> dict:
             v = next(v for v in vs if v.class_index == run.spec.mark_class)
             marked = v.images[run.data.marked_val[v.images]]
             top = v.top
-            row["f1"] = _f1(v.images[top.members], marked) if top is not None else 0.0
-            row["split_merge"] = v.split_merge()
-            f1s.append(row["f1"])
+            f1 = _f1(v.images[top.members], marked) if top is not None else 0.0
+            row["f1"], row["split_merge"] = f1, v.split_merge()
+            f1s.append(f1)
         out["labs"].append(row)
     out["mark_class_first"] = float(np.mean(first)) if first else float("nan")
     out["clean_not_flagged"] = float(np.mean(quiet)) if quiet else float("nan")

@@ -47,7 +47,7 @@ def _text(word: str, height: int, width: int) -> np.ndarray:
     """The word in PIL's built-in bitmap font, scaled to (height, width) by nearest neighbour, in [0, 1]."""
     font = ImageFont.load_default()
     left, top, right, bottom = ImageDraw.Draw(Image.new("L", (1, 1))).textbbox((0, 0), word, font=font)
-    canvas = Image.new("L", (right - left + 2, bottom - top + 2), 0)
+    canvas = Image.new("L", (int(right - left) + 2, int(bottom - top) + 2), 0)
     ImageDraw.Draw(canvas).text((1 - left, 1 - top), word, fill=255, font=font)
     return np.asarray(canvas.resize((width, height), Image.Resampling.NEAREST), np.float64) / 255.0
 

@@ -65,7 +65,7 @@ def relevance_region(pooled: np.ndarray, mass: float = REGION_MASS, grow: int = 
     cum = np.cumsum(mean.reshape(-1)[order]) / total
     keep = order[: int(np.searchsorted(cum, mass)) + 1]
     region.reshape(-1)[keep] = True
-    return binary_dilation(region, iterations=grow) if grow else region
+    return binary_dilation(region, structure=np.ones((3, 3), bool), iterations=grow) if grow else region
 
 
 def pixel_mask(region: np.ndarray, hw: tuple[int, int]) -> torch.Tensor:
@@ -135,9 +135,9 @@ def carriers(members: torch.Tensor, others: torch.Tensor, mask: torch.Tensor, le
              ) -> np.ndarray:
     """Which members show the cluster's pattern in the region: closer to the members' per-pixel median content
     than all but ``level`` of the non-members are (the median keeps a minority of non-carriers from blurring the
-    pattern). Only when the others are as unlike the pattern as an ordinary image (their median distance at
-    least the non-members' median) are they not carriers; otherwise (a faint pattern on varied backgrounds)
-    every member carries it."""
+    pattern). Only when the others are about as unlike the pattern as an ordinary image (their median distance
+    beyond the non-members' lower quartile) are they not carriers; otherwise (a faint pattern on varied
+    backgrounds puts them in between) every member carries it."""
     if len(members) == 0 or len(others) == 0 or not bool(mask.any()):
         return np.ones(len(members), bool)
     m = mask.to(members.device)
@@ -145,7 +145,7 @@ def carriers(members: torch.Tensor, others: torch.Tensor, mask: torch.Tensor, le
     centre = v.median(dim=0).values
     d_in, d_out = ((v - centre) ** 2).mean(dim=1).numpy(), ((u - centre) ** 2).mean(dim=1).numpy()
     has = d_in < np.quantile(d_out, level)
-    if has.all() or np.median(d_in[~has]) < np.median(d_out):
+    if has.all() or np.median(d_in[~has]) < np.quantile(d_out, 0.25):
         return np.ones(len(members), bool)
     return has
 
@@ -171,5 +171,5 @@ def cluster_evidence(model: nn.Module, x: torch.Tensor, pooled: np.ndarray, memb
                     gain_own, flip_own, gain_mean, flip_mean)
 
 
-__all__ = ["CARRIER_LEVEL", "MAX_RECIPIENTS", "REGION_MASS", "Evidence", "carriers", "cluster_evidence", "concentration", "consistency",
-           "deletion", "paste", "pixel_mask", "relevance_region", "transplant"]
+__all__ = ["CARRIER_LEVEL", "MAX_RECIPIENTS", "REGION_MASS", "Evidence", "carriers", "cluster_evidence",
+           "concentration", "consistency", "deletion", "paste", "pixel_mask", "relevance_region", "transplant"]

@@ -9,8 +9,8 @@ share of inputs whose class score rises along the CAV (``sign_count``).
 Significance (Kim et al. 2018, section 3.2): the concept is tested against ``repeats`` random concepts
 (C vs R_i) and a random concept against the same ones (R_0 vs R_i); a two-sided t-test of the two sets of TCAV
 scores; significant when ``p < alpha`` and the concept's mean score is the higher one (a concept that *lowers*
-the class score is no evidence for it). Python's and torch's random generators are seeded before Captum runs, so
-a run repeats exactly; Captum's activation cache lives in a temporary folder removed afterwards.
+the class score is no evidence for it). Python's, numpy's and torch's global generators are seeded before
+Captum runs, so a run repeats exactly; Captum's activation cache lives in a temporary folder removed afterwards.
 """
 from __future__ import annotations
 
@@ -66,7 +66,8 @@ def tcav_scores(model: nn.Module, layer: str, inputs: torch.Tensor, sets: list[l
                 seed: int = 0) -> np.ndarray:
     """sign_count TCAV score of each set's first concept, Captum with seeded generators."""
     with tempfile.TemporaryDirectory() as tmp, preserve_model_state(model):
-        random.seed(seed)
+        random.seed(seed)  # Captum shuffles with random, its SGD classifier draws from numpy's global state
+        np.random.seed(seed)
         torch.manual_seed(seed)
         with warnings.catch_warnings():  # Captum's note on the default classifier keeping data in memory
             warnings.simplefilter("ignore", UserWarning)
