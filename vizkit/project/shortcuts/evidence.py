@@ -15,8 +15,9 @@ For a cluster of class ``c`` with members' pooled maps ``P_i`` (s x s, each summ
 - **consistency**: ``1 - within / between``, with ``within`` the members' mean squared distance to their mean
   content in ``R`` and ``between`` the same for non-members (the class's other images and the recipients):
   1 for one identical pattern, about 0 for content that varies as much as anyone's, as object parts do.
-- **carriers**: the members whose region content is closer to the members' median content than all but 5 % of
-  non-members (``carriers``); a cluster mixing carriers and others is split in two before it is judged.
+- **carriers**: the members that show the region's fixed pattern (``carriers``: over the region's pixels that
+  vary far less among the members than among anyone, closer to the members' median than all but 5 % of
+  non-members); a cluster mixing carriers and others is split in two before it is judged.
 - **concentration**: the members' median share of evidence in ``R`` minus ``R``'s area (what a uniform map
   would put there).
 """
@@ -133,20 +134,29 @@ def consistency(members: torch.Tensor, others: torch.Tensor, mask: torch.Tensor)
 
 def carriers(members: torch.Tensor, others: torch.Tensor, mask: torch.Tensor, level: float = CARRIER_LEVEL
              ) -> np.ndarray:
-    """Which members show the cluster's pattern in the region: closer to the members' per-pixel median content
-    than all but ``level`` of the non-members are (the median keeps a minority of non-carriers from blurring the
-    pattern). Only when the others are about as unlike the pattern as an ordinary image (their median distance
-    beyond the non-members' lower quartile) are they not carriers; otherwise (a faint pattern on varied
-    backgrounds puts them in between) every member carries it."""
-    if len(members) == 0 or len(others) == 0 or not bool(mask.any()):
-        return np.ones(len(members), bool)
+    """Which members show the cluster's pattern. The pattern's pixels: those of the region where the members'
+    median absolute deviation from their per-pixel median is under half the non-members' (a fixed pattern
+    shared by most members; an object part varies as much as anything, and the median ignores a minority
+    without the pattern). A member carries it when its distance to that median over those pixels is below all but
+    ``level`` of the non-members'. Only when the rest are about as unlike the pattern as an ordinary image (their
+    median distance beyond the non-members' lower quartile) are they not carriers; otherwise (no pattern pixels,
+    or a faint pattern on varied backgrounds that puts them in between) every member carries it."""
+    everyone = np.ones(len(members), bool)
+    if len(members) < 2 or len(others) < 2 or not bool(mask.any()):
+        return everyone
     m = mask.to(members.device)
     v, u = members[:, :, m].flatten(1).double(), others[:, :, m].flatten(1).double()
     centre = v.median(dim=0).values
-    d_in, d_out = ((v - centre) ** 2).mean(dim=1).numpy(), ((u - centre) ** 2).mean(dim=1).numpy()
+    spread_in = (v - centre).abs().median(dim=0).values
+    spread_out = (u - u.median(dim=0).values).abs().median(dim=0).values
+    pattern = spread_in < 0.5 * spread_out
+    if not bool(pattern.any()):
+        return everyone
+    d_in = ((v[:, pattern] - centre[pattern]) ** 2).mean(dim=1).numpy()
+    d_out = ((u[:, pattern] - centre[pattern]) ** 2).mean(dim=1).numpy()
     has = d_in < np.quantile(d_out, level)
     if has.all() or np.median(d_in[~has]) < np.quantile(d_out, 0.25):
-        return np.ones(len(members), bool)
+        return everyone
     return has
 
 
