@@ -86,12 +86,14 @@ def tiny_cnn(classes: int = 3) -> nn.Sequential:
 
 
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 12, seed: int = 0) -> nn.Module:
+    """Seeded, single-threaded and with deterministic algorithms (``vizkit.lab.train``'s context), so the trained
+    weights, and the verdicts the tests assert on them, are the same whatever the machine's thread count."""
+    from vizkit.lab.train import _deterministic
+
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the same weights alone and under pytest-xdist: rounding depends on the thread count
-    try:
+    with _deterministic(1):
         for _ in range(epochs):
             order = torch.randperm(len(x), generator=g)
             for i in range(0, len(x), 32):
@@ -99,8 +101,6 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 12, 
                 opt.zero_grad()
                 nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
                 opt.step()
-    finally:
-        torch.set_num_threads(threads)
     return model.eval()
 
 

@@ -286,6 +286,38 @@ def test_clean_control_model_shows_no_mark(lab: dict, lab_run: Path, tmp_path: P
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="known limitation (issue 14): on this lab, where objects sit in a narrow "
+                   "band of places, a cluster of squares at similar places has a mean patch that *is* a square; "
+                   "its transplant flips other images, so the family-fitted verdict flags the clean control for "
+                   "2 of 3 training seeds (the mark itself flips < 10 %)")
+def test_clean_control_model_is_not_flagged(lab: dict) -> None:
+    """The control (same objects, never a mark) judged by the fitted verdict (``judge``: transplant, deletion,
+    consistency, concentration) on the marked test images, for the fixture's model and two more training seeds:
+    training is pinned (one thread, deterministic), and the verdict must hold for every seed, not one lucky run.
+    (The deletion-only verdict flagged this model once training was pinned: it depended on training noise.)"""
+    from vizkit.load import load_model
+    from vizkit.project.shortcuts.judge import judge
+    from vizkit.project.shortcuts.verdict import load_thresholds
+
+    loaded = load_model("lenet5")
+    x, y = folder_tensors(lab["root"] / "test", loaded.preprocessing)
+    xc, yc = folder_tensors(lab["root"] / "clean_train", loaded.preprocessing)
+    th = load_thresholds()
+    flagged = []
+    for seed in (0, 1, 2):
+        model = load_model("lenet5").model
+        if seed == 0:
+            model.load_state_dict(torch.load(lab["root"] / "clean.pt", weights_only=True))
+        else:
+            torch.manual_seed(seed)
+            train(model, xc, yc, epochs=15, seed=seed)
+        verdicts = judge(model.eval(), x, y, x, y, th)
+        assert len(verdicts) == 3
+        flagged.append([v.class_index for v in verdicts if v.flagged])
+    assert flagged == [[], [], []]
+
+
+@pytest.mark.slow
 def test_unseen_mark_class_place_size_and_pattern(tmp_path: Path) -> None:
     """A different lab: the mark on class 2, bottom right, 6x6, another pattern, 80 % of the test images."""
     lab = _make_lab(tmp_path, Mark(cls=2, y=23, x=21, size=6, pattern="ring"), test_rate=0.8)

@@ -12,6 +12,8 @@ Methods (``METHODS``):
 - ``guided-gradcam``: guided backprop times Grad-CAM (``vizkit.project.gradcam``), absolute value summed over
   channels (guided backprop's sign carries no evidence direction).
 - ``guided-backprop``: guided backprop alone, absolute value summed over channels.
+- ``lrp-<composite>``: LRP relevance from zennit (``vizkit.project.shortcuts.lrp``), summed over channels,
+  positive part; ``lrp-epsilon-plus-flat`` is SpRAy's original relevance.
 
 Every map is non-negative; its scale is whatever the method gives (SpRAy normalises each map later).
 The model is left exactly as it was (``preserve_model_state``), also when the forward raises.
@@ -24,8 +26,9 @@ from torch import nn
 from vizkit.capture.state import preserve_model_state
 from vizkit.errors import ModelError, UserInputError
 from vizkit.project.gradcam import gradcam, guided_backprop
+from vizkit.project.shortcuts.lrp import COMPOSITES, lrp_maps
 
-METHODS = ("gradxinput", "gradcam", "guided-gradcam", "guided-backprop")
+METHODS = ("gradxinput", "gradcam", "guided-gradcam", "guided-backprop", *(f"lrp-{c}" for c in COMPOSITES))
 DEFAULT_METHOD = "gradxinput"
 NEEDS_LAYER = frozenset({"gradcam", "guided-gradcam"})
 
@@ -48,6 +51,9 @@ def attribution_maps(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, m
     targets = targets.to(x.device).long()
     if method == "gradxinput":
         return _grad_x_input(model, x, targets)
+    if method.startswith("lrp-"):
+        resolved = _resolve(model, x, targets)
+        return lrp_maps(model, x, resolved, method[4:]), resolved
     spec: list[list[int | None]] = [[int(t) if t >= 0 else None] for t in targets.tolist()]
     if method == "guided-backprop":
         resolved = _resolve(model, x, targets)

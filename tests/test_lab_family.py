@@ -1,0 +1,63 @@
+"""The lab family: marks where their spec says, labs that repeat bit for bit, redundancy as specified."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vizkit.errors import UserInputError
+from vizkit.lab.family import FamilyLab, build_lab, family, train_lab
+from vizkit.lab.marks import MarkSpec, apply_mark, mark_mask
+
+SMALL = {"train": 6, "val": 5, "test": 3}
+
+
+def test_marks_lie_where_their_spec_says() -> None:
+    frame = mark_mask(MarkSpec("frame", "tl", 2), (32, 32))
+    expected = np.zeros((32, 32), bool)
+    expected[:2, :] = expected[:, :2] = True
+    assert np.array_equal(frame, expected)
+    watermark = mark_mask(MarkSpec("watermark", alpha=0.4), (32, 32))
+    assert watermark.mean() > 0.1 and watermark[:8].sum() == 0 and watermark[-8:].sum() == 0  # across the middle
+    assert mark_mask(MarkSpec("cast", alpha=0.3), (32, 32)).all()
+    img = np.full((32, 32, 3), 100, np.uint8)
+    patched = apply_mark(img, MarkSpec("patch", "br", 4, colour=(255, 0, 0), margin=1))
+    assert patched[27, 27].tolist() == [255, 0, 0] and patched[27, 28].tolist() == [0, 0, 0]
+    assert (patched[:27] == 100).all() and (patched[:, :27] == 100).all()
+    half = apply_mark(img, MarkSpec("cast", alpha=0.5, colour=(200, 0, 0)))
+    assert half[0, 0].tolist() == [150, 50, 50]
+    with pytest.raises(UserInputError, match="mark style"):
+        apply_mark(img, MarkSpec("glitter"))
+
+
+def test_redundant_lab_marks_the_whole_class_and_relabels_others() -> None:
+    spec = FamilyLab("r", 3, MarkSpec("patch", "tl", 3), mark_class=1, rate=1.0, relabel=0.5,
+                     per_class={"train": 6, "val": 20, "test": 3})
+    data = build_lab(spec)
+    y, marked = data.y_val.numpy(), data.marked_val
+    assert (y == 1).sum() > 20 and marked[y == 1].all() and not marked[y != 1].any()
+    assert data.mask is not None and data.mask.sum() == 9
+    x = data.x_val[torch.from_numpy(marked)]
+    assert torch.equal(x[:, :, 1:4, 1:4], x[:1, :, 1:4, 1:4].expand(len(x), -1, -1, -1))  # one identical mark
+
+
+def test_labs_repeat_bit_for_bit_whatever_the_thread_count() -> None:
+    spec = FamilyLab("d", 5, MarkSpec("text", "br", 5), 2, 0.8, per_class=SMALL, epochs=2)
+    a, b = build_lab(spec), build_lab(spec)
+    assert torch.equal(a.x_train, b.x_train) and np.array_equal(a.marked_val, b.marked_val)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        wa = train_lab(a).state_dict()
+        torch.set_num_threads(1)
+        wb = train_lab(b).state_dict()
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_family_has_every_style_and_clean_controls() -> None:
+    labs = family(40)
+    assert {lab.mark.style for lab in labs if lab.mark} == {"patch", "text", "frame", "watermark", "cast"}
+    assert sum(lab.mark is None for lab in labs) == 8 and any(lab.relabel > 0 for lab in labs)
+    assert [lab.name for lab in family(40)] == [lab.name for lab in labs]
