@@ -48,7 +48,7 @@ class NpzStream:
             arr = np.asarray(value)
             if key not in self._files:
                 raw = self.path.parent / f".{self.path.name}.{self._token}-{len(self._files)}.raw"
-                self._files[key] = (raw, open(raw, "wb"), arr.dtype, arr.shape)
+                self._files[key] = (raw, open(raw, "wb"), arr.dtype, arr.shape)  # noqa: SIM115
                 self.rows[key] = 0
             _, handle, dtype, shape = self._files[key]
             if arr.shape != shape:

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from vizkit.render.pages import FONT, LINE, MARGIN, Cursor, axes_at, new_page, plain_axes
+from vizkit.render.pages import A4_PORTRAIT, FONT, LINE, MARGIN, Cursor, axes_at, new_page, plain_axes
 from vizkit.render.writer import PageMaker, write_pdf
 
 __all__ = ["SheetFrame", "contact_sheet_pages", "write_contact_sheet"]
 
-COLUMNS = 4
+COLUMNS = 4  # for square frames; wide ones (a frame beside its grids) get fewer, larger columns
 LABEL_H = 0.32  # inches under each frame: two lines
 
 
@@ -30,19 +30,26 @@ class SheetFrame:
     caption: str = ""
 
 
+def _columns(frames: Sequence[SheetFrame]) -> int:
+    if not frames:
+        return COLUMNS
+    height, width = frames[0].picture.shape[:2]
+    return max(1, round(COLUMNS * min(1.0, height / width)))
+
+
 def _page(frames: Sequence[SheetFrame], header: Sequence[str]) -> Figure:
     fig = new_page()
-    page_w, page_h = fig.get_size_inches()
+    page_w = fig.get_size_inches()[0]
     c = Cursor(fig, MARGIN, MARGIN, page_w - 2 * MARGIN)
     for i, line in enumerate(header):
         c.line(line, FONT + 2 if i == 0 else FONT, weight="bold" if i == 0 else "normal")
-    top = c.y + LINE
-    cell_w = (page_w - 2 * MARGIN) / COLUMNS
+    top, columns = c.y + LINE, _columns(frames)
+    cell_w = (page_w - 2 * MARGIN) / columns
     aspect = frames[0].picture.shape[0] / frames[0].picture.shape[1] if frames else 1.0
     pic_w = cell_w - 0.12
     pic_h = pic_w * aspect
     for i, frame in enumerate(frames):
-        row, col = divmod(i, COLUMNS)
+        row, col = divmod(i, columns)
         x, y = MARGIN + col * cell_w, top + row * (pic_h + LABEL_H + 0.1)
         ax = axes_at(fig, x, y, pic_w, pic_h)
         ax.imshow(frame.picture, interpolation="none")
@@ -58,13 +65,14 @@ def contact_sheet_pages(frames: Sequence[SheetFrame], header: Sequence[str]) -> 
     """Page makers: as many frames per page as fit below ``header`` (its first line is the title)."""
     if not frames:
         return [lambda: _page([], header)]
-    page_w, page_h = 8.27, 11.69
-    cell_w = (page_w - 2 * MARGIN) / COLUMNS
+    page_w, page_h = A4_PORTRAIT
+    columns = _columns(frames)
+    cell_w = (page_w - 2 * MARGIN) / columns
     shape = frames[0].picture.shape
     pic_h = (cell_w - 0.12) * shape[0] / shape[1]
     usable = page_h - 2 * MARGIN - (len(header) + 1) * LINE - 0.4
     rows = max(1, math.floor(usable / (pic_h + LABEL_H + 0.1)))
-    per_page = rows * COLUMNS
+    per_page = rows * columns
     chunks = [frames[i:i + per_page] for i in range(0, len(frames), per_page)]
     return [lambda chunk=chunk: _page(chunk, header) for chunk in chunks]  # type: ignore[misc]
 

@@ -60,7 +60,7 @@ class VideoStreamWriter:
         if self.size is None:
             self.size = frame.shape[:2]
             h, w = (s + s % 2 for s in self.size)
-            self._writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*self.codec), self.fps, (w, h))
+            self._writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter.fourcc(*self.codec), self.fps, (w, h))
             if not self._writer.isOpened():
                 self.abort()
                 raise UserInputError(f"OpenCV cannot write {self.codec} video to {self.path}; check the folder is "
@@ -107,8 +107,8 @@ def cam_overlay(image: np.ndarray, cam: np.ndarray, alpha: float = CAM_ALPHA) ->
 
 
 def tile_grid(tiles: np.ndarray, side: int) -> np.ndarray:
-    """(N, h, w, 3) float pictures in [0, 1] -> one (side, side, 3) uint8 square of ceil(sqrt(N)) columns, each
-    tile resized with nearest neighbours (feature-map cells stay sharp)."""
+    """(N, h, w, 3) float pictures in [0, 1] -> one (side, side, 3) uint8 square of ceil(sqrt(N)) columns. Tiles
+    are enlarged with nearest neighbours (feature-map cells stay sharp) and shrunk by area averaging."""
     import cv2
 
     n = len(tiles)
@@ -117,10 +117,13 @@ def tile_grid(tiles: np.ndarray, side: int) -> np.ndarray:
         return square
     cols = math.ceil(math.sqrt(n))
     cell = max(1, (side - GAP * (cols - 1)) // cols)
+    top = (side - (math.ceil(n / cols) * (cell + GAP) - GAP)) // 2  # rows centred vertically
     for i, tile in enumerate(np.asarray(tiles)):
-        y, x = (i // cols) * (cell + GAP), (i % cols) * (cell + GAP)
+        y, x = top + (i // cols) * (cell + GAP), (i % cols) * (cell + GAP)
         pixels = np.round(np.clip(tile, 0.0, 1.0) * 255.0).astype(np.uint8)
-        square[y:y + cell, x:x + cell] = cv2.resize(pixels, (cell, cell), interpolation=cv2.INTER_NEAREST)
+        shrink = pixels.shape[0] > cell or pixels.shape[1] > cell  # area averaging keeps single bright pixels
+        square[y:y + cell, x:x + cell] = cv2.resize(pixels, (cell, cell),
+                                                    interpolation=cv2.INTER_AREA if shrink else cv2.INTER_NEAREST)
     return square
 
 
