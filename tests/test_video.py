@@ -30,10 +30,19 @@ def centres(n: int = FRAMES) -> list[tuple[float, float]]:
 
 def write_clip(path: Path, n: int = FRAMES, side: int = SIDE) -> Path:
     yy, xx = np.mgrid[0:side, 0:side].astype(np.float64)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (side, side))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), FPS, (side, side))
     for cy, cx in centres(n):
         blob = 20 + 225 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * SIGMA**2))
         writer.write(np.repeat(np.round(blob).astype(np.uint8)[:, :, None], 3, axis=2))
+    writer.release()
+    return path
+
+
+def write_mjpeg(path: Path) -> Path:
+    """Two 32 x 24 frames, pure red in OpenCV's BGR order."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 5.0, (32, 24))
+    for _ in range(2):
+        writer.write(np.dstack([np.zeros((24, 32)), np.zeros((24, 32)), np.full((24, 32), 250)]).astype(np.uint8))
     writer.release()
     return path
 
@@ -79,7 +88,7 @@ def test_gradcam_peak_follows_the_object(clip: Path, tmp_path: Path) -> None:
     with np.load(out.arrays) as z:
         assert z["frame_index"].tolist() == list(range(FRAMES))
         np.testing.assert_allclose(z["time"], np.arange(FRAMES) / FPS)
-        peaks = z["peak"]
+        peaks = z["peak"][:, 0]  # (frames, targets, 2): the first (only) target's (y, x)
         assert z["cam"].shape == (FRAMES, 1, SIDE, SIDE) and z["cam_raw"].shape == (FRAMES, 1, 16, 16)
     truth = np.array(centres())
     assert np.all(np.abs(peaks - truth) <= CELL), (peaks, truth)  # within one cell of the 16x16 grid, every frame
@@ -106,11 +115,7 @@ def test_every_and_max_frames_choose_frames(clip: Path, tmp_path: Path) -> None:
 
 
 def test_frames_are_rgb_and_preprocessed_like_still_images(tmp_path: Path) -> None:
-    path = tmp_path / "red.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (32, 24))
-    for _ in range(2):
-        writer.write(np.dstack([np.zeros((24, 32)), np.zeros((24, 32)), np.full((24, 32), 250)]).astype(np.uint8))
-    writer.release()
+    path = write_mjpeg(tmp_path / "red.avi")
     info = probe_video(path)
     assert (info.width, info.height, info.frame_count) == (32, 24, 2) and is_video(path)
     frame = next(iter_frames(path))
@@ -134,6 +139,16 @@ def test_unreadable_videos_give_one_line(tmp_path: Path) -> None:
             run_video(brightness_model(), path, "gradcam", tmp_path / "out", layers=["2"])
         assert "\n" not in str(err.value) and err.value.exit_code == 2
     assert not (tmp_path / "out" / "bad").exists()
+    empty = write_mjpeg(tmp_path / "empty.avi")
+    data = bytearray(empty.read_bytes())
+    first = data.find(b"00dc")  # the first frame chunk: zero every frame's data, keep the container
+    data[first + 8:len(data) - 200] = bytes(len(data) - 200 - first - 8)
+    empty.write_bytes(bytes(data))
+    with pytest.raises(VideoError, match=r"no frame of .* could be decoded") as err:
+        list(iter_frames(empty))
+    assert "\n" not in str(err.value)
+    with pytest.raises(UserInputError, match="--max-frames"):
+        run_video(brightness_model(), bad, "gradcam", tmp_path / "out", max_frames=0)
     assert not is_video(tmp_path / "notes.txt") and not is_video(bad.with_suffix(".png"), probe=True)
 
 

@@ -30,7 +30,7 @@ from vizkit.jobs.context import RunContext
 from vizkit.jobs.deconv import deconv_tensor
 from vizkit.jobs.gradcam import gradcam_inputs, num_classes
 from vizkit.load import LoadedModel
-from vizkit.load.video import VideoFrame, frame_input, iter_frames, probe_video
+from vizkit.load.video import VideoFrame, check_selection, frame_input, iter_frames, probe_video
 from vizkit.project.targets import parse_targets
 from vizkit.render.video_stream import activation_grid_frame, cam_overlay, projection_grid_frame
 
@@ -48,6 +48,7 @@ class FrameOut:
     picture: np.ndarray
     row: dict[str, np.ndarray]
     caption: str
+    notes: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -85,10 +86,11 @@ def run_video(loaded: LoadedModel | RunContext, path: str | Path, mode: str, out
         raise UserInputError(f"video mode {mode!r} is not one of {', '.join(MODES)}")
     if batch_size < 1 or sheet_frames < 1:
         raise UserInputError(f"batch size and sheet frames must be at least 1, got {batch_size} and {sheet_frames}")
+    check_selection(every, max_frames)
+    info = probe_video(path)  # a missing or unreadable file fails before any model work
     ctx = loaded if isinstance(loaded, RunContext) else RunContext.from_loaded(loaded)
     started = time.perf_counter()
     step, settings = _make_step(ctx, mode, layers, targets, top, scale, top_k)
-    info = probe_video(path)
     fps = info.fps / every if info.fps > 0 else 0.0
     settings = {**settings, "every": every, "max_frames": max_frames, "device": str(ctx.device),
                 "source_fps": info.fps, "source_size": [info.width, info.height]}
@@ -97,13 +99,14 @@ def run_video(loaded: LoadedModel | RunContext, path: str | Path, mode: str, out
     final = output_folder(out, Path(path).stem)
     with atomic_dir(final) as tmp:
         with VideoStreamWriter(tmp / f"{mode}.mp4", fps) as video, NpzStream(tmp / f"{mode}.npz") as arrays:
-            count = 0
+            count, notes = 0, dict[str, None]()  # notes of any frame, in first-seen order, each once
             for batch in _batches(frames, batch_size if mode == "gradcam" else 1):
                 for frame, done in zip(batch, step(batch), strict=True):
                     video.write(done.picture)
                     arrays.append({"frame_index": np.int64(frame.index), "time": np.float64(frame.time),
                                    **done.row})
                     keeper.add(count, SheetFrame(frame.index, frame.time, done.picture, done.caption))
+                    notes.update(dict.fromkeys(done.notes))
                     count += 1
                 if progress is not None:
                     progress(f"{Path(path).name}: {count} frames")
@@ -111,8 +114,10 @@ def run_video(loaded: LoadedModel | RunContext, path: str | Path, mode: str, out
                   + (f", at most {max_frames})" if max_frames else ")"),
                   f"model {ctx.loaded.name}; " + "; ".join(f"{k} {v}" for k, v in settings.items()
                                                           if k in ("layer", "layers", "targets", "top", "top_k"))]
-        write_contact_sheet(tmp / f"{mode}.pdf", keeper.kept(), header, keywords=f"vizkit {mode} video")
-        write_manifest(tmp, ctx.info(path, settings), {"total": time.perf_counter() - started},
+        write_contact_sheet(tmp / f"{mode}.pdf", keeper.kept(), [*header, *notes], keywords=f"vizkit {mode} video")
+        run_info = ctx.info(path, settings)
+        run_info.notes += list(notes)
+        write_manifest(tmp, run_info, {"total": time.perf_counter() - started},
                        f"{mode}.manifest.json", extra={"frames": count, "video_frames_total": info.frame_count})
     return VideoOutputs(folder=final, video=final / f"{mode}.mp4", arrays=final / f"{mode}.npz",
                         sheet=final / f"{mode}.pdf", manifest=final / f"{mode}.manifest.json", frames=count)
@@ -170,10 +175,10 @@ def _gradcam_step(ctx: RunContext, layer: str, targets: list[int | None]) -> Ste
     def step(batch: list[VideoFrame]) -> list[FrameOut]:
         done = []
         for r in gradcam_inputs(ctx, _inputs(ctx, batch), layer, targets):
-            peak = np.array(np.unravel_index(int(np.argmax(r.cam[0])), r.cam[0].shape), dtype=np.int64)
-            row = {"targets": r.targets, "scores": r.scores, "cam_raw": r.cam_raw, "cam": r.cam, "peak": peak}
-            caption = f"{r.class_names[0]} {float(r.scores[0]):.2f}; peak (y, x) {tuple(int(v) for v in peak)}"
-            done.append(FrameOut(cam_overlay(r.image, r.cam[0]), row, caption))
+            peaks = np.array([np.unravel_index(int(np.argmax(c)), c.shape) for c in r.cam], np.int64).reshape(-1, 2)
+            row = {"targets": r.targets, "scores": r.scores, "cam_raw": r.cam_raw, "cam": r.cam, "peak": peaks}
+            caption = f"{r.class_names[0]} {float(r.scores[0]):.2f}; peak (y, x) {tuple(int(v) for v in peaks[0])}"
+            done.append(FrameOut(cam_overlay(r.image, r.cam[0]), row, caption, r.notes))
         return done
 
     return step
@@ -196,7 +201,7 @@ def _activations_step(ctx: RunContext, layers: list[str], top: int, scale: str) 
         for g in grids:
             row |= {f"{g.layer}/channels": g.channels, f"{g.layer}/maps": g.maps, f"{g.layer}/max": g.maxima}
         caption = "; ".join(f"{g.layer} max {float(g.maxima.max()):.3g}" for g in grids)
-        return [FrameOut(activation_grid_frame(result.image, grids, scale), row, caption)]
+        return [FrameOut(activation_grid_frame(result.image, grids, scale), row, caption, result.notes)]
 
     return step
 
@@ -212,6 +217,6 @@ def _deconv_step(ctx: RunContext, layers: list[str], top_k: int) -> Step:
         picture = projection_grid_frame(result.image, [np.stack([u.projection for u in lp.units])
                                                         for lp in result.layers])
         caption = "; ".join(f"{lp.layer} top ch {lp.units[0].channel}" for lp in result.layers if lp.units)
-        return [FrameOut(picture, row, caption)]
+        return [FrameOut(picture, row, caption, result.notes)]
 
     return step

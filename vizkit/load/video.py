@@ -22,7 +22,8 @@ from PIL import Image
 from vizkit.errors import UserInputError, VideoError
 from vizkit.load.preprocessing import Preprocessing, preprocess
 
-__all__ = ["VIDEO_EXTENSIONS", "VideoFrame", "VideoInfo", "frame_input", "is_video", "iter_frames", "probe_video"]
+__all__ = ["VIDEO_EXTENSIONS", "VideoFrame", "VideoInfo", "check_selection", "frame_input", "is_video", "iter_frames",
+           "probe_video"]
 
 #: Containers treated as video by their name alone (GIF stays an image: Pillow reads its first frame).
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv",
@@ -84,10 +85,7 @@ def iter_frames(path: str | os.PathLike, *, every: int = 1, max_frames: int | No
     Frames in between are grabbed but not converted. Raises VideoError before yielding anything when the file
     cannot be opened or its first frame cannot be decoded.
     """
-    if every < 1:
-        raise UserInputError(f"--every must be at least 1, got {every}")
-    if max_frames is not None and max_frames < 1:
-        raise UserInputError(f"--max-frames must be at least 1, got {max_frames}")
+    check_selection(every, max_frames)
     import cv2
 
     p = Path(path)
@@ -108,6 +106,14 @@ def iter_frames(path: str | os.PathLike, *, every: int = 1, max_frames: int | No
         if yielded == 0:
             raise VideoError(f"no frame of {p} could be decoded (codec {info.fourcc or 'unknown'} is not in "
                              f"OpenCV's FFmpeg build, or the file is damaged); {_CONVERT}")
+
+
+def check_selection(every: int, max_frames: int | None) -> None:
+    """Refuse a frame selection that chooses nothing, with the option to fix."""
+    if every < 1:
+        raise UserInputError(f"--every must be at least 1, got {every}")
+    if max_frames is not None and max_frames < 1:
+        raise UserInputError(f"--max-frames must be at least 1, got {max_frames}")
 
 
 def frame_input(rgb: np.ndarray, prep: Preprocessing) -> torch.Tensor:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from vizkit.render.pages import A4_PORTRAIT, FONT, LINE, MARGIN, Cursor, axes_at, new_page, plain_axes
+from vizkit.render.pages import A4_PORTRAIT, FONT, LINE, MARGIN, Cursor, axes_at, new_page, plain_axes, wrap
 from vizkit.render.writer import PageMaker, write_pdf
 
 __all__ = ["SheetFrame", "contact_sheet_pages", "write_contact_sheet"]
@@ -42,7 +42,10 @@ def _page(frames: Sequence[SheetFrame], header: Sequence[str]) -> Figure:
     page_w = fig.get_size_inches()[0]
     c = Cursor(fig, MARGIN, MARGIN, page_w - 2 * MARGIN)
     for i, line in enumerate(header):
-        c.line(line, FONT + 2 if i == 0 else FONT, weight="bold" if i == 0 else "normal")
+        if i == 0:
+            c.line(line, FONT + 2, weight="bold")
+        else:
+            c.paragraph(line)
     top, columns = c.y + LINE, _columns(frames)
     cell_w = (page_w - 2 * MARGIN) / columns
     aspect = frames[0].picture.shape[0] / frames[0].picture.shape[1] if frames else 1.0
@@ -70,7 +73,8 @@ def contact_sheet_pages(frames: Sequence[SheetFrame], header: Sequence[str]) -> 
     cell_w = (page_w - 2 * MARGIN) / columns
     shape = frames[0].picture.shape
     pic_h = (cell_w - 0.12) * shape[0] / shape[1]
-    usable = page_h - 2 * MARGIN - (len(header) + 1) * LINE - 0.4
+    header_lines = 2 + sum(len(wrap(line, page_w - 2 * MARGIN)) for line in header[1:])
+    usable = page_h - 2 * MARGIN - header_lines * LINE - 0.4
     rows = max(1, math.floor(usable / (pic_h + LABEL_H + 0.1)))
     per_page = rows * columns
     chunks = [frames[i:i + per_page] for i in range(0, len(frames), per_page)]
