@@ -211,3 +211,34 @@ def test_contact_sheet_keeps_evenly_spaced_frames() -> None:
         kept = keeper.kept()
         assert kept[0] == 0 and len(kept) <= limit and len(kept) >= min(n, limit // 2 + 1)
         assert len(set(np.diff(kept).tolist())) <= 1  # evenly spaced
+
+
+class FailsOnCall(nn.Module):
+    """Identity until its ``fail_at``-th call, then raises (a model that breaks in the middle of a clip)."""
+
+    def __init__(self, fail_at: int) -> None:
+        super().__init__()
+        self.calls, self.fail_at = 0, fail_at
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise RuntimeError("broken in the middle")
+        return x
+
+
+def test_failure_mid_clip_leaves_no_output_and_the_model_as_it_was(clip: Path, tmp_path: Path) -> None:
+    loaded = brightness_model()
+    model = nn.Sequential(*loaded.model[:3], FailsOnCall(fail_at=4), *loaded.model[3:])
+    model.train()
+    model[1].eval()  # mixed training flags must come back as they were, module by module
+    flags = [m.training for m in model.modules()]
+    state = state_fingerprint(model)
+    object.__setattr__(loaded, "model", model)
+    with pytest.raises(RuntimeError, match="broken in the middle"):
+        run_video(loaded, clip, "gradcam", tmp_path / "out", layers=["2"], targets=["0"], batch_size=2)
+    assert model[3].calls == 4  # it failed after frames had been written, not before
+    assert [m.training for m in model.modules()] == flags and hook_count(model) == 0
+    assert all(torch.equal(state[k], v) for k, v in state_fingerprint(model).items())
+    assert all(p.grad is None for p in model.parameters())
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
