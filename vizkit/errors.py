@@ -18,6 +18,10 @@ class ImageError(UserInputError):
     """An image file that cannot be read or decoded."""
 
 
+class VideoError(UserInputError):
+    """A video file that cannot be opened, has no decodable frames, or whose codec OpenCV lacks."""
+
+
 class ModelError(UserInputError):
     """Unknown model name, unknown layer, or weights that cannot be found or loaded."""
 
