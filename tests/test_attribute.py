@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vizkit.capture.state import hook_count, state_fingerprint
 from vizkit.errors import ModelError
 from vizkit.project.attribute import METHODS, attribute, audit_model
+from vizkit.testing.model_state import hook_count, state_fingerprint
 
 REL = 1e-5
 

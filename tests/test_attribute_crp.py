@@ -6,8 +6,8 @@ import copy
 import torch
 from torch import nn
 
-from vizkit.capture.state import hook_count, state_fingerprint
 from vizkit.project.attribute import conditional_relevance
+from vizkit.testing.model_state import hook_count, state_fingerprint
 
 
 def cnn() -> nn.Module:

@@ -5,7 +5,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from vizkit.capture.state import hook_count, state_fingerprint
 from vizkit.project.attribute.evaluate import (
     linear_imputation,
     perturbation_curve,
@@ -13,6 +12,7 @@ from vizkit.project.attribute.evaluate import (
     rank_methods,
     road,
 )
+from vizkit.testing.model_state import hook_count, state_fingerprint
 
 
 class Oracle(nn.Module):

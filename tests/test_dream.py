@@ -6,7 +6,6 @@ import pytest
 import torch
 from torch import nn
 
-from vizkit.capture.state import hook_count, state_fingerprint
 from vizkit.errors import UserInputError
 from vizkit.project.dream import (
     DreamSettings,
@@ -20,6 +19,7 @@ from vizkit.project.dream import (
     reference,
 )
 from vizkit.project.dream.forward import diversity_penalty
+from vizkit.testing.model_state import hook_count, state_fingerprint
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 IDENTITY = TransformSettings(crops=1, pad=0, jitter=0, scale=(1.0, 1.0), angle=0.0, crop_box=(1.0, 1.0),

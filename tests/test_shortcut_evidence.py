@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from vizkit.capture.state import hook_count
 from vizkit.lab.labnet import LabNet
 from vizkit.project.shortcuts.evidence import carriers, consistency, deletion, pixel_mask, relevance_region, transplant
 from vizkit.project.shortcuts.lrp import lrp_maps
 from vizkit.project.shortcuts.merge import merge_clusters
+from vizkit.testing.model_state import hook_count
 
 
 @pytest.fixture(scope="module")

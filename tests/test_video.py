@@ -12,13 +12,13 @@ import torch
 from test_render import pdf_page_count  # page count parsed from the file itself
 from torch import nn
 
-from vizkit.capture.state import hook_count, state_fingerprint
 from vizkit.errors import UserInputError, VideoError
 from vizkit.jobs.video_steps import _Keeper, run_video
 from vizkit.load import LoadedModel, Preprocessing
 from vizkit.load.video import frame_input, is_video, iter_frames, probe_video
 from vizkit.render.npz_stream import NpzStream
 from vizkit.render.video_stream import VideoStreamWriter
+from vizkit.testing.model_state import hook_count, state_fingerprint
 
 SIDE, FRAMES, FPS, SIGMA, CELL = 64, 12, 10.0, 4.0, 4
 

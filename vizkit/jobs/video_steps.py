@@ -1,7 +1,7 @@
 """Video through ``gradcam``, ``activations`` or ``deconv``: ``run_video(ctx, path, mode, out)``.
 
 Frames stream from OpenCV's reader (``vizkit.load.video``) through the command's tensor-level step (the same
-``gradcam_inputs`` / ``activations_tensor`` / ``deconv_tensor`` a still image goes through) into three files of
+``gradcam_tensor`` / ``activations_tensor`` / ``deconv_tensor`` a still image goes through) into three files of
 ``OUT/<video stem>/``, all written a frame at a time, so memory does not grow with the clip's length:
 
 - ``<mode>.mp4``: the overlay (Grad-CAM) or the grid of maps / projections beside each frame, at the source's
@@ -23,12 +23,13 @@ import numpy as np
 import torch
 
 from vizkit.capture.activations import DEFAULT_TOP
+from vizkit.capture.probe import num_classes
 from vizkit.capture.recorder import resolve_layers
 from vizkit.errors import UserInputError
 from vizkit.jobs.activations import activations_tensor
 from vizkit.jobs.context import RunContext
 from vizkit.jobs.deconv import deconv_tensor
-from vizkit.jobs.gradcam import gradcam_inputs, num_classes
+from vizkit.jobs.gradcam import gradcam_tensor
 from vizkit.load import LoadedModel
 from vizkit.load.video import VideoFrame, check_selection, frame_input, iter_frames, probe_video
 from vizkit.project.targets import parse_targets
@@ -76,8 +77,8 @@ def run_video(loaded: LoadedModel | RunContext, path: str | Path, mode: str, out
     ``targets``: gradcam's classes; ``top``/``scale``: activations'; ``top_k``: deconv's; ``batch_size``: frames
     per gradcam forward. Model, layer and option problems raise before the first frame is read.
     """
-    from vizkit.render.atomic import atomic_dir, output_folder
-    from vizkit.render.manifest import write_manifest
+    from vizkit.outputs.atomic import atomic_dir, output_folder
+    from vizkit.outputs.manifest import write_manifest
     from vizkit.render.npz_stream import NpzStream
     from vizkit.render.video_sheet import SheetFrame, write_contact_sheet
     from vizkit.render.video_stream import VideoStreamWriter
@@ -174,7 +175,7 @@ def _make_step(ctx: RunContext, mode: str, layers: Sequence[str] | None, targets
 def _gradcam_step(ctx: RunContext, layer: str, targets: list[int | None]) -> Step:
     def step(batch: list[VideoFrame]) -> list[FrameOut]:
         done = []
-        for r in gradcam_inputs(ctx, _inputs(ctx, batch), layer, targets):
+        for r in gradcam_tensor(ctx, _inputs(ctx, batch), layer, targets):
             peaks = np.array([np.unravel_index(int(np.argmax(c)), c.shape) for c in r.cam], np.int64).reshape(-1, 2)
             row = {"targets": r.targets, "scores": r.scores, "cam_raw": r.cam_raw, "cam": r.cam, "peak": peaks}
             caption = f"{r.class_names[0]} {float(r.scores[0]):.2f}; peak (y, x) {tuple(int(v) for v in peaks[0])}"

@@ -149,7 +149,7 @@ def _explain(model: nn.Module, x: torch.Tensor, layer: str | None, targets: Targ
                          rules.audit(), _np(logits))
 
 
-class _GraphFrom:
+class GraphFrom:
     """Inside the ``with`` block, ``module``'s first output becomes a leaf that requires grad (``.maps``): the
     autograd graph starts there. Downstream gets a copy, so in-place ops after the layer stay legal."""
 
@@ -157,7 +157,7 @@ class _GraphFrom:
         self.module = module
         self.maps: torch.Tensor | None = None
 
-    def __enter__(self) -> _GraphFrom:
+    def __enter__(self) -> GraphFrom:
         self.hooks = Hooks()
         self.hooks.forward(self.module, self._hook)
         return self
@@ -177,7 +177,7 @@ def _cam_only(model: nn.Module, x: torch.Tensor, layer: str, targets: Targets | 
         raise UserInputError(f"expected a batch of images (N, C, H, W), got shape {tuple(x.shape)}")
     module = resolve_layers(model, [layer])[layer]
     with preserve_model_state(model), torch.enable_grad():
-        with _GraphFrom(module) as start:
+        with GraphFrom(module) as start:
             logits = _check_logits(model(x.detach()), x.shape[0])
         if start.maps is None:
             raise ModelError(f"layer '{layer}' did not run in the forward pass or returned no tensor; pick a layer "

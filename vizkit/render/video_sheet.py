@@ -3,6 +3,7 @@ with its frame number, time and a caption (e.g. the Grad-CAM class and peak), on
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,8 +12,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from vizkit.render.pages import A4_PORTRAIT, FONT, LINE, MARGIN, Cursor, axes_at, new_page, plain_axes, wrap
-from vizkit.render.writer import PageMaker, write_pdf
+from vizkit.render.kit.page import A4_PORTRAIT, FONT, LINE, MARGIN, Cursor, axes_at, new_page, wrap
+from vizkit.render.kit.pdf import PageMaker, write_pdf
 
 __all__ = ["SheetFrame", "contact_sheet_pages", "write_contact_sheet"]
 
@@ -56,7 +57,7 @@ def _page(frames: Sequence[SheetFrame], header: Sequence[str]) -> Figure:
         x, y = MARGIN + col * cell_w, top + row * (pic_h + LABEL_H + 0.1)
         ax = axes_at(fig, x, y, pic_w, pic_h)
         ax.imshow(frame.picture, interpolation="none")
-        plain_axes(ax)
+        ax.set_axis_off()
         label = Cursor(fig, x, y + pic_h + 0.04, pic_w)
         label.line(f"frame {frame.index}  \u00b7  {frame.time:.2f} s")
         if frame.caption:
@@ -78,7 +79,7 @@ def contact_sheet_pages(frames: Sequence[SheetFrame], header: Sequence[str]) -> 
     rows = max(1, math.floor(usable / (pic_h + LABEL_H + 0.1)))
     per_page = rows * columns
     chunks = [frames[i:i + per_page] for i in range(0, len(frames), per_page)]
-    return [lambda chunk=chunk: _page(chunk, header) for chunk in chunks]  # type: ignore[misc]
+    return [functools.partial(_page, chunk, header) for chunk in chunks]
 
 
 def write_contact_sheet(path: Path, frames: Sequence[SheetFrame], header: Sequence[str], *, keywords: str) -> int:

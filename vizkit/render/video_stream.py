@@ -17,9 +17,9 @@ import numpy as np
 
 from vizkit.capture.activations import ActivationGrid
 from vizkit.errors import UserInputError
-from vizkit.render.activations_pdf import coloured_maps
-from vizkit.render.display import display_image, normalise_projection
-from vizkit.render.gradcam_pdf import CAM_ALPHA
+from vizkit.render.activations import coloured_maps
+from vizkit.render.gradcam import CAM_ALPHA
+from vizkit.render.kit.display import display_image, normalise_projection
 
 __all__ = ["CODEC", "DEFAULT_FPS", "VideoStreamWriter", "activation_grid_frame", "cam_overlay",
            "projection_grid_frame", "tile_grid"]

@@ -28,7 +28,7 @@ from torch import nn
 from vizkit.capture.recorder import resolve_layers
 from vizkit.errors import ModelError
 from vizkit.project.attribute.inputs import chunks, objective
-from vizkit.project.gradcam import _GraphFrom, upsample_cam
+from vizkit.project.gradcam import GraphFrom, upsample_cam
 from vizkit.project.targets import TargetFn
 
 
@@ -112,7 +112,7 @@ def layer_maps(model: nn.Module, x: torch.Tensor, layer: str, target: list[int] 
     """The layer's maps for ``x`` and (``gradient=True``) the target's gradient with respect to them; the autograd
     graph starts at the layer, so nothing below it is back-propagated."""
     module = resolve_layers(model, [layer])[layer]
-    with torch.set_grad_enabled(gradient), _GraphFrom(module) as start:
+    with torch.set_grad_enabled(gradient), GraphFrom(module) as start:
         logits = model(x.detach())
     if start.maps is None or start.maps.dim() != 4:
         raise ModelError(f"layer '{layer}' gave no (N, C, h, w) maps in the forward pass; pick a convolutional layer "
