@@ -31,7 +31,7 @@ from vizkit.project.shortcuts.reliance import probability_drop
 from vizkit.project.shortcuts.result import ShortcutsResult
 from vizkit.project.shortcuts.spray import DEFAULT_SIDE, pool_maps, spectral_clusters
 from vizkit.project.targets import parse_targets
-from vizkit.scan.stream import DatasetStream
+from vizkit.scan.stream import DatasetStream, nothing_read
 
 DISPLAY = 112
 
@@ -140,6 +140,8 @@ def shortcuts_result(ctx: RunContext, images: ImageList, config: ShortcutsConfig
     start = time.perf_counter()
     explained, pooled, display = _maps(ctx, stream, config, layer, mapped)
     skipped = [(stream.path(i), message) for i, message in stream.skipped]
+    if stream.total and len(skipped) >= stream.total:
+        raise nothing_read(images.source, stream.total, skipped)
     timings["maps"] = time.perf_counter() - start
     start = time.perf_counter()
     analyses = []
