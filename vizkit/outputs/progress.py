@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TextIO
 
-__all__ = ["Progress", "Task", "current", "note", "reporting", "task"]
+__all__ = ["Progress", "Task", "current", "note", "reporting", "task", "warn"]
 
 log = logging.getLogger("vizkit")
 
@@ -194,3 +194,13 @@ def note(line: str) -> None:
         reporter.note(line)
     else:
         log.info("%s", line)
+
+
+def warn(line: str) -> None:
+    """A line the user must see: through the current reporter, else the ``vizkit`` logger (WARNING, shown by
+    default)."""
+    reporter = _current.get()
+    if reporter is not None:
+        reporter.note(line)
+    else:
+        log.warning("%s", line)
