@@ -236,8 +236,8 @@ class progress:
 
         return step
 
-    def __exit__(self, *exc: object) -> None:
-        self.task.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        self.task.__exit__(exc_type)  # a run that raised gets no summary line
 
 
 class dataset_progress:

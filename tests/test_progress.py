@@ -112,3 +112,13 @@ def test_mine_reports_scan_and_projection_progress_on_stderr_only(tmp_path: Path
     assert any(line.startswith("scan: 6 images in ") and "images/s" in line for line in lines)
     assert any(line.startswith("project: 2 units in ") for line in lines)
     assert "images/s" not in result.stdout and "units in" not in result.stdout
+
+
+def test_per_image_commands_end_with_one_summary_line(tmp_path: Path, sample_paths: list[Path]) -> None:
+    from vizkit_cli.main import main
+
+    result = CliRunner().invoke(main, ["deconv", *map(str, sample_paths[:2]), "--model", "lenet5", "--top-k", "1",
+                                       "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.stderr
+    assert [line for line in result.stderr.splitlines() if line.startswith("deconv: ")][0].startswith(
+        "deconv: 2 images in ")
