@@ -120,5 +120,5 @@ def test_per_image_commands_end_with_one_summary_line(tmp_path: Path, sample_pat
     result = CliRunner().invoke(main, ["deconv", *map(str, sample_paths[:2]), "--model", "lenet5", "--top-k", "1",
                                        "--out", str(tmp_path)])
     assert result.exit_code == 0, result.stderr
-    assert [line for line in result.stderr.splitlines() if line.startswith("deconv: ")][0].startswith(
+    assert next(line for line in result.stderr.splitlines() if line.startswith("deconv: ")).startswith(
         "deconv: 2 images in ")
