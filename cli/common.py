@@ -116,7 +116,7 @@ def exit_code(report: Any) -> int:
     """The report's exit code; 0 instead of 2 under --allow-skipped when something was written and every
     failure was a skipped input. Under torchrun a 2 for skipped files gets a line saying the outputs are fine."""
     code = int(report.exit_code)
-    if code != 2 or not report.written or any(f.exit_code != 2 for f in report.failures):
+    if code != 2 or not report.written or not all(f.exit_code == 2 and f.skipped for f in report.failures):
         return code
     ctx = click.get_current_context(silent=True)
     if ctx is not None and ctx.find_root().meta.get("vizkit.allow_skipped"):

@@ -165,7 +165,9 @@ def test_under_torchrun_a_skipped_file_says_the_outputs_are_complete(tmp_path: P
         assert exit_code(skipped) == 0
         failed = JobReport(written=[tmp_path], failures=[Failure("x.png", "internal error", 1)])
         assert exit_code(failed) == 1  # --allow-skipped never hides an internal error
-        assert exit_code(JobReport(failures=[Failure("d", "no checkpoint could be loaded", 2)])) == 2
+        assert exit_code(JobReport(failures=[Failure("d", "no checkpoint could be loaded", 2)])) == 2  # none written
+        wrong = JobReport(written=[tmp_path], failures=[Failure("x.png", "target 7 does not exist", 2, False)])
+        assert exit_code(wrong) == 2  # a usage error on one image is not a skipped file
 
 
 @pytest.mark.slow

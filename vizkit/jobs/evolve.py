@@ -214,7 +214,7 @@ def run_evolve(config: EvolveConfig, *, progress: Callable[[str], None] | None =
     plan = _plan(config)
     result, failures, timings = _evolve(config, plan, progress)
     if result is None:
-        failures.append(Failure(str(config.data), "no checkpoint could be loaded; nothing written", 2))
+        failures.append(Failure(str(config.data), "no checkpoint could be loaded; nothing written", 2, False))
         return EvolveReport(failures=failures, timings=timings)
     settings = {"data": str(config.data), "checkpoints": [str(p) for p in result.checkpoints.paths],
                 "order": result.checkpoints.order, "layers": [e.layer for e in result.layers],
