@@ -84,6 +84,12 @@ def test_lock_is_held_for_the_run_and_removed_after(tmp_path: Path) -> None:
         with claim_output(tmp_path, "deconv"):  # another command's outputs: its own lock
             pass
     assert not lock_path(tmp_path, "mine").exists()
+    with claim_output(tmp_path / "new", "mine"):  # made for the run, left empty (the model failed): removed
+        assert (tmp_path / "new").is_dir()
+    assert not (tmp_path / "new").exists()
+    with claim_output(tmp_path / "kept", "mine"):
+        (tmp_path / "kept" / "mine").mkdir()
+    assert (tmp_path / "kept" / "mine").is_dir()
 
 
 def test_second_run_refuses_naming_the_pid_of_the_first(tmp_path: Path) -> None:

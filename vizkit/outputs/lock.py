@@ -112,8 +112,19 @@ def _lock(path: Path, command: str) -> tuple[int, dict]:
 @contextmanager
 def claim_output(out: str | os.PathLike, command: str, *, lock: bool = True) -> Iterator[list[str]]:
     """Check OUT and, with ``lock``, hold ``OUT/.<command>.lock`` for the block. Yields notes for the user (a stale
-    lock taken over). The lock file is removed at the end."""
+    lock taken over). The lock file is removed at the end, and OUT too when this call made it and nothing was
+    written (a run that failed on its model leaves no empty folder behind)."""
+    made = not Path(out).exists()
     folder = check_output_dir(out)
+    try:
+        yield from _claimed(folder, command, lock)
+    finally:
+        if made:
+            with suppress(OSError):
+                folder.rmdir()  # only when empty
+
+
+def _claimed(folder: Path, command: str, lock: bool) -> Iterator[list[str]]:
     path = lock_path(folder, command)
     if not lock or fcntl is None:
         _check_writable(folder)
