@@ -198,3 +198,22 @@ def test_ctrl_c_exits_130_naming_the_checkpoint_and_resume_says_where(tmp_path: 
     resumed = subprocess.run([*args, "--resume"], capture_output=True, text=True, env=ENV, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming from {checkpoint}: {done} of 400 images were scanned before" in resumed.stderr
+
+
+@pytest.mark.slow
+def test_torchrun_with_a_skipped_file_and_allow_skipped_exits_0_on_every_rank(tmp_path: Path) -> None:
+    import socket
+
+    data = _images(tmp_path / "d", 6, broken=1)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr",
+                          "127.0.0.1", "--master-port", str(port), "-m", "vizkit", "mine", str(data), "--model",
+                          "labnet", "--layer", "features.conv3", "--no-project", "--device", "cpu", "--out",
+                          str(tmp_path / "out"), "--allow-skipped"],
+                         env=ENV, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert "broken0.png" in run.stderr and "ChildFailedError" not in run.stderr and "Traceback" not in run.stderr
+    manifest = json.loads((tmp_path / "out" / "mine" / "mine.manifest.json").read_text())
+    assert [s["path"] for s in manifest["dataset"]["skipped"]] == [str(data / "broken0.png")]
