@@ -28,7 +28,7 @@ from vizkit.jobs.context import RunContext
 from vizkit.load import LoadedModel
 from vizkit.load.checkpoints import CheckpointList, list_checkpoints
 from vizkit.load.dataset import ImageDataset, list_images
-from vizkit.outputs import progress
+from vizkit.outputs.progress import warn
 from vizkit.project.evolution import filter_trend, layer_conv, stack_layer
 from vizkit.project.mine_projection import Request, project_requests, select_units
 from vizkit.project.results import Cell, EvolveResult
@@ -120,7 +120,7 @@ def _plan(config: EvolveConfig) -> _Plan:
     model or layer is one error, not a skipped checkpoint each."""
     checkpoints = list_checkpoints(list(config.checkpoints))
     for line in checkpoints.notes:  # modification time decided, or a duplicate was dropped: the user must know
-        progress.warn(f"vizkit: {line}")
+        warn(f"vizkit: {line}")
     images = list_images(config.data, config.limit)
     ctx = RunContext.from_job(dataclasses.replace(config, weights="none"))
     layers = ctx.layers(config.layers)

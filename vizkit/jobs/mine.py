@@ -39,7 +39,7 @@ from vizkit.jobs.context import RunContext, input_shape, tiny_activation_notes
 from vizkit.load.dataset import ImageDataset, ImageList, list_images
 from vizkit.load.models import LoadedModel
 from vizkit.load.preprocessing import Preprocessing
-from vizkit.outputs import progress
+from vizkit.outputs.progress import task as progress_task
 from vizkit.project.mine_projection import UnitTopProjections, project_units, select_units
 from vizkit.project.results import MineOutput
 from vizkit.scan.checkpoint import CheckpointSaver, checkpoint_path, resume, scan_identity
@@ -171,14 +171,16 @@ def _project(config: MineConfig, result: MineResult, ctx: RunContext, layers: li
     dataset = ImageDataset(images, ctx.loaded.preprocessing)
     projections: list[UnitTopProjections] = []
     selected = {layer: select_units(result, layer, config.units) for layer in layers}
-    with progress.task("project", sum(len(c) for c in selected.values()), "units") as shown:
-        for layer, channels in selected.items():
-            log.info("projecting %d units of %s", len(channels), layer)
-            rf = rfs.get(layer)
-            projections += project_units(ctx.model, result, dataset, layer, channels, prep=ctx.loaded.preprocessing,
-                                         receptive_field=rf if isinstance(rf, ReceptiveField) else None,
-                                         batch_size=min(config.batch_size, 16), device=ctx.device,
-                                         progress=shown.counter(detail=layer))
+    shown = progress_task("project", sum(len(c) for c in selected.values()), "units")  # stderr, under the CLI
+    for layer in layers:
+        channels = selected[layer]
+        log.info("projecting %d units of %s", len(channels), layer)
+        rf = rfs.get(layer)
+        projections += project_units(ctx.model, result, dataset, layer, channels, prep=ctx.loaded.preprocessing,
+                                     receptive_field=rf if isinstance(rf, ReceptiveField) else None,
+                                     batch_size=min(config.batch_size, 16), device=ctx.device,
+                                     progress=shown.counter(detail=layer))
+    shown.close()
     return projections
 
 

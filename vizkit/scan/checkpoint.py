@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from vizkit.errors import UserInputError
-from vizkit.outputs import progress
+from vizkit.outputs.progress import note
 from vizkit.scan.distributed import Ranks
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ def resume(path: Path, identity: dict[str, str], state: ScanState, total: int) -
         return 0, []
     ckpt = load_checkpoint(path, identity)
     state.load_state_dict(ckpt.state)
-    progress.note(f"vizkit: resuming from {path}: {ckpt.positions} of {total} images were scanned before")
+    note(f"vizkit: resuming from {path}: {ckpt.positions} of {total} images were scanned before")
     return ckpt.positions, ckpt.skipped
 
 

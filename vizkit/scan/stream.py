@@ -19,7 +19,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler, SequentialSampler, Su
 from vizkit.errors import UserInputError
 from vizkit.load.dataset import ImageBatch, ImageDataset, ImageList, collate_images, list_images
 from vizkit.load.preprocessing import Preprocessing
-from vizkit.outputs import progress
+from vizkit.outputs.progress import Task
+from vizkit.outputs.progress import task as progress_task
 
 __all__ = ["DatasetStream", "StreamCounter", "as_batches", "as_image_batch", "image_loader", "nothing_read"]
 
@@ -93,12 +94,12 @@ class DatasetStream:
         self.done = self.start
         cache: list[ImageBatch] | None = [] if self._cache is None and self.cache_bytes else None
         size = 0
-        shown = (progress.task(self.label, self.total, "images", self.summary, self.start) if self.label
-                 else progress.Task(None, "", self.total, "images", False, self.start))
+        shown = (progress_task(self.label, self.total, "images", self.summary, self.start) if self.label
+                 else Task(None, "", self.total, "images", False, self.start))
         with shown:
             yield from self._pass(cache, size, shown)
 
-    def _pass(self, cache: list[ImageBatch] | None, size: int, shown: progress.Task) -> Iterator[ImageBatch]:
+    def _pass(self, cache: list[ImageBatch] | None, size: int, shown: Task) -> Iterator[ImageBatch]:
         for batch in self._cache if self._cache is not None else self._loader():
             self._skip(batch.skipped)
             if cache is not None:
