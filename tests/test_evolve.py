@@ -97,7 +97,23 @@ def test_unnumbered_duplicate_of_a_checkpoint_is_skipped_with_a_note(tmp_path: P
     _files(tmp_path, ["labnet.pt", "epoch_02.pt", "epoch_01.pt"], [b"two", b"two", b"one"])
     found = list_checkpoints([tmp_path])
     assert [p.name for p in found.paths] == ["epoch_01.pt", "epoch_02.pt"] and found.order == BY_NAME
-    assert found.notes == (f"skipped {tmp_path / 'labnet.pt'}: byte-identical to {tmp_path / 'epoch_02.pt'}",)
+    assert found.notes == (f"skipped {tmp_path / 'labnet.pt'}: the same weights as {tmp_path / 'epoch_02.pt'}",)
+
+
+def test_final_weights_saved_under_another_name_are_the_last_epoch_again(tmp_path: Path) -> None:
+    # torch.save names its archive's folder after the file: the same tensors give different bytes.
+    from vizkit.lab import labnet_checkpoints
+
+    epochs = labnet_checkpoints()
+    last = torch.load(epochs[-1], weights_only=True)
+    for path in epochs[-3:]:
+        torch.save(torch.load(path, weights_only=True), tmp_path / path.name)
+    torch.save(last, tmp_path / "labnet.pt")
+    torch.save({k: v + 1 for k, v in last.items()}, tmp_path / "tuned.pt")  # other weights: kept, placed last
+    assert (tmp_path / "labnet.pt").read_bytes() != (tmp_path / epochs[-1].name).read_bytes()
+    found = list_checkpoints([tmp_path])
+    assert [p.name for p in found.paths] == [p.name for p in epochs[-3:]] + ["tuned.pt"]
+    assert found.notes == (f"skipped {tmp_path / 'labnet.pt'}: the same weights as {tmp_path / epochs[-1].name}",)
 
 
 def test_modification_time_deciding_between_equal_numbers_is_noted(tmp_path: Path) -> None:

@@ -3,16 +3,17 @@
 Order rule (said in every output): checkpoints are ordered by the training-progress number in their file names:
 the number after ``epoch``, ``ep``, ``step``, ``iter``, ``it`` or ``e`` at the start of a word of the file name
 (``epoch_3.pt``, ``model-step2000.pth``, ``ckpt_e07.pt``), else the last number in the file's stem
-(``checkpoint-12.pt``). A file without a number is dropped when it is byte-identical to another checkpoint (``vizkit
-lab train``'s ``labnet.pt`` is its last epoch again), else it goes after the numbered ones. Modification time decides
-only among files with the same number or without one, and every time it does, ``notes`` says so (``evolve`` prints
-them on stderr and page 1).
+(``checkpoint-12.pt``). A file without a number is dropped when it holds the same weights as another checkpoint
+(``vizkit lab train``'s ``labnet.pt`` is its last epoch again), else it goes after the numbered ones. Modification
+time decides only among files with the same number or without one, and every time it does, ``notes`` says so
+(``evolve`` prints them on stderr and page 1).
 """
 from __future__ import annotations
 
 import hashlib
 import os
 import re
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,29 +77,40 @@ def list_checkpoints(sources: list[str | os.PathLike]) -> CheckpointList:
     return order_checkpoints(found)
 
 
-def _digest(path: Path) -> str:
+def _fingerprint(path: Path) -> str:
+    """What a checkpoint holds: for a ``torch.save`` zip archive its members' (name, CRC-32, size) from the central
+    directory, without the archive's folder name (torch names it after the file: ``labnet.pt`` saved from the same
+    tensors as ``epoch_15.pt`` differs in bytes, not in content); for any other file a sha256 of its bytes."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            members = sorted((info.filename.partition("/")[2], info.CRC, info.file_size)
+                             for info in archive.infolist())
+        return "zip:" + repr([m for m in members if m[0] != ".data/serialization_id"])
     sha = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             sha.update(block)
-    return sha.hexdigest()
+    return "raw:" + sha.hexdigest()
 
 
 def _duplicates(files: Sequence[Path], numbers: Sequence[int | None]) -> dict[Path, Path]:
-    """Unnumbered file -> the checkpoint it is byte-identical to (a numbered one first). Only files of equal size
-    are read."""
-    sizes = {p: p.stat().st_size for p in files}
+    """Unnumbered file -> the checkpoint holding the same weights (a numbered one first). Zip archives are compared
+    by their directories; other files are read only when another file has their size."""
     unnumbered = [p for p, n in zip(files, numbers, strict=True) if n is None]
     if not unnumbered:
         return {}
-    candidates = {p for u in unnumbered for p in files if p != u and sizes[p] == sizes[u]}
-    candidates |= {u for u in unnumbered if any(sizes[p] == sizes[u] for p in candidates if p != u)}
-    digests = {p: _digest(p) for p in candidates}
+    sizes = {p: p.stat().st_size for p in files}
+
+    def worth_reading(p: Path) -> bool:  # a zip's directory is cheap; other files only when a pair may match
+        return zipfile.is_zipfile(p) or any(q != p and sizes[q] == sizes[p] and (p in unnumbered or q in unnumbered)
+                                            for q in files)
+
+    prints = {p: _fingerprint(p) for p in files if worth_reading(p)}
     ranked = [p for p, n in zip(files, numbers, strict=True) if n is not None] + unnumbered
     same: dict[Path, Path] = {}
     for u in unnumbered:
-        twin = next((p for p in ranked if p != u and p not in same and p in digests and u in digests
-                     and digests[p] == digests[u]), None)
+        twin = next((p for p in ranked if p != u and p not in same and u in prints and prints.get(p) == prints[u]),
+                    None)
         if twin is not None:
             same[u] = twin
     return same
@@ -112,7 +124,7 @@ def order_checkpoints(files: Sequence[Path]) -> CheckpointList:
     """Order ``files`` by the rule of the module docstring."""
     numbers = [progress_number(p) for p in files]
     same = _duplicates(files, numbers)
-    notes = [f"skipped {p}: byte-identical to {twin}" for p, twin in same.items()]
+    notes = [f"skipped {p}: the same weights as {twin}" for p, twin in same.items()]
     kept = [(n, p) for n, p in zip(numbers, files, strict=True) if p not in same]
     numbered = sorted({n for n, _ in kept if n is not None})
     ordered: list[tuple[int | None, Path]] = []
