@@ -217,3 +217,30 @@ def test_torchrun_with_a_skipped_file_and_allow_skipped_exits_0_on_every_rank(tm
     assert "broken0.png" in run.stderr and "ChildFailedError" not in run.stderr and "Traceback" not in run.stderr
     manifest = json.loads((tmp_path / "out" / "mine" / "mine.manifest.json").read_text())
     assert [s["path"] for s in manifest["dataset"]["skipped"]] == [str(data / "broken0.png")]
+
+
+def test_ctrl_c_without_a_checkpoint_exits_130_and_says_what_would_have_saved_one(tmp_path: Path,
+                                                                                 monkeypatch) -> None:
+    import vizkit.jobs.invariance
+    import vizkit.jobs.mine
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(vizkit.jobs.mine, "run_mine", interrupted)
+    monkeypatch.setattr(vizkit.jobs.invariance, "run_invariance", interrupted)
+    code, _, err = _run(["mine", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert code == 130 and err.strip().splitlines() == [
+        "vizkit: interrupted; no checkpoint was saved (--checkpoint-every N saves one every N images for --resume)"]
+    code, _, err = _run(["invariance", str(tmp_path / "x.png"), "--out", str(tmp_path / "out")])
+    assert code == 130 and err.strip().splitlines() == ["vizkit: interrupted"]
+    assert not (tmp_path / "out").exists()  # made for the run, nothing written, lock gone: removed
+
+
+def test_allow_skipped_on_a_per_image_command(tmp_path: Path, sample_paths: list[Path]) -> None:
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not an image")
+    args = ["deconv", str(bad), str(sample_paths[1]), "--model", "lenet5", "--top-k", "1", "--out", str(tmp_path)]
+    assert _run(args)[0] == 2
+    code, _, err = _run([*args, "--allow-skipped"])
+    assert code == 0 and "notes.jpg" in err and "1 written, 1 failed" in err
