@@ -1,4 +1,5 @@
-"""Pieces every vizkit command shares: model options, the exit-code wrapper, the progress bar, the batch summary."""
+"""Pieces every vizkit command shares: model options, the run frame (exit codes, --out check and lock, Ctrl-C,
+progress), --allow-skipped, the batch summary."""
 from __future__ import annotations
 
 import logging
@@ -6,6 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any
 
 import click
@@ -23,18 +25,70 @@ def _silence_stdout() -> None:
     os.close(devnull)
 
 
+def main_rank() -> bool:
+    """False on torchrun ranks > 0: they draw no progress bars and take no lock (rank 0 does, for the run)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _command_name() -> str:
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return "vizkit"
+    return " ".join(ctx.command_path.split()[1:]) or ctx.info_name or "vizkit"
+
+
+def _interrupted(command: str, kwargs: dict[str, Any], started: float) -> None:
+    """SIGINT: one line naming the checkpoint to resume from (a resumable command), then exit 130."""
+    import shlex
+
+    from vizkit.scan.checkpoint import saved_positions
+
+    message = "vizkit: interrupted"
+    out = kwargs.get("out")
+    if out is not None and "resume" in kwargs:
+        fresh = [p for p in sorted((Path(out) / command).glob("checkpoint*.pt"))
+                 if kwargs.get("resume") or p.stat().st_mtime >= started - 1]
+        if fresh:
+            done = saved_positions(fresh[0])
+            again = ("rerun the same torchrun command with --resume" if os.environ.get("WORLD_SIZE", "1") != "1"
+                     else "continue with: " + shlex.join(["vizkit", *[a for a in sys.argv[1:] if a != "--resume"],
+                                                          "--resume"]))
+            after = f" after {done} images" if done is not None else ""
+            message += f"; the scan state{after} is saved in {fresh[0]}; {again}"
+        else:
+            message += "; no checkpoint was saved (--checkpoint-every N saves one every N images for --resume)"
+    click.echo(message, err=True)
+    sys.exit(130)
+
+
 def errors_to_exit_codes(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """One clear line for user errors (exit 2), one line and a hint for internal errors (exit 1)."""
+    """The frame of every command: one clear line for user errors (exit 2), one line and a hint for internal
+    errors (exit 1), exit 130 on Ctrl-C. Before the command runs: its ``--out`` folder is checked (creatable,
+    writable) and ``OUT/.<command>.lock`` taken (vizkit.outputs.lock), so a bad folder or a second run into the
+    same folder fails in a second, before any model is loaded; and the progress reporter is made current."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from vizkit.errors import VizkitError
+        import time
+        from contextlib import ExitStack
 
+        from vizkit.errors import VizkitError
+        from vizkit.outputs.lock import claim_output
+        from vizkit.outputs.progress import Progress, reporting
+
+        started, command = time.time(), _command_name()
         try:
-            return fn(*args, **kwargs)
+            with ExitStack() as stack:
+                reporter = stack.enter_context(reporting(Progress(show=main_rank())))
+                if kwargs.get("out") is not None:
+                    for line in stack.enter_context(claim_output(kwargs["out"], command, lock=main_rank())):
+                        reporter.note(f"vizkit: {line}")
+                return fn(*args, **kwargs)
         except BrokenPipeError:  # `vizkit models | head`: the reader left; stop quietly, as other tools do
             _silence_stdout()
             sys.exit(0)
+        except KeyboardInterrupt:
+            _interrupted(command, kwargs, started)
         except VizkitError as err:
             _fail(str(err), err.exit_code)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
@@ -46,8 +100,36 @@ def errors_to_exit_codes(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _allow_skipped(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    ctx.meta["vizkit.allow_skipped"] = value
+    return value
+
+
+def allow_skipped_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--allow-skipped: exit 0 when the only problem was input files skipped (the outputs were written)."""
+    return click.option("--allow-skipped", is_flag=True, expose_value=False, callback=_allow_skipped,
+                        help="Exit 0 when the only problem was unreadable input files, which were skipped and named "
+                             "(default exit 2). torchrun needs it: it reports any non-zero exit as a crash.")(fn)
+
+
+def exit_code(report: Any) -> int:
+    """The report's exit code; 0 instead of 2 under --allow-skipped when something was written and every
+    failure was a skipped input. Under torchrun a 2 for skipped files gets a line saying the outputs are fine."""
+    code = int(report.exit_code)
+    if code != 2 or not report.written or not all(f.exit_code == 2 and f.skipped for f in report.failures):
+        return code
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.find_root().meta.get("vizkit.allow_skipped"):
+        return 0
+    if os.environ.get("WORLD_SIZE", "1") != "1":
+        click.echo(f"vizkit: the outputs are complete; {len(report.failures)} input(s) were skipped, which exits 2 "
+                   "and torchrun reports as a failure: pass --allow-skipped to exit 0", err=True)
+    return code
+
+
 def image_command(fn: Callable[..., Any]) -> Callable[..., Any]:
     """IMAGE... (default: the sample photos), --out and --device: the same on every per-image command."""
+    fn = allow_skipped_option(fn)
     fn = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")(fn)
     fn = click.option("--out", "-o", default="vizkit-out", show_default=True, type=click.Path(file_okay=False),
                       help="Output folder; one subfolder per image.")(fn)
@@ -135,47 +217,51 @@ def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def _skip_line(path: str, reason: str) -> str:
+    """One line per skipped file, naming the path once (most reasons already name it)."""
+    return f"vizkit: skipped: {reason}" if path in reason else f"vizkit: skipped {path}: {reason}"
+
+
 class progress:
-    """A progress bar on stderr for multi-image runs (silent when stderr is not a terminal)."""
+    """Images done of ``total`` on stderr (vizkit.outputs.progress): ``step(name)`` after each image."""
 
-    def __init__(self, total: int) -> None:
-        from tqdm import tqdm
+    def __init__(self, total: int, label: str | None = None) -> None:
+        from vizkit.outputs.progress import task
 
-        self.bar = tqdm(total=total, unit="image", file=sys.stderr, disable=None, leave=False)
+        self.task = task(label or _command_name(), total, "images")
 
     def __enter__(self) -> Callable[[str], None]:
         def step(name: str) -> None:
-            self.bar.set_postfix_str(name[-40:])
-            self.bar.update(1)
+            self.task.advance(1, detail=name[-40:])
 
         return step
 
-    def __exit__(self, *exc: object) -> None:
-        self.bar.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        self.task.__exit__(exc_type)  # a run that raised gets no summary line
 
 
 class dataset_progress:
-    """A progress bar over a dataset's images (``step(done, total)``) and a one-line note per skipped file
-    (``skipped(path, reason)``); silent when stderr is not a terminal or ``show`` is False (torchrun ranks > 0)."""
+    """``(step, skipped)`` for dataset commands: the scan's own stream reports images/s and the ETA (as
+    ``vizkit.scan.stream.DatasetStream`` does for every dataset command), so ``step`` does nothing here;
+    ``skipped(path, reason)`` prints one line per unreadable file. ``show`` is kept for callers: the reporter knows
+    the rank."""
 
     def __init__(self, show: bool = True) -> None:
-        from tqdm import tqdm
-
-        self.bar = tqdm(unit="image", file=sys.stderr, disable=None if show else True, leave=False)
+        self.show = show
 
     def __enter__(self) -> tuple[Callable[[int, int], None], Callable[[str, str], None]]:
+        from vizkit.outputs.progress import note
+
         def step(done: int, total: int) -> None:
-            self.bar.total = total
-            self.bar.update(done - self.bar.n)
+            pass
 
         def skipped(path: str, reason: str) -> None:
-            self.bar.clear()
-            click.echo(f"vizkit: skipped {path}: {reason}", err=True)
+            note(_skip_line(path, reason))
 
         return step, skipped
 
     def __exit__(self, *exc: object) -> None:
-        self.bar.close()
+        pass
 
 
 def finish(report: Any) -> None:
@@ -186,4 +272,4 @@ def finish(report: Any) -> None:
         click.echo(f"vizkit: error: {failure.image}: {failure.message}", err=True)
     if report.failures:
         click.echo(f"{len(report.written)} written, {len(report.failures)} failed", err=True)
-    sys.exit(report.exit_code)
+    sys.exit(exit_code(report))

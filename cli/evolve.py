@@ -5,7 +5,7 @@ import sys
 from typing import Any
 
 import click
-from vizkit_cli.common import errors_to_exit_codes, finish, model_options
+from vizkit_cli.common import allow_skipped_option, errors_to_exit_codes, finish, model_options
 
 EPILOG = """\b
 Examples:
@@ -33,6 +33,7 @@ Examples:
 @click.option("--out", "-o", default="vizkit-out", show_default=True, type=click.Path(file_okay=False),
               help="Output folder; results go to OUT/evolve/.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@allow_skipped_option
 @errors_to_exit_codes
 def evolve(checkpoints: tuple[str, ...], data: str, model: str | None, weights: str | None, allow_download: bool,
            allow_pickle: bool, layers: tuple[str, ...], units: str, top_k: int, patches: bool, batch_size: int,
@@ -47,6 +48,7 @@ def evolve(checkpoints: tuple[str, ...], data: str, model: str | None, weights: 
     """
     from vizkit.jobs.evolve import EvolveConfig, run_evolve
     from vizkit.load import DEFAULT_MODEL
+    from vizkit.outputs.progress import note
 
     if weights is not None:
         raise click.UsageError("--weights does not apply: the CHECKPOINTs are the weights")
@@ -54,4 +56,4 @@ def evolve(checkpoints: tuple[str, ...], data: str, model: str | None, weights: 
                           units=units, top_k=top_k, patches=patches, batch_size=batch_size, limit=limit, out=out,
                           device=device, allow_pickle=allow_pickle, allow_download=allow_download,
                           command=["vizkit", *sys.argv[1:]], **model_extra)
-    finish(run_evolve(config, progress=lambda line: click.echo(line, err=True)))
+    finish(run_evolve(config, progress=note))

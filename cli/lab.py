@@ -53,17 +53,18 @@ def _box(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tup
               help="Held-out images per class from the training distribution.")
 @click.option("--test", "n_test", default=100, show_default=True, type=click.IntRange(min=1),
               help="Clean test images per class.")
+@click.option("--force", is_flag=True, help="Replace the lab in a DIRECTORY that is not empty.")
 @errors_to_exit_codes
 def make(directory: str, seed: int, mark_class: str, mark_rate: float, mark_corner: str, mark_size: int,
          mark_box: tuple[int, int, int, int] | None, mark_style: str, no_mark: bool, n_train: int, n_val: int,
-         n_test: int) -> None:
+         n_test: int, force: bool) -> None:
     """Generate the lab dataset in DIRECTORY: train/ val/ test/ test_marked/ <class>/*.png and lab.json."""
     from vizkit.lab import LabSpec, make_lab
 
     spec = LabSpec(seed=seed, mark_class=None if no_mark else mark_class, mark_rate=mark_rate,
                    mark_corner=mark_corner, mark_size=mark_size, mark_box=mark_box, mark_style=mark_style,
                    per_class={"train": n_train, "val": n_val, "test": n_test})
-    content = make_lab(spec, directory)
+    content = make_lab(spec, directory, force=force)
     mark = content["mark"]
     what = "no mark (control)" if mark is None else (
         f"mark {mark['style']} at {mark['box']} on {len(content['marked_images'])} images of "

@@ -7,7 +7,14 @@ import sys
 from typing import Any
 
 import click
-from vizkit_cli.common import dataset_progress, errors_to_exit_codes, model_options, stage_layers_option
+from vizkit_cli.common import (
+    allow_skipped_option,
+    dataset_progress,
+    errors_to_exit_codes,
+    exit_code,
+    model_options,
+    stage_layers_option,
+)
 
 EPILOG = """\b
 Examples:
@@ -33,7 +40,9 @@ Examples:
 @click.option("--units", default=None, metavar="SPEC",
               help="Units to project and render per layer: all, top:N / N (strongest mean activation) or 3,7,12. "
                    "Default: top:16.")
-@click.option("--no-project", is_flag=True, help="Stop after the scan: mine.npz and the manifest only.")
+@click.option("--no-project", is_flag=True,
+              help="Stop after the scan: no unit is projected; mine.npz, the manifest and summary pages (mine.pdf, "
+                   "html/) without pictures.")
 @click.option("--checkpoint-every", default=None, type=click.IntRange(min=1), metavar="N",
               help="Save the scan state to OUT/mine/checkpoint.pt every N images (atomically).")
 @click.option("--resume", is_flag=True, help="Continue from OUT/mine/checkpoint.pt (refused if DATA, model, "
@@ -41,6 +50,7 @@ Examples:
 @click.option("--out", "-o", default="vizkit-out", show_default=True, type=click.Path(file_okay=False),
               help="Output folder; results go to OUT/mine/.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@allow_skipped_option
 @errors_to_exit_codes
 def mine(data: str, model: str | None, weights: str | None, allow_download: bool, allow_pickle: bool,
          layers: tuple[str, ...], top_k: int, batch_size: int, workers: int, limit: int | None, per_class: bool,
@@ -70,4 +80,4 @@ def mine(data: str, model: str | None, weights: str | None, allow_download: bool
         result = report.result
         click.echo(f"{result.images_scanned} images scanned, {len(result.skipped)} skipped"
                    + (" (listed in mine.manifest.json)" if result.skipped else ""), err=bool(result.skipped))
-    sys.exit(report.exit_code)
+    sys.exit(exit_code(report))

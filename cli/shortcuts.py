@@ -5,7 +5,7 @@ import sys
 from typing import Any
 
 import click
-from vizkit_cli.common import dataset_progress, errors_to_exit_codes, model_options
+from vizkit_cli.common import allow_skipped_option, dataset_progress, errors_to_exit_codes, exit_code, model_options
 
 EPILOG = """\b
 Examples:
@@ -32,6 +32,7 @@ Examples:
 @click.option("--out", "-o", default="vizkit-out", show_default=True, type=click.Path(file_okay=False),
               help="Output folder; results go to OUT/shortcuts/.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@allow_skipped_option
 @errors_to_exit_codes
 def shortcuts(data: str, model: str | None, weights: str | None, allow_download: bool, allow_pickle: bool,
               only_classes: tuple[str, ...], method: str, layer: str | None, clusters: str, batch_size: int,
@@ -59,4 +60,4 @@ def shortcuts(data: str, model: str | None, weights: str | None, allow_download:
         for a in report.result.classes[:5]:
             click.echo(f"class {a.class_index} {a.name}: suspicion {a.suspicion:.4f}"
                        + (" (flagged: a compact cluster)" if a.flagged else ""))
-    sys.exit(report.exit_code)
+    sys.exit(exit_code(report))

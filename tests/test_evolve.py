@@ -21,7 +21,7 @@ from vizkit.capture.recorder import Recorder
 from vizkit.errors import UserInputError
 from vizkit.jobs.evolve import EvolveConfig, evolve_checkpoints
 from vizkit.load import load_model
-from vizkit.load.checkpoints import BY_MTIME, BY_NAME, list_checkpoints, progress_number
+from vizkit.load.checkpoints import BY_MTIME, BY_NAME, BY_NAME_UNNUMBERED_LAST, list_checkpoints, progress_number
 from vizkit.load.dataset import ImageDataset, list_images
 from vizkit.project.deconv import Unit, forward_capture, project_full
 from vizkit.project.evolution import layer_conv, stability
@@ -70,15 +70,57 @@ def test_ordering_by_numbers_in_names_not_by_time_or_text(tmp_path: Path) -> Non
     assert found.numbers == [1, 2, 10] and found.order == BY_NAME
 
 
-def test_ordering_by_modification_time_when_names_do_not_tell(tmp_path: Path) -> None:
-    for i, name in enumerate(["last.pt", "best.pt", "epoch_4.pt"]):
-        (tmp_path / name).write_bytes(b"x")
-        os.utime(tmp_path / name, ns=(10**18 + i, 10**18 + i))
-    found = list_checkpoints([tmp_path / "epoch_4.pt", tmp_path])  # a file and its folder: listed once
-    assert [p.name for p in found.paths] == ["last.pt", "best.pt", "epoch_4.pt"] and found.order == BY_MTIME
-    for name in ("a_epoch_2.pt", "b_epoch_2.pt"):  # equal numbers do not order either
-        (tmp_path / name).write_bytes(b"x")
-    assert list_checkpoints([tmp_path / "a_epoch_2.pt", tmp_path / "b_epoch_2.pt"]).order == BY_MTIME
+def _files(folder: Path, names: list[str], contents: list[bytes] | None = None) -> None:
+    """Files written in list order, each a second newer than the one before (modification time = list order)."""
+    for i, name in enumerate(names):
+        (folder / name).write_bytes(contents[i] if contents else name.encode())
+        os.utime(folder / name, ns=(10**18 + i * 10**9, 10**18 + i * 10**9))
+
+
+def test_ordering_by_modification_time_when_no_name_tells_and_it_says_so(tmp_path: Path) -> None:
+    _files(tmp_path, ["last.pt", "best.pt", "final.pt"])
+    found = list_checkpoints([tmp_path / "best.pt", tmp_path])  # a file and its folder: listed once
+    assert [p.name for p in found.paths] == ["last.pt", "best.pt", "final.pt"] and found.order == BY_MTIME
+    assert len(found.notes) == 1 and "modification time" in found.notes[0] and "best.pt" in found.notes[0]
+
+
+def test_unnumbered_files_go_last_even_when_copied_in_reverse(tmp_path: Path) -> None:
+    # `cp` of a training run: the final weights land first, the epochs after, newest first.
+    _files(tmp_path, ["final.pt", "epoch_3.pt", "epoch_2.pt", "epoch_1.pt"])
+    found = list_checkpoints([tmp_path])
+    assert [p.name for p in found.paths] == ["epoch_1.pt", "epoch_2.pt", "epoch_3.pt", "final.pt"]
+    assert found.numbers == [1, 2, 3, None] and found.order == BY_NAME_UNNUMBERED_LAST
+    assert found.notes == ()  # the rule placed final.pt; modification time decided nothing
+
+
+def test_unnumbered_duplicate_of_a_checkpoint_is_skipped_with_a_note(tmp_path: Path) -> None:
+    _files(tmp_path, ["labnet.pt", "epoch_02.pt", "epoch_01.pt"], [b"two", b"two", b"one"])
+    found = list_checkpoints([tmp_path])
+    assert [p.name for p in found.paths] == ["epoch_01.pt", "epoch_02.pt"] and found.order == BY_NAME
+    assert found.notes == (f"skipped {tmp_path / 'labnet.pt'}: the same weights as {tmp_path / 'epoch_02.pt'}",)
+
+
+def test_final_weights_saved_under_another_name_are_the_last_epoch_again(tmp_path: Path) -> None:
+    # torch.save names its archive's folder after the file: the same tensors give different bytes.
+    from vizkit.lab import labnet_checkpoints
+
+    epochs = labnet_checkpoints()
+    last = torch.load(epochs[-1], weights_only=True)
+    for path in epochs[-3:]:
+        torch.save(torch.load(path, weights_only=True), tmp_path / path.name)
+    torch.save(last, tmp_path / "labnet.pt")
+    torch.save({k: v + 1 for k, v in last.items()}, tmp_path / "tuned.pt")  # other weights: kept, placed last
+    assert (tmp_path / "labnet.pt").read_bytes() != (tmp_path / epochs[-1].name).read_bytes()
+    found = list_checkpoints([tmp_path])
+    assert [p.name for p in found.paths] == [p.name for p in epochs[-3:]] + ["tuned.pt"]
+    assert found.notes == (f"skipped {tmp_path / 'labnet.pt'}: the same weights as {tmp_path / epochs[-1].name}",)
+
+
+def test_modification_time_deciding_between_equal_numbers_is_noted(tmp_path: Path) -> None:
+    _files(tmp_path, ["b_epoch_2.pt", "a_epoch_2.pt", "epoch_1.pt"])
+    found = list_checkpoints([tmp_path])
+    assert [p.name for p in found.paths] == ["epoch_1.pt", "b_epoch_2.pt", "a_epoch_2.pt"]
+    assert len(found.notes) == 1 and "share the number 2" in found.notes[0]
 
 
 def test_missing_checkpoint_and_empty_folder_are_one_line_errors(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from vizkit.errors import UserInputError, VizkitError
+from vizkit.errors import ImageError, UserInputError, VizkitError
 from vizkit.load import DEFAULT_MODEL, LoadedModel, load_model, sample_images
 from vizkit.project.results import Prediction
 
@@ -19,9 +19,13 @@ log = logging.getLogger("vizkit")
 
 @dataclass
 class Failure:
+    """One input the run could not use. ``skipped``: an input file that was unreadable and left out (what
+    ``--allow-skipped`` forgives); False for any other problem with it."""
+
     image: str
     message: str
     exit_code: int
+    skipped: bool = True
 
 
 @dataclass
@@ -120,10 +124,10 @@ def for_each_image(images: Sequence[Path], work: Callable[[Path, str], Path],
         try:
             report.written.append(work(path, stem))
         except VizkitError as err:
-            report.failures.append(Failure(str(path), str(err), err.exit_code))
+            report.failures.append(Failure(str(path), str(err), err.exit_code, isinstance(err, ImageError)))
         except Exception as err:  # one image's internal error must not lose the others
             log.debug("internal error on %s", path, exc_info=True)
-            report.failures.append(Failure(str(path), f"internal error: {type(err).__name__}: {err}", 1))
+            report.failures.append(Failure(str(path), f"internal error: {type(err).__name__}: {err}", 1, False))
         if progress:
             progress(str(path))
     return report

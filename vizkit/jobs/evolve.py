@@ -28,11 +28,12 @@ from vizkit.jobs.context import RunContext
 from vizkit.load import LoadedModel
 from vizkit.load.checkpoints import CheckpointList, list_checkpoints
 from vizkit.load.dataset import ImageDataset, list_images
+from vizkit.outputs.progress import warn
 from vizkit.project.evolution import filter_trend, layer_conv, stack_layer
 from vizkit.project.mine_projection import Request, project_requests, select_units
 from vizkit.project.results import Cell, EvolveResult
 from vizkit.scan.state import ScanState, scan_batches
-from vizkit.scan.stream import DatasetStream
+from vizkit.scan.stream import DatasetStream, nothing_read
 from vizkit.scan.topk import MineResult
 
 log = logging.getLogger("vizkit")
@@ -118,6 +119,8 @@ def _plan(config: EvolveConfig) -> _Plan:
     """Checkpoints, dataset, model name and layers, checked on the architecture with random weights: an unknown
     model or layer is one error, not a skipped checkpoint each."""
     checkpoints = list_checkpoints(list(config.checkpoints))
+    for line in checkpoints.notes:  # modification time decided, or a duplicate was dropped: the user must know
+        warn(f"vizkit: {line}")
     images = list_images(config.data, config.limit)
     ctx = RunContext.from_job(dataclasses.replace(config, weights="none"))
     layers = ctx.layers(config.layers)
@@ -126,31 +129,38 @@ def _plan(config: EvolveConfig) -> _Plan:
               ((layer, found.get(layer)) for layer in layers)}
     return _Plan(checkpoints, ctx, layers, {layer: layer_conv(ctx.model, layer) for layer in layers}, fields,
                  DatasetStream(ImageDataset(images, ctx.loaded.preprocessing), batch_size=config.batch_size,
-                               device=ctx.device, cache_bytes=CACHE_BYTES))
+                               device=ctx.device, cache_bytes=CACHE_BYTES, summary=False))
 
 
 def _scan_all(config: EvolveConfig, plan: _Plan, failures: list[Failure], progress: Callable[[str], None] | None
               ) -> tuple[list[int], list[MineResult], list[dict[str, tuple[float, float]]]]:
     """Pass 1: (indices of the loadable checkpoints, their scans, their filter trends); the others go to
-    ``failures`` with one line each."""
+    ``failures`` with one line each. ``progress`` gets one line per checkpoint."""
     good, scans, rms = [], [], []
-    for t, path in enumerate(plan.checkpoints.paths):
+    paths = plan.checkpoints.paths
+    for t, path in enumerate(paths):
+        where = f"checkpoint {t + 1}/{len(paths)}"
         try:
             loaded = _load(config, plan.ctx, path)
         except (VizkitError, RuntimeError, ValueError, OSError) as err:
             message = str(err).splitlines()[0] if str(err) else type(err).__name__
             if progress:
-                progress(f"skipped checkpoint {path}: {message}")
+                progress(f"{where} skipped: {message}")
             failures.append(Failure(str(path), f"checkpoint skipped: {message}", 2))
             continue
+        started = time.perf_counter()
+        plan.data.label = f"{where} {path.name}"  # the bar while it is scanned (a terminal only)
         scans.append(_scan(loaded, plan.data, plan.layers, config.top_k))
+        if not scans[0].images_scanned:
+            raise nothing_read(config.data, len(scans[0].paths), scans[0].skipped)
         if len(scans) == 1:  # a bad --units fails now, not after every checkpoint was scanned
             for layer in plan.layers:
                 select_units(scans[0], layer, config.units)
         rms.append({layer: filter_trend(loaded.model, plan.convs[layer]) for layer in plan.layers})
         good.append(t)
         if progress:
-            progress(f"scanned {path}")
+            progress(f"{where} scanned: {path} ({scans[-1].images_scanned} images, "
+                     f"{time.perf_counter() - started:.1f} s)")
     return good, scans, rms
 
 
@@ -180,14 +190,15 @@ def _evolve(config: EvolveConfig, plan: _Plan, progress: Callable[[str], None] |
             cells[layer].append(_project(plan.ctx, loaded, scan, plan.data, layer, units[layer],
                                          plan.fields[layer]))
         if progress:
-            progress(f"projected {plan.checkpoints.paths[t]}")
+            progress(f"checkpoint {t + 1}/{len(plan.checkpoints.paths)} projected: {plan.checkpoints.paths[t]}")
     timings["project"] = time.perf_counter() - t0
     cp = plan.checkpoints
-    kept = CheckpointList([cp.paths[t] for t in good], [cp.numbers[t] for t in good], cp.order)
+    kept = CheckpointList([cp.paths[t] for t in good], [cp.numbers[t] for t in good], cp.order, cp.notes)
     evolution = [stack_layer(layer, plan.convs[layer], [s.layers[layer] for s in scans], [r[layer] for r in rms])
                  for layer in plan.layers]
     skipped = [f.image for f in failures if f.message.startswith("checkpoint skipped")]
-    notes = [f"skipped checkpoints (could not be loaded): {', '.join(skipped)}"] if skipped else []
+    notes = list(cp.notes) + ([f"skipped checkpoints (could not be loaded): {', '.join(skipped)}"] if skipped
+                              else [])
     result = EvolveResult(kept, scans[-1].paths, evolution, units, cells, scans[-1].skipped, skipped,
                           plan.ctx.loaded.preprocessing.to_dict(), images_scanned=scans[-1].images_scanned,
                           patches=config.patches, notes=notes)
@@ -203,7 +214,7 @@ def run_evolve(config: EvolveConfig, *, progress: Callable[[str], None] | None =
     plan = _plan(config)
     result, failures, timings = _evolve(config, plan, progress)
     if result is None:
-        failures.append(Failure(str(config.data), "no checkpoint could be loaded; nothing written", 2))
+        failures.append(Failure(str(config.data), "no checkpoint could be loaded; nothing written", 2, False))
         return EvolveReport(failures=failures, timings=timings)
     settings = {"data": str(config.data), "checkpoints": [str(p) for p in result.checkpoints.paths],
                 "order": result.checkpoints.order, "layers": [e.layer for e in result.layers],

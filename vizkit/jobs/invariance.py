@@ -49,6 +49,10 @@ class InvarianceConfig(ImageJob):
         for name in [*self.transforms, *self.ranges]:
             if name not in TRANSFORMS:
                 raise UserInputError(f"unknown transform {name!r}: use one of {', '.join(TRANSFORMS)}")
+        for name, (lo, hi) in self.ranges.items():
+            if name not in self.transforms:  # silently unused otherwise
+                raise UserInputError(f"--range {name}={lo:g}:{hi:g} is for a transform not swept here (--transform "
+                                     f"{' '.join(self.transforms)}); add --transform {name} or drop the range")
         if self.padding not in PADDINGS:
             raise UserInputError(f"--padding must be one of {', '.join(PADDINGS)}, got {self.padding!r}")
         if self.steps < 2:

@@ -39,12 +39,13 @@ from vizkit.jobs.context import RunContext, input_shape, tiny_activation_notes
 from vizkit.load.dataset import ImageDataset, ImageList, list_images
 from vizkit.load.models import LoadedModel
 from vizkit.load.preprocessing import Preprocessing
+from vizkit.outputs.progress import task as progress_task
 from vizkit.project.mine_projection import UnitTopProjections, project_units, select_units
 from vizkit.project.results import MineOutput
 from vizkit.scan.checkpoint import CheckpointSaver, checkpoint_path, resume, scan_identity
 from vizkit.scan.distributed import Ranks, gather_objects, gather_state, process_group, shard
 from vizkit.scan.state import ScanState, scan_batches
-from vizkit.scan.stream import DatasetStream, StreamCounter, as_batches, as_image_batch
+from vizkit.scan.stream import DatasetStream, StreamCounter, as_batches, as_image_batch, nothing_read
 from vizkit.scan.topk import MineResult
 
 log = logging.getLogger("vizkit")
@@ -110,6 +111,8 @@ def run_mine(config: MineConfig, *, progress: Callable[[int, int], None] | None 
         every_skipped = sorted({s for part in gather_objects(skipped, ranks) for s in part})
         timings["scan"] = time.perf_counter() - t0
     paths = [str(p) for p in images.paths]
+    if merged.count == 0:  # every rank: nothing to rank or write
+        raise nothing_read(config.data, len(paths), [(paths[i], message) for i, message in every_skipped])
     if not ranks.main:
         # Rank 0 alone reports the skipped files and the exit code: torchrun stops every other worker as soon as one
         # exits non-zero, which would kill rank 0 while it writes the outputs.
@@ -167,13 +170,17 @@ def _project(config: MineConfig, result: MineResult, ctx: RunContext, layers: li
     rfs = ctx.receptive_fields()
     dataset = ImageDataset(images, ctx.loaded.preprocessing)
     projections: list[UnitTopProjections] = []
+    selected = {layer: select_units(result, layer, config.units) for layer in layers}
+    shown = progress_task("project", sum(len(c) for c in selected.values()), "units")  # stderr, under the CLI
     for layer in layers:
-        channels = select_units(result, layer, config.units)
+        channels = selected[layer]
         log.info("projecting %d units of %s", len(channels), layer)
         rf = rfs.get(layer)
         projections += project_units(ctx.model, result, dataset, layer, channels, prep=ctx.loaded.preprocessing,
                                      receptive_field=rf if isinstance(rf, ReceptiveField) else None,
-                                     batch_size=min(config.batch_size, 16), device=ctx.device)
+                                     batch_size=min(config.batch_size, 16), device=ctx.device,
+                                     progress=shown.counter(detail=layer))
+    shown.close()
     return projections
 
 

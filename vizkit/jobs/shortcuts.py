@@ -30,8 +30,8 @@ from vizkit.project.shortcuts.maps import DEFAULT_METHOD, NEEDS_LAYER, attributi
 from vizkit.project.shortcuts.reliance import probability_drop
 from vizkit.project.shortcuts.result import ShortcutsResult
 from vizkit.project.shortcuts.spray import DEFAULT_SIDE, pool_maps, spectral_clusters
-from vizkit.project.targets import parse_targets
-from vizkit.scan.stream import DatasetStream
+from vizkit.project.targets import class_list, parse_targets
+from vizkit.scan.stream import DatasetStream, nothing_read
 
 DISPLAY = 112
 
@@ -84,10 +84,14 @@ def folder_classes(images: ImageList, class_names: Sequence[str] | None, n_class
     for name in images.classes:
         try:
             (index,) = parse_targets([name], class_names, n_classes)
-        except UserInputError as err:
-            raise UserInputError(f"folder '{name}' of {images.source} is not a class of the model ({err})") from None
+        except UserInputError:
+            index = None
         if index is None:
-            raise UserInputError(f"folder '{name}' of {images.source} is not a class name or index of the model")
+            known = class_list(class_names) if class_names else f"{n_classes} classes, no names"
+            raise UserInputError(
+                f"folder '{name}' of {images.source} is not a class of the model ({known}); name the class folders "
+                f"after the model's classes or their indices, or put the images at the top level of "
+                f"{images.source} (or list them in a text file) to explain each one for its predicted class")
         mapped.append(index)
     return mapped
 
@@ -140,6 +144,8 @@ def shortcuts_result(ctx: RunContext, images: ImageList, config: ShortcutsConfig
     start = time.perf_counter()
     explained, pooled, display = _maps(ctx, stream, config, layer, mapped)
     skipped = [(stream.path(i), message) for i, message in stream.skipped]
+    if stream.total and len(skipped) >= stream.total:
+        raise nothing_read(images.source, stream.total, skipped)
     timings["maps"] = time.perf_counter() - start
     start = time.perf_counter()
     analyses = []

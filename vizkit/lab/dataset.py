@@ -201,11 +201,20 @@ def _save_png(arr: np.ndarray, path: Path) -> None:
     Image.fromarray(arr).save(path, format="PNG", optimize=False)
 
 
-def make_lab(spec: LabSpec, out_dir: str | Path) -> dict:
-    """Write the dataset described by ``spec`` into ``out_dir`` (atomically) and return its ``lab.json`` content."""
+def make_lab(spec: LabSpec, out_dir: str | Path, *, force: bool = False) -> dict:
+    """Write the dataset described by ``spec`` into ``out_dir`` (atomically) and return its ``lab.json`` content.
+    A folder that is not empty is refused unless ``force``: then the lab's own entries (splits, ``test_marked``,
+    ``lab.json``) are replaced and anything else in it stays."""
+    import shutil
+
     from vizkit.outputs.atomic import atomic_dir
 
     _check(spec)
+    target = Path(out_dir)
+    if target.is_dir() and any(target.iterdir()) and not force:
+        what = "a lab" if (target / LAB_JSON).is_file() else "files"
+        raise UserInputError(f"{target} already holds {what}; pass --force to replace the lab there (force=True in "
+                             "Python), or choose another folder")
     marked = _mark_index(spec)
     box = mark_box(spec) if marked is not None else None
     sources = _load_sources()
@@ -232,6 +241,8 @@ def make_lab(spec: LabSpec, out_dir: str | Path) -> dict:
                 counts[f"{split}/{name}"] = n
         content = _lab_json(spec, marked, box, marked_paths, counts)
         (tmp / LAB_JSON).write_text(json.dumps(content, indent=1) + "\n")
+    if box is None and (target / "test_marked").is_dir():  # a replaced lab's marked test set is not this lab's
+        shutil.rmtree(target / "test_marked")
     return content
 
 

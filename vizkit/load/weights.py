@@ -65,8 +65,23 @@ def read_weights_file(path: str | os.PathLike, *, allow_pickle: bool = False) ->
             "--unsafe-pickle (allow_pickle=True in Python) reads it but can execute arbitrary code"
         ) from e
     except (RuntimeError, EOFError, OSError, ValueError, AttributeError, ModuleNotFoundError, struct.error) as e:
+        if _truncated(p, e):
+            raise ModelError(f"weights file {p} is truncated or corrupt ({p.stat().st_size:,} bytes, the end of the "
+                             "archive is missing); copy or save it again") from e
         raise ModelError(f"cannot read weights file {p}: {type(e).__name__}: {_first_line(e)}") from e
     return _extract_state_dict(obj, p)
+
+
+def _truncated(p: Path, err: BaseException) -> bool:
+    """A torch.save zip archive cut short (its central directory is missing; torch says "[Errno 22]" or "failed
+    finding central directory"), or a legacy pickle that ends early (EOFError)."""
+    import zipfile
+
+    if isinstance(err, EOFError):
+        return True
+    with open(p, "rb") as f:
+        zip_start = f.read(4) == b"PK\x03\x04"
+    return zip_start and not zipfile.is_zipfile(p)
 
 
 def _read_safetensors(p: Path) -> dict[str, torch.Tensor]:

@@ -1,4 +1,6 @@
-"""The ground floor for writing files: atomic folders, manifests, provenance records and npz archives.
+"""The ground floor for writing files: atomic folders, manifests, provenance records and npz archives; and what a
+long run shows while it writes: the claim on its output folder (``lock``) and its progress on stderr
+(``progress``).
 
 ``vizkit.render`` (every command's pages) and ``vizkit.lab`` (training runs) both stand on it; it imports neither.
 """

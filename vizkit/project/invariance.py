@@ -153,6 +153,12 @@ def make_sweep(name: str, size: int, steps: int = 25, value_range: tuple[float, 
         raise UserInputError(f"--range for {name} must be two finite numbers LO < HI, got {lo}:{hi}")
     if name == "scale" and lo <= 0:
         raise UserInputError(f"--range for scale must be positive factors, got {lo}:{hi}")
+    if name == "scale" and lo * size < 1:
+        raise UserInputError(f"--range scale={lo:g}:{hi:g} shrinks the {size}-pixel input below one pixel; start "
+                             f"at {1 / size:.3g} or more")
+    if name == "translate" and max(abs(lo), abs(hi)) >= size:
+        raise UserInputError(f"--range translate={lo:g}:{hi:g} moves the image out of the frame (the input is "
+                             f"{size} pixels high); keep shifts between -{size - 1} and {size - 1}")
     amounts = np.linspace(lo, hi, steps)
     if name == "translate":
         amounts = np.round(amounts)

@@ -61,9 +61,15 @@ def _by_name(spec: str, class_names: Sequence[str] | None) -> int:
                              "give the index instead")
     if not hits:
         suggestion = close_matches(spec, list(class_names))
-        raise UserInputError(f"unknown target class '{spec}'.{suggestion} Give a class index, a class name or "
-                             "'auto'.")
+        raise UserInputError(f"unknown class '{spec}'.{suggestion} The model has {class_list(class_names)}; give "
+                             f"a class name or an index 0-{len(class_names) - 1}.")
     return hits[0]
+
+
+def class_list(class_names: Sequence[str], shown: int = 5) -> str:
+    """'6 classes: circle, square, ...': the count and the first few names, for messages."""
+    names = ", ".join(class_names[:shown]) + (", ..." if len(class_names) > shown else "")
+    return f"{len(class_names)} classes: {names}"
 
 
 def resolve_targets(targets: Sequence[Sequence[int | None]] | None, logits: torch.Tensor) -> torch.Tensor:

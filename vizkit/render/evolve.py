@@ -32,7 +32,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from vizkit.load.checkpoints import BY_NAME
+from vizkit.load.checkpoints import BY_MTIME, BY_NAME
 from vizkit.outputs.info import ReportInfo
 from vizkit.outputs.npz import write_npz
 from vizkit.project.evolution import LayerEvolution
@@ -134,7 +134,8 @@ def evolve_document(result: EvolveResult, info: ReportInfo) -> Document:
 def order_sentence(result: EvolveResult) -> str:
     cp = result.checkpoints
     how = ("by the epoch/step number in their file names" if cp.order == BY_NAME else
-           "by modification time (not every file name carries a distinct epoch/step number)")
+           "by modification time (no file name carries an epoch/step number)" if cp.order == BY_MTIME else
+           "by the epoch/step number in their file names, files without one last")
     return f"{len(cp.paths)} checkpoints, ordered {how}"
 
 
@@ -142,7 +143,8 @@ def _x(result: EvolveResult) -> tuple[np.ndarray, str]:
     cp = result.checkpoints
     if cp.order == BY_NAME:
         return np.array(cp.numbers, np.float64), "epoch / step (from the file names)"
-    return np.arange(1, len(cp.paths) + 1, dtype=np.float64), "checkpoint (by modification time)"
+    return np.arange(1, len(cp.paths) + 1, dtype=np.float64), ("checkpoint (by modification time)"
+                                                               if cp.order == BY_MTIME else "checkpoint")
 
 
 def _panel(ax: Axes, title: str, xlabel: str) -> None:

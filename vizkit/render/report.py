@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from vizkit.outputs.info import ReportInfo
 from vizkit.project.results import ReportResult
 from vizkit.render.deconv import save_deconv_npz
+from vizkit.render.kit.glyphs import save_figure
 from vizkit.render.writer import Document
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ def write_report(pdf_path: Path, html_folder: Path, title: str, subtitle: str, s
         section_title, opening = before[number]
         body.extend(opening)
         name = f"p{number:03d}.png"
-        fig.savefig(images / name, dpi=dpi)
+        save_figure(fig, images / name, dpi=dpi)
         alt = html.escape(f"{section_title}, page {number}")
         body.append(f'<figure><img src="img/{name}" alt="{alt}"><figcaption>{alt}</figcaption></figure>')
 

@@ -12,6 +12,7 @@ from matplotlib import colormaps
 from PIL import Image
 
 from vizkit.project.shortcuts.result import ShortcutsResult
+from vizkit.render.kit.glyphs import save_figure
 from vizkit.render.kit.html import write_html_page
 from vizkit.render.shortcuts import class_page
 
@@ -47,7 +48,7 @@ def write_gallery(folder: Path, result: ShortcutsResult, pictures: dict[int, np.
     for a in result.classes:
         body.append(f"<section id='c{a.class_index}'><h2>Class {a.class_index}: {html.escape(a.name)}</h2>")
         page = f"class{a.class_index}.png"
-        class_page(result, a).savefig(img / page, dpi=70)
+        save_figure(class_page(result, a), img / page, dpi=70)
         body.append(f"<figure><img src='img/{page}' alt='spectrum and embedding of class {a.class_index}'></figure>")
         for k, cl in enumerate(a.clusters):
             tag = f"c{a.class_index}_{k}"

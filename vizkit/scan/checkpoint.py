@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from vizkit.errors import UserInputError
+from vizkit.outputs.progress import note
 from vizkit.scan.distributed import Ranks
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from vizkit.scan.stream import DatasetStream
 
 __all__ = ["Checkpoint", "CheckpointSaver", "checkpoint_path", "load_checkpoint", "model_digest", "resume",
-           "save_checkpoint", "scan_identity"]
+           "save_checkpoint", "saved_positions", "scan_identity"]
 
 log = logging.getLogger("vizkit")
 
@@ -115,8 +116,17 @@ def resume(path: Path, identity: dict[str, str], state: ScanState, total: int) -
         return 0, []
     ckpt = load_checkpoint(path, identity)
     state.load_state_dict(ckpt.state)
-    log.info("resuming %s after %d of %d images", path, ckpt.positions, total)
+    note(f"vizkit: resuming from {path}: {ckpt.positions} of {total} images were scanned before")
     return ckpt.positions, ckpt.skipped
+
+
+def saved_positions(path: Path) -> int | None:
+    """Images a checkpoint file says were done (None when it cannot be read): for the Ctrl-C line."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return int(payload["positions"])
+    except Exception:  # noqa: BLE001 - only a hint for a message; the file is checked properly on --resume
+        return None
 
 
 class CheckpointSaver:

@@ -1,10 +1,11 @@
 """The one way vizkit reads a dataset: ``DatasetStream`` over an ``ImageDataset``.
 
 Every dataset command (mine, evolve, shortcuts) iterates a stream, so there is one DataLoader setup
-(``image_loader``), one progress hook (``progress(done, total)`` after each batch, once the consumer has used it)
-and one skipped-files path (each unreadable file is named once through ``on_skip(path, reason)`` and kept in
-``stream.skipped``, however many passes read it). ``as_batches`` turns whatever a user hands to the Python API
-(a folder, a dataset, a DataLoader of tensors) into batches.
+(``image_loader``), one progress hook (``progress(done, total)`` after each batch, once the consumer has used it;
+each pass is also a task of the current ``vizkit.outputs.progress`` reporter: images/s and ETA on stderr), one
+check that something was read (``nothing_read``) and one skipped-files path (each unreadable file is named once
+through ``on_skip(path, reason)`` and kept in ``stream.skipped``, however many passes read it). ``as_batches``
+turns whatever a user hands to the Python API (a folder, a dataset, a DataLoader of tensors) into batches.
 """
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler, SequentialSampler, Su
 from vizkit.errors import UserInputError
 from vizkit.load.dataset import ImageBatch, ImageDataset, ImageList, collate_images, list_images
 from vizkit.load.preprocessing import Preprocessing
+from vizkit.outputs.progress import Task
+from vizkit.outputs.progress import task as progress_task
 
-__all__ = ["DatasetStream", "StreamCounter", "as_batches", "as_image_batch", "image_loader"]
+__all__ = ["DatasetStream", "StreamCounter", "as_batches", "as_image_batch", "image_loader", "nothing_read"]
 
 Progress = Callable[[int, int], None]
 OnSkip = Callable[[str, str], None]
@@ -46,13 +49,15 @@ class DatasetStream:
     ``start``: entries of ``indices`` already done by an earlier run (resume): the stream reads the rest and counts
     ``done`` from ``start``; ``skipped``: that run's (global index, reason) pairs, named again on the first pass so
     that every run names every file it skips. ``cache_bytes``: keep the first pass's batches in memory when they
-    fit, so later passes (one per checkpoint in evolve) do not read the files again.
+    fit, so later passes (one per checkpoint in evolve) do not read the files again. ``label``: the name of each
+    pass on the progress line (None: not reported); ``summary``: each pass ends with a summary line.
     """
 
     def __init__(self, dataset: ImageDataset, *, batch_size: int = 32, workers: int = 0,
                  device: torch.device | str = "cpu", indices: Sequence[int] | None = None, start: int = 0,
                  skipped: Sequence[tuple[int, str]] = (), progress: Progress | None = None,
-                 on_skip: OnSkip | None = None, cache_bytes: int = 0) -> None:
+                 on_skip: OnSkip | None = None, cache_bytes: int = 0, label: str | None = "scan",
+                 summary: bool = True) -> None:
         self.dataset = dataset
         self.batch_size, self.workers, self.device = batch_size, workers, torch.device(device)
         order = list(range(len(dataset))) if indices is None else [int(i) for i in indices]
@@ -65,6 +70,7 @@ class DatasetStream:
         self.on_skip = on_skip
         self.cache_bytes = cache_bytes
         self._cache: list[ImageBatch] | None = None
+        self.label, self.summary = label, summary
 
     def path(self, i: int) -> str:
         return str(self.dataset.images.paths[i])
@@ -88,6 +94,12 @@ class DatasetStream:
         self.done = self.start
         cache: list[ImageBatch] | None = [] if self._cache is None and self.cache_bytes else None
         size = 0
+        shown = (progress_task(self.label, self.total, "images", self.summary, self.start) if self.label
+                 else Task(None, "", self.total, "images", False, self.start))
+        with shown:
+            yield from self._pass(cache, size, shown)
+
+    def _pass(self, cache: list[ImageBatch] | None, size: int, shown: Task) -> Iterator[ImageBatch]:
         for batch in self._cache if self._cache is not None else self._loader():
             self._skip(batch.skipped)
             if cache is not None:
@@ -100,13 +112,14 @@ class DatasetStream:
             self.done += int(batch.index.numel()) + len(batch.skipped)
             for hook in self.hooks:  # after the consumer used the batch: a checkpoint then includes it
                 hook(self.done, self.total)
+            shown.update(self.done)
         if cache is not None:
             self._cache = cache
 
     def over(self, indices: Sequence[int]) -> DatasetStream:
         """The same dataset read over ``indices`` (no progress hooks), sharing this stream's skipped files."""
         other = DatasetStream(self.dataset, batch_size=self.batch_size, workers=self.workers, device=self.device,
-                              indices=indices, on_skip=self.on_skip)
+                              indices=indices, on_skip=self.on_skip, label=None)
         other.skipped, other._named = self.skipped, self._named
         return other
 
@@ -116,6 +129,16 @@ class DatasetStream:
         if x is None:
             raise UserInputError(f"{self.path(i)}: was read in the scan but not {why}: {error}")
         return x.to(device)
+
+
+def nothing_read(source: str | os.PathLike, listed: int, skipped: Sequence[tuple[str, str]]) -> UserInputError:
+    """The one-line error of a scan that read no image at all (every file was unreadable): it says so and shows
+    one reason, instead of a later step failing on empty results."""
+    example = f" (e.g. {skipped[0][1]})" if skipped else ""
+    if skipped and skipped[0][0] not in skipped[0][1]:
+        example = f" (e.g. {skipped[0][0]}: {skipped[0][1]})"
+    return UserInputError(f"none of the {listed} images of {os.fspath(source)} could be read{example}; nothing to "
+                          "scan: check the files")
 
 
 class StreamCounter:

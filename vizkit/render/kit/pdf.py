@@ -8,6 +8,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from vizkit.outputs.info import vizkit_version
+from vizkit.render.kit.glyphs import fix_glyphs, quiet_glyphs
 from vizkit.render.kit.page import MARGIN
 
 PageMaker = Callable[[], Figure]
@@ -34,10 +35,11 @@ def write_pdf(path: Path, pages: Sequence[PageMaker], *, title: str, subject: st
 
     version = vizkit_version()
     metadata = {"Title": title, "Subject": subject, "Creator": f"vizkit {version}", "Keywords": keywords}
-    with PdfPages(path, metadata=metadata) as pdf:
+    with PdfPages(path, metadata=metadata) as pdf, quiet_glyphs():
         for number, make in enumerate(pages, start=1):
             fig = make()
             footer(fig, f"vizkit {version} \u00b7 {footer_left}", number, len(pages))
+            fix_glyphs(fig)  # a CJK file name: a CJK font when installed, else escapes; never empty boxes
             pdf.savefig(fig)
             if saved is not None:
                 saved(number, fig)
