@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vizkit.project.attribute.audit import audit_model, check_method
+from vizkit.project.attribute.audit import ModelAudit, audit_model, check_method
 from vizkit.project.attribute.cam import cam_batch
 from vizkit.project.attribute.captum_methods import CaptumOptions, captum_attribute
 from vizkit.project.attribute.inputs import (
@@ -29,7 +29,7 @@ from vizkit.project.targets import TargetFn
 def attribute(model: nn.Module, x: torch.Tensor, method: str, target: AttrTarget = None, *,
               layer: str | None = None, baseline: Baseline | Path = "black", samples: int | None = None,
               batch_size: int = 16, composite: str = DEFAULT_COMPOSITE, base: str = "saliency", noise: float = 0.15,
-              window: int | None = None, stride: int | None = None) -> torch.Tensor:
+              window: int | None = None, stride: int | None = None, audit: ModelAudit | None = None) -> torch.Tensor:
     """The ``method``'s attribution of ``target`` for every image of ``x`` (N, C, H, W): float32 (N, C, H, W) on
     ``x``'s device, or (N, 1, H, W) for the CAM methods (the layer's map upsampled, unscaled).
 
@@ -42,12 +42,13 @@ def attribute(model: nn.Module, x: torch.Tensor, method: str, target: AttrTarget
     also numpy's global one, as Captum draws from it).
 
     Models on which the wrapped library would be silently wrong (``audit.py``) are refused with a one-line error
-    naming the module; the model is left exactly as it was, also when something raises.
+    naming the module; ``audit``: the model's ``audit_model`` when the caller has it already (one forward saved per
+    call). The model is left exactly as it was, also when something raises.
     """
     info = method_info(method)
     check_images(x)
     if info.audited:
-        check_method(audit_model(model, x[:1]), method)
+        check_method(audit or audit_model(model, x[:1]), method)
     if info.library == "vizkit" and not info.cam:
         check_interceptable(model, method)
     if info.cam and layer is None:
