@@ -27,6 +27,10 @@ METRIC_TITLES = {"deletion-morf": "deletion MoRF", "deletion-lerf": "deletion Le
                  "randomisation": "random. \u03c1"}
 
 
+SHORT = {"deletion-morf": "del. MoRF", "deletion-lerf": "del. LeRF", "insertion-morf": "ins. MoRF",
+         "insertion-lerf": "ins. LeRF", "road-morf": "ROAD", "randomisation": "rand. \u03c1"}
+
+
 def map_picture(attribution: np.ndarray, signed: bool) -> tuple[np.ndarray, float]:
     """A (C, H, W) map as an (H, W, 3) picture in [0, 1] on its own scale, and the clipping value."""
     m = np.where(np.isfinite(attribution), attribution, 0.0).astype(np.float64).sum(axis=0)
@@ -56,11 +60,12 @@ def image_page(result: AttributeResult, i: int) -> Figure:
         c.line("top predictions: " + "; ".join(f"{p.index} {p.name[:24]} {100 * p.probability:.1f} %"
                                                  for p in result.predictions[i][:3]), color="0.3")
     c.y += 0.1
-    side = (width - (COLUMNS - 1) * GAP) / COLUMNS
+    columns = 3 if len(result.maps) < 9 else COLUMNS  # 3 columns while 3 rows hold every panel
+    side = (width - (columns - 1) * GAP) / columns
     canvas = page_canvas(fig)
     panels: list[MethodMaps | None] = [None, *result.maps]
     for k, maps in enumerate(panels):
-        row, col = divmod(k, COLUMNS)
+        row, col = divmod(k, columns)
         x, y = MARGIN + col * (side + GAP), c.y + row * (side + LABEL_H + GAP)
         label = Cursor(fig, x, y, side)
         if maps is None:
@@ -95,13 +100,14 @@ def ranking_page(result: AttributeResult) -> Figure:
                 "imputation, so the removed pixels' shape does not leak the class (Rong et al. 2022). random. "
                 "\u03c1: rank correlation of the map with the same method on a copy of the model with randomised "
                 "weights (Adebayo et al. 2018): a map that survives it shows the image, not what the model "
-                "learned. Each is a mean over the images; arrows say which way is better. The order is by mean "
+                "learned. With one baseline, deletion LeRF mirrors insertion MoRF and insertion LeRF mirrors "
+                "deletion MoRF. Each is a mean over the images; arrows say which way is better. The order is by mean "
                 f"rank over {', '.join(METRIC_TITLES[m] for m in DEFAULT_METRICS)}.", size=FONT - 0.5,
                 color="0.25")
     c.y += 0.05
     metrics = [*CURVES, "road-morf", "randomisation"]
-    header = ["#", "method", *[f"{METRIC_TITLES[m]} {_arrow(m)}" for m in metrics], "mean rank"]
-    columns = [0.25, 0.35, *[1.95 + 0.68 * k for k in range(1, len(metrics) + 1)], width]
+    header = ["#", "method", *[f"{SHORT[m]} {_arrow(m)}" for m in metrics], "mean rank"]
+    columns = [0.25, 0.35, *[2.2 + 0.72 * k for k in range(1, len(metrics) + 1)], width]
     rows = []
     for place, label in enumerate(ev.ranking.order, start=1):
         k = ev.ranking.methods.index(label)
