@@ -225,3 +225,21 @@ def test_torchvision_resnet18_cli(tmp_path: Path, sample_paths: list[Path]) -> N
     x = torch.from_numpy(arrays["input"])
     ref = attribute(model, x, "saliency", arrays["targets"].tolist())
     np.testing.assert_allclose(arrays["saliency/attribution"], ref.numpy(), rtol=1e-5, atol=1e-8)
+
+
+def test_rule_methods_and_gradcam_equal_captum_where_captum_is_right() -> None:
+    """Guided backprop, the deconvnet and Grad-CAM against Captum called directly, on a model whose ReLUs are all
+    modules run once (where Captum's module hooks are right)."""
+    from captum.attr import Deconvolution, GuidedBackprop, LayerAttribution, LayerGradCam
+
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 8, 3, padding=1),
+                          nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, 6)).eval()
+    x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    target = [0, 3, 5]
+    result = attribute_tensor(_ctx(model), x, ["guided-backprop", "deconvnet", "gradcam"], target, layer="3")
+    for label, algorithm in (("guided-backprop", GuidedBackprop), ("deconvnet", Deconvolution)):
+        ref = algorithm(model).attribute(x.clone().requires_grad_(True), target=target).detach().numpy()
+        np.testing.assert_allclose(result.attribution(label), ref, rtol=1e-5, atol=1e-7)
+    cam = LayerGradCam(model, model[3]).attribute(x, target=target, relu_attributions=True)
+    ref = LayerAttribution.interpolate(cam, (16, 16), interpolate_mode="bilinear").detach().numpy()
+    np.testing.assert_allclose(result.attribution("gradcam"), ref, rtol=1e-5, atol=1e-7)
