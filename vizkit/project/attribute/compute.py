@@ -1,7 +1,9 @@
 """``attribute``: one entry point for every method of ``METHODS``, batched, on a model left exactly as it was."""
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -48,12 +50,14 @@ def attribute(model: nn.Module, x: torch.Tensor, method: str, target: AttrTarget
     info = method_info(method)
     check_images(x)
     if info.audited:
-        check_method(audit or audit_model(model, x[:1]), method)
+        check_method(audit or cached_audit(model, x), method)
     if info.library == "vizkit" and not info.cam:
         check_interceptable(model, method)
     if info.cam and layer is None:
         layer = default_gradcam_layer(model, (1, *x.shape[1:]))
-    with guarded(model, inplace_off=info.library in ("captum", "zennit")):
+    # In-place activations break the module hooks of DeepLift and zennit (the audited methods); the gradient, path
+    # and perturbation methods hook no activation, and running them out of place would only cost allocations.
+    with guarded(model, inplace_off=bool(info.audited)):
         resolved = resolve_target(model, x, target, batch_size)
         needs_baseline = info.baseline or (method == "smoothgrad" and METHODS[base].baseline)
         base_tensor = make_baseline(baseline, x) if needs_baseline else torch.zeros_like(x)
@@ -74,6 +78,22 @@ def attribute(model: nn.Module, x: torch.Tensor, method: str, target: AttrTarget
                                lambda xb, tb, bb: cam_batch(method, model, xb, cam_layer, tb, batch_size))
         rule = guided_batch if method == "guided-backprop" else deconvnet_batch
         return run_batched(x, resolved, base_tensor, batch_size, lambda xb, tb, bb: rule(model, xb, tb))
+
+
+_AUDITS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[Any, ...], ModelAudit]] = weakref.WeakKeyDictionary()
+
+
+def cached_audit(model: nn.Module, x: torch.Tensor) -> ModelAudit:
+    """``audit_model`` once per model, input size and module structure (each module's type, its own ``forward``
+    if patched, its in-place flag): the audit costs a forward, which repeated calls would otherwise pay each time."""
+    key = (tuple(x.shape[1:]), x.dtype, tuple((name, type(m), m.__dict__.get("forward"), getattr(m, "inplace", None))
+                                              for name, m in model.named_modules()))
+    hit = _AUDITS.get(model)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    audit = audit_model(model, x[:1])
+    _AUDITS[model] = (key, audit)
+    return audit
 
 
 def guided_batch(model: nn.Module, x: torch.Tensor, target: list[int] | TargetFn) -> torch.Tensor:
