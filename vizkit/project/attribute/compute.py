@@ -103,7 +103,7 @@ def guided_batch(model: nn.Module, x: torch.Tensor, target: list[int] | TargetFn
 
 def deconvnet_batch(model: nn.Module, x: torch.Tensor, target: list[int] | TargetFn) -> torch.Tensor:
     """The target's score projected to the input with the deconvnet rule on every rectifier call."""
-    x = x.detach().clone().requires_grad_(True)
+    x = x.detach().requires_grad_(True)  # an alias: the caller's tensor keeps its flag, nothing is copied
     with torch.enable_grad():
         with DeconvRules():
             score = objective(model(x), target)

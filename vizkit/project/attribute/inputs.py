@@ -159,6 +159,9 @@ def guarded(model: nn.Module, *, inplace_off: bool = False) -> Iterator[nn.Modul
 
 
 def as_float32(parts: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The parts as one float32 tensor; a single part is not copied."""
+    if len(parts) == 1:
+        return parts[0].detach().float()
     return torch.cat([p.detach().float() for p in parts])
 
 
