@@ -171,6 +171,10 @@ def test_refused_methods_fail_with_one_line_or_are_skipped_under_all() -> None:
     x = torch.rand(1, 3, 16, 16)
     with pytest.raises(ModelError, match=r"deeplift.*F\.relu"):
         attribute_tensor(_ctx(model), x, ["deeplift"])
+    with pytest.raises(ModelError, match=r"deeplift.*F\.relu"):  # a noise tunnel over DeepLift has its traps
+        attribute_tensor(_ctx(model), x, ["smoothgrad:deeplift"])
+    with pytest.raises(ModelError, match=r"deeplift.*F\.relu"):
+        attribute(model, x, "smoothgrad", base="deeplift")
     result = attribute_tensor(_ctx(model), x, ["all"], layer="conv")
     labels = [m.label for m in result.maps]
     assert "deeplift" not in labels and "integrated-gradients" in labels and "lrp" in labels

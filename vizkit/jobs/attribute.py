@@ -82,7 +82,7 @@ def usable_methods(specs: Sequence[MethodSpec], audit: ModelAudit) -> tuple[list
     name that would be silently wrong raises ``ModelError`` with the audit's line."""
     kept, notes = [], []
     for spec in specs:
-        problem = audit.problem(spec.method)
+        problem = next((line for line in map(audit.problem, spec.audited) if line is not None), None)
         if problem is None:
             kept.append(spec)
         elif spec.optional:
@@ -126,7 +126,7 @@ def attribute_tensor(ctx: RunContext, x: torch.Tensor, methods: Sequence[str] = 
     ``seed`` (the caller's generators are left as they were)."""
     model = ctx.model
     specs = parse_methods(methods)
-    audit = audit_model(model, x[:1]) if any(METHODS[s.method].audited for s in specs) else ModelAudit()
+    audit = audit_model(model, x[:1]) if any(s.audited for s in specs) else ModelAudit()
     specs, notes = usable_methods(specs, audit)
     if any(METHODS[s.method].cam for s in specs):
         layer = layer or ctx.deepest_layer()

@@ -49,15 +49,16 @@ def attribute(model: nn.Module, x: torch.Tensor, method: str, target: AttrTarget
     """
     info = method_info(method)
     check_images(x)
-    if info.audited:
-        check_method(audit or cached_audit(model, x), method)
+    hooked = [m for m in (method, base if method == "smoothgrad" else "") if m and method_info(m).audited]
+    for name in hooked:  # a noise tunnel over DeepLift has DeepLift's traps
+        check_method(audit or cached_audit(model, x), name)
     if info.library == "vizkit" and not info.cam:
         check_interceptable(model, method)
     if info.cam and layer is None:
         layer = default_gradcam_layer(model, (1, *x.shape[1:]))
-    # In-place activations break the module hooks of DeepLift and zennit (the audited methods); the gradient, path
-    # and perturbation methods hook no activation, and running them out of place would only cost allocations.
-    with guarded(model, inplace_off=bool(info.audited)):
+    # In-place activations break the module hooks of DeepLift and zennit (the audited methods); Captum's other
+    # methods hook nothing and only call the forward: neither out-of-place copies nor a snapshot of hooks for them.
+    with guarded(model, inplace_off=bool(hooked), snapshot=info.library != "captum" or bool(hooked)):
         resolved = resolve_target(model, x, target, batch_size)
         needs_baseline = info.baseline or (method == "smoothgrad" and METHODS[base].baseline)
         base_tensor = make_baseline(baseline, x) if needs_baseline else torch.zeros_like(x)

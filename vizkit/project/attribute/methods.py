@@ -91,6 +91,13 @@ class MethodSpec:
         return {"composite": self.option} if self.method == "lrp" else {"base": self.option}
 
     @property
+    def audited(self) -> list[str]:
+        """The ``METHODS`` names whose library hooks run for this spec (a noise tunnel's base included) and that
+        ``audit.py`` must clear on the model."""
+        names = [self.method] + ([self.option] if self.method == "smoothgrad" and self.option else [])
+        return [n for n in names if METHODS[n].audited]
+
+    @property
     def signed(self) -> bool:
         return is_signed(self.method, self.option or "saliency") if self.method == "smoothgrad" else \
             METHODS[self.method].signed
