@@ -247,3 +247,23 @@ def test_rule_methods_and_gradcam_equal_captum_where_captum_is_right() -> None:
     cam = LayerGradCam(model, model[3]).attribute(x, target=target, relu_attributions=True)
     ref = LayerAttribution.interpolate(cam, (16, 16), interpolate_mode="bilinear").detach().numpy()
     np.testing.assert_allclose(result.attribution("gradcam"), ref, rtol=1e-5, atol=1e-7)
+
+
+def test_pages_name_every_method_and_centre_signed_maps_at_zero() -> None:
+    from vizkit.render.attribute_pages import image_page, map_picture
+
+    model = _tiny().eval()
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(6))
+    result = attribute_tensor(_ctx(model), x, ["saliency", "gradient-x-input", "gradcam"], layer="2")
+    fig = image_page(result, 0)
+    texts = " ".join(t.get_text() for t in fig.texts)
+    assert all(m.label in texts for m in result.maps) and "signed" in texts and "magnitude" in texts
+    assert f"class {int(result.targets[0])} c{int(result.targets[0])}" in texts
+    signed = np.zeros((1, 3, 3))
+    signed[0, 0, 0], signed[0, 2, 2] = 2.0, -2.0
+    picture, peak = map_picture(signed, signed=True)
+    assert peak > 0 and picture[0, 0, 0] > picture[0, 0, 2]  # positive: red
+    assert picture[2, 2, 2] > picture[2, 2, 0]  # negative: blue
+    assert np.allclose(picture[1, 1], picture[1, 1].mean(), atol=0.03) and picture[1, 1].mean() > 0.9  # 0: white
+    magnitude, _ = map_picture(np.abs(signed), signed=False)
+    assert magnitude[1, 1].max() < 0.05  # 0: the dark end of a sequential map

@@ -17,7 +17,7 @@ from vizkit.outputs.npz import write_npz
 from vizkit.project.attribute.evaluate.suite import CURVES
 from vizkit.project.attribute.methods import METHODS
 from vizkit.project.attribute.result import AttributeResult
-from vizkit.render.attribute_pages import image_page, ranking_page
+from vizkit.render.attribute_pages import image_page, ranking_page, target_text
 from vizkit.render.kit.first_page import page_one
 from vizkit.render.kit.page import FONT
 from vizkit.render.kit.pdf import PageMaker, write_pdf
@@ -58,6 +58,10 @@ def attribute_arrays(result: AttributeResult) -> dict[str, np.ndarray]:
         for metric, values in ev.ranking.scores.items():
             arrays[f"ranking/{metric}"] = np.asarray(values, dtype=np.float64)
     return arrays
+
+
+def _clip(text: str, chars: int) -> str:
+    return text if len(text) <= chars else text[: chars - 1] + "\u2026"
 
 
 def _finite(value: float) -> float | None:
@@ -106,7 +110,7 @@ def first_page(result: AttributeResult, info: ReportInfo | None) -> Figure:
     rows = []
     for m in result.maps:
         rows.append([m.label, LIBRARY.get(m.library, m.library), "signed" if m.signed else "magnitude",
-                     f"{m.seconds:.2f} s", METHODS[m.method].summary[:70]])
+                     f"{m.seconds:.2f} s", _clip(METHODS[m.method].summary, 52)])
     c.table(["method", "computed by", "map", "time", "what it is"], rows,
             columns=[0.0, 1.45, 2.35, 3.35, 3.85], align=["left", "left", "left", "right", "left"])
     c.paragraph("Each map is scaled on its own: signed maps (the sign argues for or against the target) in a "
@@ -115,7 +119,7 @@ def first_page(result: AttributeResult, info: ReportInfo | None) -> Figure:
                 + (f" CAM layer: {result.layer}." if result.layer else "")
                 + f" Baseline: {result.baseline}.", size=FONT - 0.5, color="0.25")
     c.heading("Images")
-    images: list[list[object]] = [[i + 1, name[:40], _target_text(result, i), f"{float(result.scores[i]):.4g}"]
+    images: list[list[object]] = [[i + 1, name[:40], target_text(result, i), f"{float(result.scores[i]):.4g}"]
                                   for i, name in enumerate(result.names)]
     c.table(["#", "image", "target", "score"], images, columns=[0.0, 0.3, 3.2, c.width],
             align=["right", "left", "left", "right"], max_rows=24)
@@ -125,14 +129,6 @@ def first_page(result: AttributeResult, info: ReportInfo | None) -> Figure:
     for note in notes:
         c.paragraph(f"\u2022 {note}", max_lines=3)
     return fig
-
-
-def _target_text(result: AttributeResult, i: int) -> str:
-    t = int(result.targets[i])
-    if t < 0:
-        return "target function"
-    name = result.target_names[i]
-    return f"class {t}" if name == f"class {t}" else f"class {t} {name[:32]}"
 
 
 __all__ = ["MANIFEST", "attribute_arrays", "attribute_document", "attribute_pages", "render_attribute_pdf"]

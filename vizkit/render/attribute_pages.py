@@ -52,10 +52,8 @@ def image_page(result: AttributeResult, i: int) -> Figure:
     width = page_w - 2 * MARGIN
     c = Cursor(fig, MARGIN, MARGIN, width)
     c.line(f"image {i + 1} / {len(result.names)}: {result.names[i]}", size=FONT + 4, weight="bold")
-    target = "target function" if result.targets[i] < 0 else \
-        f"class {int(result.targets[i])} {result.target_names[i]}"
     score = "value" if result.targets[i] < 0 else "probability"
-    c.line(f"target: {target}  \u00b7  {score} {float(result.scores[i]):.4g}", size=FONT + 1)
+    c.line(f"target: {target_text(result, i)}  \u00b7  {score} {float(result.scores[i]):.4g}", size=FONT + 1)
     if result.predictions and result.predictions[i]:
         c.line("top predictions: " + "; ".join(f"{p.index} {p.name[:24]} {100 * p.probability:.1f} %"
                                                  for p in result.predictions[i][:3]), color="0.3")
@@ -123,6 +121,15 @@ def ranking_page(result: AttributeResult) -> Figure:
     return fig
 
 
+def target_text(result: AttributeResult, i: int) -> str:
+    """'class 281 tabby', 'class 9' for a model without class names, or 'target function'."""
+    t = int(result.targets[i])
+    if t < 0:
+        return "target function"
+    name = result.target_names[i]
+    return f"class {t}" if name == f"class {t}" else f"class {t} {name[:32]}"
+
+
 def _arrow(metric: str) -> str:
     return "\u2193" if LOWER_IS_BETTER.get(metric, True) else "\u2191"
 
@@ -138,4 +145,4 @@ def _curves(ax: Axes, ev: AttributeEvaluation, curve: str) -> None:
     ax.legend(fontsize=FONT - 2, frameon=False)
 
 
-__all__ = ["CLIP_PERCENTILE", "image_page", "map_picture", "ranking_page"]
+__all__ = ["CLIP_PERCENTILE", "image_page", "map_picture", "ranking_page", "target_text"]
