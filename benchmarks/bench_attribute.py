@@ -1,22 +1,27 @@
 """``vizkit.project.attribute`` against the libraries it wraps: time per image per method, agreement, and equality
 of the faithfulness metrics with Quantus.
 
-    python benchmarks/bench_attribute.py [--quick] [--images 4] [--size 224] [--threads 2] [--repeat 2]
+    python benchmarks/bench_attribute.py [--quick] [--images 4] [--size 224] [--threads 1] [--repeat 2]
 
-VGG16 and ResNet-50 (seeded random weights, eval), images from the sample photos. Per method, alternately, best
-of ``--repeat``: vizkit's ``attribute(...)`` and the library called directly with the same settings (Captum for
-the gradient/path/perturbation methods, zennit's ``Gradient`` attributor for LRP, pytorch-grad-cam for the CAMs).
+VGG16 and ResNet-50 (seeded random weights, eval), images from the sample photos. Per method, alternately (the
+order flips every round), best of ``--repeat``: vizkit's ``attribute(...)`` and the library called directly with
+the same settings (Captum for the gradient/path/perturbation methods, zennit's ``Gradient`` attributor for LRP,
+pytorch-grad-cam for the CAMs). Time is the process's CPU time (``ratio``; the wall-clock ratio beside it): on a
+shared machine the wall clock mostly measures the neighbours, the CPU time the work done (one thread by default:
+idle threads spinning would count too). The thin wrappers do the library's own work, so their ratio is 1 up to
+noise: each round also times the library a second time, and ``A/A`` is the slower of its two runs against the
+faster one. Target (issue 16): every wrapped method at >= 1x the library (no overhead), counted as met when the
+ratio is >= 1 or within that A/A spread.
 Agreement: Captum and zennit maps must equal vizkit's within 1e-4 of the map's maximum (the tests hold 1e-5 on
 small nets; large float32 sums round differently); CAMs are compared with pytorch-grad-cam by Pearson correlation
 (it scales min-max and resizes with cv2, so values differ by design; Eigen-CAM's sign is arbitrary there).
-Target (issue 16): every wrapped method at >= 1x the library (no overhead).
 
 Quantus (a benchmark dependency only): pixel flipping and ROAD on a small one-channel CNN (Quantus 0.6's ROAD
 indexes an H*W imputation with C*H*W-flattened ranks, so it is right for one channel only), saliency maps,
 black baseline, no ROAD noise: the curves must be equal.
 
-``--quick``: 2 images at 96 px, 1 round, fewer IG steps and samples, no Score-CAM (C forwards per image):
-about 3 minutes on 2 cores.
+``--quick``: 2 images at 96 px, 2 rounds, fewer IG steps and samples, no Score-CAM (C forwards per image):
+about 5 minutes on 2 idle cores.
 """
 from __future__ import annotations
 
@@ -48,16 +53,20 @@ def images(n: int, size: int) -> torch.Tensor:
     return torch.stack([tf(photos[i % len(photos)]) for i in range(n)])
 
 
-def best_of(repeat: int, fns: dict[str, Callable[[], Any]]) -> tuple[dict[str, float], dict[str, Any]]:
-    times, out = {k: float("inf") for k in fns}, {}
-    for _ in range(repeat):
-        for k, fn in fns.items():
+def best_of(repeat: int, fns: dict[str, Callable[[], Any]]
+            ) -> tuple[dict[str, float], dict[str, float], dict[str, Any]]:
+    """Best CPU time and best wall time of each function over ``repeat`` rounds; the order alternates between
+    rounds, so neither side always runs on the caches (or the neighbours' load) the other left."""
+    cpu, wall, out = {k: float("inf") for k in fns}, {k: float("inf") for k in fns}, {}
+    for r in range(repeat):
+        for k in (list(fns) if r % 2 == 0 else list(fns)[::-1]):
             np.random.seed(0)
             torch.manual_seed(0)
-            start = time.perf_counter()
-            out[k] = fn()
-            times[k] = min(times[k], time.perf_counter() - start)
-    return times, out
+            start, start_cpu = time.perf_counter(), time.process_time()
+            out[k] = fns[k]()
+            cpu[k] = min(cpu[k], time.process_time() - start_cpu)
+            wall[k] = min(wall[k], time.perf_counter() - start)
+    return cpu, wall, out
 
 
 def captum_call(method: str, model: torch.nn.Module, x: torch.Tensor, t: list[int], o: dict[str, Any]) -> Any:
@@ -123,7 +132,8 @@ def bench_model(name: str, model: torch.nn.Module, layer: str, x: torch.Tensor, 
     with torch.no_grad():
         t = model(x).argmax(dim=1).tolist()
     print(f"\n{name}: {n} images {x.shape[-1]}x{x.shape[-1]}, top-1 targets; CAM layer {layer}")
-    print(f"{'method':22s} {'vizkit s/img':>12s} {'library s/img':>13s} {'ratio':>6s}  agreement")
+    print(f"{'method':22s} {'vizkit s/img':>12s} {'library s/img':>13s} {'ratio':>6s} {'A/A':>6s} {'wall':>6s}  "
+          "agreement")
     met: list[bool] = []
     modules = dict(model.named_modules())
     methods = ["saliency", "gradient-x-input", "integrated-gradients", "smoothgrad", "deeplift", "gradient-shap",
@@ -142,8 +152,8 @@ def bench_model(name: str, model: torch.nn.Module, layer: str, x: torch.Tensor, 
             library = lambda: zennit_call(model, x, t)  # noqa: E731
         else:
             library = lambda m=method: captum_call(m, model, x, t, o)  # noqa: E731
-        times, out = best_of(args.repeat, {"vizkit": lambda m=method, kw=kw: attribute(model, x, m, t, **kw),
-                                           "library": library})
+        times, wall, out = best_of(args.repeat, {"vizkit": lambda m=method, kw=kw: attribute(model, x, m, t, **kw),
+                                                 "library": library, "library again": library})
         ours = out["vizkit"].numpy()
         if method in ("gradcam", "gradcam++", "eigen-cam", "score-cam"):
             agree = correlation(ours[:, 0], np.asarray(out["library"]))
@@ -155,8 +165,12 @@ def bench_model(name: str, model: torch.nn.Module, layer: str, x: torch.Tensor, 
             ok = agree <= TOLERANCE
             text = f"max |diff| / max {agree:.1e}"
         ratio = times["library"] / times["vizkit"]
-        met.append(ratio >= 1.0 and ok)
-        print(f"{method:22s} {times['vizkit'] / n:12.3f} {times['library'] / n:13.3f} {ratio:5.2f}x  {text}"
+        ratio_wall = wall["library"] / wall["vizkit"]
+        # the library against itself: the run-to-run spread below which a ratio says nothing
+        spread = min(times["library"], times["library again"]) / max(times["library"], times["library again"])
+        met.append(ok and ratio >= min(1.0, spread))
+        print(f"{method:22s} {times['vizkit'] / n:12.3f} {times['library'] / n:13.3f} {ratio:5.2f}x {spread:5.2f}x "
+              f"{ratio_wall:5.2f}x  {text}"
               f"{'' if ok else '  DISAGREE'}", flush=True)
     return met
 
@@ -198,11 +212,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--images", type=int, default=4)
     p.add_argument("--size", type=int, default=224)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeat", type=int, default=2)
     args = p.parse_args(argv)
     if args.quick:
-        args.images, args.size, args.repeat = 2, 96, 1
+        args.images, args.size, args.repeat = 2, 96, 2
     torch.set_num_threads(args.threads)
     o = {"samples": 8 if args.quick else 32, "window": args.size // 4 if args.quick else args.size // 8}
     print(f"machine: {machine('captum', 'zennit', 'grad-cam', 'quantus')}")
@@ -215,7 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         met += bench_model(name, build(weights=None).eval(), layer, x, args, o)
     quantus_ok = quantus_equality()
     ok = all(met)
-    print(f"\ntarget every wrapped method >= 1x its library, maps agreeing: {'met' if ok else 'NOT met'} "
+    print(f"\ntarget every wrapped method >= 1x its library (or within its A/A spread), maps agreeing: "
+          f"{'met' if ok else 'NOT met'} "
           f"({sum(met)}/{len(met)})")
     print(f"target equal to Quantus on 2 metrics: {'met' if quantus_ok else 'NOT met'}")
     return 0 if ok and quantus_ok else 1

@@ -140,6 +140,10 @@ def report_sections(result: ReportResult, info: ReportInfo) -> list[Section]:
     if occ.sanity:
         sections.append(Section("Sanity checks", [built(fig) for fig in sanity_pages(occ.sanity)],
                                 summary="cascading randomisation and image dependence of each method"))
+    if result.attribution is not None:
+        from vizkit.render.report_attribution import attribution_section
+
+        sections.append(attribution_section(result.attribution))
     first = 2 + sum(len(section.pages) for section in sections)  # after the contents page
     sections.append(Section("Filters", filters_page_makers(result.filters.stats, pictured=result.filters.pictured,
                                                            first_page=first),

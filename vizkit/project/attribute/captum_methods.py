@@ -72,7 +72,8 @@ def captum_attribute(method: str, model: nn.Module, x: torch.Tensor, target: lis
     """One batch through Captum. ``noise_std`` (absolute) is the noise tunnel's, fixed by the caller for the whole
     input so that batching does not change it."""
     forward, captum_target = _forward(model, target)
-    x = x.detach().clone().requires_grad_(method != "occlusion")  # Captum warns when it has to set the flag
+    # a detached alias (no copy) carries the flag: the caller's tensor is untouched; Captum warns if it sets it
+    x = x.detach().requires_grad_(method != "occlusion")
     if method != "smoothgrad":
         return _algorithm(method, forward).attribute(x, target=captum_target, **_kwargs(method, x, baseline, options))
     from captum.attr import NoiseTunnel

@@ -1,12 +1,14 @@
 """``attribute``: one entry point for every method of ``METHODS``, batched, on a model left exactly as it was."""
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from vizkit.project.attribute.audit import audit_model, check_method
+from vizkit.project.attribute.audit import ModelAudit, audit_model, check_method
 from vizkit.project.attribute.cam import cam_batch
 from vizkit.project.attribute.captum_methods import CaptumOptions, captum_attribute
 from vizkit.project.attribute.inputs import (
@@ -29,7 +31,7 @@ from vizkit.project.targets import TargetFn
 def attribute(model: nn.Module, x: torch.Tensor, method: str, target: AttrTarget = None, *,
               layer: str | None = None, baseline: Baseline | Path = "black", samples: int | None = None,
               batch_size: int = 16, composite: str = DEFAULT_COMPOSITE, base: str = "saliency", noise: float = 0.15,
-              window: int | None = None, stride: int | None = None) -> torch.Tensor:
+              window: int | None = None, stride: int | None = None, audit: ModelAudit | None = None) -> torch.Tensor:
     """The ``method``'s attribution of ``target`` for every image of ``x`` (N, C, H, W): float32 (N, C, H, W) on
     ``x``'s device, or (N, 1, H, W) for the CAM methods (the layer's map upsampled, unscaled).
 
@@ -42,17 +44,21 @@ def attribute(model: nn.Module, x: torch.Tensor, method: str, target: AttrTarget
     also numpy's global one, as Captum draws from it).
 
     Models on which the wrapped library would be silently wrong (``audit.py``) are refused with a one-line error
-    naming the module; the model is left exactly as it was, also when something raises.
+    naming the module; ``audit``: the model's ``audit_model`` when the caller has it already (one forward saved per
+    call). The model is left exactly as it was, also when something raises.
     """
     info = method_info(method)
     check_images(x)
-    if info.audited:
-        check_method(audit_model(model, x[:1]), method)
+    hooked = [m for m in (method, base if method == "smoothgrad" else "") if m and method_info(m).audited]
+    for name in hooked:  # a noise tunnel over DeepLift has DeepLift's traps
+        check_method(audit or cached_audit(model, x), name)
     if info.library == "vizkit" and not info.cam:
         check_interceptable(model, method)
     if info.cam and layer is None:
         layer = default_gradcam_layer(model, (1, *x.shape[1:]))
-    with guarded(model, inplace_off=info.library in ("captum", "zennit")):
+    # In-place activations break the module hooks of DeepLift and zennit (the audited methods); Captum's other
+    # methods hook nothing and only call the forward: neither out-of-place copies nor a snapshot of hooks for them.
+    with guarded(model, inplace_off=bool(hooked), snapshot=info.library != "captum" or bool(hooked)):
         resolved = resolve_target(model, x, target, batch_size)
         needs_baseline = info.baseline or (method == "smoothgrad" and METHODS[base].baseline)
         base_tensor = make_baseline(baseline, x) if needs_baseline else torch.zeros_like(x)
@@ -75,6 +81,22 @@ def attribute(model: nn.Module, x: torch.Tensor, method: str, target: AttrTarget
         return run_batched(x, resolved, base_tensor, batch_size, lambda xb, tb, bb: rule(model, xb, tb))
 
 
+_AUDITS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[Any, ...], ModelAudit]] = weakref.WeakKeyDictionary()
+
+
+def cached_audit(model: nn.Module, x: torch.Tensor) -> ModelAudit:
+    """``audit_model`` once per model, input size and module structure (each module's type, its own ``forward``
+    if patched, its in-place flag): the audit costs a forward, which repeated calls would otherwise pay each time."""
+    key = (tuple(x.shape[1:]), x.dtype, tuple((name, type(m), m.__dict__.get("forward"), getattr(m, "inplace", None))
+                                              for name, m in model.named_modules()))
+    hit = _AUDITS.get(model)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    audit = audit_model(model, x[:1])
+    _AUDITS[model] = (key, audit)
+    return audit
+
+
 def guided_batch(model: nn.Module, x: torch.Tensor, target: list[int] | TargetFn) -> torch.Tensor:
     targets = target if callable(target) else [[t] for t in target]
     return torch.from_numpy(guided_backprop(model, x, targets)[:, 0]).to(x.device)
@@ -82,7 +104,7 @@ def guided_batch(model: nn.Module, x: torch.Tensor, target: list[int] | TargetFn
 
 def deconvnet_batch(model: nn.Module, x: torch.Tensor, target: list[int] | TargetFn) -> torch.Tensor:
     """The target's score projected to the input with the deconvnet rule on every rectifier call."""
-    x = x.detach().clone().requires_grad_(True)
+    x = x.detach().requires_grad_(True)  # an alias: the caller's tensor keeps its flag, nothing is copied
     with torch.enable_grad():
         with DeconvRules():
             score = objective(model(x), target)

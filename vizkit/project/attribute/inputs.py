@@ -130,13 +130,14 @@ def _broadcast(b: torch.Tensor, x: torch.Tensor, what: str) -> torch.Tensor:
 
 
 @contextmanager
-def guarded(model: nn.Module, *, inplace_off: bool = False) -> Iterator[nn.Module]:
+def guarded(model: nn.Module, *, inplace_off: bool = False, snapshot: bool = True) -> Iterator[nn.Module]:
     """Eval mode and frozen parameters for the block, then the model exactly as it was: flags, gradients, and every
     hook and attribute a wrapped library (Captum's DeepLift stores ``module.input``; zennit registers hooks) added,
     also when the block raises. ``inplace_off`` runs in-place activations out of place for the block (forward values
-    are identical; Captum's and zennit's module hooks break on in-place outputs)."""
+    are identical; Captum's and zennit's module hooks break on in-place outputs). ``snapshot=False`` skips the
+    attribute and hook snapshot (about 20 us per module) for code that only calls the model's forward."""
     saved = {m: (dict(m.__dict__), {k: dict(getattr(m, k)) for k in _HOOK_DICTS if hasattr(m, k)})
-             for m in model.modules()}
+             for m in model.modules()} if snapshot else {}
     try:
         with preserve_model_state(model):
             if inplace_off:
@@ -159,6 +160,9 @@ def guarded(model: nn.Module, *, inplace_off: bool = False) -> Iterator[nn.Modul
 
 
 def as_float32(parts: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The parts as one float32 tensor; a single part is not copied."""
+    if len(parts) == 1:
+        return parts[0].detach().float()
     return torch.cat([p.detach().float() for p in parts])
 
 

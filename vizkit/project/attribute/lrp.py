@@ -59,7 +59,7 @@ def make_composite(name: str, model: nn.Module, bounds: tuple[float, float] | No
 
 def lrp_batch(model: nn.Module, x: torch.Tensor, target: list[int] | TargetFn, composite: Any) -> torch.Tensor:
     """Relevance at the input for one batch. The composite's hooks and canonizers exist only inside this call."""
-    x = x.detach().clone().requires_grad_(True)
+    x = x.detach().requires_grad_(True)  # an alias: the caller's tensor keeps its flag, nothing is copied
     with torch.enable_grad(), composite.context(model) as modified:
         score = objective(modified(x), target)
         (relevance,) = torch.autograd.grad(score, x, score.detach())

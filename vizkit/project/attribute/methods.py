@@ -9,7 +9,9 @@ the input's channels, ``(N, C, H, W)``.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -70,4 +72,69 @@ def is_signed(method: str, base: str = "saliency") -> bool:
     return METHODS[base].signed if method == "smoothgrad" else method_info(method).signed
 
 
-__all__ = ["METHODS", "SMOOTHABLE", "MethodInfo", "is_signed", "method_info"]
+@dataclass(frozen=True)
+class MethodSpec:
+    """One method as the user names it: ``label`` (``lrp:epsilon-alpha2-beta1``) keys its outputs; ``method`` is
+    the ``METHODS`` name; ``option`` the LRP composite or the noise tunnel's base method (None: the default);
+    ``optional``: expanded from ``all``, so a model the method would be wrong on skips it instead of failing."""
+
+    label: str
+    method: str
+    option: str | None = None
+    optional: bool = False
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """``attribute``'s keyword for the option."""
+        if self.option is None:
+            return {}
+        return {"composite": self.option} if self.method == "lrp" else {"base": self.option}
+
+    @property
+    def audited(self) -> list[str]:
+        """The ``METHODS`` names whose library hooks run for this spec (a noise tunnel's base included) and that
+        ``audit.py`` must clear on the model."""
+        names = [self.method] + ([self.option] if self.method == "smoothgrad" and self.option else [])
+        return [n for n in names if METHODS[n].audited]
+
+    @property
+    def signed(self) -> bool:
+        return is_signed(self.method, self.option or "saliency") if self.method == "smoothgrad" else \
+            METHODS[self.method].signed
+
+
+def parse_method(spec: str, optional: bool = False) -> MethodSpec:
+    """``M`` or ``M:OPTION`` (``lrp:COMPOSITE``, ``smoothgrad:BASE``), checked; a one-line error names the fix."""
+    from vizkit.errors import UserInputError
+    from vizkit.project.attribute.lrp import COMPOSITES
+
+    name, _, option = spec.strip().partition(":")
+    method_info(name)
+    if not option:
+        return MethodSpec(name, name, None, optional)
+    choices = {"lrp": COMPOSITES, "smoothgrad": SMOOTHABLE}.get(name)
+    if choices is None:
+        raise UserInputError(f"method '{spec}': only lrp (a composite) and smoothgrad (a base method) take "
+                             "':OPTION'")
+    if option not in choices:
+        raise UserInputError(f"method '{spec}': unknown {'composite' if name == 'lrp' else 'base method'} "
+                             f"'{option}'; choose from {', '.join(choices)}")
+    return MethodSpec(f"{name}:{option}", name, option, optional)
+
+
+def parse_methods(specs: Sequence[str]) -> list[MethodSpec]:
+    """Every spec parsed once, duplicates dropped; ``all`` stands for every method with its defaults."""
+    parsed: dict[str, MethodSpec] = {}
+    for spec in specs:
+        every = spec.strip() == "all"
+        for one in [parse_method(m, optional=True) for m in METHODS] if every else [parse_method(spec)]:
+            parsed.setdefault(one.label, one)
+    if not parsed:
+        from vizkit.errors import UserInputError
+
+        raise UserInputError("no attribution method given; name one with --method (e.g. integrated-gradients)")
+    return list(parsed.values())
+
+
+__all__ = ["METHODS", "SMOOTHABLE", "MethodInfo", "MethodSpec", "is_signed", "method_info", "parse_method",
+           "parse_methods"]

@@ -48,8 +48,13 @@ def randomisation_check(model: nn.Module, x: torch.Tensor, method: str, target: 
         attribution = attribute(model, x, method, resolved, batch_size=batch_size, **options)
     torch.manual_seed(seed)
     randomised = attribute(twin, x, method, resolved, batch_size=batch_size, **options)
+    return map_correlation(attribution, randomised)
+
+
+def map_correlation(attribution: torch.Tensor, randomised: torch.Tensor) -> np.ndarray:
+    """(N,) Spearman correlation of the two maps' per-pixel magnitudes, image by image."""
     a, b = pixel_magnitude(attribution), pixel_magnitude(randomised)
     return np.array([rank_correlation(a[i], b[i]) for i in range(a.shape[0])])
 
 
-__all__ = ["randomisation_check", "randomised_copy"]
+__all__ = ["map_correlation", "randomisation_check", "randomised_copy"]

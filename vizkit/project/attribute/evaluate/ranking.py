@@ -8,12 +8,13 @@ Metrics, each a mean over images, and the direction that is better:
 | ``deletion-morf`` | lower | the score falls as soon as the most relevant pixels go |
 | ``deletion-lerf`` | higher | removing the least relevant pixels first keeps the score |
 | ``insertion-morf`` | higher | inserting the most relevant pixels first restores the score |
+| ``insertion-lerf`` | lower | inserting the least relevant pixels first leaves the score low |
 | ``road-morf`` | lower | as deletion-morf, with ROAD's imputation (no shape leak) |
 | ``randomisation`` | lower | the map changes when the weights are random |
 
-``deletion-lerf`` mirrors ``insertion-morf`` (keeping the top k pixels is inserting them), so it is not in the
-default set. The overall order is by mean rank over the metrics (rank 1 = best on that metric; ties share the
-mean rank).
+``deletion-lerf`` mirrors ``insertion-morf`` (keeping the top k pixels is inserting them) and ``insertion-lerf``
+mirrors ``deletion-morf``, so they are not in the default set. The overall order is by mean rank over the metrics
+(rank 1 = best on that metric; ties share the mean rank).
 """
 from __future__ import annotations
 
@@ -31,8 +32,8 @@ from vizkit.project.attribute.evaluate.randomisation import randomisation_check
 from vizkit.project.attribute.evaluate.road import PERCENTAGES, road
 from vizkit.project.attribute.inputs import AttrTarget, Baseline, guarded, resolve_target
 
-LOWER_IS_BETTER = {"deletion-morf": True, "deletion-lerf": False, "insertion-morf": False, "road-morf": True,
-                   "randomisation": True}
+LOWER_IS_BETTER = {"deletion-morf": True, "deletion-lerf": False, "insertion-morf": False, "insertion-lerf": True,
+                   "road-morf": True, "randomisation": True}
 
 DEFAULT_METRICS = ("deletion-morf", "insertion-morf", "road-morf", "randomisation")
 
@@ -67,7 +68,7 @@ def rank_methods(model: nn.Module, x: torch.Tensor, methods: Sequence[str], targ
         torch.manual_seed(seed)
         attr = attribute(model, x, method, resolved, batch_size=batch_size, baseline=baseline, **options)
         for metric in metrics:
-            if metric in ("deletion-morf", "deletion-lerf", "insertion-morf"):
+            if metric in ("deletion-morf", "deletion-lerf", "insertion-morf", "insertion-lerf"):
                 mode, order = metric.split("-")
                 curve = perturbation_curve(model, x, attr, resolved, mode=mode, order=order, steps=steps,
                                            baseline=baseline, batch_size=batch_size)
@@ -80,11 +81,28 @@ def rank_methods(model: nn.Module, x: torch.Tensor, methods: Sequence[str], targ
                                                              batch_size=batch_size, baseline=baseline, **options))
             else:
                 raise ValueError(f"unknown metric '{metric}'; choose from {', '.join(LOWER_IS_BETTER)}")
-    stacked = {m: np.stack(v) for m, v in per_image.items()}
-    scores = {m: v.mean(axis=1) for m, v in stacked.items()}
-    mean_rank = np.mean([_ranks(scores[m], LOWER_IS_BETTER[m]) for m in metrics], axis=0)
+    return rank_scores(methods, {m: np.stack(v) for m, v in per_image.items()})
+
+
+def rank_scores(methods: Sequence[str], per_image: dict[str, np.ndarray]) -> MethodRanking:
+    """Rank ``methods`` from already measured ``per_image[metric]`` (M, N) values (see the module docstring).
+    A value that could not be measured (NaN: a constant map has no rank correlation) ranks last on its metric."""
+    scores = {m: _nan_mean(v) for m, v in per_image.items()}
+    ranks = []
+    for metric, values in scores.items():
+        worst = np.inf if LOWER_IS_BETTER[metric] else -np.inf
+        ranks.append(_ranks(np.where(np.isnan(values), worst, values), LOWER_IS_BETTER[metric]))
+    mean_rank = np.mean(ranks, axis=0)
     best_first = [methods[int(i)] for i in np.argsort(mean_rank, kind="stable")]
-    return MethodRanking(list(methods), scores, mean_rank, best_first, stacked)
+    return MethodRanking(list(methods), scores, mean_rank, best_first, dict(per_image))
 
 
-__all__ = ["LOWER_IS_BETTER", "MethodRanking", "rank_methods"]
+def _nan_mean(values: np.ndarray) -> np.ndarray:
+    """Row means over the finite entries; NaN for a row without any (no warning)."""
+    finite = np.isfinite(values)
+    counts = finite.sum(axis=1)
+    sums = np.where(finite, values, 0.0).sum(axis=1)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+__all__ = ["LOWER_IS_BETTER", "MethodRanking", "rank_methods", "rank_scores"]
