@@ -5,7 +5,15 @@ import sys
 from typing import Any
 
 import click
-from vizkit_cli.common import errors_to_exit_codes, finish, image_command, model_options, progress, stage_layers_option
+from vizkit_cli.common import (
+    errors_to_exit_codes,
+    finish,
+    frame_options,
+    image_command,
+    model_options,
+    progress,
+    stage_layers_option,
+)
 
 EPILOG = """\b
 Examples:
@@ -18,6 +26,7 @@ Examples:
 @click.command(epilog=EPILOG)
 @image_command
 @model_options
+@frame_options
 @stage_layers_option
 @click.option("--top", "-n", default=64, show_default=True, type=click.IntRange(min=1),
               help="Feature maps per layer, strongest first (by max activation, ties by mean).")
@@ -26,13 +35,15 @@ Examples:
 @errors_to_exit_codes
 def activations(images: tuple[str, ...], model: str | None, weights: str | None, allow_download: bool,
                 allow_pickle: bool, layers: tuple[str, ...], top: int, scale: str, out: str, device: str,
-                model_extra: dict[str, Any]) -> None:
+                frames: dict[str, Any], model_extra: dict[str, Any]) -> None:
     """Feature-map grids: for each layer, its strongest feature maps for each IMAGE (the sample photos when none
     is given), labelled with channel and maximum.
 
     Writes OUT/<image>/activations.pdf, activations.npz (input; per layer: channels, maps, max) and
     activations.manifest.json.
     One forward pass per image, stopped after the deepest layer. A bad image is reported and skipped (exit 2).
+    A video file writes OUT/<video>/activations.mp4 (each frame beside its maps), .npz (per frame), .pdf (contact
+    sheet) and .manifest.json, reading frames as chosen by --every and --max-frames.
     """
     from vizkit.jobs.activations import ActivationsConfig, run_activations
     from vizkit.load import DEFAULT_MODEL, sample_images
@@ -40,7 +51,8 @@ def activations(images: tuple[str, ...], model: str | None, weights: str | None,
     images = images or tuple(str(p) for p in sample_images())
     config = ActivationsConfig(images=images, model=model or DEFAULT_MODEL, weights=weights, layers=layers or None,
                                top=top, scale=scale, out=out, device=device, allow_pickle=allow_pickle,
-                               allow_download=allow_download, command=["vizkit", *sys.argv[1:]], **model_extra)
+                               allow_download=allow_download, command=["vizkit", *sys.argv[1:]], **frames,
+                               **model_extra)
     with progress(len(images)) as step:
         report = run_activations(config, progress=step)
     finish(report)

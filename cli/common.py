@@ -143,6 +143,22 @@ def stage_layers_option(fn: Callable[..., Any]) -> Callable[..., Any]:
                              "stage.")(fn)
 
 
+def frame_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--every and --max-frames, for commands that also take video files; gathered into ``frames``, a dict of
+    ``VideoJob`` fields to pass on as ``**frames``."""
+    command = fn
+
+    @wraps(command)
+    def gather(*args: Any, **kwargs: Any) -> Any:
+        kwargs["frames"] = {"every": kwargs.pop("every"), "max_frames": kwargs.pop("max_frames")}
+        return command(*args, **kwargs)
+
+    fn = click.option("--max-frames", default=None, type=click.IntRange(min=1), metavar="N",
+                      help="Videos: at most N frames (after --every). Default: all.")(gather)
+    return click.option("--every", default=1, show_default=True, type=click.IntRange(min=1), metavar="N",
+                        help="Videos (.mp4, .avi, .mov, ... read with OpenCV): use every N-th frame.")(fn)
+
+
 MODEL_EXTRA = ("model_kwargs", "input_size", "mean", "std", "classes", "seed")
 
 

@@ -5,7 +5,15 @@ import sys
 from typing import Any
 
 import click
-from vizkit_cli.common import errors_to_exit_codes, finish, image_command, model_options, progress, stage_layers_option
+from vizkit_cli.common import (
+    errors_to_exit_codes,
+    finish,
+    frame_options,
+    image_command,
+    model_options,
+    progress,
+    stage_layers_option,
+)
 
 EPILOG = """\b
 Examples:
@@ -20,6 +28,7 @@ Examples:
 @click.command(epilog=EPILOG)
 @image_command
 @model_options
+@frame_options
 @stage_layers_option
 @click.option("--top-k", "-k", default=9, show_default=True, type=click.IntRange(min=1),
               help="Feature maps per layer, ranked by their strongest activation.")
@@ -35,11 +44,14 @@ Examples:
 @errors_to_exit_codes
 def deconv(images: tuple[str, ...], model: str | None, weights: str | None, allow_download: bool,
            allow_pickle: bool, layers: tuple[str, ...], top_k: int, mode: str, out: str, device: str,
-           no_crop: bool, engine: str, save_switches: bool, model_extra: dict[str, Any]) -> None:
+           no_crop: bool, engine: str, save_switches: bool, frames: dict[str, Any],
+           model_extra: dict[str, Any]) -> None:
     """Project the strongest feature maps of each layer back to pixels (Zeiler-Fergus deconvnet).
 
     Writes OUT/<image>/deconv.pdf, deconv.npz and manifest.json for every IMAGE (the sample photos when none is
-    given). A bad image is reported and skipped; the exit code is then 2.
+    given). A bad image is reported and skipped; the exit code is then 2. A video file writes OUT/<video>/deconv.mp4
+    (each frame beside its projections), .npz (per frame), .pdf (contact sheet) and .manifest.json, reading frames as
+    chosen by --every and --max-frames.
     """
     from vizkit.jobs.deconv import DeconvConfig, run_deconv
     from vizkit.load import DEFAULT_MODEL, sample_images
@@ -48,7 +60,7 @@ def deconv(images: tuple[str, ...], model: str | None, weights: str | None, allo
     config = DeconvConfig(images=images, model=model or DEFAULT_MODEL, weights=weights, layers=layers or None,
                           top_k=top_k, mode=mode, out=out, device=device, allow_pickle=allow_pickle,
                           allow_download=allow_download, crop=not no_crop, engine=engine,
-                          save_switches=save_switches, command=["vizkit", *sys.argv[1:]], **model_extra)
+                          save_switches=save_switches, command=["vizkit", *sys.argv[1:]], **frames, **model_extra)
     with progress(len(images)) as step:
         report = run_deconv(config, progress=step)
     finish(report)

@@ -5,7 +5,7 @@ import sys
 from typing import Any
 
 import click
-from vizkit_cli.common import errors_to_exit_codes, finish, image_command, model_options, progress
+from vizkit_cli.common import errors_to_exit_codes, finish, frame_options, image_command, model_options, progress
 
 EPILOG = """\b
 Examples:
@@ -18,6 +18,7 @@ Examples:
 @click.command(epilog=EPILOG)
 @image_command
 @model_options
+@frame_options
 @click.option("--layer", "-l", default=None, metavar="L",
               help="Layer name from model.named_modules(). Default: the last spatial feature layer.")
 @click.option("--target", "-t", "targets", multiple=True, metavar="T",
@@ -29,11 +30,13 @@ Examples:
 def gradcam(images: tuple[str, ...], model: str | None, weights: str | None, allow_download: bool,
             allow_pickle: bool, layer: str | None, targets: tuple[str, ...], out: str, device: str,
             batch_size: int,
-            model_extra: dict[str, Any]) -> None:
+            frames: dict[str, Any], model_extra: dict[str, Any]) -> None:
     """Grad-CAM, guided backprop and guided Grad-CAM of each IMAGE for one or more target classes.
 
     Writes OUT/<image>/gradcam.pdf, gradcam.npz and gradcam.manifest.json for every IMAGE (the sample photos when
-    none is given). A bad image is reported and skipped; the exit code is then 2.
+    none is given). A bad image is reported and skipped; the exit code is then 2. A video file writes
+    OUT/<video>/gradcam.mp4 (the overlay of the first target), .npz (per frame), .pdf (contact sheet) and
+    .manifest.json, reading frames as chosen by --every and --max-frames.
     """
     from vizkit.jobs.gradcam import GradCamConfig, run_gradcam
     from vizkit.load import DEFAULT_MODEL, sample_images
@@ -42,7 +45,7 @@ def gradcam(images: tuple[str, ...], model: str | None, weights: str | None, all
     config = GradCamConfig(images=images, model=model or DEFAULT_MODEL, weights=weights, layer=layer,
                            targets=targets or ("auto",), out=out, device=device, batch_size=batch_size,
                            allow_pickle=allow_pickle, allow_download=allow_download,
-                           command=["vizkit", *sys.argv[1:]], **model_extra)
+                           command=["vizkit", *sys.argv[1:]], **frames, **model_extra)
     with progress(len(images)) as step:
         report = run_gradcam(config, progress=step)
     finish(report)

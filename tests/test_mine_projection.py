@@ -13,7 +13,7 @@ from torch import nn
 from vizkit.errors import UserInputError
 from vizkit.project.cone import ConeConv
 from vizkit.project.deconv import Unit, _cropped_units, analyse_receptive_fields, deconv
-from vizkit.project.mine_projection import project_units, select_units
+from vizkit.project.mine_projection import Request, _share_forwards, project_requests, project_units, select_units
 from vizkit.testing.model_state import hook_count
 
 
@@ -161,3 +161,31 @@ def test_select_units() -> None:
             select_units(result, "5", bad)
     with pytest.raises(UserInputError, match="not scanned"):
         select_units(result, "7", "all")
+
+
+def test_cone_serves_crop_requests_from_a_shared_forward() -> None:
+    """With the cone backward, an image whose crops together cover more than the image is forwarded once whole;
+    an image with a few small crops stays on crops. Both give the projections of the crop path."""
+    model = small_vgg()
+    images = dict(enumerate(random_images(2)))
+    rf = analyse_receptive_fields(model, (1, 3, 32, 32))["5"]
+    with torch.no_grad():
+        acts = model[:6](torch.stack([images[0], images[1]]))  # layer "5": (2, 12, 16, 16), ReLU'd
+
+    def peak(image: int, channel: int) -> tuple[int, int]:  # a position where the unit fires: nonzero projection
+        flat = int(acts[image, channel].argmax())
+        return flat // 16, flat % 16
+
+    many = [Request(c, 0, peak(0, c)) for c in range(9)]  # 9 crops of at least 7 x 7 ... 13 x 13
+    few = [Request(1, 1, peak(1, 1)), Request(2, 1, peak(1, 2))]
+    requests = many + few
+    on_crop = _cropped_units(rf, "max", [Unit(r.channel, r.position) for r in requests], 32, 32)
+    assert all(on_crop)
+    areas = [(y1 - y0) * (x1 - x0) for y0, y1, x0, x1 in (rf.crop_box(*r.position, 32, 32) for r in requests)]
+    assert sum(areas[:9]) > 32 * 32 >= sum(areas[9:])  # the rule's two sides
+    assert _share_forwards(requests, on_crop, rf, 32, 32) == [False] * 9 + [True] * 2
+    cone = project_requests(model, images, "5", requests, receptive_field=rf, cone=True)
+    plain = project_requests(model, images, "5", requests, receptive_field=rf, cone=False)
+    for (a, box_a), (b, box_b) in zip(cone, plain, strict=True):
+        assert box_a == box_b and np.abs(b).max() > 0
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * np.abs(b).max())

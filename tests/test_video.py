@@ -16,7 +16,7 @@ from vizkit.errors import UserInputError, VideoError
 from vizkit.jobs.video_steps import _Keeper, run_video
 from vizkit.load import LoadedModel, Preprocessing
 from vizkit.load.video import frame_input, is_video, iter_frames, probe_video
-from vizkit.render.npz_stream import NpzStream
+from vizkit.outputs.npz_stream import NpzStream
 from vizkit.render.video_stream import VideoStreamWriter
 from vizkit.testing.model_state import hook_count, state_fingerprint
 

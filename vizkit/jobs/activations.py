@@ -13,15 +13,16 @@ import torch
 
 from vizkit.capture.activations import DEFAULT_TOP, activation_grids
 from vizkit.errors import UserInputError
-from vizkit.jobs.common import ImageJob, JobReport, for_each_image
+from vizkit.jobs.common import JobReport, VideoJob, for_each_image
 from vizkit.jobs.context import RunContext, tiny_activation_notes
 from vizkit.load import LoadedModel
 from vizkit.project.results import SCALES, ActivationsResult
 
 
 @dataclass
-class ActivationsConfig(ImageJob):
-    """Options of ``vizkit activations``. ``images`` empty means the bundled sample photos."""
+class ActivationsConfig(VideoJob):
+    """Options of ``vizkit activations``. ``images`` empty means the bundled sample photos; video files among
+    them go through ``run_video`` (``every``/``max_frames`` choose the frames)."""
 
     layers: Sequence[str] | None = None
     top: int = DEFAULT_TOP
@@ -56,6 +57,7 @@ def run_activations(config: ActivationsConfig, *, progress: Callable[[str], None
     from vizkit.render.writer import write_outputs
 
     config.check()
+    inputs = config.inputs()
     ctx = RunContext.from_job(config)
     layers = ctx.layers(config.layers)
     settings = {"layers": layers, "top": config.top, "scale": config.scale, "device": str(ctx.device),
@@ -67,7 +69,10 @@ def run_activations(config: ActivationsConfig, *, progress: Callable[[str], None
         timings = {"load_model": ctx.load_seconds, "forward": time.perf_counter() - t0}
         return write_outputs(result, ctx.info(path, settings), config.out, stem, timings)
 
-    return for_each_image(config.image_paths(), work, progress)
+    report = for_each_image(inputs.stills, work, progress, stems=inputs.still_stems)
+    report.extend(config.run_videos(ctx, inputs, "activations", progress, layers=layers, top=config.top,
+                                    scale=config.scale))
+    return report
 
 
 __all__ = ["SCALES", "ActivationsConfig", "activations_image", "activations_tensor",

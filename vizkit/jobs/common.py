@@ -83,6 +83,53 @@ class ImageJob(ModelJob):
         return [Path(p) for p in self.images] or sample_images()
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """A command's files split into still images and videos, each with its output folder name (the names are made
+    unique over all the files together, so an image and a video of one stem do not share a folder)."""
+
+    stills: list[Path]
+    still_stems: list[str]
+    videos: list[Path]
+    video_stems: list[str]
+
+
+@dataclass(kw_only=True)
+class VideoJob(ImageJob):
+    """An image command that also takes video files (a video extension, or a file Pillow cannot read that OpenCV
+    opens with more than one frame): ``every`` and ``max_frames`` choose their frames (``vizkit.load.video``)."""
+
+    every: int = 1
+    max_frames: int | None = None
+
+    def inputs(self) -> Inputs:
+        """Split the files (no pixels are decoded); a frame selection that chooses nothing raises here."""
+        from vizkit.load.video import check_selection, is_video
+
+        check_selection(self.every, self.max_frames)
+        paths = self.image_paths()
+        stems = output_stems(paths)
+        video = [is_video(p, probe=True) for p in paths]
+        return Inputs([p for p, v in zip(paths, video, strict=True) if not v],
+                      [s for s, v in zip(stems, video, strict=True) if not v],
+                      [p for p, v in zip(paths, video, strict=True) if v],
+                      [s for s, v in zip(stems, video, strict=True) if v])
+
+    def run_videos(self, ctx: Any, inputs: Inputs, mode: str, progress: Callable[[str], None] | None = None,
+                   **options: Any) -> JobReport:
+        """``run_video`` on each video of ``inputs`` with ``ctx`` (the run's ``RunContext``); a bad video is
+        reported and the batch goes on, as a bad image is."""
+        if not inputs.videos:
+            return JobReport()
+        from vizkit.jobs.video_steps import run_video
+
+        def work(path: Path, stem: str) -> Path:
+            return run_video(ctx, path, mode, self.out, every=self.every, max_frames=self.max_frames, stem=stem,
+                             **options).folder
+
+        return for_each_image(inputs.videos, work, progress, stems=inputs.video_stems)
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -15,7 +15,7 @@ import torch
 
 from vizkit.capture.probe import probe_input
 from vizkit.errors import UserInputError
-from vizkit.jobs.common import ImageJob, JobReport, for_each_image
+from vizkit.jobs.common import JobReport, VideoJob, for_each_image
 from vizkit.jobs.context import RunContext, tiny_activation_notes
 from vizkit.load import LoadedModel
 from vizkit.project.deconv import ENGINES, MODES, DeconvOutput, deconv
@@ -26,9 +26,10 @@ NO_SWITCH_NOTE = ("no max-pool, gate or normalisation statistic before this laye
 
 
 @dataclass
-class DeconvConfig(ImageJob):
+class DeconvConfig(VideoJob):
     """Options of ``vizkit deconv``. ``images`` empty means the bundled sample photos. ``engine``: ``autograd``
-    (any graph) or ``explicit`` (layer by layer, chain models); ``save_switches``: max-pool switches in the npz."""
+    (any graph) or ``explicit`` (layer by layer, chain models); ``save_switches``: max-pool switches in the npz.
+    Video files among ``images`` go through ``run_video`` (``every``/``max_frames`` choose the frames)."""
 
     layers: Sequence[str] | None = None
     top_k: int = 9
@@ -104,6 +105,7 @@ def run_deconv(config: DeconvConfig, *, progress: Callable[[str], None] | None =
     from vizkit.render.writer import write_outputs
 
     config.check()
+    inputs = config.inputs()
     ctx = RunContext.from_job(config)
     layers = ctx.spatial_layers(config.layers)
     if config.engine == "explicit":  # refuse a model the engine cannot walk once, not once per image
@@ -120,7 +122,11 @@ def run_deconv(config: DeconvConfig, *, progress: Callable[[str], None] | None =
         timings = {"load_model": ctx.load_seconds, "project": time.perf_counter() - t0}
         return write_outputs(result, ctx.info(path, settings), config.out, stem, timings)
 
-    return for_each_image(config.image_paths(), work, progress)
+    report = for_each_image(inputs.stills, work, progress, stems=inputs.still_stems)
+    options = {"mode": config.mode, "crop": config.crop, "engine": config.engine}
+    report.extend(config.run_videos(ctx, inputs, "deconv", progress, layers=layers, top_k=config.top_k,
+                                    deconv_options=options))
+    return report
 
 
 __all__ = ["NO_SWITCH_NOTE", "DeconvConfig", "deconv_image", "deconv_output", "deconv_result", "deconv_tensor",

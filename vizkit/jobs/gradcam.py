@@ -16,7 +16,7 @@ import torch
 from vizkit.capture.probe import num_classes
 from vizkit.capture.recorder import resolve_layers
 from vizkit.errors import UserInputError, VizkitError
-from vizkit.jobs.common import ImageJob, JobReport, for_each_image, output_stems
+from vizkit.jobs.common import JobReport, VideoJob, for_each_image
 from vizkit.jobs.context import RunContext
 from vizkit.load import LoadedModel
 from vizkit.project.gradcam import gradcam
@@ -28,9 +28,10 @@ NO_RECTIFIER_NOTE = "no rectifier call was intercepted: guided backprop here equ
 
 
 @dataclass
-class GradCamConfig(ImageJob):
+class GradCamConfig(VideoJob):
     """Options of ``vizkit gradcam``. ``images`` empty means the bundled sample photos; ``layer`` None means the
-    last spatial feature layer; ``targets``: ``auto``, class indices or class names (several allowed)."""
+    last spatial feature layer; ``targets``: ``auto``, class indices or class names (several allowed); video files
+    among ``images`` go through ``run_video`` (``every``/``max_frames`` choose the frames)."""
 
     layer: str | None = None
     targets: Sequence[str] = ("auto",)
@@ -88,15 +89,15 @@ def run_gradcam(config: GradCamConfig, *, progress: Callable[[str], None] | None
     from vizkit.render.writer import write_outputs
 
     config.check()
+    inputs = config.inputs()
     ctx = RunContext.from_job(config)
     layer = config.layer or ctx.deepest_layer()
     resolve_layers(ctx.model, [layer])
     parsed = parse_targets(config.targets, ctx.loaded.class_names, num_classes(ctx.model, ctx.input_shape))
-    images = config.image_paths()
+    images, stems = inputs.stills, inputs.still_stems
     settings = {"layer": layer, "targets": [str(t) for t in config.targets] or ["auto"], "device": str(ctx.device),
                 "batch_size": config.batch_size}
     report = JobReport()
-    stems = output_stems(images)
     for start in range(0, len(images), config.batch_size):  # one forward per batch, one batch in memory
         batch = slice(start, start + config.batch_size)
         results = _batch_results(ctx, images[batch], stems[batch], layer, parsed)
@@ -110,6 +111,8 @@ def run_gradcam(config: GradCamConfig, *, progress: Callable[[str], None] | None
                                  {"load_model": ctx.load_seconds, "project": seconds})
 
         report.extend(for_each_image(images[batch], work, progress, stems=stems[batch]))
+    report.extend(config.run_videos(ctx, inputs, "gradcam", progress, layers=[layer], targets=config.targets,
+                                    batch_size=config.batch_size))
     return report
 
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import torch
@@ -70,16 +70,19 @@ Step = Callable[[list[VideoFrame]], list[FrameOut]]
 def run_video(loaded: LoadedModel | RunContext, path: str | Path, mode: str, out: str | Path, *, every: int = 1,
               max_frames: int | None = None, layers: Sequence[str] | None = None, targets: Sequence[str] = ("auto",),
               top: int = DEFAULT_TOP, scale: str = "shared", top_k: int = 9, batch_size: int = 8,
-              sheet_frames: int = SHEET_FRAMES, progress: Callable[[str], None] | None = None) -> VideoOutputs:
+              deconv_options: Mapping[str, Any] | None = None, sheet_frames: int = SHEET_FRAMES,
+              stem: str | None = None, progress: Callable[[str], None] | None = None) -> VideoOutputs:
     """Run ``mode`` on the frames of ``path`` (see the module docstring); returns the written paths.
 
     ``layers``: gradcam's layer (the first) or the layers of activations/deconv, default the command's own;
-    ``targets``: gradcam's classes; ``top``/``scale``: activations'; ``top_k``: deconv's; ``batch_size``: frames
-    per gradcam forward. Model, layer and option problems raise before the first frame is read.
+    ``targets``: gradcam's classes; ``top``/``scale``: activations'; ``top_k`` and ``deconv_options`` (``mode``,
+    ``crop``, ``engine`` of ``deconv_tensor``): deconv's; ``batch_size``: frames per gradcam forward; ``stem``: the
+    output folder's name (default the file's stem). Model, layer and option problems raise before the first frame
+    is read.
     """
     from vizkit.outputs.atomic import atomic_dir, output_folder
     from vizkit.outputs.manifest import write_manifest
-    from vizkit.render.npz_stream import NpzStream
+    from vizkit.outputs.npz_stream import NpzStream
     from vizkit.render.video_sheet import SheetFrame, write_contact_sheet
     from vizkit.render.video_stream import VideoStreamWriter
 
@@ -91,13 +94,13 @@ def run_video(loaded: LoadedModel | RunContext, path: str | Path, mode: str, out
     info = probe_video(path)  # a missing or unreadable file fails before any model work
     ctx = loaded if isinstance(loaded, RunContext) else RunContext.from_loaded(loaded)
     started = time.perf_counter()
-    step, settings = _make_step(ctx, mode, layers, targets, top, scale, top_k)
+    step, settings = _make_step(ctx, mode, layers, targets, top, scale, top_k, dict(deconv_options or {}))
     fps = info.fps / every if info.fps > 0 else 0.0
     settings = {**settings, "every": every, "max_frames": max_frames, "device": str(ctx.device),
                 "source_fps": info.fps, "source_size": [info.width, info.height]}
     frames = iter_frames(path, every=every, max_frames=max_frames)
     keeper: _Keeper[SheetFrame] = _Keeper(sheet_frames)
-    final = output_folder(out, Path(path).stem)
+    final = output_folder(out, stem or Path(path).stem)
     with atomic_dir(final) as tmp:
         with VideoStreamWriter(tmp / f"{mode}.mp4", fps) as video, NpzStream(tmp / f"{mode}.npz") as arrays:
             count, notes = 0, dict[str, None]()  # notes of any frame, in first-seen order, each once
@@ -111,14 +114,15 @@ def run_video(loaded: LoadedModel | RunContext, path: str | Path, mode: str, out
                     count += 1
                 if progress is not None:
                     progress(f"{Path(path).name}: {count} frames")
-        header = [f"{mode} on {Path(path).name}: {count} frames (every {every}"
-                  + (f", at most {max_frames})" if max_frames else ")"),
-                  f"model {ctx.loaded.name}; " + "; ".join(f"{k} {v}" for k, v in settings.items()
-                                                          if k in ("layer", "layers", "targets", "top", "top_k"))]
-        write_contact_sheet(tmp / f"{mode}.pdf", keeper.kept(), [*header, *notes], keywords=f"vizkit {mode} video")
         run_info = ctx.info(path, settings)
         run_info.notes += list(notes)
-        write_manifest(tmp, run_info, {"total": time.perf_counter() - started},
+        selection = f"every {every}" + (f", at most {max_frames}" if max_frames else "")
+        summary = [f"{count} frames ({selection}) of {info.frame_count if info.frame_count > 0 else 'unknown'} in "
+                   f"the file; {info.width} x {info.height} at {info.fps:g} frames/s",
+                   f"files: {mode}.mp4 (every selected frame), {mode}.npz (per-frame arrays); this sheet shows "
+                   f"{len(keeper.kept())} evenly spaced frames"]
+        write_contact_sheet(tmp / f"{mode}.pdf", keeper.kept(), mode, run_info, summary)
+        write_manifest(tmp, run_info, {"load_model": ctx.load_seconds, "total": time.perf_counter() - started},
                        f"{mode}.manifest.json", extra={"frames": count, "video_frames_total": info.frame_count})
     return VideoOutputs(folder=final, video=final / f"{mode}.mp4", arrays=final / f"{mode}.npz",
                         sheet=final / f"{mode}.pdf", manifest=final / f"{mode}.manifest.json", frames=count)
@@ -154,7 +158,7 @@ def _inputs(ctx: RunContext, batch: list[VideoFrame]) -> torch.Tensor:
 
 
 def _make_step(ctx: RunContext, mode: str, layers: Sequence[str] | None, targets: Sequence[str], top: int,
-               scale: str, top_k: int) -> tuple[Step, dict]:
+               scale: str, top_k: int, deconv_options: dict[str, Any]) -> tuple[Step, dict]:
     """The per-batch function of ``mode`` and its settings, with the model, layers and options checked now."""
     if mode == "gradcam":
         layer = layers[0] if layers else ctx.deepest_layer()
@@ -169,7 +173,7 @@ def _make_step(ctx: RunContext, mode: str, layers: Sequence[str] | None, targets
     if top_k < 1:
         raise UserInputError(f"--top-k must be at least 1, got {top_k}")
     chosen = ctx.spatial_layers(layers)
-    return _deconv_step(ctx, chosen, top_k), {"layers": chosen, "top_k": top_k}
+    return _deconv_step(ctx, chosen, top_k, deconv_options), {"layers": chosen, "top_k": top_k, **deconv_options}
 
 
 def _gradcam_step(ctx: RunContext, layer: str, targets: list[int | None]) -> Step:
@@ -207,9 +211,9 @@ def _activations_step(ctx: RunContext, layers: list[str], top: int, scale: str) 
     return step
 
 
-def _deconv_step(ctx: RunContext, layers: list[str], top_k: int) -> Step:
+def _deconv_step(ctx: RunContext, layers: list[str], top_k: int, options: dict[str, Any]) -> Step:
     def step(batch: list[VideoFrame]) -> list[FrameOut]:
-        result = deconv_tensor(ctx, _inputs(ctx, batch), layers, top_k=top_k)
+        result = deconv_tensor(ctx, _inputs(ctx, batch), layers, top_k=top_k, **options)
         row: dict[str, np.ndarray] = {}
         for lp in result.layers:
             row |= {f"{lp.layer}/channels": np.array([u.channel for u in lp.units], np.int64),

@@ -35,6 +35,7 @@ class _Geometry:
         self.shape = shape
         self.stride, self.padding, self.dilation = _pair(stride), _pair(padding), _pair(dilation)
         self.groups = groups
+        self.flipped: torch.Tensor | None = None  # the stride-1 filters for the "full" convolution, made once
 
 
 class _ConeConv2d(torch.autograd.Function):
@@ -89,7 +90,9 @@ def cone_input_grad(grad: torch.Tensor, weight: torch.Tensor, geo: _Geometry) ->
             # stride 1: the transposed convolution is a plain "full" convolution with the flipped filters, which
             # runs on the (faster) forward kernels
             if flipped is None:
-                flipped = weight.flip(2, 3).transpose(0, 1).contiguous()
+                if geo.flipped is None:  # kept on the graph: every round of a retained graph reuses it
+                    geo.flipped = weight.flip(2, 3).transpose(0, 1).contiguous()
+                flipped = geo.flipped
             (dy, dx), (kh, kw) = geo.dilation, weight.shape[2:]
             t = F.conv2d(g, flipped, padding=((kh - 1) * dy, (kw - 1) * dx), dilation=geo.dilation)[0]
         else:

@@ -93,6 +93,8 @@ def project_requests(model: nn.Module, images: dict[int, torch.Tensor], layer: s
     _, height, width = next(iter(images.values())).shape
     units = [Unit(r.channel, r.position) for r in requests]
     on_crop = _cropped_units(receptive_field, "max", units, height, width)
+    if cone and receptive_field is not None:
+        on_crop = _share_forwards(requests, on_crop, receptive_field, height, width)
     boxes = [_output_box(receptive_field, r.position, height, width) for r in requests]
     out: list[np.ndarray | None] = [None] * len(requests)
     with preserve_model_state(model):
@@ -103,6 +105,23 @@ def project_requests(model: nn.Module, images: dict[int, torch.Tensor], layer: s
         for i, grad in _project_full(model, images, layer, requests, full_idx, batch_size, cone):
             out[i] = _cut(grad, (0, height, 0, width), boxes[i])
     return [(p, b) for p, b in zip(out, boxes, strict=True) if p is not None]
+
+
+def _share_forwards(requests: Sequence[Request], on_crop: list[bool], rf: ReceptiveField, height: int,
+                    width: int) -> list[bool]:
+    """With the cone backward, an image forwarded whole anyway serves all its requests: a cone backward over that
+    shared forward costs less than a forward and a backward over the request's crop. An image whose requests all
+    fit on crops stays on crops while their crops together cover less than one image."""
+    area: dict[int, int] = {}
+    whole: set[int] = set()
+    for r, flag in zip(requests, on_crop, strict=True):
+        if not flag:
+            whole.add(r.image)
+            continue
+        y0, y1, x0, x1 = _crop_box(rf, Unit(r.channel, r.position), height, width)
+        area[r.image] = area.get(r.image, 0) + (y1 - y0) * (x1 - x0)
+    whole |= {im for im, a in area.items() if a > height * width}
+    return [flag and r.image not in whole for r, flag in zip(requests, on_crop, strict=True)]
 
 
 def _output_box(rf: ReceptiveField | None, position: tuple[int, int], height: int, width: int) -> Box:

@@ -1,5 +1,6 @@
-"""The contact sheet of a video run: the selected frames (as the output video shows them) in a grid, each labelled
-with its frame number, time and a caption (e.g. the Grad-CAM class and peak), on A4 pages built one at a time.
+"""The contact sheet of a video run: page 1 is every command's ``page_one`` (title, the video's path, provenance),
+then the run's summary and notes, then a grid of selected frames, each with its frame number, time and a caption
+(e.g. the Grad-CAM class and peak). Later pages continue the grid; pages are built one at a time.
 """
 from __future__ import annotations
 
@@ -12,13 +13,17 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from vizkit.render.kit.page import A4_PORTRAIT, FONT, LINE, MARGIN, Cursor, axes_at, new_page, wrap
-from vizkit.render.kit.pdf import PageMaker, write_pdf
+from vizkit.outputs.info import ReportInfo
+from vizkit.render.kit.first_page import page_one, page_title
+from vizkit.render.kit.page import A4_PORTRAIT, FONT, LINE, MARGIN, Cursor, axes_at, new_page
+from vizkit.render.kit.pdf import PageMaker, built, write_pdf
+from vizkit.render.kit.provenance import notes_block, page_notes
 
 __all__ = ["SheetFrame", "contact_sheet_pages", "write_contact_sheet"]
 
 COLUMNS = 4  # for square frames; wide ones (a frame beside its grids) get fewer, larger columns
 LABEL_H = 0.32  # inches under each frame: two lines
+ROW_GAP = 0.1
 
 
 @dataclass(frozen=True)
@@ -31,58 +36,72 @@ class SheetFrame:
     caption: str = ""
 
 
-def _columns(frames: Sequence[SheetFrame]) -> int:
-    if not frames:
-        return COLUMNS
-    height, width = frames[0].picture.shape[:2]
-    return max(1, round(COLUMNS * min(1.0, height / width)))
+@dataclass(frozen=True)
+class _Grid:
+    columns: int
+    pic_w: float
+    pic_h: float
+
+    @property
+    def row_h(self) -> float:
+        return self.pic_h + LABEL_H + ROW_GAP
+
+    def rows_between(self, top: float, bottom: float) -> int:
+        return max(0, math.floor((bottom - top) / self.row_h))
 
 
-def _page(frames: Sequence[SheetFrame], header: Sequence[str]) -> Figure:
-    fig = new_page()
-    page_w = fig.get_size_inches()[0]
-    c = Cursor(fig, MARGIN, MARGIN, page_w - 2 * MARGIN)
-    for i, line in enumerate(header):
-        if i == 0:
-            c.line(line, FONT + 2, weight="bold")
-        else:
-            c.paragraph(line)
-    top, columns = c.y + LINE, _columns(frames)
-    cell_w = (page_w - 2 * MARGIN) / columns
-    aspect = frames[0].picture.shape[0] / frames[0].picture.shape[1] if frames else 1.0
-    pic_w = cell_w - 0.12
-    pic_h = pic_w * aspect
+def _grid(frames: Sequence[SheetFrame]) -> _Grid:
+    height, width = frames[0].picture.shape[:2] if frames else (1, 1)
+    columns = max(1, round(COLUMNS * min(1.0, height / width)))
+    pic_w = (A4_PORTRAIT[0] - 2 * MARGIN) / columns - 0.12
+    return _Grid(columns, pic_w, pic_w * height / width)
+
+
+def _draw(fig: Figure, frames: Sequence[SheetFrame], grid: _Grid, top: float) -> None:
+    cell_w = grid.pic_w + 0.12
     for i, frame in enumerate(frames):
-        row, col = divmod(i, columns)
-        x, y = MARGIN + col * cell_w, top + row * (pic_h + LABEL_H + 0.1)
-        ax = axes_at(fig, x, y, pic_w, pic_h)
+        row, col = divmod(i, grid.columns)
+        x, y = MARGIN + col * cell_w, top + row * grid.row_h
+        ax = axes_at(fig, x, y, grid.pic_w, grid.pic_h)
         ax.imshow(frame.picture, interpolation="none")
         ax.set_axis_off()
-        label = Cursor(fig, x, y + pic_h + 0.04, pic_w)
+        label = Cursor(fig, x, y + grid.pic_h + 0.04, grid.pic_w)
         label.line(f"frame {frame.index}  \u00b7  {frame.time:.2f} s")
         if frame.caption:
             label.line(frame.caption, color="0.3")
+
+
+def _later_page(frames: Sequence[SheetFrame], grid: _Grid, title: str) -> Figure:
+    fig = new_page()
+    c = Cursor(fig, MARGIN, MARGIN, A4_PORTRAIT[0] - 2 * MARGIN)
+    c.line(f"{title} (continued)", FONT + 2, weight="bold")
+    _draw(fig, frames, grid, c.y + LINE)
     return fig
 
 
-def contact_sheet_pages(frames: Sequence[SheetFrame], header: Sequence[str]) -> list[PageMaker]:
-    """Page makers: as many frames per page as fit below ``header`` (its first line is the title)."""
-    if not frames:
-        return [lambda: _page([], header)]
-    page_w, page_h = A4_PORTRAIT
-    columns = _columns(frames)
-    cell_w = (page_w - 2 * MARGIN) / columns
-    shape = frames[0].picture.shape
-    pic_h = (cell_w - 0.12) * shape[0] / shape[1]
-    header_lines = 2 + sum(len(wrap(line, page_w - 2 * MARGIN)) for line in header[1:])
-    usable = page_h - 2 * MARGIN - header_lines * LINE - 0.4
-    rows = max(1, math.floor(usable / (pic_h + LABEL_H + 0.1)))
-    per_page = rows * columns
-    chunks = [frames[i:i + per_page] for i in range(0, len(frames), per_page)]
-    return [functools.partial(_page, chunk, header) for chunk in chunks]
+def contact_sheet_pages(frames: Sequence[SheetFrame], command: str, info: ReportInfo, summary: Sequence[str],
+                        notes: Sequence[str] = ()) -> list[PageMaker]:
+    """Page 1 (built now: its header decides how many frames still fit on it) and makers for the later pages."""
+    fig, c = page_one(command, info, compact=True)  # the frames need the room
+    c.heading("Video")
+    for line in summary:
+        c.paragraph(line)
+    notes_block(c, page_notes(info, notes))
+    grid = _grid(frames)
+    top, bottom = c.y + LINE, A4_PORTRAIT[1] - MARGIN - 0.3
+    first = grid.rows_between(top, bottom) * grid.columns
+    _draw(fig, frames[:first], grid, top)
+    rest_rows = max(1, grid.rows_between(MARGIN + 2 * LINE, bottom))
+    per_page = rest_rows * grid.columns
+    title = page_title(command, info)
+    later = [functools.partial(_later_page, frames[i:i + per_page], grid, title)
+             for i in range(first, len(frames), per_page)]
+    return [built(fig), *later]
 
 
-def write_contact_sheet(path: Path, frames: Sequence[SheetFrame], header: Sequence[str], *, keywords: str) -> int:
+def write_contact_sheet(path: Path, frames: Sequence[SheetFrame], command: str, info: ReportInfo,
+                        summary: Sequence[str], notes: Sequence[str] = ()) -> int:
     """Write the sheet to ``path``; returns the page count."""
-    return write_pdf(path, contact_sheet_pages(frames, header), title=header[0], subject="video contact sheet",
-                     keywords=keywords, footer_left=Path(path).name)
+    pages = contact_sheet_pages(frames, command, info, summary, notes)
+    return write_pdf(path, pages, title=page_title(command, info), subject=f"vizkit {command} video contact sheet",
+                     keywords=f"vizkit {command} video", footer_left=Path(path).name)
