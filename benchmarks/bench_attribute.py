@@ -20,8 +20,8 @@ Quantus (a benchmark dependency only): pixel flipping and ROAD on a small one-ch
 indexes an H*W imputation with C*H*W-flattened ranks, so it is right for one channel only), saliency maps,
 black baseline, no ROAD noise: the curves must be equal.
 
-``--quick``: 2 images at 96 px, 2 rounds, fewer IG steps and samples, no Score-CAM (C forwards per image):
-about 5 minutes on 2 idle cores.
+``--quick``: 2 images at 96 px, 3 rounds, fewer IG steps and samples, no Score-CAM (C forwards per image):
+about 8 minutes on one idle core.
 """
 from __future__ import annotations
 
@@ -216,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=2)
     args = p.parse_args(argv)
     if args.quick:
-        args.images, args.size, args.repeat = 2, 96, 2
+        args.images, args.size, args.repeat = 2, 96, 3
     torch.set_num_threads(args.threads)
     o = {"samples": 8 if args.quick else 32, "window": args.size // 4 if args.quick else args.size // 8}
     print(f"machine: {machine('captum', 'zennit', 'grad-cam', 'quantus')}")
