@@ -5,9 +5,10 @@ inside the unit's receptive-field cone (one position at the layer, 3x3 one conv 
 backward works on the whole feature map regardless. ``ConeConv`` computes each batch element's input gradient
 from the bounding box of that element's nonzero gradient only (a transposed convolution of the box, placed back at
 its offset): every term it leaves out is a product with an exact zero, so the result is the same adjoint up to float
-summation order. For conv5_3 of VGG16 about half of the backward arithmetic lies inside the cone. Measured on a
-CPU the per-element calls and the box search cost about what they skip, so pass 2 uses it only on request
-(``project_units(..., cone=True)``); it may pay where per-call overhead is small relative to the arithmetic.
+summation order. For conv5_3 of VGG16 about half of the backward arithmetic lies inside the cone; measured on a
+CPU the cone backward costs about 0.6 of the full one (the per-element calls, box searches and the whole-map
+rectifier and unpooling take back part of the saving). Pass 2 of ``vizkit mine`` uses it on graphs that are not
+plain chains (``project_units(..., cone=True)``, the default); chains take ``vizkit.project.cone_chain``.
 
 Only ``conv2d`` calls whose weight and bias need no gradient (vizkit freezes parameters for the duration of a
 projection) and whose padding is numeric are taken over; every other call runs unchanged. Use it around a forward
