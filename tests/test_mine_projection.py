@@ -12,6 +12,7 @@ from torch import nn
 
 from vizkit.errors import UserInputError
 from vizkit.project.cone import ConeConv
+from vizkit.project.cone_chain import chain_shapes
 from vizkit.project.deconv import Unit, _cropped_units, analyse_receptive_fields, deconv
 from vizkit.project.mine_projection import Request, _share_forwards, project_requests, project_units, select_units
 from vizkit.testing.model_state import hook_count
@@ -189,3 +190,11 @@ def test_cone_serves_crop_requests_from_a_shared_forward() -> None:
     for (a, box_a), (b, box_b) in zip(cone, plain, strict=True):
         assert box_a == box_b and np.abs(b).max() > 0
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * np.abs(b).max())
+
+
+def test_chain_models_walk_the_cone_and_other_graphs_keep_autograd() -> None:
+    x = random_images(1)[0][None]
+    chain = chain_shapes(small_vgg(), x, "10")
+    assert chain is not None and [n for n, _ in chain[0]][-1] == "10" and chain[1]["0"] == (1, 3, 32, 32)
+    assert chain_shapes(se_model(), x, "5") is None  # a functional global op: not a chain
+    assert chain_shapes(small_vgg(), x, "nonexistent") is None
