@@ -102,6 +102,7 @@ def test_ties_go_to_the_smaller_index() -> None:
         assert (result.layers[layer].image_index == np.arange(6)).all()
 
 
+@pytest.mark.slow  # importing crp.visualization (torchvision transforms, tqdm) takes seconds on a loaded machine
 def test_same_top_k_as_zennit_crp_feature_visualization(tmp_path: Path) -> None:
     from crp.attribution import CondAttribution
     from crp.concepts import ChannelConcept
@@ -141,7 +142,8 @@ def test_same_top_k_as_zennit_crp_feature_visualization(tmp_path: Path) -> None:
 
 def test_class_by_name_or_index_and_one_line_errors() -> None:
     names = ["cat", "dog", "Cardigan", "cardigan", "newt", "eft"]
-    assert parse_class("dog", names, 6) == 1 and parse_class(4, names, 6) == 4 and parse_class("Cardigan", names, 6) == 2
+    assert parse_class("dog", names, 6) == 1 and parse_class(4, names, 6) == 4
+    assert parse_class("Cardigan", names, 6) == 2
     with pytest.raises(UserInputError, match="needs --class"):
         parse_class(None, names, 6)
     with pytest.raises(UserInputError, match=r"6 classes: 'cat', 'dog', 'Cardigan', 'cardigan', 'newt', \.\.\."):
