@@ -14,7 +14,7 @@ from vizkit.errors import UserInputError
 from vizkit.load.dataset import ImageBatch
 from vizkit.scan.relevance import RelevanceScoring, parse_class
 from vizkit.scan.state import ScanState, scan_batches
-from vizkit.scan.topk import MineResult
+from vizkit.scan.topk import MineResult, Ranking
 from vizkit.testing.model_state import hook_count, state_fingerprint
 
 LAYERS = ["2", "5", "8"]
@@ -150,3 +150,18 @@ def test_class_by_name_or_index_and_one_line_errors() -> None:
         parse_class("zebra", names, 6)
     with pytest.raises(UserInputError, match="index 0-9"):
         parse_class("12", None, 10)
+
+
+def test_ranking_round_trips_and_refuses_mixed_merges() -> None:
+    model, x = vgg_like(), images(5)
+    result = scan(model, x, 2, 5)
+    result.ranking = Ranking("relevance", TARGET, "dog")
+    arrays = result.to_arrays()
+    assert str(arrays["rank"]) == "relevance" and int(arrays["rank_class"]) == TARGET
+    back = MineResult.from_arrays(arrays, images_scanned=5)
+    assert back.ranking == result.ranking
+    plain = MineResult.from_arrays({k: v for k, v in arrays.items() if not k.startswith("rank")})
+    assert plain.ranking == Ranking()  # files written before the ranking was recorded
+    with pytest.raises(UserInputError, match="ranked differently"):
+        result.merge(plain)
+    assert result.merge(back).ranking == result.ranking

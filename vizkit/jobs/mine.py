@@ -111,7 +111,7 @@ def run_mine(config: MineConfig, *, progress: Callable[[int, int], None] | None 
         ctx = RunContext.from_job(replace(config, device=str(device)))  # each rank on its own device
         layers = ctx.layers(config.layers)
         ranking, scorer = resolve_ranking(config.rank, config.target, ctx.model, ctx.loaded.class_names,
-                                          ctx.input_shape)
+                                          ctx.input_shape, config.batch_size)
         timings = {"load_model": ctx.load_seconds}
         t0 = time.perf_counter()
         state, skipped = _scan(config, images, ctx, layers, ranks, progress, on_skip, ranking, scorer)
@@ -253,7 +253,7 @@ def mine_dataset(model: nn.Module | LoadedModel, data: str | os.PathLike | Image
     ranking, scorer = Ranking(), None
     if rank != "activation" or target is not None:  # relevance: the class is checked against the model's outputs
         ranking, scorer = resolve_ranking(rank, target, model, ctx.loaded.class_names if ctx else None,
-                                          ctx.input_shape if ctx else _input_shape(first))
+                                          ctx.input_shape if ctx else _input_shape(first), batch_size)
     state = ScanState(layers, k, n_classes=len(names) if per_class and names else 0, device=device)
     run = scan_batches(model, batches, state, scorer=scorer)
     if paths is None:

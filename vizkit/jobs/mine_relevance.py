@@ -42,14 +42,15 @@ def check_rank(rank: str, target: str | int | None) -> None:
 
 
 def resolve_ranking(rank: str, target: str | int | None, model: nn.Module, class_names: Sequence[str] | None,
-                    input_shape: tuple[int, ...]) -> tuple[Ranking, ScorerFactory | None]:
-    """(what the scan ranks, the scorer for ``scan_batches``; None: activations)."""
+                    input_shape: tuple[int, ...], batch_size: int = 0) -> tuple[Ranking, ScorerFactory | None]:
+    """(what the scan ranks, the scorer for ``scan_batches``; None: activations). ``batch_size``: the run's, which
+    every relevance backward pads to (bit-identical results for any sharding, see ``RelevanceScorer``)."""
     check_rank(rank, target)
     if rank == ACTIVATION:
         return Ranking(), None
     index = parse_class(target, class_names, num_classes(model, input_shape))
     name = class_names[index] if class_names and index < len(class_names) else None
-    return Ranking(RELEVANCE, index, name), RelevanceScoring(index)
+    return Ranking(RELEVANCE, index, name), RelevanceScoring(index, batch_size=batch_size)
 
 
 def ranking_label(ranking: Ranking) -> str:

@@ -56,11 +56,17 @@ def relevance_reduce(name: str, relevance: torch.Tensor) -> Reduced:
 class RelevanceScorer:
     """One forward under a zennit composite and one backward per batch: every requested layer's channel relevance
     for class ``target``. Hooks, composite and canonizers exist only inside ``with``; the model is left as it was.
-    ``scan_batches`` runs it with gradients on (``needs_grad``)."""
+    ``scan_batches`` runs it with gradients on (``needs_grad``).
+
+    ``batch_size``: every backward runs on that many images (a smaller batch is padded with copies of its first
+    image, whose results are dropped; default: the largest batch met so far). The backward's kernels depend on the
+    batch size in the last bits, so this is what makes a shard of ``torchrun``, a resumed run and one process give
+    bit-identical values."""
 
     needs_grad = True
 
-    def __init__(self, model: nn.Module, layers: Sequence[str], target: int, composite: str | None = None) -> None:
+    def __init__(self, model: nn.Module, layers: Sequence[str], target: int, composite: str | None = None,
+                 batch_size: int = 0) -> None:
         from vizkit.project.attribute.lrp import DEFAULT_COMPOSITE
 
         self.model = model
@@ -68,6 +74,7 @@ class RelevanceScorer:
         self.target = int(target)
         self.composite = composite or DEFAULT_COMPOSITE
         self.outputs: dict[str, torch.Tensor] = {}
+        self.batch_size = batch_size
         self._stack = ExitStack()
 
     def __enter__(self) -> RelevanceScorer:
@@ -101,6 +108,10 @@ class RelevanceScorer:
 
     def run(self, model: nn.Module, x: torch.Tensor) -> dict[str, Reduced]:
         self.outputs = {}
+        n = x.shape[0]
+        self.batch_size = max(self.batch_size, n)
+        if n < self.batch_size:
+            x = torch.cat([x, x[:1].expand(self.batch_size - n, *x.shape[1:])])
         with torch.enable_grad():
             inp = x.detach().clone().requires_grad_(True)
             logits = model(inp)
@@ -121,7 +132,7 @@ class RelevanceScorer:
             if grad is None:
                 raise ModelError(f"layer '{name}' gave no output the class score depends on; pick a layer on the "
                                  "path to the output")
-            out[name] = relevance_reduce(name, grad)
+            out[name] = relevance_reduce(name, grad[:n])
         return out
 
 
@@ -131,10 +142,11 @@ class RelevanceScoring:
 
     target: int
     composite: str | None = None
+    batch_size: int = 0
     needs_grad: ClassVar[bool] = True
 
     def __call__(self, model: nn.Module, layers: Sequence[str]) -> RelevanceScorer:
-        return RelevanceScorer(model, layers, self.target, self.composite)
+        return RelevanceScorer(model, layers, self.target, self.composite, self.batch_size)
 
 
 def parse_class(spec: str | int | None, class_names: Sequence[str] | None, n_classes: int) -> int:
