@@ -94,6 +94,28 @@ def test_relevance_scan_equals_brute_force(k: int, size: int) -> None:
         np.testing.assert_array_equal(got.rate, (values > 0).mean(0).astype(np.float32))
 
 
+class TwoBranches(nn.Module):
+    """A residual-style block: ``b`` reads the stem, not ``a``'s output (a layer off the first layer's path)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(2)
+        self.stem, self.a, self.b = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 1)
+        self.head = nn.Sequential(nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.stem(x))
+        return self.head(torch.relu(self.a(h)) + self.b(h))
+
+
+def test_parallel_branches_fall_back_to_the_full_graph() -> None:
+    model, x = TwoBranches().eval(), images(6)
+    result = scan(model, x, 6, 3, layers=["a", "b"])
+    for layer in ("a", "b"):
+        values, _ = crp_relevance(model, x, layer)
+        np.testing.assert_allclose(result.layers[layer].values, -np.sort(-values, 0).T, rtol=1e-5, atol=1e-6)
+
+
 def test_ties_go_to_the_smaller_index() -> None:
     model = vgg_like()
     x = images(1).expand(6, -1, -1, -1).contiguous()  # six equal images: every value ties

@@ -75,6 +75,7 @@ class RelevanceScorer:
         self.composite = composite or DEFAULT_COMPOSITE
         self.outputs: dict[str, torch.Tensor] = {}
         self.batch_size = batch_size
+        self.cut = True  # start the graph at the first requested layer (see _hook); off after a fallback
         self._stack = ExitStack()
 
     def __enter__(self) -> RelevanceScorer:
@@ -97,12 +98,20 @@ class RelevanceScorer:
         self._stack.close()
 
     def _hook(self, name: str) -> Any:
-        def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+        def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> torch.Tensor | None:
             if name in self.outputs:  # a module called twice per forward counts at its first call, as in the scan
-                return
+                return None
             if not isinstance(output, torch.Tensor):
                 raise ModelError(f"layer '{name}' returns {type(output).__name__}, not a tensor; pick a submodule")
+            if self.cut and not self.outputs:
+                # The first requested layer met: the graph starts here. Nothing above needs it (the relevance at
+                # a layer depends only on the rules after it), so the forward up to here records nothing and
+                # zennit's hooks there stay idle (they act on inputs with a grad_fn, hence the clone).
+                leaf = output.detach().requires_grad_(True)
+                self.outputs[name] = leaf
+                return leaf.clone()
             self.outputs[name] = output
+            return None
 
         return hook
 
@@ -113,13 +122,16 @@ class RelevanceScorer:
         if n < self.batch_size:
             x = torch.cat([x, x[:1].expand(self.batch_size - n, *x.shape[1:])])
         with torch.enable_grad():
-            inp = x.detach().clone().requires_grad_(True)
-            logits = model(inp)
+            logits = model(x.detach() if self.cut else x.detach().clone().requires_grad_(True))
+            if self.cut and not all(t.requires_grad for t in self.outputs.values()):
+                # a requested layer off the first one's path (a parallel branch): the full graph, as zennit-crp
+                self.cut, self.outputs = False, {}
+                logits = model(x.detach().clone().requires_grad_(True))
             if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
                 raise ModelError("relevance mining needs a classifier returning (N, classes) scores")
             if not 0 <= self.target < logits.shape[1]:
                 raise UserInputError(f"--class {self.target} does not exist: the model has {logits.shape[1]} classes")
-            missing = [n for n in self.modules if n not in self.outputs]
+            missing = [name for name in self.modules if name not in self.outputs]
             if missing:
                 raise ModelError(f"layer(s) {', '.join(missing)} did not run in the forward pass; pick layers the "
                                  "model calls (see 'vizkit layers')")
