@@ -181,7 +181,8 @@ def compare_crp(result: MineResult, crp_index: np.ndarray, crp_values: np.ndarra
 
 def run_crp_relevance(model: torch.nn.Module, dataset: ImageDataset, n: int, batch_size: int, layers: list[str],
                       cls: int, workdir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """zennit-crp's FeatureVisualization.run, relevance mode: per layer its (K, C) top image indices and values."""
+    """zennit-crp's FeatureVisualization.run, relevance mode: per layer its (K + 1, C) top image indices and values
+    (the (K + 1)th tells whether the Kth place is tied)."""
     from crp.attribution import CondAttribution
     from crp.concepts import ChannelConcept
     from crp.visualization import FeatureVisualization
@@ -205,7 +206,7 @@ def run_crp_relevance(model: torch.nn.Module, dataset: ImageDataset, n: int, bat
                               {layer: ChannelConcept() for layer in layers}, path=str(workdir / "crp_rel"))
     fv.run(EpsilonPlusFlat([VGGCanonizer()]), 0, n, batch_size=batch_size, checkpoint=500)
     folder = workdir / "crp_rel" / "RelMax_sum_normed"
-    return {layer: (np.load(folder / f"{layer}_data.npy")[:K], np.load(folder / f"{layer}_rel.npy")[:K])
+    return {layer: (np.load(folder / f"{layer}_data.npy")[:K + 1], np.load(folder / f"{layer}_rel.npy")[:K + 1])
             for layer in layers}
 
 
@@ -216,16 +217,21 @@ def compare_relevance(result: MineResult, crp: dict[str, tuple[np.ndarray, np.nd
     worst = 0.0
     for layer, (index, values) in crp.items():
         ours = result.layers[layer]
-        theirs_v, theirs_i = values.T, index.T
-        worst = max(worst, float(np.abs(ours.values - theirs_v).max()))
-        if not np.allclose(ours.values, theirs_v, rtol=1e-4, atol=1e-6):
+        theirs_v, theirs_i = values.T, index.T  # (C, K + 1)
+        worst = max(worst, float(np.abs(ours.values - theirs_v[:, :K]).max()))
+        if not np.allclose(ours.values, theirs_v[:, :K], rtol=1e-4, atol=1e-6):
             raise SystemExit(f"FAIL: zennit-crp's top relevance values differ from vizkit's on {layer}")
-        gaps = np.abs(np.diff(theirs_v, axis=1)) > 1e-6 * np.abs(theirs_v).max()
+        gaps = np.abs(np.diff(theirs_v, axis=1)) > 1e-5 * np.abs(theirs_v).max(1, keepdims=True)
         distinct = np.ones_like(theirs_v, dtype=bool)
         distinct[:, 1:] &= gaps
         distinct[:, :-1] &= gaps
-        if (ours.image_index[distinct] != theirs_i[distinct]).any():
-            raise SystemExit(f"FAIL: zennit-crp's top-{K} images differ from vizkit's on {layer}")
+        distinct = distinct[:, :K]
+        bad = np.argwhere((ours.image_index != theirs_i[:, :K]) & distinct)
+        if len(bad):
+            c = bad[0][0]
+            raise SystemExit(f"FAIL: zennit-crp's top-{K} images differ from vizkit's on {layer}, e.g. channel {c}: "
+                             f"{theirs_i[c].tolist()} {theirs_v[c].tolist()} vs {ours.image_index[c].tolist()} "
+                             f"{ours.values[c].tolist()}")
         compared += int(distinct.sum())
         tied += int((~distinct).sum())
     return compared, tied, worst

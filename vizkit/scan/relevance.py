@@ -9,7 +9,7 @@ the images of channel c of layer L by
 where ``R_L`` is the LRP relevance at L's output for the class score (seeded ``one_hot * logits``) under a zennit
 composite (EpsilonPlusFlat by default, with the model's canonizers); its position is the first row-major maximum of
 ``R_L[c]`` (zennit-crp's ``rf_neuron``). ``RelevanceScorer`` computes exactly that for every requested layer with
-one forward and one backward per batch (``autograd.grad`` to all layer outputs at once: nothing below the
+one forward and one backward per batch (``autograd.grad`` to all layer outputs at once; the graph starts at the
 shallowest layer, no parameter gradients) and hands it to the scan as ``Reduced`` (maximum = r_c, argmax = that
 position, mean = r_c), so the top-K merge, the tie rule, checkpoints and the ``torchrun`` all-gather are the
 activation scan's own. The model is left exactly as it was (``guarded``: every zennit hook, canonizer and flag).
@@ -28,10 +28,9 @@ from vizkit.capture.hooks import Hooks
 from vizkit.capture.recorder import resolve_layers
 from vizkit.errors import ModelError, UserInputError
 from vizkit.scan.scorer import Reduced
-from vizkit.scan.topk import ACTIVATION, RELEVANCE, Ranking
+from vizkit.scan.topk import ACTIVATION, RELEVANCE
 
-__all__ = ["ABS_NORM_EPS", "RANKS", "RelevanceScorer", "RelevanceScoring", "parse_class", "ranking_for",
-           "relevance_reduce"]
+__all__ = ["ABS_NORM_EPS", "RANKS", "RelevanceScorer", "RelevanceScoring", "parse_class", "relevance_reduce"]
 
 RANKS = (ACTIVATION, RELEVANCE)
 ABS_NORM_EPS = 1e-10  # zennit-crp's ChannelConcept.reference_sampling
@@ -185,14 +184,3 @@ def _classes_hint(class_names: Sequence[str] | None, n_classes: int) -> str:
     shown = ", ".join(repr(c) for c in list(class_names)[:SHOWN_CLASSES])
     more = ", ..." if len(class_names) > SHOWN_CLASSES else ""
     return f"The model's {len(class_names)} classes: {shown}{more} (or an index 0-{n_classes - 1})."
-
-
-def ranking_for(rank: str, target: int | None, class_names: Sequence[str] | None) -> Ranking:
-    """The ``Ranking`` a scan records (``rank`` checked)."""
-    if rank not in RANKS:
-        raise UserInputError(f"--rank {rank!r}: use {' or '.join(RANKS)}")
-    if rank == ACTIVATION:
-        return Ranking()
-    assert target is not None
-    name = class_names[target] if class_names and target < len(class_names) else None
-    return Ranking(RELEVANCE, target, name)
