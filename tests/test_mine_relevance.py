@@ -189,3 +189,28 @@ def test_ranking_round_trips_and_refuses_mixed_merges() -> None:
     with pytest.raises(UserInputError, match="ranked differently"):
         result.merge(plain)
     assert result.merge(back).ranking == result.ranking
+
+
+def test_heatmaps_are_zennit_crp_conditional_heatmaps() -> None:
+    from crp.attribution import CondAttribution
+    from mine_helpers import PREP, TensorImages
+    from zennit.canonizers import SequentialMergeBatchNorm
+    from zennit.composites import EpsilonPlusFlat
+
+    from vizkit.project.mine_heatmaps import unit_heatmaps
+
+    model, x = vgg_like(), images(8)
+    result = scan(model, x, 3, 4)
+    (unit,) = unit_heatmaps(model, result, TensorImages(list(x)), "5", [4], TARGET, prep=PREP)
+    index = result.layers["5"].image_index[4]
+    assert [e.image_index for e in unit.entries] == index.tolist()
+    reference = copy.deepcopy(model)
+    for m in reference.modules():
+        if isinstance(m, nn.ReLU):
+            m.inplace = False
+    expected = CondAttribution(reference, no_param_grad=True)(
+        x[index].clone().requires_grad_(True), [{"y": [TARGET], "5": [4]}],
+        EpsilonPlusFlat([SequentialMergeBatchNorm()])).heatmap
+    got = np.stack([e.heatmap for e in unit.entries])
+    np.testing.assert_allclose(got, expected.numpy(), rtol=1e-4, atol=1e-5 * float(expected.abs().max()))
+    assert unit.entries[0].image.shape == (16, 16, 3) and unit.entries[0].image.dtype == np.uint8
