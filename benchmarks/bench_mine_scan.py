@@ -2,6 +2,7 @@
 
     python benchmarks/bench_mine_scan.py [--images 64] [--crp-images 32] [--batch-size 16] [--threads 2]
                                          [--repeat 2] [--device cpu|cuda] [--skip-crp] [--data DIR]
+                                         [--relevance [--relevance-layers default] [--class 1]]
 
 VGG16 with seeded random weights (no network here: torchvision's pretrained file cannot be downloaded; the scan's
 cost does not depend on the weights), ImageNet preprocessing, on a folder of crops of the photos shipped with
@@ -22,6 +23,13 @@ scikit-image and matplotlib (``benchmarks/_images.py``; made in a temporary fold
    computes relevances (its design: a backward per batch under an LRP composite). Agreement: for every channel
    the top-9 values are equal and, where the 9th value is strictly above the 10th, the image sets are equal.
    Target: vizkit >= 5x faster.
+
+3. **Relevance mode** (``--relevance``, instead of 1 and 2): ``mine_dataset(..., rank="relevance", target=C)``
+   against zennit-crp's ``FeatureVisualization.run`` in its relevance mode (defaults ``max_target="sum"``,
+   ``abs_norm=True``; composite EpsilonPlusFlat with zennit's VGG canonizer, as vizkit's) on ``--crp-images``
+   images, every image explained for class ``--class``, layer ``features.29`` (``--relevance-layers default``: the
+   six default layers). Agreement: the top-9 relevance values are equal on every channel and the image sets are
+   equal wherever the values are distinct (zennit-crp orders equal values arbitrarily). Target: vizkit >= 3x.
 
 Ends with one ``target <what>: met (R x)`` / ``NOT met`` line per target. Timings on a shared machine are noisy:
 the process CPU-time ratio is printed beside the wall-time one.
@@ -171,6 +179,91 @@ def compare_crp(result: MineResult, crp_index: np.ndarray, crp_values: np.ndarra
     return compared, tied
 
 
+def run_crp_relevance(model: torch.nn.Module, dataset: ImageDataset, n: int, batch_size: int, layers: list[str],
+                      cls: int, workdir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """zennit-crp's FeatureVisualization.run, relevance mode: per layer its (K + 1, C) top image indices and values
+    (the (K + 1)th tells whether the Kth place is tied)."""
+    from crp.attribution import CondAttribution
+    from crp.concepts import ChannelConcept
+    from crp.visualization import FeatureVisualization
+    from zennit.composites import EpsilonPlusFlat
+    from zennit.torchvision import VGGCanonizer
+
+    class Pairs(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return n
+
+        def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+            x = dataset[i][0]
+            assert x is not None
+            return x, cls  # every image explained for the same class
+
+    crp_model = copy.deepcopy(model)
+    for m in crp_model.modules():  # zennit's backward hooks cannot take in-place ReLUs; same values either way
+        if isinstance(m, torch.nn.ReLU):
+            m.inplace = False
+    fv = FeatureVisualization(CondAttribution(crp_model, no_param_grad=True), Pairs(),
+                              {layer: ChannelConcept() for layer in layers}, path=str(workdir / "crp_rel"))
+    fv.run(EpsilonPlusFlat([VGGCanonizer()]), 0, n, batch_size=batch_size, checkpoint=500)
+    folder = workdir / "crp_rel" / "RelMax_sum_normed"
+    return {layer: (np.load(folder / f"{layer}_data.npy")[:K + 1], np.load(folder / f"{layer}_rel.npy")[:K + 1])
+            for layer in layers}
+
+
+def compare_relevance(result: MineResult, crp: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[int, int, float]:
+    """(entries compared, entries tied in zennit-crp's values and not compared, max |value difference|); raises
+    on any disagreement."""
+    compared = tied = 0
+    worst = 0.0
+    for layer, (index, values) in crp.items():
+        ours = result.layers[layer]
+        theirs_v, theirs_i = values.T, index.T  # (C, K + 1)
+        worst = max(worst, float(np.abs(ours.values - theirs_v[:, :K]).max()))
+        if not np.allclose(ours.values, theirs_v[:, :K], rtol=1e-4, atol=1e-6):
+            raise SystemExit(f"FAIL: zennit-crp's top relevance values differ from vizkit's on {layer}")
+        gaps = np.abs(np.diff(theirs_v, axis=1)) > 1e-5 * np.abs(theirs_v).max(1, keepdims=True)
+        distinct = np.ones_like(theirs_v, dtype=bool)
+        distinct[:, 1:] &= gaps
+        distinct[:, :-1] &= gaps
+        distinct = distinct[:, :K]
+        bad = np.argwhere((ours.image_index != theirs_i[:, :K]) & distinct)
+        if len(bad):
+            c = bad[0][0]
+            raise SystemExit(f"FAIL: zennit-crp's top-{K} images differ from vizkit's on {layer}, e.g. channel {c}: "
+                             f"{theirs_i[c].tolist()} {theirs_v[c].tolist()} vs {ours.image_index[c].tolist()} "
+                             f"{ours.values[c].tolist()}")
+        compared += int(distinct.sum())
+        tied += int((~distinct).sum())
+    return compared, tied, worst
+
+
+def relevance_mode(args: argparse.Namespace, folder: Path, model: torch.nn.Module, device: torch.device,
+                   work: Path) -> list[str]:
+    layers = default_layers(model, (1, 3, 224, 224)) if args.relevance_layers == "default" else [CRP_LAYER]
+    small = ImageDataset(list_images(folder, args.crp_images), PREP)
+    loader = image_loader(small, batch_size=args.batch_size, device=device)
+
+    def ours() -> MineResult:
+        result = mine_dataset(model, loader, layers, k=K, device=device, rank="relevance", target=args.cls,
+                              batch_size=args.batch_size)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return result
+
+    ours_wall, ours_cpu, result = timed(ours)
+    crp_wall, crp_cpu, crp = timed(lambda: run_crp_relevance(model, small, args.crp_images, args.batch_size, layers,
+                                                             args.cls, work))
+    assert isinstance(result, MineResult) and isinstance(crp, dict)
+    compared, tied, worst = compare_relevance(result, crp)
+    print(f"relevance for class {args.cls}, {args.crp_images} images, {', '.join(layers)}: zennit-crp "
+          f"FeatureVisualization.run {crp_wall:.2f} s; vizkit {ours_wall:.2f} s; ratio {crp_wall / ours_wall:.2f} "
+          f"(CPU time ratio {crp_cpu / ours_cpu:.2f}); agreement: top-{K} values equal (max |diff| {worst:.2g}), "
+          f"images equal on {compared} entries ({tied} entries with equal values not compared)")
+    what = "6 default layers" if len(layers) > 1 else CRP_LAYER
+    return [target(f"relevance mining >= 3x zennit-crp ({what}, {args.crp_images} images)", crp_wall / ours_wall,
+                   3.0)]
+
+
 def target(what: str, ratio: float, goal: float) -> str:
     return f"target {what}: {'met' if ratio >= goal else 'NOT met'} ({ratio:.2f}x)"
 
@@ -186,6 +279,9 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--skip-crp", action="store_true")
     p.add_argument("--data", default=None, help="benchmark image folder (made there if missing)")
+    p.add_argument("--relevance", action="store_true", help="relevance mining against zennit-crp (section 3)")
+    p.add_argument("--relevance-layers", choices=["features.29", "default"], default="features.29")
+    p.add_argument("--class", dest="cls", type=int, default=1, help="the class relevance is computed for")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -193,6 +289,9 @@ def main() -> None:
     folder = make_image_folder(args.data or work / "images", max(args.images, args.crp_images))
     print(f"machine: {machine('zennit-crp')}; device {device}")
     model = vgg16().to(device)
+    if args.relevance:
+        print("\n".join(relevance_mode(args, folder, model, device, work)))
+        return
     layers = default_layers(model, (1, 3, 224, 224))
     dataset = ImageDataset(list_images(folder, args.images), PREP)
     loader = image_loader(dataset, batch_size=args.batch_size, workers=args.workers, device=device)

@@ -23,6 +23,7 @@ Examples:
   vizkit mine files.txt --model resnet50 --weights my.pth --layer layer3 --no-project
   vizkit mine imagenet/val --resume               # continue a killed run from OUT/mine/checkpoint.pt
   torchrun --nproc-per-node 4 -m vizkit mine imagenet/val --model vgg16 --device cuda
+  vizkit mine imagenet/val --model vgg16 --rank relevance --class "tiger cat"   # what the model uses for a class
 """
 
 
@@ -47,6 +48,11 @@ Examples:
               help="Save the scan state to OUT/mine/checkpoint.pt every N images (atomically).")
 @click.option("--resume", is_flag=True, help="Continue from OUT/mine/checkpoint.pt (refused if DATA, model, "
                                              "weights or layers changed).")
+@click.option("--rank", type=click.Choice(["activation", "relevance"]), default="activation", show_default=True,
+              help="Rank each unit's images by its spatial maximum (what it responds to) or by its relevance for "
+                   "--class (CRP's RelMax: what the model uses for that class).")
+@click.option("--class", "class_", default=None, metavar="C",
+              help="With --rank relevance: the class, by index or name (as gradcam's --target).")
 @click.option("--out", "-o", default="vizkit-out", show_default=True, type=click.Path(file_okay=False),
               help="Output folder; results go to OUT/mine/.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -54,8 +60,8 @@ Examples:
 @errors_to_exit_codes
 def mine(data: str, model: str | None, weights: str | None, allow_download: bool, allow_pickle: bool,
          layers: tuple[str, ...], top_k: int, batch_size: int, workers: int, limit: int | None, per_class: bool,
-         units: str | None, no_project: bool, checkpoint_every: int | None, resume: bool, out: str,
-         device: str, model_extra: dict[str, Any]) -> None:
+         units: str | None, no_project: bool, checkpoint_every: int | None, resume: bool, rank: str,
+         class_: str | None, out: str, device: str, model_extra: dict[str, Any]) -> None:
     """For every unit of the chosen layers, the K images of DATA that excite it most, with their deconvnet
     projections (Zeiler-Fergus Fig. 2).
 
@@ -69,6 +75,7 @@ def mine(data: str, model: str | None, weights: str | None, allow_download: bool
     config = MineConfig(data=data, model=model or DEFAULT_MODEL, weights=weights, layers=layers or None,
                         top_k=top_k, batch_size=batch_size, workers=workers, limit=limit, per_class=per_class,
                         units=units, project=not no_project, checkpoint_every=checkpoint_every, resume=resume,
+                        rank=rank, target=class_,
                         out=out, device=device, allow_pickle=allow_pickle, allow_download=allow_download,
                         command=["vizkit", *sys.argv[1:]], **model_extra)
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 draws the progress bar

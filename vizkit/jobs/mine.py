@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ from vizkit.capture.stages import default_layers
 from vizkit.errors import UserInputError
 from vizkit.jobs.common import Failure, JobReport, ModelJob, resolve_device
 from vizkit.jobs.context import RunContext, input_shape, tiny_activation_notes
+from vizkit.jobs.mine_relevance import check_rank, heatmap_units, ranking_label, ranking_notes, resolve_ranking
 from vizkit.load.dataset import ImageDataset, ImageList, list_images
 from vizkit.load.models import LoadedModel
 from vizkit.load.preprocessing import Preprocessing
@@ -44,9 +45,12 @@ from vizkit.project.mine_projection import UnitTopProjections, project_units, se
 from vizkit.project.results import MineOutput
 from vizkit.scan.checkpoint import CheckpointSaver, checkpoint_path, resume, scan_identity
 from vizkit.scan.distributed import Ranks, gather_objects, gather_state, process_group, shard
-from vizkit.scan.state import ScanState, scan_batches
+from vizkit.scan.state import ScanState, ScorerFactory, scan_batches
 from vizkit.scan.stream import DatasetStream, StreamCounter, as_batches, as_image_batch, nothing_read
-from vizkit.scan.topk import MineResult
+from vizkit.scan.topk import MineResult, Ranking
+
+if TYPE_CHECKING:
+    from vizkit.project.mine_heatmaps import UnitHeatmaps
 
 log = logging.getLogger("vizkit")
 
@@ -69,8 +73,11 @@ class MineConfig(ModelJob):
     project: bool = True              # False: stop after the scan (--no-project)
     checkpoint_every: int | None = None
     resume: bool = False
+    rank: str = "activation"          # --rank: activation | relevance (vizkit.jobs.mine_relevance)
+    target: str | int | None = None   # --class C with --rank relevance: an index or a class name
 
     def check(self) -> None:
+        check_rank(self.rank, self.target)
         for name, value, low in (("--top-k", self.top_k, 1), ("--batch-size", self.batch_size, 1),
                                  ("--workers", self.workers, 0), ("--checkpoint-every", self.checkpoint_every, 1),
                                  ("--limit", self.limit, 1)):
@@ -104,9 +111,11 @@ def run_mine(config: MineConfig, *, progress: Callable[[int, int], None] | None 
     with process_group(resolve_device(config.device)) as (ranks, device):
         ctx = RunContext.from_job(replace(config, device=str(device)))  # each rank on its own device
         layers = ctx.layers(config.layers)
+        ranking, scorer = resolve_ranking(config.rank, config.target, ctx.model, ctx.loaded.class_names,
+                                          ctx.input_shape, config.batch_size)
         timings = {"load_model": ctx.load_seconds}
         t0 = time.perf_counter()
-        state, skipped = _scan(config, images, ctx, layers, ranks, progress, on_skip)
+        state, skipped = _scan(config, images, ctx, layers, ranks, progress, on_skip, ranking, scorer)
         merged = gather_state(state, ranks)
         every_skipped = sorted({s for part in gather_objects(skipped, ranks) for s in part})
         timings["scan"] = time.perf_counter() - t0
@@ -119,20 +128,23 @@ def run_mine(config: MineConfig, *, progress: Callable[[int, int], None] | None 
         return MineReport(timings=timings)
     result = merged.result(paths, classes=images.classes if config.per_class else None, labels=images.labels,
                            skipped=[(paths[i], message) for i, message in every_skipped])
+    result.ranking = ranking
     folder = _write(config, result, ctx, layers, images, ranks, timings)
     failures = [Failure(path, message, 2) for path, message in result.skipped]
     return MineReport(written=[folder], failures=failures, result=result, timings=timings)
 
 
 def _scan(config: MineConfig, images: ImageList, ctx: RunContext, layers: list[str], ranks: Ranks,
-          progress: Callable[[int, int], None] | None, on_skip: Callable[[str, str], None] | None
+          progress: Callable[[int, int], None] | None, on_skip: Callable[[str, str], None] | None,
+          ranking: Ranking | None = None, scorer: ScorerFactory | None = None
           ) -> tuple[ScanState, list[tuple[int, str]]]:
     """This rank's pass over its shard, from the checkpoint on when resuming; checkpoints every N images."""
     n_classes = len(images.classes) if config.per_class and images.classes else 0
     state = ScanState(layers, config.top_k, n_classes=n_classes, device=ctx.device)
     indices, owned = shard(len(images.paths), ranks)
     path = checkpoint_path(Path(config.out) / MINE_DIR, ranks)
-    identity = (scan_identity(images, ctx.loaded, layers, config.top_k, config.per_class, ranks)
+    identity = (scan_identity(images, ctx.loaded, layers, config.top_k, config.per_class, ranks,
+                              ranking_label(ranking or Ranking()))
                 if config.checkpoint_every or config.resume else {})
     start, before = resume(path, identity, state, len(indices)) if config.resume else (0, [])
     stream = DatasetStream(ImageDataset(images, ctx.loaded.preprocessing), batch_size=config.batch_size,
@@ -141,7 +153,7 @@ def _scan(config: MineConfig, images: ImageList, ctx: RunContext, layers: list[s
     saver = CheckpointSaver(path, identity, config.checkpoint_every or 0, state, stream)
     if config.checkpoint_every:
         stream.hooks.append(saver)
-    scan_batches(ctx.model, stream, state, owned=owned)
+    scan_batches(ctx.model, stream, state, owned=owned, scorer=scorer)
     if config.checkpoint_every:  # the finished state: --resume then goes straight to the projections
         saver.save()
     return state, stream.skipped
@@ -155,7 +167,8 @@ def _settings(config: MineConfig, ctx: RunContext, layers: list[str], images: Im
             "ranks": ranks.world, "checkpoint_every": config.checkpoint_every, "resume": config.resume,
             "images_listed": len(images.paths), "images_scanned": result.images_scanned,
             "dataset_fingerprint": images.fingerprint(),
-            "dead_units": {name: int(np.sum(layer.dead)) for name, layer in result.layers.items()}}
+            "dead_units": {name: int(np.sum(layer.dead)) for name, layer in result.layers.items()},
+            "rank": result.ranking.mode, "class": result.ranking.target}
 
 
 def mine_notes(result: MineResult, projected: bool) -> list[str]:
@@ -191,12 +204,22 @@ def _write(config: MineConfig, result: MineResult, ctx: RunContext, layers: list
     from vizkit.render.writer import write_outputs
 
     projections: list[UnitTopProjections] = []
-    if config.project:
+    relevance = config.rank != "activation"  # pass 2 draws conditional heatmaps instead (vizkit.jobs.mine_relevance)
+    if config.project and not relevance:
         t0 = time.perf_counter()
         projections = _project(config, result, ctx, layers, images)
         timings["project"] = time.perf_counter() - t0
+    heatmaps: list[UnitHeatmaps] = []
+    if config.project and relevance:
+        t0 = time.perf_counter()
+        heatmaps = heatmap_units(ctx.model, result, ImageDataset(images, ctx.loaded.preprocessing), layers,
+                                 config.units, ctx.loaded.preprocessing, ctx.device)
+        timings["heatmaps"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    output = MineOutput(result, projections, mine_notes(result, config.project))
+    # relevance shares are not activations: the tiny-activation note does not apply to them
+    notes = ranking_notes(result.ranking) + (mine_notes(result, config.project) if not relevance else
+                                             [] if config.project else [NO_PROJECT_NOTE])
+    output = MineOutput(result, projections, notes, heatmaps)
     info = ctx.info(None, _settings(config, ctx, layers, images, ranks, result))
     folder = write_outputs(output, info, config.out, timings=dict(timings))
     timings["render"] = time.perf_counter() - t0
@@ -206,13 +229,16 @@ def _write(config: MineConfig, result: MineResult, ctx: RunContext, layers: list
 def mine_dataset(model: nn.Module | LoadedModel, data: str | os.PathLike | ImageList | Dataset | Iterable[Any],
                  layers: Sequence[str] | None = None, k: int = 9, *, per_class: bool = False,
                  prep: Preprocessing | None = None, batch_size: int = 32, workers: int = 0, limit: int | None = None,
-                 classes: Sequence[str] | None = None, device: torch.device | str | None = None) -> MineResult:
+                 classes: Sequence[str] | None = None, device: torch.device | str | None = None,
+                 rank: str = "activation", target: str | int | None = None) -> MineResult:
     """Scan ``data`` once and return every channel's exact top-``k`` images per layer (see ``vizkit.scan.state``).
 
     ``layers``: names from ``model.named_modules()``; default one per resolution stage. ``prep``: how files are
     preprocessed (taken from a ``LoadedModel``). ``classes``: class names for ``per_class`` when ``data`` does not
     name them (an ``ImageList`` from a folder with subfolders, or a dataset with a ``classes`` attribute, does).
     ``device``: where the state lives and the batches go; default the model's device. The model is left as it was.
+    ``rank="relevance"``, ``target=C`` (index or class name): rank by each unit's relevance for class C
+    (``vizkit.scan.relevance``: zennit-crp's RelMax) instead of its spatial maximum.
     """
     ctx = None
     if isinstance(model, LoadedModel):  # its context: the input shape and default layers from one probe
@@ -231,12 +257,18 @@ def mine_dataset(model: nn.Module | LoadedModel, data: str | os.PathLike | Image
     if per_class and not names:
         raise UserInputError("per_class needs class names: a folder with class subfolders, a dataset with a "
                              "'classes' attribute, or classes=[...]")
+    ranking, scorer = Ranking(), None
+    if rank != "activation" or target is not None:  # relevance: the class is checked against the model's outputs
+        ranking, scorer = resolve_ranking(rank, target, model, ctx.loaded.class_names if ctx else None,
+                                          ctx.input_shape if ctx else _input_shape(first), batch_size)
     state = ScanState(layers, k, n_classes=len(names) if per_class and names else 0, device=device)
-    run = scan_batches(model, batches, state)
+    run = scan_batches(model, batches, state, scorer=scorer)
     if paths is None:
         paths = [f"#{i}" for i in range(run.seen)]
     skipped = [(str(paths[i]), message) for i, message in run.skipped]
-    return state.result([str(p) for p in paths], classes=names or None, labels=labels, skipped=skipped)
+    result = state.result([str(p) for p in paths], classes=names or None, labels=labels, skipped=skipped)
+    result.ranking = ranking
+    return result
 
 
 def _peek(batches: Iterable[Any]) -> tuple[Any, Iterable[Any]]:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # annotations only: importing them here would pull torch into
     from vizkit.project.attribute.result import AttributeResult
     from vizkit.project.evolution import LayerEvolution
     from vizkit.project.invariance import InvarianceSweep
+    from vizkit.project.mine_heatmaps import UnitHeatmaps
     from vizkit.project.mine_projection import UnitTopProjections
     from vizkit.project.occlusion import OcclusionMaps
     from vizkit.project.sanity import SanityResult
@@ -185,6 +186,7 @@ class MineOutput:
     result: MineResult
     projections: list[UnitTopProjections] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    heatmaps: list[UnitHeatmaps] = field(default_factory=list)  # --rank relevance: conditional heatmaps (pass 2)
 
 
 @dataclass

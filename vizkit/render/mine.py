@@ -126,6 +126,10 @@ def mine_document(output: MineOutput, info: ReportInfo) -> Document:
     holds the scan keys only and the PDF and gallery show the summary."""
     result, units = output.result, output.projections
     extra = manifest_keys(result, units, info)
+    if output.heatmaps:  # --rank relevance: conditional heatmaps instead of projections
+        from vizkit.render.mine_relevance import relevance_document
+
+        return relevance_document(output, info, extra)
 
     def pdf(path: Path) -> None:
         extra["pdf_pages"] = render_mine_pdf(result, units, info, path, notes=output.notes)

@@ -54,12 +54,13 @@ def model_digest(model: nn.Module) -> str:
 
 
 def scan_identity(images: ImageList, loaded: LoadedModel, layers: Sequence[str], top_k: int, per_class: bool,
-                  ranks: Ranks) -> dict[str, str]:
-    """What a checkpoint must match to be resumed (names are the words of the refusal message)."""
+                  ranks: Ranks, ranked: str = "activation") -> dict[str, str]:
+    """What a checkpoint must match to be resumed (names are the words of the refusal message); ``ranked``: what
+    the scan ranks (``activation``, or ``relevance for class C``)."""
     return {"dataset": images.fingerprint(), "model": loaded.name, "weights": model_digest(loaded.model),
             "preprocessing": json.dumps(loaded.preprocessing.to_dict(), sort_keys=True),
             "layer list": ",".join(layers), "top-k": str(top_k), "per-class": str(per_class),
-            "number of ranks": str(ranks.world)}
+            "number of ranks": str(ranks.world), "ranking": ranked}
 
 
 @dataclass

@@ -7,7 +7,7 @@ O(layers x channels x K); two states over the same index space merge exactly (``
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,10 @@ from vizkit.scan.scorer import Reduced, Reducer
 from vizkit.scan.stream import StreamCounter, as_image_batch
 from vizkit.scan.topk import EMPTY, LayerTopK, MineResult, merge_topk
 
-__all__ = ["ScanRun", "ScanState", "scan_batches"]
+__all__ = ["ScanRun", "ScanState", "ScorerFactory", "scan_batches"]
+
+#: Builds the per-batch scorer for ``scan_batches``: ``factory(model, layers)`` -> a context manager with ``run``.
+ScorerFactory = Callable[[nn.Module, Sequence[str]], Any]
 
 
 class ScanState:
@@ -162,19 +165,23 @@ class ScanRun:
 
 
 def scan_batches(model: nn.Module, batches: Iterable[Any], state: ScanState, *,
-                 owned: np.ndarray | None = None) -> ScanRun:
+                 owned: np.ndarray | None = None, scorer: ScorerFactory | None = None) -> ScanRun:
     """Update ``state`` with every batch (a ``DatasetStream``, whose hooks run after each batch, or any iterable
     of ``ImageBatch``, tensors or (x, labels) pairs); returns the skipped (global index, reason) pairs and counts.
 
     ``owned``: bool per global index, the images this process counts in means and rates (distributed padding
-    duplicates are not).
+    duplicates are not). ``scorer``: ``factory(model, layers)``, a context manager whose ``run(model, x)`` gives
+    each layer's ``Reduced`` (default ``Reducer``: activations; ``vizkit.scan.relevance``: relevance, which sets
+    ``needs_grad``).
     """
     skipped: list[tuple[int, str]] = []
     positions = seen = 0
     counter = StreamCounter()
     device = state.device
     dtype = model_dtype(model)
-    with preserve_model_state(model), torch.inference_mode(), Reducer(model, state.layers) as reducer:
+    make: ScorerFactory = scorer or Reducer
+    grad = bool(getattr(make, "needs_grad", False))
+    with preserve_model_state(model), torch.inference_mode(not grad), make(model, state.layers) as reducer:
         for raw in batches:
             batch = as_image_batch(raw, counter)
             skipped.extend(batch.skipped)

@@ -14,7 +14,7 @@ import torch
 
 from vizkit.errors import UserInputError
 
-__all__ = ["EMPTY", "LayerTopK", "MineResult", "merge_topk"]
+__all__ = ["ACTIVATION", "EMPTY", "RELEVANCE", "LayerTopK", "MineResult", "Ranking", "merge_topk"]
 
 #: Index of an empty slot while sorting (sorts after every real image); stored as -1 in results.
 EMPTY = torch.iinfo(torch.int64).max
@@ -43,6 +43,35 @@ def merge_topk(values: torch.Tensor, index: torch.Tensor, payload: Sequence[torc
     cols = [c[..., :k] for c in cols]
     empty = cols[1] == EMPTY
     return cols[0], cols[1], [p.masked_fill(empty, -1) for p in cols[2:]]
+
+
+ACTIVATION, RELEVANCE = "activation", "relevance"  # what a scan ranks (vizkit.scan.relevance)
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """What a scan ranked: ``activation`` (each channel's spatial maximum) or ``relevance`` for class ``target``
+    (zennit-crp's normalised channel relevance, ``vizkit.scan.relevance``); ``name``: the class's name if known."""
+
+    mode: str = ACTIVATION
+    target: int | None = None
+    name: str | None = None
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """mine.npz's ``rank`` (and ``rank_class``, ``rank_class_name`` for relevance)."""
+        out = {"rank": np.array(self.mode, dtype=str)}
+        if self.target is not None:
+            out["rank_class"] = np.array(self.target, dtype=np.int64)
+            out["rank_class_name"] = np.array(self.name or "", dtype=str)
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> Ranking:
+        if "rank" not in arrays:
+            return cls()
+        target = int(arrays["rank_class"]) if "rank_class" in arrays else None
+        name = str(arrays["rank_class_name"]) if "rank_class_name" in arrays else ""
+        return cls(str(arrays["rank"]), target, name or None)
 
 
 @dataclass
@@ -78,6 +107,7 @@ class MineResult:
     labels: list[int] | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)
     images_scanned: int = 0
+    ranking: Ranking = field(default_factory=Ranking)
 
     def merge(self, other: MineResult) -> MineResult:
         """Exact merge of two scans (e.g. two shards, or two datasets). Same paths: one index space, images
@@ -88,6 +118,8 @@ class MineResult:
                                  f"vs {list(other.layers)} k={other.k}")
         if (self.classes is None) != (other.classes is None) or (self.classes and self.classes != other.classes):
             raise UserInputError(f"cannot merge scans with different classes: {self.classes} vs {other.classes}")
+        if self.ranking != other.ranking:
+            raise UserInputError(f"cannot merge scans ranked differently: {self.ranking} vs {other.ranking}")
         same = self.paths == other.paths
         offset = 0 if same else len(self.paths)
         paths = self.paths if same else self.paths + other.paths
@@ -97,12 +129,13 @@ class MineResult:
         layers = {name: _merge_layer(self.layers[name], other.layers[name], offset, n1, n2, self.k)
                   for name in self.layers}
         skipped = list(dict.fromkeys([*self.skipped, *other.skipped]))
-        return MineResult(list(paths), layers, self.k, self.classes, labels, skipped, n1 + n2)
+        return MineResult(list(paths), layers, self.k, self.classes, labels, skipped, n1 + n2, self.ranking)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        """The scan keys of ``mine.npz``: ``paths``, ``classes`` (per-class scans), and per layer ``L/values``,
+        """The scan keys of ``mine.npz``: ``paths``, ``rank`` (+ ``rank_class``, ``rank_class_name``: ``Ranking``),
+        ``classes`` (per-class scans), and per layer ``L/values``,
         ``L/image_index``, ``L/positions``, ``L/mean``, ``L/rate`` (+ ``L/class_values``, ``L/class_image_index``)."""
-        arrays: dict[str, np.ndarray] = {"paths": np.array(self.paths, dtype=str)}
+        arrays: dict[str, np.ndarray] = {"paths": np.array(self.paths, dtype=str), **self.ranking.arrays()}
         if self.classes is not None:
             arrays["classes"] = np.array(self.classes, dtype=str)
         for name, layer in self.layers.items():
@@ -134,7 +167,8 @@ class MineResult:
                 np.asarray(get(f"{name}/class_image_index"), np.int64) if has_class else None)
         k = int(next(iter(layers.values())).values.shape[1]) if layers else 0
         classes = [str(c) for c in arrays["classes"]] if "classes" in arrays else None
-        return cls([str(p) for p in arrays["paths"]], layers, k, classes, labels, list(skipped), images_scanned)
+        return cls([str(p) for p in arrays["paths"]], layers, k, classes, labels, list(skipped), images_scanned,
+                   Ranking.from_arrays(arrays))
 
 
 def _merge_layer(a: LayerTopK, b: LayerTopK, offset: int, n1: int, n2: int, k: int) -> LayerTopK:
