@@ -36,6 +36,7 @@ from vizkit.capture.stages import default_layers
 from vizkit.errors import UserInputError
 from vizkit.jobs.common import Failure, JobReport, ModelJob, resolve_device
 from vizkit.jobs.context import RunContext, input_shape, tiny_activation_notes
+from vizkit.jobs.mine_dream import mine_dream_settings, mine_dreams
 from vizkit.load.dataset import ImageDataset, ImageList, list_images
 from vizkit.load.models import LoadedModel
 from vizkit.load.preprocessing import Preprocessing
@@ -68,6 +69,9 @@ class MineConfig(ModelJob):
     project: bool = True              # False: stop after the scan (--no-project)
     checkpoint_every: int | None = None
     resume: bool = False
+    dream: bool = False               # --dream: what each rendered unit wants (vizkit.jobs.mine_dream)
+    dream_steps: int | None = None
+    dream_size: int | None = None
 
     def check(self) -> None:
         for name, value, low in (("--top-k", self.top_k, 1), ("--batch-size", self.batch_size, 1),
@@ -81,6 +85,8 @@ class MineConfig(ModelJob):
         if self.project and spec != "all" and (not count.isdigit() or int(count) < 1) and not listed:
             # checked before the scan: select_units would only refuse it after hours of scanning
             raise UserInputError(f"--units {spec!r}: use all, top:N, N or a comma list of channels like 3,7,12")
+        if self.dream:  # its settings are checked before the scan too
+            mine_dream_settings(self.dream_steps, self.dream_size, self.seed)
 
 
 @dataclass
@@ -188,8 +194,9 @@ def _write(config: MineConfig, result: MineResult, ctx: RunContext, layers: list
         t0 = time.perf_counter()
         projections = _project(config, result, ctx, layers, images)
         timings["project"] = time.perf_counter() - t0
+    dreams, dream_settings = mine_dreams(config, ctx, projections, timings)  # --dream; ({}, {}) without
     t0 = time.perf_counter()
-    output = MineOutput(result, projections, mine_notes(result, config.project))
+    output = MineOutput(result, projections, mine_notes(result, config.project), dreams, dream_settings)
     info = ctx.info(None, _settings(config, ctx, layers, images, ranks, result))
     folder = write_outputs(output, info, config.out, timings=dict(timings))
     timings["render"] = time.perf_counter() - t0

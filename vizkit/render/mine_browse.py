@@ -40,22 +40,32 @@ def thumb_name(index: int) -> str:
     return f"{THUMBS}/t{index:07d}.jpg"
 
 
-def write_thumbnails(folder: Path, paths: Sequence[str], indices: Iterable[int]) -> set[int]:
-    """A centre-cropped ``THUMB_PX`` JPEG of each distinct image (``folder/img/t<index>.jpg``); returns the indices
-    written (an unreadable or unnamed image, e.g. ``#3`` from a bare tensor stream, gets none)."""
+def read_thumbnail(path: str, px: int = THUMB_PX) -> np.ndarray | None:
+    """The image at ``path`` centre-cropped to a square of ``px`` (H, W, 3) uint8, or None when it cannot be read
+    (a file gone since the scan, or a bare tensor stream's ``#3``)."""
     from PIL import ImageOps
 
     from vizkit.load.images import load_image
 
+    try:
+        image = load_image(path)
+    except Exception:  # noqa: BLE001 - a picture that cannot be read is left out, not the whole output
+        return None
+    return np.asarray(ImageOps.fit(image.convert("RGB"), (px, px)))
+
+
+def write_thumbnails(folder: Path, paths: Sequence[str], indices: Iterable[int]) -> set[int]:
+    """A ``read_thumbnail`` JPEG of each distinct image (``folder/img/t<index>.jpg``); returns the indices
+    written."""
+    from PIL import Image
+
     (folder / THUMBS).mkdir(parents=True, exist_ok=True)
     written = set()
     for i in sorted({int(i) for i in indices if 0 <= int(i) < len(paths)}):
-        try:
-            image = load_image(paths[i])
-        except Exception:  # noqa: BLE001 - a file gone since the scan only loses its thumbnail
-            continue
-        ImageOps.fit(image.convert("RGB"), (THUMB_PX, THUMB_PX)).save(folder / thumb_name(i), quality=85)
-        written.add(i)
+        picture = read_thumbnail(paths[i])
+        if picture is not None:
+            Image.fromarray(picture).save(folder / thumb_name(i), quality=85)
+            written.add(i)
     return written
 
 
@@ -76,7 +86,7 @@ def _number(v: float) -> float | None:
 def unit_rows(state: LayerTopK, pictures: Mapping[int, str], pages: Mapping[int, str], dreams: Mapping[int, str],
               scores: Mapping[int, float], thumbs: Collection[int]) -> list[dict[str, object]]:
     """One JSON row per channel: c, mean, rate, top, dream (score or None), dead, img, dimg, page."""
-    rows = []
+    rows: list[dict[str, object]] = []
     for ch in range(state.values.shape[0]):
         top = int(state.image_index[ch, 0]) if state.image_index.shape[1] else -1
         img = pictures.get(ch) or (thumb_name(top) if top in thumbs else "")
@@ -127,5 +137,5 @@ def write_layer_page(path: Path, title: str, intro: Sequence[str], rows: list[di
     return write_html_page(path, title, body, script=f"<script>\n{SCRIPT.read_text(encoding='utf-8')}</script>")
 
 
-__all__ = ["THUMB_PX", "thumb_name", "thumbnail_indices", "unit_rows", "write_class_scripts", "write_layer_page",
-           "write_thumbnails"]
+__all__ = ["THUMB_PX", "read_thumbnail", "thumb_name", "thumbnail_indices", "unit_rows", "write_class_scripts",
+           "write_layer_page", "write_thumbnails"]

@@ -19,7 +19,6 @@ from vizkit.outputs.info import ReportInfo
 from vizkit.project.mine_projection import UnitTopProjections
 from vizkit.render.kit.display import normalise_projection
 from vizkit.render.kit.html import write_html_page
-from vizkit.render.mine import summary_lines
 from vizkit.render.mine_browse import (
     thumbnail_indices,
     unit_rows,
@@ -27,6 +26,7 @@ from vizkit.render.mine_browse import (
     write_layer_page,
     write_thumbnails,
 )
+from vizkit.render.mine_pages import dream_picture, summary_lines
 
 if TYPE_CHECKING:
     from vizkit.project.results import LayerDreams
@@ -102,11 +102,6 @@ def _unit_page(folder: Path, n: int, layer: str, unit: UnitTopProjections, state
     if not unit.entries:
         body.append("<p>no image activated this unit</p>")
     write_html_page(folder / _unit_file(n, unit.channel), f"{layer} channel {unit.channel}", body)
-
-
-def dream_picture(images: np.ndarray, u: int) -> np.ndarray:
-    """Dream ``u`` of (U, 3, S, S) floats in [0, 1] as an (S, S, 3) uint8 picture."""
-    return (np.clip(images[u].transpose(1, 2, 0), 0, 1) * 255).round().astype(np.uint8)
 
 
 def _save_dreams(folder: Path, n: int, dreams: LayerDreams | None) -> tuple[dict[int, str], dict[int, float]]:
