@@ -2,8 +2,10 @@
 
 For every layer, the rendered units' channel objectives (mean activation) are optimised together by
 ``vizkit.project.dream.dream``: every batch element has its own unit, so a layer of U units takes
-``ceil(U / batch_size)`` optimisations. The defaults are small (``MINE_DREAM``: a 96 px Fourier canvas, 32 steps)
-so that 80 units stay practical on a CPU; ``--dream-steps`` and ``--dream-size`` buy quality with time.
+``ceil(U / batch_size)`` optimisations. The defaults are small (``MINE_DREAM``: a 64 px Fourier canvas, 24 steps,
+one view per step) so that 80 units stay practical on a CPU; ``--dream-steps`` and ``--dream-size`` buy quality
+with time. The model sees the canvas at its own size, which a convolutional layer takes whatever the input size;
+where the layer needs the model's input size (a flatten before it), the views are resized to it.
 """
 from __future__ import annotations
 
@@ -14,10 +16,13 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 from torch import nn
 
+from vizkit.capture.recorder import Recorder
+from vizkit.capture.state import preserve_model_state
 from vizkit.load.preprocessing import Preprocessing
-from vizkit.project.dream import DreamSettings, channel, dream
+from vizkit.project.dream import DreamSettings, TransformSettings, channel, dream
 from vizkit.project.results import LayerDreams
 
 if TYPE_CHECKING:
@@ -29,12 +34,25 @@ log = logging.getLogger("vizkit")
 
 #: mine's dream settings: Lucid's Fourier parameterisation with decorrelated colour, small and short enough for a
 #: CPU (measured in docs/commands/mine.md); the views the model sees are the canvas itself.
-MINE_DREAM = DreamSettings(method="fourier", steps=32, size=96, batch_size=16, progressive=None)
+MINE_DREAM = DreamSettings(method="fourier", steps=24, size=64, batch_size=16, progressive=None,
+                           transforms=TransformSettings(crops=1, pad=4, jitter=4))
 
 
 def mine_dream_settings(steps: int | None = None, size: int | None = None, seed: int = 0) -> DreamSettings:
     """``MINE_DREAM`` with the user's ``--dream-steps``/``--dream-size`` and the run's seed."""
     return replace(MINE_DREAM, steps=steps or MINE_DREAM.steps, size=size or MINE_DREAM.size, seed=seed)
+
+
+def runs_at(model: nn.Module, layer: str, size: int) -> bool:
+    """Whether the model's forward reaches ``layer`` on a ``size`` px input (False: a layer before it, such as a
+    Linear after a flatten, needs the model's own input size)."""
+    device = next(model.parameters(), torch.empty(0)).device
+    with preserve_model_state(model), torch.no_grad(), Recorder(model, [layer], stop=True) as rec:
+        try:
+            rec.run(torch.zeros(1, 3, size, size, device=device))
+        except RuntimeError:
+            return False
+    return True
 
 
 def dream_units(model: nn.Module, prep: Preprocessing, units: Sequence[tuple[str, int]],
@@ -56,8 +74,9 @@ def dream_units(model: nn.Module, prep: Preprocessing, units: Sequence[tuple[str
             if progress is not None:
                 progress(start + n, total)
 
+        fits = settings.input_size is not None or runs_at(model, layer, settings.size)
         result = dream(model, [channel(layer, ch) for ch in channels], mean=prep.mean, std=prep.std,
-                       settings=settings, progress=tick)
+                       settings=settings if fits else replace(settings, input_size=prep.crop), progress=tick)
         done += settings.steps * -(-len(channels) // settings.batch_size)
         out[layer] = LayerDreams(np.array(channels, np.int64), result.images.astype(np.float32),
                                  result.scores.astype(np.float32))

@@ -7,9 +7,10 @@ import numpy as np
 
 Box = tuple[int, int, int, int]
 
-#: Pixels per inch at which PDF pages embed pictures: a picture larger than its panel at this density is resampled
-#: down before it is drawn (a PDF otherwise embeds every source pixel: 45 MB for mine's 80 units x 9).
-PICTURE_DPI = 150
+#: Pixels per inch at which PDF pages embed pictures: matplotlib's figure dpi, at which its PDF backend rasterises
+#: everything else. A picture larger than its panel at this density is resampled down before it is drawn; drawn
+#: with ``interpolation="none"`` the PDF would otherwise embed every source pixel (45 MB for mine's 80 units x 9).
+PICTURE_DPI = 100
 
 
 def normalise_projection(p: np.ndarray) -> np.ndarray:
