@@ -77,7 +77,7 @@
     if (u.dimg) { div.appendChild(picture(u.dimg, 'what it wants')); }
     var small = document.createElement('small');
     small.textContent = 'mean ' + fmt(u.mean) + ' \u00b7 rate ' + (100 * u.rate).toFixed(1) + '% \u00b7 top ' +
-      fmt(r.top) + (u.dream === null ? '' : ' \u00b7 dream ' + fmt(u.dream)) + (u.dead ? ' \u00b7 dead' : '');
+      (state.cls === '' ? '' : 'in class ') + fmt(r.top) + (u.dream === null ? '' : ' \u00b7 dream ' + fmt(u.dream)) + (u.dead ? ' \u00b7 dead' : '');
     div.appendChild(document.createElement('br'));
     div.appendChild(small);
     return div;
