@@ -128,6 +128,13 @@ def manifest_keys(result: MineResult, projections: Sequence[UnitTopProjections],
             "dream": None}
 
 
+def dream_note(settings: Mapping[str, object]) -> str:
+    """Page 1's line on ``--dream``: how the images were made and what their score is."""
+    made = ", ".join(f"{k} {settings[k]}" for k in ("method", "steps", "size", "seed") if k in settings)
+    return ("--dream: 'what it wants' is an image optimised to maximise the unit's mean activation (" + made
+            + "); its score is that mean on the image, not comparable with the top values (spatial maxima).")
+
+
 def mine_document(output: MineOutput, info: ReportInfo) -> Document:
     """``mine/``: mine.npz, mine.pdf, html/, then mine.manifest.json. Only these entries are replaced in an
     existing folder: the scan's ``checkpoint*`` files there stay. With no projections (``--no-project``), mine.npz
@@ -137,8 +144,10 @@ def mine_document(output: MineOutput, info: ReportInfo) -> Document:
     if output.dreams:
         extra["dream"] = {"objective": "channel (mean activation)", **output.dream_settings}
 
+    notes = [*output.notes, *([dream_note(output.dream_settings)] if output.dreams else [])]
+
     def pdf(path: Path) -> None:
-        extra["pdf_pages"] = render_mine_pdf(result, units, info, path, notes=output.notes, dreams=output.dreams)
+        extra["pdf_pages"] = render_mine_pdf(result, units, info, path, notes=notes, dreams=output.dreams)
 
     def gallery(path: Path) -> None:
         from vizkit.render.mine_html import write_mine_html
@@ -160,6 +169,6 @@ def write_mine_outputs(result: MineResult, projections: Sequence[UnitTopProjecti
                          timings=dict(timings))
 
 
-__all__ = ["FOLDER", "MANIFEST", "UNITS_PER_PAGE", "dream_arrays", "grid_shape", "manifest_keys", "mine_document",
-           "mine_page_makers", "projection_arrays", "read_dreams", "read_projections", "render_mine_pdf",
-           "save_mine_npz", "summary_lines", "write_mine_outputs"]
+__all__ = ["FOLDER", "MANIFEST", "UNITS_PER_PAGE", "dream_arrays", "dream_note", "grid_shape", "manifest_keys",
+           "mine_document", "mine_page_makers", "projection_arrays", "read_dreams", "read_projections",
+           "render_mine_pdf", "save_mine_npz", "summary_lines", "write_mine_outputs"]
