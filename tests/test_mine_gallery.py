@@ -257,3 +257,31 @@ def test_cli_dream_scores_are_each_objective_on_its_stored_image(tmp_path: Path)
     pdf = (out / "mine" / "mine.pdf").read_bytes()
     assert len(re.findall(rb"/Type\s*/Page[^s]", pdf)) == 1 + 1 + 2  # summary, 3 units, 2 classes
     assert (out / "mine" / "html" / "layer00-classes" / "c0001.js").is_file()
+
+
+def test_dream_units_fall_back_to_the_input_size_and_leave_the_model_as_it_was() -> None:
+    """A Linear unit after a flatten needs the model's input size: its dreams are made at that size (the score is
+    the unit on the image resized to it), a conv unit's at the canvas size; hooks, flags and state as they were."""
+    import torch
+    from torch import nn
+
+    from vizkit.jobs.mine_dream import dream_units, mine_dream_settings, runs_at
+    from vizkit.load.preprocessing import Preprocessing
+    from vizkit.testing.model_state import flags, hook_count, state_fingerprint
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 16 * 16, 5)).train()
+    prep = Preprocessing(16, 16, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    before, state = flags(model), state_fingerprint(model)
+    assert runs_at(model, "1", 12) and not runs_at(model, "3", 12) and runs_at(model, "3", 16)
+    dreams = dream_units(model, prep, [("1", 2), ("3", 4), ("3", 1)], mine_dream_settings(steps=2, size=12))
+    assert list(dreams["3"].channels) == [4, 1] and dreams["3"].images.shape == (2, 3, 12, 12)
+    x = torch.nn.functional.interpolate(torch.from_numpy(dreams["3"].images), size=(16, 16), mode="bilinear",
+                                        antialias=True)
+    with torch.no_grad():
+        want = model.eval()((x - 0.5) / 0.25)[torch.arange(2), torch.tensor([4, 1])]
+    model.train()
+    np.testing.assert_allclose(dreams["3"].scores, want.numpy(), rtol=1e-4, atol=1e-5)
+    assert hook_count(model) == 0 and all(torch.equal(state[k], v) for k, v in state_fingerprint(model).items())
+    after = flags(model)
+    assert after[0] == before[0] and after[1] == before[1]
