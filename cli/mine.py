@@ -21,6 +21,7 @@ Examples:
   vizkit mine photos/                              # offline default model, top 9 per unit, OUT/mine/
   vizkit mine imagenet/val --model vgg16 --per-class --units top:32 --checkpoint-every 5000
   vizkit mine files.txt --model resnet50 --weights my.pth --layer layer3 --no-project
+  vizkit mine photos/ --units top:8 --dream         # beside each unit's top-K: what it wants to see
   vizkit mine imagenet/val --resume               # continue a killed run from OUT/mine/checkpoint.pt
   torchrun --nproc-per-node 4 -m vizkit mine imagenet/val --model vgg16 --device cuda
   vizkit mine imagenet/val --model vgg16 --rank relevance --class "tiger cat"   # what the model uses for a class
@@ -53,6 +54,12 @@ Examples:
                    "--class (CRP's RelMax: what the model uses for that class).")
 @click.option("--class", "class_", default=None, metavar="C",
               help="With --rank relevance: the class, by index or name (as gradcam's --target).")
+@click.option("--dream", is_flag=True, help="Also show what each rendered unit wants: an image optimised to excite "
+                                           "it (vizkit dream's channel objective), beside its top-K.")
+@click.option("--dream-steps", default=None, type=click.IntRange(min=1), metavar="N",
+              help="Optimisation steps per dream (default 32).")
+@click.option("--dream-size", default=None, type=click.IntRange(min=8), metavar="PX",
+              help="Dream canvas side in pixels (default 96).")
 @click.option("--out", "-o", default="vizkit-out", show_default=True, type=click.Path(file_okay=False),
               help="Output folder; results go to OUT/mine/.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -61,7 +68,8 @@ Examples:
 def mine(data: str, model: str | None, weights: str | None, allow_download: bool, allow_pickle: bool,
          layers: tuple[str, ...], top_k: int, batch_size: int, workers: int, limit: int | None, per_class: bool,
          units: str | None, no_project: bool, checkpoint_every: int | None, resume: bool, rank: str,
-         class_: str | None, out: str, device: str, model_extra: dict[str, Any]) -> None:
+         class_: str | None, dream: bool, dream_steps: int | None, dream_size: int | None, out: str, device: str,
+         model_extra: dict[str, Any]) -> None:
     """For every unit of the chosen layers, the K images of DATA that excite it most, with their deconvnet
     projections (Zeiler-Fergus Fig. 2).
 
@@ -76,6 +84,7 @@ def mine(data: str, model: str | None, weights: str | None, allow_download: bool
                         top_k=top_k, batch_size=batch_size, workers=workers, limit=limit, per_class=per_class,
                         units=units, project=not no_project, checkpoint_every=checkpoint_every, resume=resume,
                         rank=rank, target=class_,
+                        dream=dream, dream_steps=dream_steps, dream_size=dream_size,
                         out=out, device=device, allow_pickle=allow_pickle, allow_download=allow_download,
                         command=["vizkit", *sys.argv[1:]], **model_extra)
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 draws the progress bar

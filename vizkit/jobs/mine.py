@@ -36,6 +36,7 @@ from vizkit.capture.stages import default_layers
 from vizkit.errors import UserInputError
 from vizkit.jobs.common import Failure, JobReport, ModelJob, resolve_device
 from vizkit.jobs.context import RunContext, input_shape, tiny_activation_notes
+from vizkit.jobs.mine_dream import mine_dream_settings, mine_dreams
 from vizkit.jobs.mine_relevance import check_rank, heatmap_units, ranking_label, ranking_notes, resolve_ranking
 from vizkit.load.dataset import ImageDataset, ImageList, list_images
 from vizkit.load.models import LoadedModel
@@ -75,6 +76,9 @@ class MineConfig(ModelJob):
     resume: bool = False
     rank: str = "activation"          # --rank: activation | relevance (vizkit.jobs.mine_relevance)
     target: str | int | None = None   # --class C with --rank relevance: an index or a class name
+    dream: bool = False               # --dream: what each rendered unit wants (vizkit.jobs.mine_dream)
+    dream_steps: int | None = None
+    dream_size: int | None = None
 
     def check(self) -> None:
         check_rank(self.rank, self.target)
@@ -89,6 +93,8 @@ class MineConfig(ModelJob):
         if self.project and spec != "all" and (not count.isdigit() or int(count) < 1) and not listed:
             # checked before the scan: select_units would only refuse it after hours of scanning
             raise UserInputError(f"--units {spec!r}: use all, top:N, N or a comma list of channels like 3,7,12")
+        if self.dream:  # its settings are checked before the scan too
+            mine_dream_settings(self.dream_steps, self.dream_size, self.seed)
 
 
 @dataclass
@@ -215,11 +221,12 @@ def _write(config: MineConfig, result: MineResult, ctx: RunContext, layers: list
         heatmaps = heatmap_units(ctx.model, result, ImageDataset(images, ctx.loaded.preprocessing), layers,
                                  config.units, ctx.loaded.preprocessing, ctx.device)
         timings["heatmaps"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
     # relevance shares are not activations: the tiny-activation note does not apply to them
     notes = ranking_notes(result.ranking) + (mine_notes(result, config.project) if not relevance else
                                              [] if config.project else [NO_PROJECT_NOTE])
-    output = MineOutput(result, projections, notes, heatmaps)
+    dreams, dream_settings = mine_dreams(config, ctx, projections, timings)  # --dream; ({}, {}) without
+    t0 = time.perf_counter()
+    output = MineOutput(result, projections, notes, heatmaps, dreams, dream_settings)
     info = ctx.info(None, _settings(config, ctx, layers, images, ranks, result))
     folder = write_outputs(output, info, config.out, timings=dict(timings))
     timings["render"] = time.perf_counter() - t0

@@ -179,14 +179,28 @@ class ReportResult:
 
 
 @dataclass
+class LayerDreams:
+    """``vizkit mine --dream``: what each rendered unit of one layer wants to see. ``channels`` (U,) int64;
+    ``images`` (U, 3, S, S) float32 in [0, 1], each optimised for its channel's mean activation
+    (``vizkit.project.dream``); ``scores`` (U,) float32, that objective on the final image."""
+
+    channels: np.ndarray
+    images: np.ndarray
+    scores: np.ndarray
+
+
+@dataclass
 class MineOutput:
     """``vizkit mine`` for one dataset: the scan (per layer the exact top-K images of every unit), the rendered
-    units' projections (pass 2; empty with ``--no-project``) and what page 1 must say about them."""
+    units' projections (pass 2; empty with ``--no-project``) and what page 1 must say about them; with
+    ``--dream``, each rendered unit's dream per layer and the settings that made them (for the manifest)."""
 
     result: MineResult
     projections: list[UnitTopProjections] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     heatmaps: list[UnitHeatmaps] = field(default_factory=list)  # --rank relevance: conditional heatmaps (pass 2)
+    dreams: dict[str, LayerDreams] = field(default_factory=dict)
+    dream_settings: dict = field(default_factory=dict)
 
 
 @dataclass

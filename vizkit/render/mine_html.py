@@ -1,4 +1,5 @@
-"""html/: an offline gallery of the mined units: index -> one page per layer -> one page per unit.
+"""html/: an offline gallery of the mined units: index -> one page per layer listing every unit
+(``vizkit.render.mine_browse``) -> one page per rendered unit (with ``--dream``, what it wants).
 
 Plain files opened from disk: relative links, images as PNG files in ``img/``, the histogram as inline SVG, nothing
 remote and no server. Every page reports in ``<body data-loaded="N/M">`` how many of its images the browser decoded,
@@ -7,7 +8,7 @@ so a headless browser can check it (the shell: ``vizkit.render.kit.html``).
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,10 +19,19 @@ from vizkit.outputs.info import ReportInfo
 from vizkit.project.mine_projection import UnitTopProjections
 from vizkit.render.kit.display import normalise_projection
 from vizkit.render.kit.html import write_html_page
-from vizkit.render.mine import summary_lines
+from vizkit.render.mine_browse import (
+    thumbnail_indices,
+    unit_rows,
+    write_class_scripts,
+    write_layer_page,
+    write_thumbnails,
+)
+from vizkit.render.mine_pages import dream_picture, summary_lines
 
 if TYPE_CHECKING:
+    from vizkit.project.results import LayerDreams
     from vizkit.scan.topk import LayerTopK, MineResult
+
 
 def _layer_file(n: int) -> str:
     return f"layer{n:02d}.html"
@@ -72,12 +82,16 @@ def _unit_stats(state: LayerTopK, channel: int) -> str:
 
 
 def _unit_page(folder: Path, n: int, layer: str, unit: UnitTopProjections, state: LayerTopK,
-               pictures: list[tuple[str, str]]) -> None:
+               pictures: list[tuple[str, str]], dream: str | None = None, score: float | None = None) -> None:
     body = [f'<p><a href="index.html">index</a> &rsaquo; <a href="{_layer_file(n)}">{html.escape(layer)}</a></p>',
-            f"<p>{_unit_stats(state, unit.channel)}</p>",
-            "<h2>Top activations</h2>", histogram_svg(state.values[unit.channel], float(state.mean[unit.channel])),
-            "<p>Histogram of the unit's top-K spatial maxima over the dataset (the scan keeps only these).</p>",
-            '<div class="entries">']
+            f"<p>{_unit_stats(state, unit.channel)}</p>"]
+    if dream is not None:
+        body += ["<h2>What it wants</h2>", f'<div class="entry"><img src="{dream}" alt="dream"><br>the image '
+                 f"optimised to excite the channel's mean activation: score {score:.5g} (top value over the "
+                 f"dataset {float(state.values[unit.channel, 0]):.5g}, a spatial maximum)</div>"]
+    body += ["<h2>Top activations</h2>", histogram_svg(state.values[unit.channel], float(state.mean[unit.channel])),
+             "<p>Histogram of the unit's top-K spatial maxima over the dataset (the scan keeps only these).</p>",
+             '<div class="entries">']
     for r, (entry, (proj, patch)) in enumerate(zip(unit.entries, pictures, strict=True)):
         y0, y1, x0, x1 = entry.box
         body.append(f'<div class="entry"><img src="{proj}" alt="projection #{r + 1}"> '
@@ -90,35 +104,61 @@ def _unit_page(folder: Path, n: int, layer: str, unit: UnitTopProjections, state
     write_html_page(folder / _unit_file(n, unit.channel), f"{layer} channel {unit.channel}", body)
 
 
-def write_mine_html(result: MineResult, units: Sequence[UnitTopProjections], info: ReportInfo,
-                    folder: Path) -> Path:
-    """Write the gallery into ``folder`` (created); returns ``folder/index.html``."""
-    (folder / "img").mkdir(parents=True, exist_ok=True)
-    layer_no = {name: n for n, name in enumerate(result.layers)}
-    by_layer: dict[str, list[UnitTopProjections]] = {name: [] for name in result.layers}
+def _save_dreams(folder: Path, n: int, dreams: LayerDreams | None) -> tuple[dict[int, str], dict[int, float]]:
+    """Each dream as ``img/lNN-cCCCCC-dream.png``: channel -> file, channel -> score."""
+    if dreams is None:
+        return {}, {}
+    files, scores = {}, {}
+    for u, ch in enumerate(int(c) for c in dreams.channels):
+        files[ch] = f"img/l{n:02d}-c{ch:05d}-dream.png"
+        Image.fromarray(dream_picture(dreams.images, u)).save(folder / files[ch])
+        scores[ch] = float(dreams.scores[u])
+    return files, scores
+
+
+def _layer_page(folder: Path, result: MineResult, name: str, n: int, units: Sequence[UnitTopProjections],
+                dreams: LayerDreams | None, thumbs: set[int]) -> int:
+    """Every unit's page and the layer's browsing page; returns the number of rendered units."""
+    state = result.layers[name]
+    dream_files, scores = _save_dreams(folder, n, dreams)
+    pictures, pages = {}, {}
     for unit in units:
-        by_layer[unit.layer].append(unit)
+        saved = _save_pictures(folder, n, unit)
+        _unit_page(folder, n, name, unit, state, saved, dream_files.get(unit.channel), scores.get(unit.channel))
+        pages[unit.channel] = _unit_file(n, unit.channel)
+        if saved:
+            pictures[unit.channel] = saved[0][1]
+    dead = int(np.count_nonzero(state.dead))
+    per_class = f"layer{n:02d}-classes"
+    write_class_scripts(folder, per_class, state, thumbs)
+    intro = ['<p><a href="index.html">index</a></p>',
+             f"<p>All {len(state.mean)} channels ({dead} dead); the {len(units)} rendered ones link to their page "
+             "(top-K patches, projections" + (", what the unit wants" if dream_files else "") + "). A card shows "
+             "the unit's top patch when it was rendered, else its top image"
+             + (", and its dream (the image optimised to excite it)" if dream_files else "") + ".</p>"]
+    write_layer_page(folder / _layer_file(n), f"Layer {name}", intro,
+                     unit_rows(state, pictures, pages, dream_files, scores, thumbs), result.classes, per_class)
+    return len(units)
+
+
+def write_mine_html(result: MineResult, units: Sequence[UnitTopProjections], info: ReportInfo,
+                    folder: Path, dreams: Mapping[str, LayerDreams] | None = None) -> Path:
+    """Write the gallery into ``folder`` (created); returns ``folder/index.html``. ``dreams``: per layer, the
+    rendered units' dreams (``--dream``)."""
+    (folder / "img").mkdir(parents=True, exist_ok=True)
+    thumbs = write_thumbnails(folder, result.paths, thumbnail_indices(result))
     rows = []
-    for name, state in result.layers.items():
-        n = layer_no[name]
-        cards = []
-        for unit in by_layer[name]:
-            pictures = _save_pictures(folder, n, unit)
-            _unit_page(folder, n, name, unit, state, pictures)
-            top = (f'<img src="{pictures[0][0]}" alt="projection"><img src="{pictures[0][1]}" alt="patch">'
-                   if pictures else "<p>no activation</p>")
-            cards.append(f'<div class="unit"><a href="{_unit_file(n, unit.channel)}">channel {unit.channel}</a><br>'
-                         f"{top}<br><small>{_unit_stats(state, unit.channel)}</small></div>")
+    for n, (name, state) in enumerate(result.layers.items()):
+        rendered = _layer_page(folder, result, name, n, [u for u in units if u.layer == name],
+                               (dreams or {}).get(name), thumbs)
         dead = int(np.count_nonzero(state.dead))
-        write_html_page(folder / _layer_file(n), f"Layer {name}", [
-            '<p><a href="index.html">index</a></p>',
-            f"<p>{len(state.mean)} channels, {dead} dead; {len(cards)} rendered: the top patch and its projection "
-            "(each normalised on its own, grey = 0).</p>", '<div class="units">', *cards, "</div>"])
         rows.append(f'<tr><td><a href="{_layer_file(n)}">{html.escape(name)}</a></td><td>{len(state.mean)}</td>'
-                    f"<td>{dead}</td><td>{len(cards)}</td></tr>")
+                    f"<td>{dead}</td><td>{rendered}</td></tr>")
     skipped = [f"<li>{html.escape(p)}: {html.escape(reason)}</li>" for p, reason in result.skipped]
     write_html_page(folder / "index.html", f"vizkit mine: {info.model}", [
         "<ul>", *[f"<li>{k}: {html.escape(v)}</li>" for k, v in summary_lines(result, info)], "</ul>",
         "<table><tr><th>layer</th><th>channels</th><th>dead</th><th>rendered</th></tr>", *rows, "</table>",
+        "<p>Each layer's page lists every unit: sort, find a channel"
+        + (", filter by class" if result.classes else "") + ".</p>",
         f"<h2>Skipped files ({len(skipped)})</h2>", "<ul>", *skipped, "</ul>"])
     return folder / "index.html"

@@ -1,9 +1,16 @@
 """Array-to-picture helpers shared by every report page."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 Box = tuple[int, int, int, int]
+
+#: Pixels per inch at which PDF pages embed pictures: matplotlib's figure dpi, at which its PDF backend rasterises
+#: everything else. A picture larger than its panel at this density is resampled down before it is drawn; drawn
+#: with ``interpolation="none"`` the PDF would otherwise embed every source pixel (45 MB for mine's 80 units x 9).
+PICTURE_DPI = 100
 
 
 def normalise_projection(p: np.ndarray) -> np.ndarray:
@@ -60,3 +67,29 @@ def display_image(image: np.ndarray) -> np.ndarray:
     if image.dtype != np.uint8:
         image = np.clip(image, 0, 255).astype(np.uint8)
     return image
+
+
+def at_shown_size(picture: np.ndarray, width_in: float, height_in: float, dpi: float = PICTURE_DPI) -> np.ndarray:
+    """``picture`` (H, W) or (H, W, C) resampled down (Lanczos, antialiased) to the pixels it covers when shown
+    ``width_in`` x ``height_in`` inches at ``dpi``, keeping its aspect ratio and dtype; unchanged when it is not
+    larger (small pictures are shown with nearest-neighbour pixels, never blurred up)."""
+    from PIL import Image
+
+    picture = np.asarray(picture)
+    h, w = picture.shape[:2]
+    fit = min(math.ceil(width_in * dpi) / w, math.ceil(height_in * dpi) / h)
+    if fit >= 1 or picture.ndim not in (2, 3):
+        return picture
+    size = (max(1, round(w * fit)), max(1, round(h * fit)))
+    if picture.dtype == np.uint8 and picture.ndim == 3 and picture.shape[2] in (3, 4):
+        return np.asarray(Image.fromarray(np.ascontiguousarray(picture)).resize(size, Image.Resampling.LANCZOS))
+    planes = picture[:, :, None] if picture.ndim == 2 else picture
+    data = planes.astype(np.float32)
+    finite = data[np.isfinite(data)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    out = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(data[:, :, c]))
+                               .resize(size, Image.Resampling.LANCZOS)) for c in range(data.shape[2])], axis=2)
+    out = np.clip(out, lo, hi)  # Lanczos rings past the source's range; the colour map's limits must not move
+    out = out[:, :, 0] if picture.ndim == 2 else out
+    return out.astype(picture.dtype) if np.issubdtype(picture.dtype, np.floating) else np.round(out).astype(
+        picture.dtype)

@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from vizkit.outputs.info import ReportInfo
-from vizkit.render.kit.display import display_image
+from vizkit.render.kit.display import at_shown_size, display_image
 from vizkit.render.kit.page import FONT, MARGIN, Cursor, axes_at, new_page, text_at
 from vizkit.render.kit.provenance import model_block, provenance_block, run_block
 
@@ -50,7 +50,7 @@ def page_one(command: str, info: ReportInfo | None, *, title: str | None = None,
             provenance_block(c, info, compact=compact)
         return fig, c
     ax = axes_at(fig, MARGIN, c.y, image_size, image_size)
-    ax.imshow(display_image(image), interpolation="none")
+    ax.imshow(at_shown_size(display_image(image), image_size, image_size), interpolation="none")
     ax.set_axis_off()
     if caption:
         text_at(fig, MARGIN, c.y + image_size + 0.05, caption, size=FONT - 1, color="0.3")

@@ -43,13 +43,14 @@ td:first-child, th:first-child { text-align: left; }
 </style>"""
 
 
-def write_html_page(path: Path, title: str, body: Sequence[str]) -> Path:
+def write_html_page(path: Path, title: str, body: Sequence[str], *, script: str = LOADED_SCRIPT) -> Path:
     """Write ``path``: the shell (title, style, the loaded-images line, a footer with vizkit's version) around
-    ``body`` (HTML fragments, already escaped)."""
+    ``body`` (HTML fragments, already escaped); ``script`` replaces ``LOADED_SCRIPT`` on a page that reports its
+    images itself (the mine gallery's lazily loaded layer pages)."""
     text = "\n".join(["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
                       f"<title>{html.escape(title)}</title>", STYLE, "</head><body>",
                       f"<h1>{html.escape(title)}</h1>", '<p id="loaded"></p>', *body,
-                      f"<footer><p>vizkit {html.escape(vizkit_version())}</p></footer>", LOADED_SCRIPT,
+                      f"<footer><p>vizkit {html.escape(vizkit_version())}</p></footer>", script,
                       "</body></html>"])
     path.write_text(text, encoding="utf-8")
     return path

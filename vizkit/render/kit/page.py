@@ -16,6 +16,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
+from vizkit.render.kit.display import at_shown_size
+
 A4_PORTRAIT = (8.27, 11.69)  # inches
 MARGIN = 0.45
 FONT = 7.5  # body text, points
@@ -150,11 +152,13 @@ def text_at(fig: Figure, x: float, y: float, s: str, size: float = FONT, **kw: A
 
 
 def draw_picture(canvas: Axes, image: np.ndarray, panel: tuple[float, float, float], **kw: Any) -> None:
-    """Draw ``image`` into the square panel (x, y, side) of a ``page_canvas``, keeping its aspect ratio, framed."""
+    """Draw ``image`` into the square panel (x, y, side) of a ``page_canvas``, keeping its aspect ratio, framed;
+    embedded at the resolution it is shown at (``at_shown_size``)."""
     x, y, side = panel
     h, w = image.shape[:2]
     scale = side / max(h, w)
     dx, dy = (side - w * scale) / 2, (side - h * scale) / 2
-    canvas.imshow(image, extent=(x + dx, x + dx + w * scale, y + dy + h * scale, y + dy), aspect="auto",
+    canvas.imshow(at_shown_size(image, w * scale, h * scale),
+                  extent=(x + dx, x + dx + w * scale, y + dy + h * scale, y + dy), aspect="auto",
                   interpolation="none", **kw)
     canvas.add_patch(Rectangle((x + dx, y + dy), w * scale, h * scale, fill=False, lw=0.4, ec="0.6"))
