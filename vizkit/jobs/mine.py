@@ -2,6 +2,11 @@
 channel), projects the selected units' top images (pass 2) and writes ``OUT/mine/``; ``mine_dataset(model, data,
 layers, k=...)`` is the scan alone from Python, for your own model and data.
 
+Before the scan one probe forward settles what each layer ranks (``vizkit.scan.saturation``: the value before a
+saturating activation) and drops default layers that duplicate another's top-K images; K is capped at the number
+of images listed. Layers without a spatial map are refused as ``vizkit deconv`` refuses them, unless
+``--no-project``.
+
 One process, or one per device under ``torchrun`` (``vizkit.scan.distributed``): each rank scans its
 ``DistributedSampler`` shard, the states are merged exactly, rank 0 projects and writes. Every
 ``checkpoint_every`` images the state is saved atomically; ``resume`` continues from it.
@@ -29,13 +34,21 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from vizkit.capture.probe import model_device
+from vizkit.capture.probe import model_device, probe_input
 from vizkit.capture.receptive_field import ReceptiveField
 from vizkit.capture.recorder import resolve_layers
 from vizkit.capture.stages import default_layers
 from vizkit.errors import UserInputError
 from vizkit.jobs.common import Failure, JobReport, ModelJob, resolve_device
-from vizkit.jobs.context import RunContext, input_shape, tiny_activation_notes
+from vizkit.jobs.context import RunContext, input_shape
+from vizkit.jobs.mine_notes import (
+    NO_PROJECT_NOTE,
+    image_independent_layers,
+    independence_note,
+    mine_notes,
+    plan_notes,
+    top_k_note,
+)
 from vizkit.load.dataset import ImageDataset, ImageList, list_images
 from vizkit.load.models import LoadedModel
 from vizkit.load.preprocessing import Preprocessing
@@ -43,6 +56,7 @@ from vizkit.project.mine_projection import UnitTopProjections, project_units, se
 from vizkit.project.results import MineOutput
 from vizkit.scan.checkpoint import CheckpointSaver, checkpoint_path, resume, scan_identity
 from vizkit.scan.distributed import Ranks, gather_objects, gather_state, process_group, shard
+from vizkit.scan.saturation import RankPlan, plan_ranking, probe_batch
 from vizkit.scan.state import ScanState, scan_batches
 from vizkit.scan.stream import DatasetStream, StreamCounter, as_batches, as_image_batch
 from vizkit.scan.topk import MineResult
@@ -50,7 +64,6 @@ from vizkit.scan.topk import MineResult
 log = logging.getLogger("vizkit")
 
 MINE_DIR = "mine"  # OUT/mine/: the checkpoints here, the outputs from the writer (mine_document's folder)
-NO_PROJECT_NOTE = "--no-project: the scan only; no unit was projected or rendered"
 
 
 @dataclass(kw_only=True)
@@ -102,10 +115,12 @@ def run_mine(config: MineConfig, *, progress: Callable[[int, int], None] | None 
         raise UserInputError(f"--per-class needs class subfolders in {config.data} (DATA/<class>/<image>)")
     with process_group(resolve_device(config.device)) as (ranks, device):
         ctx = RunContext.from_job(replace(config, device=str(device)))  # each rank on its own device
-        layers = ctx.layers(config.layers)
         timings = {"load_model": ctx.load_seconds}
+        plan = _plan(ctx, config.layers, config.project)
+        layers = plan.layers
+        k = min(config.top_k, max(len(images.paths), 1))
         t0 = time.perf_counter()
-        state, skipped = _scan(config, images, ctx, layers, ranks, progress, on_skip)
+        state, skipped = _scan(replace(config, top_k=k), images, ctx, plan, ranks, progress, on_skip)
         merged = gather_state(state, ranks)
         every_skipped = sorted({s for part in gather_objects(skipped, ranks) for s in part})
         timings["scan"] = time.perf_counter() - t0
@@ -116,17 +131,26 @@ def run_mine(config: MineConfig, *, progress: Callable[[int, int], None] | None 
         return MineReport(timings=timings)
     result = merged.result(paths, classes=images.classes if config.per_class else None, labels=images.labels,
                            skipped=[(paths[i], message) for i, message in every_skipped])
-    folder = _write(config, result, ctx, layers, images, ranks, timings)
+    notes = top_k_note(config.top_k, k, len(images.paths)) + plan_notes(plan.duplicates)
+    folder = _write(replace(config, top_k=k), result, ctx, layers, images, ranks, timings, notes)
     failures = [Failure(path, message, 2) for path, message in result.skipped]
     return MineReport(written=[folder], failures=failures, result=result, timings=timings)
 
 
-def _scan(config: MineConfig, images: ImageList, ctx: RunContext, layers: list[str], ranks: Ranks,
+def _plan(ctx: RunContext, requested: Sequence[str] | None, project: bool) -> RankPlan:
+    """The layers (refused as ``deconv`` refuses them when they will be projected) and what each ranks; default
+    layers that duplicate another's top-K images are dropped. One probe forward, the same on every rank."""
+    layers = ctx.spatial_layers(requested) if project else ctx.layers(requested)
+    return plan_ranking(ctx.model, layers, probe_batch(ctx.model, ctx.input_shape), dedupe=not requested)
+
+
+def _scan(config: MineConfig, images: ImageList, ctx: RunContext, plan: RankPlan, ranks: Ranks,
           progress: Callable[[int, int], None] | None, on_skip: Callable[[str, str], None] | None
           ) -> tuple[ScanState, list[tuple[int, str]]]:
     """This rank's pass over its shard, from the checkpoint on when resuming; checkpoints every N images."""
     n_classes = len(images.classes) if config.per_class and images.classes else 0
-    state = ScanState(layers, config.top_k, n_classes=n_classes, device=ctx.device)
+    layers = plan.layers
+    state = ScanState(layers, config.top_k, n_classes=n_classes, device=ctx.device, sources=plan.sources)
     indices, owned = shard(len(images.paths), ranks)
     path = checkpoint_path(Path(config.out) / MINE_DIR, ranks)
     identity = (scan_identity(images, ctx.loaded, layers, config.top_k, config.per_class, ranks)
@@ -155,12 +179,6 @@ def _settings(config: MineConfig, ctx: RunContext, layers: list[str], images: Im
             "dead_units": {name: int(np.sum(layer.dead)) for name, layer in result.layers.items()}}
 
 
-def mine_notes(result: MineResult, projected: bool) -> list[str]:
-    """What page 1 must say about this scan: activations too small for trained weights, a scan-only run."""
-    top = [layer.values[np.isfinite(layer.values)] for layer in result.layers.values()]
-    return tiny_activation_notes(top) + ([] if projected else [NO_PROJECT_NOTE])
-
-
 def _project(config: MineConfig, result: MineResult, ctx: RunContext, layers: list[str],
              images: ImageList) -> list[UnitTopProjections]:
     """Pass 2: re-read each selected unit's top-K images and project them (batched, cone-cropped)."""
@@ -178,7 +196,7 @@ def _project(config: MineConfig, result: MineResult, ctx: RunContext, layers: li
 
 
 def _write(config: MineConfig, result: MineResult, ctx: RunContext, layers: list[str], images: ImageList,
-           ranks: Ranks, timings: dict[str, float]) -> Path:
+           ranks: Ranks, timings: dict[str, float], notes: list[str]) -> Path:
     """Pass 2 (unless ``--no-project``), then ``mine.npz``, ``mine.pdf``, ``html/`` and the manifest through the
     one writer, atomically under ``OUT/mine`` (the checkpoints there stay)."""
     from vizkit.render.writer import write_outputs
@@ -188,8 +206,10 @@ def _write(config: MineConfig, result: MineResult, ctx: RunContext, layers: list
         t0 = time.perf_counter()
         projections = _project(config, result, ctx, layers, images)
         timings["project"] = time.perf_counter() - t0
+        blank = probe_input(ctx.model, ctx.input_shape)
+        notes = notes + independence_note(image_independent_layers(ctx.model, layers, blank))
     t0 = time.perf_counter()
-    output = MineOutput(result, projections, mine_notes(result, config.project))
+    output = MineOutput(result, projections, mine_notes(result, config.project, notes))
     info = ctx.info(None, _settings(config, ctx, layers, images, ranks, result))
     folder = write_outputs(output, info, config.out, timings=dict(timings))
     timings["render"] = time.perf_counter() - t0
@@ -199,13 +219,17 @@ def _write(config: MineConfig, result: MineResult, ctx: RunContext, layers: list
 def mine_dataset(model: nn.Module | LoadedModel, data: str | os.PathLike | ImageList | Dataset | Iterable[Any],
                  layers: Sequence[str] | None = None, k: int = 9, *, per_class: bool = False,
                  prep: Preprocessing | None = None, batch_size: int = 32, workers: int = 0, limit: int | None = None,
-                 classes: Sequence[str] | None = None, device: torch.device | str | None = None) -> MineResult:
+                 classes: Sequence[str] | None = None, device: torch.device | str | None = None,
+                 uncap: bool = True) -> MineResult:
     """Scan ``data`` once and return every channel's exact top-``k`` images per layer (see ``vizkit.scan.state``).
 
     ``layers``: names from ``model.named_modules()``; default one per resolution stage. ``prep``: how files are
     preprocessed (taken from a ``LoadedModel``). ``classes``: class names for ``per_class`` when ``data`` does not
     name them (an ``ImageList`` from a folder with subfolders, or a dataset with a ``classes`` attribute, does).
     ``device``: where the state lives and the batches go; default the model's device. The model is left as it was.
+    ``uncap``: rank a layer that ends in a saturating activation by the value before it (``LayerTopK.ranked`` says
+    so) and drop default layers that duplicate another's top-K images, as ``vizkit mine`` does; False: rank every
+    layer's output as asked. ``k`` is capped at the number of images when the data has a length.
     """
     ctx = None
     if isinstance(model, LoadedModel):  # its context: the input shape and default layers from one probe
@@ -214,17 +238,27 @@ def mine_dataset(model: nn.Module | LoadedModel, data: str | os.PathLike | Image
     device = torch.device(device) if device is not None else model_device(model)
     batches, paths, labels, names = as_batches(data, prep, batch_size, workers, limit, device)
     first, batches = _peek(batches)
+    shape = ctx.input_shape if ctx is not None else input_shape(prep) if prep is not None else _input_shape(first)
     if ctx is not None:
-        layers = ctx.layers(layers)  # the run's probe: one forward for the default layers
+        chosen = ctx.layers(layers)  # the run's probe: one forward for the default layers
     else:  # a bare module: the input shape comes from prep, else from the first batch
-        shape = input_shape(prep) if prep is not None else _input_shape(first)
-        layers = list(dict.fromkeys(layers)) if layers else default_layers(model, shape)
-        resolve_layers(model, layers)
+        if layers:
+            chosen = list(dict.fromkeys(layers))
+        elif shape is None:
+            raise UserInputError("mine: give layers=[...] or prep= (no image batch to pick default layers from)")
+        else:
+            chosen = default_layers(model, shape)
+        resolve_layers(model, chosen)
+    plan = (plan_ranking(model, chosen, probe_batch(model, shape), dedupe=not layers) if uncap and shape
+            else RankPlan(chosen))
     names = list(classes) if classes is not None else names
     if per_class and not names:
         raise UserInputError("per_class needs class names: a folder with class subfolders, a dataset with a "
                              "'classes' attribute, or classes=[...]")
-    state = ScanState(layers, k, n_classes=len(names) if per_class and names else 0, device=device)
+    if paths is not None:
+        k = min(k, max(len(paths), 1))
+    state = ScanState(plan.layers, k, n_classes=len(names) if per_class and names else 0, device=device,
+                      sources=plan.sources)
     run = scan_batches(model, batches, state)
     if paths is None:
         paths = [f"#{i}" for i in range(run.seen)]
@@ -241,11 +275,10 @@ def _peek(batches: Iterable[Any]) -> tuple[Any, Iterable[Any]]:
     return first, itertools.chain([first], iterator)
 
 
-def _input_shape(batch: Any) -> tuple[int, ...]:
+def _input_shape(batch: Any) -> tuple[int, ...] | None:
+    """(1, C, H, W) of the first batch's images; None when the batch is not images."""
     x = as_image_batch(batch, StreamCounter()).x
-    if x.dim() != 4:
-        raise UserInputError("mine: give layers=[...] or prep= (no image batch to pick default layers from)")
-    return (1, *x.shape[1:])
+    return (1, *x.shape[1:]) if x.dim() == 4 and x.is_floating_point() else None
 
 
-__all__ = ["MINE_DIR", "MineConfig", "MineReport", "mine_dataset", "mine_notes", "run_mine"]
+__all__ = ["MINE_DIR", "NO_PROJECT_NOTE", "MineConfig", "MineReport", "mine_dataset", "mine_notes", "run_mine"]
