@@ -77,7 +77,7 @@ class MineConfig(ModelJob):
     workers: int = 0
     limit: int | None = None
     per_class: bool = False
-    units: str | None = None          # --units: all | top:N | N | 3,7,12 (default: the projection module's)
+    units: str | None = None          # --units: all | top:N | channels 5 or 3,7,12 (default: top:16)
     project: bool = True              # False: stop after the scan (--no-project)
     checkpoint_every: int | None = None
     resume: bool = False
@@ -89,11 +89,11 @@ class MineConfig(ModelJob):
             if value is not None and value < low:
                 raise UserInputError(f"{name} must be at least {low}, got {value}")
         spec = (self.units or "all").strip()
-        count = spec[4:] if spec.startswith("top:") else spec
+        count = spec[4:].strip() if spec.startswith("top:") else None
         listed = re.fullmatch(r"\d+(\s*,\s*\d+)*\s*,?", spec)
-        if self.project and spec != "all" and (not count.isdigit() or int(count) < 1) and not listed:
+        if self.project and spec != "all" and not listed and (count is None or not count.isdigit() or int(count) < 1):
             # checked before the scan: select_units would only refuse it after hours of scanning
-            raise UserInputError(f"--units {spec!r}: use all, top:N, N or a comma list of channels like 3,7,12")
+            raise UserInputError(f"--units {spec!r}: use all, top:N or channels like 5 or 3,7,12")
 
 
 @dataclass

@@ -84,13 +84,19 @@ def _tied(maxima: torch.Tensor) -> torch.Tensor:
 
 
 def _caps(module: nn.Module, call: _Call) -> bool:
-    """The call capped its input: a saturating type, or the output tied at a maximum its input went beyond."""
+    """The call capped its input: a saturating type, or an elementwise monotone map (each output maximum a
+    non-decreasing function of the input maximum, channel by channel) whose output ties at a top its input
+    went beyond."""
     if call.in_max is None or call.out_max is None or call.in_max.shape != call.out_max.shape:
         return False
     if isinstance(module, SATURATING):
         return True
+    order = torch.sort(call.in_max, dim=0, stable=True).indices
+    x, y = call.in_max.gather(0, order), call.out_max.gather(0, order)
+    same_x = x[1:] == x[:-1]
+    monotone = bool(((y[1:] >= y[:-1]) & (~same_x | (y[1:] == y[:-1]))).all())
     above = call.in_max.max(0).values > call.out_max.max(0).values
-    return bool((_tied(call.out_max) & ~_tied(call.in_max) & above).any())
+    return monotone and bool((_tied(call.out_max) & ~_tied(call.in_max) & above).any())
 
 
 class _Probe:

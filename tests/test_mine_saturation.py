@@ -1,0 +1,186 @@
+"""What mine ranks: a layer whose output saturates is ranked by the value before its cap, and the scan still equals
+a brute force on that value; ties in a unit's top K are counted; default layers that duplicate another's top-K
+images are dropped; tiny activations of a random network are flagged."""
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import torch
+from mine_helpers import brute_force_result
+from torch import nn
+
+from vizkit.capture.stages import default_layers
+from vizkit.jobs.mine import mine_dataset
+from vizkit.jobs.mine_notes import mine_notes, tie_note
+from vizkit.scan.saturation import plan_ranking, probe_batch
+from vizkit.scan.scorer import Source
+from vizkit.scan.topk import LayerTopK, MineResult
+from vizkit.testing.model_state import hook_count, state_fingerprint
+
+
+class Clamp(nn.Module):
+    """A cap written by hand (no saturating type): the probe must find it from the numbers."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clamp(max=0.5)
+
+
+def _conv_bn() -> list[nn.Module]:
+    bn = nn.BatchNorm2d(6)
+    with torch.no_grad():
+        bn.running_mean.uniform_(-0.2, 0.2)
+        bn.running_var.uniform_(0.5, 1.5)
+    return [nn.Conv2d(3, 6, 3, padding=1), bn]
+
+
+def _bn_act() -> nn.Module:
+    from timm.layers import BatchNormAct2d
+
+    bn = BatchNormAct2d(6, act_layer=nn.ReLU6)
+    with torch.no_grad():
+        bn.running_mean.uniform_(-0.2, 0.2)
+    return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), bn, nn.Conv2d(6, 4, 3))
+
+
+# (model, layer, the module call whose input is ranked, how to remove the cap for the brute force)
+Case = tuple[nn.Module, str, str, Callable[[nn.Module], None]]
+
+
+def _uncap(path: str) -> Callable[[nn.Module], None]:
+    def apply(model: nn.Module) -> None:
+        parent, _, name = path.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, name, nn.Identity())
+    return apply
+
+
+def cases() -> dict[str, Case]:
+    torch.manual_seed(0)
+    block = nn.Sequential(*_conv_bn(), nn.ReLU6(inplace=True), nn.Dropout(0.3))  # dropout: passes through in eval
+    return {
+        "timm BatchNormAct2d": (_bn_act(), "1", "1.act", _uncap("1.act")),
+        "block ending in ReLU6": (nn.Sequential(block, nn.Conv2d(6, 4, 3)), "0", "0.2", _uncap("0.2")),
+        "the ReLU6 itself": (nn.Sequential(*_conv_bn(), nn.ReLU6(inplace=True)), "2", "2", _uncap("2")),
+        "hardtanh": (nn.Sequential(*_conv_bn(), nn.Hardtanh(-1, 1)), "2", "2", _uncap("2")),
+        "a hand-made clamp": (nn.Sequential(nn.Sequential(*_conv_bn(), Clamp())), "0", "0.2", _uncap("0.2")),
+    }
+
+
+def _images(n: int = 12) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(5)
+    return [torch.randn(3, 12, 12, generator=g) * 10 for _ in range(n)]  # strong inputs: the caps are reached
+
+
+@pytest.mark.parametrize("case", list(cases()))
+def test_capped_layer_is_ranked_before_the_cap_and_equals_brute_force(case: str) -> None:
+    model, layer, module, uncap = cases()[case]
+    model.eval()
+    images = _images()
+    before = state_fingerprint(model)
+    result = mine_dataset(model, [torch.stack(images[:5]), torch.stack(images[5:])], [layer], k=4)
+    after = state_fingerprint(model)
+    assert all(torch.equal(before[key], after[key]) for key in before) and hook_count(model) == 0
+    got = result.layers[layer]
+    assert got.ranked == f"pre-activation of {module}"
+    uncapped = copy.deepcopy(model)
+    uncap(uncapped)
+    capped = brute_force_result(model, images, [layer], k=4).layers[layer]
+    assert (capped.ties > 0).any(), "the test data must reach the cap, or it proves nothing"
+    ref = brute_force_result(uncapped, images, [layer], k=4).layers[layer]
+    np.testing.assert_array_equal(got.image_index, ref.image_index)
+    np.testing.assert_array_equal(got.positions, ref.positions)
+    np.testing.assert_allclose(got.values, ref.values, rtol=1e-6)
+    np.testing.assert_array_equal(got.ties, ref.ties)
+    assert "ranked by the value before the cap" in mine_notes(result, projected=True)[0]
+
+
+def test_uncap_false_ranks_the_output_as_before() -> None:
+    model, layer, _, _ = cases()["timm BatchNormAct2d"]
+    images = _images()
+    result = mine_dataset(model.eval(), [torch.stack(images)], [layer], k=4, uncap=False)
+    ref = brute_force_result(model, images, [layer], k=4).layers[layer]
+    assert result.layers[layer].ranked == "activation"
+    np.testing.assert_array_equal(result.layers[layer].image_index, ref.image_index)
+
+
+class Residual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.act = nn.Conv2d(3, 3, 3, padding=1), nn.ReLU6()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.act(self.conv(x))  # the cap is not the last word: nothing to look before
+
+
+def test_layers_that_do_not_end_in_a_cap_rank_their_output() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(Residual(), nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Sequential(nn.Conv2d(4, 4, 1), nn.ReLU6(),
+                                                                                   nn.Conv2d(4, 4, 1))).eval()
+    plan = plan_ranking(model, ["0", "1", "2", "3"], probe_batch(model, (1, 3, 10, 10)) * 3)
+    assert plan.sources == {} and plan.layers == ["0", "1", "2", "3"]
+
+
+def test_a_reused_cap_is_ranked_at_the_call_that_made_the_output() -> None:
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b, self.act = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU6()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.act(self.b(self.act(self.a(x))))
+
+    torch.manual_seed(0)
+    model = nn.Sequential(Twice()).eval()
+    images = [x * 2 for x in _images(8)]
+    plan = plan_ranking(model, ["0"], probe_batch(model, (1, 3, 12, 12)) * 3)
+    assert plan.sources == {"0": Source("0.act", 1)}
+    result = mine_dataset(model, [torch.stack(images)], ["0"], k=3)
+
+    class Before(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return model[0].b(model[0].act(model[0].a(x)))
+
+    ref = brute_force_result(nn.Sequential(Before()), images, ["0"], k=3).layers["0"]
+    np.testing.assert_array_equal(result.layers["0"].image_index, ref.image_index)
+    np.testing.assert_allclose(result.layers["0"].values, ref.values, rtol=1e-6)
+
+
+def test_duplicate_default_layers_are_dropped_and_asked_ones_kept() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+                          nn.MaxPool2d(2), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3)).eval()
+    shape = (1, 3, 16, 16)
+    layers = default_layers(model, shape)
+    assert layers == ["3", "6", "7"]  # 16x16, 8x8 and the final 2x2 pool, which misses the last two rows/cols
+    x = probe_batch(model, shape)
+    # 4 = a 2x2 pool over the whole 16x16 map: the same maxima as 3; 7 = a 3x3 pool of an 8x8 map: not the same
+    assert plan_ranking(model, ["3", "4", "6", "7"], x, dedupe=True).duplicates == {"4": "3"}
+    assert plan_ranking(model, ["3", "4", "6", "7"], x, dedupe=True).layers == ["3", "6", "7"]
+    assert plan_ranking(model, ["3", "4"], x).layers == ["3", "4"]  # asked for by name: kept
+
+
+def test_ties_counted_per_unit_and_named_in_the_note() -> None:
+    values = np.array([[6, 6, 6], [5, 4, 4], [3, 2, 1], [2, 2, -np.inf], [1, -np.inf, -np.inf]], np.float32)
+    index = np.where(np.isfinite(values), np.arange(3), -1)
+    layer = LayerTopK(values, index, np.zeros((5, 3, 2), np.int64), np.zeros(5, np.float32), np.ones(5, np.float32))
+    np.testing.assert_array_equal(layer.ties, [3, 2, 0, 2, 0])
+    np.testing.assert_array_equal(layer.filled, [3, 3, 3, 2, 1])
+    (note,) = tie_note(MineResult([f"i{i}" for i in range(3)], {"x": layer}, 3))
+    assert "x 3 of 5 units (2 with all 3 entries tied)" in note and "smaller image index" in note
+
+
+@pytest.mark.slow
+def test_random_googlenet_is_flagged_untrained() -> None:
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.googlenet(weights=None, init_weights=True, aux_logits=False).eval()
+    g = torch.Generator().manual_seed(0)
+    result = mine_dataset(model, [torch.randn(2, 3, 64, 64, generator=g)], ["conv1", "inception4e"], k=2)
+    peaks = [float(np.abs(layer.values).max()) for layer in result.layers.values()]
+    assert peaks[0] > 1e-3  # the first layer alone looks alive: a fixed threshold misses the network
+    assert any("untrained" in note for note in mine_notes(result, projected=True))
+    trained_like = MineResult(result.paths, {"a": result.layers["conv1"]}, 2)
+    assert not any("untrained" in note for note in mine_notes(trained_like, projected=True))
