@@ -4,13 +4,19 @@ images are dropped; tiny activations of a random network are flagged."""
 from __future__ import annotations
 
 import copy
+import html
+import textwrap
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 from mine_helpers import brute_force_result
+from PIL import Image
 from torch import nn
+from vizkit_cli.main import main
 
 from vizkit.capture.stages import default_layers
 from vizkit.jobs.mine import mine_dataset
@@ -184,3 +190,60 @@ def test_random_googlenet_is_flagged_untrained() -> None:
     assert any("untrained" in note for note in mine_notes(result, projected=True))
     trained_like = MineResult(result.paths, {"a": result.layers["conv1"]}, 2)
     assert not any("untrained" in note for note in mine_notes(trained_like, projected=True))
+
+
+CAPNET = textwrap.dedent('''
+    from torch import nn
+
+
+    class CapNet(nn.Sequential):
+        """No max-pool; both stages end in ReLU6."""
+
+        def __init__(self) -> None:
+            super().__init__(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU6(inplace=True),
+                             nn.Conv2d(6, 8, 3, stride=2, padding=1), nn.ReLU6(), nn.AdaptiveAvgPool2d(1),
+                             nn.Flatten(), nn.Linear(8, 4))
+''')
+INPUT = ["--input-size", "3,32,32", "--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25"]
+
+
+@pytest.fixture()
+def capnet(tmp_path: Path) -> tuple[list[str], Path]:
+    (tmp_path / "capnet.py").write_text(CAPNET)
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    return ["--model", f"{tmp_path / 'capnet.py'}:CapNet", *INPUT], data
+
+
+def test_mine_says_what_it_ranked_caps_k_and_notes_image_independence(capnet: tuple[list[str], Path],
+                                                                       tmp_path: Path) -> None:
+    model, data = capnet
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["mine", str(data), *model, "--top-k", "100", "--units", "0,1", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    with np.load(out / "mine" / "mine.npz") as npz:
+        assert str(npz["2/ranked"]) == "pre-activation of 2" and str(npz["4/ranked"]) == "pre-activation of 4"
+        assert npz["2/values"].shape == (6, 5) and npz["2/ties"].shape == (6,)  # K capped at the 5 images
+    index = (out / "mine" / "html" / "index.html").read_text()
+    for said in ("ranked by the value before the cap: 2 (pre-activation of 2)", "--top-k 100 asks for more than "
+                 "the 5 images listed: K = 5", "no max-pool, gate or normalisation statistic before 2, 4"):
+        assert html.escape(said) in index, said
+    assert "ranked by the pre-activation of 2" in (out / "mine" / "html" / "layer00.html").read_text()
+
+
+def test_mine_and_deconv_refuse_a_linear_layer_alike(capnet: tuple[list[str], Path], tmp_path: Path,
+                                                    sample_paths: list[Path]) -> None:
+    model, data = capnet
+    runner = CliRunner()
+    mine = runner.invoke(main, ["mine", str(data), *model, "--layer", "7", "--out", str(tmp_path / "m")])
+    deconv = runner.invoke(main, ["deconv", str(sample_paths[0]), *model, "--layer", "7", "--out",
+                                  str(tmp_path / "d")])
+    assert mine.exit_code == deconv.exit_code != 0
+    assert mine.stderr.strip() == deconv.stderr.strip() and "layer '7'" in mine.stderr
+    assert len(mine.stderr.strip().splitlines()) == 1
+    scan = runner.invoke(main, ["mine", str(data), *model, "--layer", "7", "--no-project", "--out",
+                                str(tmp_path / "s")])
+    assert scan.exit_code == 0, scan.output  # nothing to project: the scan of a Linear layer is fine

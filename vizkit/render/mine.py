@@ -133,7 +133,7 @@ def mine_document(output: MineOutput, info: ReportInfo) -> Document:
     def gallery(path: Path) -> None:
         from vizkit.render.mine_html import write_mine_html
 
-        write_mine_html(result, units, info, path)
+        write_mine_html(result, units, info, path, notes=page_notes(info, output.notes))
 
     return Document([("mine.npz", lambda p: save_mine_npz(result, units, p)), ("mine.pdf", pdf),
                      ("html", gallery)],

@@ -91,8 +91,9 @@ def _unit_page(folder: Path, n: int, layer: str, unit: UnitTopProjections, state
 
 
 def write_mine_html(result: MineResult, units: Sequence[UnitTopProjections], info: ReportInfo,
-                    folder: Path) -> Path:
-    """Write the gallery into ``folder`` (created); returns ``folder/index.html``."""
+                    folder: Path, notes: Sequence[str] = ()) -> Path:
+    """Write the gallery into ``folder`` (created); returns ``folder/index.html``. ``notes``: page 1's notes (what
+    was ranked, ties, image independence ...), listed on the index too."""
     (folder / "img").mkdir(parents=True, exist_ok=True)
     layer_no = {name: n for n, name in enumerate(result.layers)}
     by_layer: dict[str, list[UnitTopProjections]] = {name: [] for name in result.layers}
@@ -112,7 +113,8 @@ def write_mine_html(result: MineResult, units: Sequence[UnitTopProjections], inf
         dead = int(np.count_nonzero(state.dead))
         write_html_page(folder / _layer_file(n), f"Layer {name}", [
             '<p><a href="index.html">index</a></p>',
-            f"<p>{len(state.mean)} channels, {dead} dead; {len(cards)} rendered: the top patch and its projection "
+            f"<p>{len(state.mean)} channels, {dead} dead, ranked by the {html.escape(state.ranked)}; "
+            f"{len(cards)} rendered: the top patch and its projection "
             "(each normalised on its own, grey = 0).</p>", '<div class="units">', *cards, "</div>"])
         rows.append(f'<tr><td><a href="{_layer_file(n)}">{html.escape(name)}</a></td><td>{len(state.mean)}</td>'
                     f"<td>{dead}</td><td>{len(cards)}</td></tr>")
@@ -120,5 +122,7 @@ def write_mine_html(result: MineResult, units: Sequence[UnitTopProjections], inf
     write_html_page(folder / "index.html", f"vizkit mine: {info.model}", [
         "<ul>", *[f"<li>{k}: {html.escape(v)}</li>" for k, v in summary_lines(result, info)], "</ul>",
         "<table><tr><th>layer</th><th>channels</th><th>dead</th><th>rendered</th></tr>", *rows, "</table>",
+        *([f"<h2>Notes ({len(notes)})</h2>", "<ul>", *[f"<li>{html.escape(n)}</li>" for n in notes], "</ul>"]
+          if notes else []),
         f"<h2>Skipped files ({len(skipped)})</h2>", "<ul>", *skipped, "</ul>"])
     return folder / "index.html"
