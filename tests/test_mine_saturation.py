@@ -247,3 +247,26 @@ def test_mine_and_deconv_refuse_a_linear_layer_alike(capnet: tuple[list[str], Pa
     scan = runner.invoke(main, ["mine", str(data), *model, "--layer", "7", "--no-project", "--out",
                                 str(tmp_path / "s")])
     assert scan.exit_code == 0, scan.output  # nothing to project: the scan of a Linear layer is fine
+
+
+def test_ranked_quantity_survives_checkpoints_and_rank_merges() -> None:
+    from vizkit.errors import UserInputError
+    from vizkit.scan.state import ScanState, scan_batches
+
+    model, layer, module, _ = cases()["timm BatchNormAct2d"]
+    model.eval()
+    x = torch.stack(_images())
+    sources = {layer: Source(module)}
+    parts = []
+    for half in (x[:6], x[6:]):
+        state = ScanState([layer], 3, sources=sources)
+        scan_batches(model, [half], state)
+        parts.append(state.state_dict())
+    merged = ScanState([layer], 3)  # what gather_state builds: the sources come with the gathered states
+    for part in parts:
+        other = ScanState([layer], 3)
+        other.load_state_dict(part)
+        merged.merge(other)
+    assert merged.result([]).layers[layer].ranked == f"pre-activation of {module}"
+    with pytest.raises(UserInputError, match="rerun without --resume"):
+        ScanState([layer], 3, sources={layer: Source("1", 0)}).load_state_dict(parts[0])

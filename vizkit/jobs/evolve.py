@@ -45,9 +45,9 @@ CACHE_BYTES = 1 << 30
 class EvolveConfig(ModelJob):
     """Options of ``vizkit evolve``. ``checkpoints``: weight files and/or folders of them; ``data``: a folder or
     image-list file as for ``vizkit mine``; ``layers`` None: one per resolution stage; ``units``: ``all``,
-    ``top:N`` (strongest mean activation at the last checkpoint) or channels ``5`` / ``3,7,12``; ``top_k``: images kept per
-    unit and checkpoint (the stability of the top-K set uses them); ``patches``: show the image patch beside each
-    projection."""
+    ``top:N`` (strongest mean activation at the last checkpoint) or channels ``5`` / ``3,7,12``; ``top_k``: images
+    kept per unit and checkpoint (the stability of the top-K set uses them); ``patches``: show the image patch beside
+    each projection."""
 
     checkpoints: Sequence[str | Path]
     data: str | Path

@@ -224,7 +224,7 @@ def select_units(result: MineResult, layer: str, spec: str | None = None) -> lis
     return list(dict.fromkeys(channels))
 
 
-# 16 units per layer: VGG16's five default mine layers give 80 units x 9 projections; the early layers run on small crops
+# 16 units per layer: VGG16's five default mine layers: 80 units x 9 projections; the early layers run on small crops
 # and the deep ones cost about one backward each, a few minutes of CPU time in all; ``all`` is one option away.
 DEFAULT_UNITS = "top:16"
 MAX_IMAGES = 256  # distinct images of one chunk of units held on the device at once
