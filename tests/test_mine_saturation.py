@@ -170,11 +170,12 @@ def test_duplicate_default_layers_are_dropped_and_asked_ones_kept() -> None:
 def test_ties_counted_per_unit_and_named_in_the_note() -> None:
     values = np.array([[6, 6, 6], [5, 4, 4], [3, 2, 1], [2, 2, -np.inf], [1, -np.inf, -np.inf]], np.float32)
     index = np.where(np.isfinite(values), np.arange(3), -1)
-    layer = LayerTopK(values, index, np.zeros((5, 3, 2), np.int64), np.zeros(5, np.float32), np.ones(5, np.float32))
+    rate = np.array([1, 1, 1, 0, 1], np.float32)  # unit 3 never fired
+    layer = LayerTopK(values, index, np.zeros((5, 3, 2), np.int64), np.zeros(5, np.float32), rate)
     np.testing.assert_array_equal(layer.ties, [3, 2, 0, 2, 0])
     np.testing.assert_array_equal(layer.filled, [3, 3, 3, 2, 1])
     (note,) = tie_note(MineResult([f"i{i}" for i in range(3)], {"x": layer}, 3))
-    assert "x 3 of 5 units (2 with all 3 entries tied)" in note and "smaller image index" in note
+    assert "x 3 of 5 units (2 with all 3 entries tied, 1 of them dead)" in note and "smaller image index" in note
 
 
 @pytest.mark.slow
@@ -228,8 +229,9 @@ def test_mine_says_what_it_ranked_caps_k_and_notes_image_independence(capnet: tu
         assert str(npz["2/ranked"]) == "pre-activation of 2" and str(npz["4/ranked"]) == "pre-activation of 4"
         assert npz["2/values"].shape == (6, 5) and npz["2/ties"].shape == (6,)  # K capped at the 5 images
     index = (out / "mine" / "html" / "index.html").read_text()
-    for said in ("ranked by the value before the cap: 2 (pre-activation of 2)", "--top-k 100 asks for more than "
-                 "the 5 images listed: K = 5", "no max-pool, gate or normalisation statistic before 2, 4"):
+    for said in ("would tie at it: 2 (pre-activation of 2), 4 (pre-activation of 4)",
+                 "--top-k 100 asks for more than the 5 images listed: K = 5",
+                 "no max-pool, gate or normalisation statistic before 2, 4: their projections"):
         assert html.escape(said) in index, said
     assert "ranked by the pre-activation of 2" in (out / "mine" / "html" / "layer00.html").read_text()
 

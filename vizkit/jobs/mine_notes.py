@@ -24,9 +24,8 @@ def ranking_note(result: MineResult) -> list[str]:
     before = [f"{name} ({layer.ranked})" for name, layer in result.layers.items() if layer.ranked != "activation"]
     if not before:
         return []
-    return [f"ranked by the value before the cap: {', '.join(before)}. Their outputs saturate (ReLU6, clamp ...), "
-            "so the strongest images would all tie at the cap; values, means and rates shown for these layers are "
-            "the pre-activation's"]
+    return [f"ranked by the value before the cap, where the output saturates (ReLU6, clamp ...) and the strongest "
+            f"images would tie at it: {', '.join(before)}; their values, means and rates are the pre-activation's"]
 
 
 def tie_note(result: MineResult) -> list[str]:
@@ -36,8 +35,10 @@ def tie_note(result: MineResult) -> list[str]:
         ties, filled = layer.ties, layer.filled
         some = int(np.count_nonzero(ties))
         if some:
-            every = int(np.count_nonzero((ties == filled) & (filled > 1)))
-            parts.append(f"{name} {some} of {layer.channels} units ({every} with all {result.k} entries tied)")
+            every = (ties == filled) & (filled > 1)
+            dead = int(np.count_nonzero(every & layer.dead))
+            parts.append(f"{name} {some} of {layer.channels} units ({int(np.count_nonzero(every))} with all "
+                         f"{result.k} entries tied{f', {dead} of them dead' if dead else ''})")
     if not parts:
         return []
     return [f"exact ties in the top {result.k}, broken by {TIE_RULE}: {'; '.join(parts)} (mine.npz: <layer>/ties)"]
@@ -70,8 +71,8 @@ def independence_note(layers: Sequence[str]) -> list[str]:
 
     if not layers:
         return []
-    return [f"no max-pool, gate or normalisation statistic before {', '.join(layers)}: "
-            + NO_SWITCH_NOTE.split(": ", 1)[1]]
+    because = NO_SWITCH_NOTE.split(": ", 1)[1].replace("its projections", "their projections")
+    return [f"no max-pool, gate or normalisation statistic before {', '.join(layers)}: {because}"]
 
 
 def mine_notes(result: MineResult, projected: bool, extra: Sequence[str] = ()) -> list[str]:
