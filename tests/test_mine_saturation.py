@@ -20,7 +20,7 @@ from vizkit_cli.main import main
 
 from vizkit.capture.stages import default_layers
 from vizkit.jobs.mine import mine_dataset
-from vizkit.jobs.mine_notes import mine_notes, tie_note
+from vizkit.jobs.mine_notes import mine_notes, plan_notes, tie_note
 from vizkit.scan.saturation import plan_ranking, probe_batch
 from vizkit.scan.scorer import Source
 from vizkit.scan.topk import LayerTopK, MineResult
@@ -165,6 +165,8 @@ def test_duplicate_default_layers_are_dropped_and_asked_ones_kept() -> None:
     assert plan_ranking(model, ["3", "4", "6", "7"], x, dedupe=True).duplicates == {"4": "3"}
     assert plan_ranking(model, ["3", "4", "6", "7"], x, dedupe=True).layers == ["3", "6", "7"]
     assert plan_ranking(model, ["3", "4"], x).layers == ["3", "4"]  # asked for by name: kept
+    (note,) = plan_notes({"4": "3"})
+    assert "4 (= 3)" in note and "--layer" in note
 
 
 def test_ties_counted_per_unit_and_named_in_the_note() -> None:
@@ -178,7 +180,6 @@ def test_ties_counted_per_unit_and_named_in_the_note() -> None:
     assert "x 3 of 5 units (2 with all 3 entries tied, 1 of them dead)" in note and "smaller image index" in note
 
 
-@pytest.mark.slow
 def test_random_googlenet_is_flagged_untrained() -> None:
     import torchvision
 
