@@ -34,6 +34,23 @@ class Clamp(nn.Module):
         return x.clamp(max=0.5)
 
 
+class Inline(nn.Module):
+    """A cap written inline in ``forward``, with no module of its own (``capped`` False: the brute force's model)."""
+
+    def __init__(self, in_place: bool) -> None:
+        super().__init__()
+        self.conv, self.bn = _conv_bn()
+        self.in_place, self.capped = in_place, True
+        with torch.no_grad():
+            self.conv.weight.mul_(10)  # the probe's noise must reach the cap: only the numbers can find this one
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn(self.conv(x))
+        if not self.capped:
+            return y
+        return y.clamp_(max=0.5) if self.in_place else torch.nn.functional.relu6(y)
+
+
 def _conv_bn() -> list[nn.Module]:
     bn = nn.BatchNorm2d(6)
     with torch.no_grad():
@@ -71,7 +88,13 @@ def cases() -> dict[str, Case]:
         "the ReLU6 itself": (nn.Sequential(*_conv_bn(), nn.ReLU6(inplace=True)), "2", "2", _uncap("2")),
         "hardtanh": (nn.Sequential(*_conv_bn(), nn.Hardtanh(-1, 1)), "2", "2", _uncap("2")),
         "a hand-made clamp": (nn.Sequential(nn.Sequential(*_conv_bn(), Clamp())), "0", "0.2", _uncap("0.2")),
+        "inline F.relu6": (nn.Sequential(Inline(False)), "0", "output of 0.bn", _no_cap),
+        "inline in-place clamp_": (nn.Sequential(Inline(True)), "0", "output of 0.bn", _no_cap),
     }
+
+
+def _no_cap(model: nn.Module) -> None:
+    model[0].capped = False
 
 
 def _images(n: int = 12) -> list[torch.Tensor]:
@@ -89,7 +112,8 @@ def test_capped_layer_is_ranked_before_the_cap_and_equals_brute_force(case: str)
     after = state_fingerprint(model)
     assert all(torch.equal(before[key], after[key]) for key in before) and hook_count(model) == 0
     got = result.layers[layer]
-    assert got.ranked == f"pre-activation of {module}"
+    assert got.ranked == (f"pre-activation: {module}" if module.startswith("output of") else
+                          f"pre-activation of {module}")
     uncapped = copy.deepcopy(model)
     uncap(uncapped)
     capped = brute_force_result(model, images, [layer], k=4).layers[layer]

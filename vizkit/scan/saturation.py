@@ -6,7 +6,8 @@ strongest images: they all tie at the cap, and the tie rule hands the top K to t
 a layer is ranked by the activation's input, the value before the cap -- for timm's ``BatchNormAct2d`` the batch
 norm's output, for a module ending in ``ReLU6`` the ReLU6's input. The probe finds the activation as the last
 module called inside the layer whose output is the layer's output (pass-through modules such as ``Identity`` or an
-eval ``Dropout`` after it are looked through).
+eval ``Dropout`` after it are looked through); a cap written inline after the last module (``F.relu6(self.bn(x))``)
+is found from the numbers, and that module's output is ranked.
 
 The same probe finds default layers that duplicate each other for a scan: a max-pool that covers its whole input has
 the same spatial maxima, hence the same top-K images, as the layer before it (VGG's last ReLU and pool).
@@ -84,19 +85,25 @@ def _tied(maxima: torch.Tensor) -> torch.Tensor:
 
 
 def _caps(module: nn.Module, call: _Call) -> bool:
-    """The call capped its input: a saturating type, or an elementwise monotone map (each output maximum a
-    non-decreasing function of the input maximum, channel by channel) whose output ties at a top its input
-    went beyond."""
+    """The call capped its input: a saturating type, or ``_capped`` says so from the numbers."""
     if call.in_max is None or call.out_max is None or call.in_max.shape != call.out_max.shape:
         return False
-    if isinstance(module, SATURATING):
-        return True
-    order = torch.sort(call.in_max, dim=0, stable=True).indices
-    x, y = call.in_max.gather(0, order), call.out_max.gather(0, order)
+    return isinstance(module, SATURATING) or _capped(call.in_max, call.out_max)
+
+
+def _capped(before: torch.Tensor, after: torch.Tensor) -> bool:
+    """``after`` comes from ``before`` (both (B, C) spatial maxima) through an elementwise monotone map -- each
+    maximum a non-decreasing function of the one before it, channel by channel, as max commutes with such maps --
+    and ties at a top that ``before`` went beyond, in some channel: a cap. A mixing layer (a convolution after a
+    ReLU6) fails the first test; a pool or an affine map creates no tie."""
+    if before.shape != after.shape:
+        return False
+    order = torch.sort(before, dim=0, stable=True).indices
+    x, y = before.gather(0, order), after.gather(0, order)
     same_x = x[1:] == x[:-1]
     monotone = bool(((y[1:] >= y[:-1]) & (~same_x | (y[1:] == y[:-1]))).all())
-    above = call.in_max.max(0).values > call.out_max.max(0).values
-    return monotone and bool((_tied(call.out_max) & ~_tied(call.in_max) & above).any())
+    above = before.max(0).values > after.max(0).values
+    return monotone and bool((_tied(after) & ~_tied(before) & above).any())
 
 
 class _Probe:
@@ -159,21 +166,24 @@ class _Probe:
         """The capping call whose output is ``layer``'s output, looking back through pass-through calls."""
         if layer not in self.done:
             return None
-        out = self.done[layer][0]
+        out, out_max = self.done[layer]
         for call in reversed(self.recent[layer]):
             if not _aliases(call.out, out):
-                return None
+                break
             if _caps(self.modules[call.name], call):
                 return Source(call.name, call.call)
             if not _aliases(call.inp, call.out):
-                return None
+                break
+        last = self.recent[layer][-1] if self.recent[layer] else None
+        if last is not None and last.out_max is not None and out_max is not None and _capped(last.out_max, out_max):
+            return Source(last.name, last.call, output=True)  # a cap written inline after the last module
         return None
 
     def ranked_maxima(self, layer: str, source: Source | None) -> torch.Tensor | None:
         if source is None:
             return self.done[layer][1] if layer in self.done else None
-        return next((c.in_max for c in self.recent[layer] if (c.name, c.call) == (source.module, source.call)),
-                    None)
+        call = next((c for c in self.recent[layer] if (c.name, c.call) == (source.module, source.call)), None)
+        return None if call is None else call.out_max if source.output else call.in_max
 
 
 def plan_ranking(model: nn.Module, layers: Sequence[str], x: torch.Tensor, *, dedupe: bool = False) -> RankPlan:

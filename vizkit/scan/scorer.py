@@ -28,16 +28,21 @@ __all__ = ["Reduced", "Reducer", "Source", "ranked_label", "reduce_output"]
 @dataclass(frozen=True)
 class Source:
     """Rank a layer by the input of ``module`` (a ``named_modules()`` name) at its ``call``-th call in one forward
-    (0: the first) instead of by the layer's output."""
+    (0: the first) instead of by the layer's output; ``output=True``: by that call's output (the module before a
+    cap written inline, ``F.relu6(self.bn(x))``)."""
 
     module: str
     call: int = 0
+    output: bool = False
 
 
 def ranked_label(layer: str, sources: Mapping[str, Source]) -> str:
-    """What is ranked in ``layer``: ``activation``, or ``pre-activation of <module>`` (the value before its cap)."""
+    """What is ranked in ``layer``: ``activation``, or the value before its cap: ``pre-activation of <module>``
+    (the capping module's input) or ``pre-activation: output of <module>`` (the module before an inline cap)."""
     source = sources.get(layer)
-    return "activation" if source is None else f"pre-activation of {source.module}"
+    if source is None:
+        return "activation"
+    return f"pre-activation: output of {source.module}" if source.output else f"pre-activation of {source.module}"
 
 
 @dataclass
@@ -84,8 +89,10 @@ class Reducer:
                 source = self.sources.get(name)
                 if source is None:
                     self._hooks.forward(module, self._hook(name))
+                elif source.output:
+                    self._hooks.forward(self._source_modules[source.module], self._source_hook(name, source))
                 else:
-                    self._hooks.forward_pre(self._source_modules[source.module], self._pre_hook(name, source))
+                    self._hooks.forward_pre(self._source_modules[source.module], self._source_hook(name, source))
         except BaseException:
             self._hooks.remove()
             raise
@@ -101,14 +108,15 @@ class Reducer:
         if len(self.out) == len(self.modules):
             raise StopForward
 
-    def _pre_hook(self, name: str, source: Source) -> Callable[..., None]:
+    def _source_hook(self, name: str, source: Source) -> Callable[..., None]:
+        """A pre-hook reducing the input (or a forward hook reducing the output) of the source's call."""
         key = f"{name}\0{source.module}"
 
-        def hook(module: nn.Module, inputs: tuple[Any, ...]) -> None:
+        def hook(module: nn.Module, inputs: tuple[Any, ...], *output: Any) -> None:
             call = self._calls[key]
             self._calls[key] += 1
             if call == source.call and name not in self.out:
-                self._store(name, inputs[0] if inputs else None)
+                self._store(name, output[0] if output else inputs[0] if inputs else None)
 
         return hook
 

@@ -126,7 +126,7 @@ class ScanState:
         """CPU tensors, ints and strings only (``torch.load(weights_only=True)`` reads it back)."""
         d: dict[str, torch.Tensor | int | str | list[int] | list[str]] = {
             "k": self.k, "n_classes": self.n_classes, "count": self.count, "layers": list(self.layers),
-            "sources": [f"{layer}\t{s.module}\t{s.call}" for layer, s in self.sources.items()]}
+            "sources": [f"{layer}\t{s.module}\t{s.call}\t{int(s.output)}" for layer, s in self.sources.items()]}
         for name, (h, w) in self.grids.items():
             d[f"grid/{name}"] = [h, w]
         for key, value in self.t.items():
@@ -134,7 +134,7 @@ class ScanState:
         return d
 
     def load_state_dict(self, d: dict) -> None:
-        saved = {layer: Source(module, int(call)) for layer, module, call in
+        saved = {layer: Source(module, int(call), bool(int(output))) for layer, module, call, output in
                  (str(entry).split("\t") for entry in d.get("sources", []))}
         if "sources" in d and self.sources and saved != self.sources:
             raise UserInputError(f"the saved scan ranked {_describe(saved)}, this run ranks {_describe(self.sources)}; "
