@@ -136,7 +136,7 @@ class ScanState:
     def load_state_dict(self, d: dict) -> None:
         saved = {layer: Source(module, int(call), bool(int(output))) for layer, module, call, output in
                  (str(entry).split("\t") for entry in d.get("sources", []))}
-        if "sources" in d and self.sources and saved != self.sources:
+        if self.sources and saved != self.sources:  # (a checkpoint from before the ranking was recorded, too)
             raise UserInputError(f"the saved scan ranked {_describe(saved)}, this run ranks {_describe(self.sources)}; "
                                  "rerun without --resume")
         self.sources = self.sources or saved
