@@ -297,3 +297,6 @@ def test_ranked_quantity_survives_checkpoints_and_rank_merges() -> None:
     assert merged.result([]).layers[layer].ranked == f"pre-activation of {module}"
     with pytest.raises(UserInputError, match="rerun without --resume"):
         ScanState([layer], 3, sources={layer: Source("1", 0)}).load_state_dict(parts[0])
+    older = {key: value for key, value in parts[0].items() if key != "sources"}  # saved before rankings were
+    with pytest.raises(UserInputError, match="ranked every layer by its output"):
+        ScanState([layer], 3, sources=sources).load_state_dict(older)
