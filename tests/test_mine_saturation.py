@@ -300,3 +300,22 @@ def test_ranked_quantity_survives_checkpoints_and_rank_merges() -> None:
     older = {key: value for key, value in parts[0].items() if key != "sources"}  # saved before rankings were
     with pytest.raises(UserInputError, match="ranked every layer by its output"):
         ScanState([layer], 3, sources=sources).load_state_dict(older)
+
+
+def test_evolve_notes_the_layers_whose_projections_do_not_depend_on_the_image(capnet: tuple[list[str], Path],
+                                                                             tmp_path: Path) -> None:
+    from vizkit.jobs.evolve import EvolveConfig, evolve_checkpoints
+
+    model, data = capnet
+    spec = model[1]
+    namespace: dict[str, object] = {}
+    exec(compile(CAPNET, "capnet.py", "exec"), namespace)  # the same class, to write its checkpoints
+    for epoch in (1, 2):
+        torch.manual_seed(epoch)
+        torch.save(namespace["CapNet"]().state_dict(), tmp_path / f"epoch_{epoch}.pt")  # type: ignore[operator]
+    result, _, _ = evolve_checkpoints(EvolveConfig(
+        checkpoints=[str(tmp_path / "epoch_1.pt"), str(tmp_path / "epoch_2.pt")], data=str(data), model=spec,
+        input_size=(3, 32, 32), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), layers=["2", "4"], units="0",
+        command="test"))
+    assert result is not None
+    assert any(note.startswith("no max-pool, gate or normalisation statistic before 2, 4:") for note in result.notes)

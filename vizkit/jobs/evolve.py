@@ -21,10 +21,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vizkit.capture.probe import probe_input
 from vizkit.capture.receptive_field import ReceptiveField
 from vizkit.errors import UserInputError, VizkitError
 from vizkit.jobs.common import Failure, JobReport, ModelJob
 from vizkit.jobs.context import RunContext
+from vizkit.jobs.mine_notes import image_independent_layers, independence_note
 from vizkit.load import LoadedModel
 from vizkit.load.checkpoints import CheckpointList, list_checkpoints
 from vizkit.load.dataset import ImageDataset, list_images
@@ -188,6 +190,8 @@ def _evolve(config: EvolveConfig, plan: _Plan, progress: Callable[[str], None] |
                  for layer in plan.layers]
     skipped = [f.image for f in failures if f.message.startswith("checkpoint skipped")]
     notes = [f"skipped checkpoints (could not be loaded): {', '.join(skipped)}"] if skipped else []
+    blank = probe_input(plan.ctx.model, plan.ctx.input_shape)  # which ops run is the architecture's, not the weights'
+    notes += independence_note(image_independent_layers(plan.ctx.model, plan.layers, blank))
     result = EvolveResult(kept, scans[-1].paths, evolution, units, cells, scans[-1].skipped, skipped,
                           plan.ctx.loaded.preprocessing.to_dict(), images_scanned=scans[-1].images_scanned,
                           patches=config.patches, notes=notes)
