@@ -23,8 +23,8 @@ Examples:
 @click.option("--layer", "-l", "layers", multiple=True, metavar="L",
               help="Layer name from model.named_modules() (repeatable). Default: one per resolution stage.")
 @click.option("--units", default="top:8", show_default=True, metavar="SPEC",
-              help="Units per layer shown as rows: all, top:N or N (the N strongest by mean activation at the last "
-                   "checkpoint), or a list 3,7,12.")
+              help="Units per layer shown as rows: all, top:N (the N strongest by mean activation at the last "
+                   "checkpoint) or channels: 5 or 3,7,12 (a bare list always names channels).")
 @click.option("--top-k", "-k", default=1, show_default=True, type=click.IntRange(min=1),
               help="Images kept per unit and checkpoint (the top-K set stability uses them; the top-1 is projected).")
 @click.option("--patches", is_flag=True, help="Show the image patch beside each projection.")

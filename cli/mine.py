@@ -33,15 +33,16 @@ Examples:
 @model_options
 @stage_layers_option
 @click.option("--top-k", "-k", default=9, show_default=True, type=click.IntRange(min=1),
-              help="Images kept per unit: the K with the largest spatial maximum.")
+              help="Images kept per unit: the K with the largest spatial maximum (of the value before the cap "
+                   "in a layer ending in ReLU6 or another saturating activation); at most the number of images.")
 @click.option("--batch-size", "-b", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option("--workers", default=0, show_default=True, type=click.IntRange(min=0),
               help="DataLoader worker processes that read and preprocess images.")
 @click.option("--limit", default=None, type=click.IntRange(min=1), help="Only the first N images of DATA.")
 @click.option("--per-class", is_flag=True, help="Also keep the top K per class (DATA/<class>/... subfolders).")
 @click.option("--units", default=None, metavar="SPEC",
-              help="Units to project and render per layer: all, top:N / N (strongest mean activation) or 3,7,12. "
-                   "Default: top:16.")
+              help="Units to project and render per layer: all, top:N (the N strongest by mean activation) or "
+                   "channels: 5 or 3,7,12 (a bare list always names channels). Default: top:16.")
 @click.option("--no-project", is_flag=True,
               help="Stop after the scan: no unit is projected; mine.npz, the manifest and summary pages (mine.pdf, "
                    "html/) without pictures.")

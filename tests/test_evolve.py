@@ -213,7 +213,7 @@ def cli_run(lab: Path, tmp_path_factory) -> tuple[Any, Path]:
 
     out = tmp_path_factory.mktemp("evolve-cli") / "out"
     result = CliRunner().invoke(evolve_cli, [str(lab / "ckpt"), "--data", str(lab / "data"), "--model", "lenet5",
-                                             "--layer", "features.pool2", "--units", "4", "--top-k", "2",
+                                             "--layer", "features.pool2", "--units", "top:4", "--top-k", "2",
                                              "--patches", "--out", str(out)], catch_exceptions=False)
     return result, out
 
@@ -288,7 +288,7 @@ def test_a_truncated_file_is_skipped_like_any_unreadable_checkpoint(lab: Path, t
     (tmp_path / "epoch_2.pt").write_bytes(b"junk")  # the safe unpickler fails with struct.error on it
     result, failures, _ = evolve_checkpoints(EvolveConfig(
         checkpoints=[str(lab / "ckpt" / "epoch_1.pt"), str(tmp_path / "epoch_2.pt")], data=str(lab / "data"),
-        model="lenet5", layers=["features.pool2"], units="2", command="test"))
+        model="lenet5", layers=["features.pool2"], units="top:2", command="test"))
     assert result is not None and result.skipped_checkpoints == [str(tmp_path / "epoch_2.pt")]
     assert any(f.image.endswith("epoch_2.pt") and "cannot read weights file" in f.message for f in failures)
 
@@ -323,7 +323,7 @@ def test_your_own_model_gets_its_model_options_for_every_checkpoint(lab: Path, t
     out = tmp_path / "out"
     result = CliRunner().invoke(evolve_cli, [str(tmp_path / "epoch_1.pt"), str(tmp_path / "epoch_2.pt"), "--data",
                                              str(lab / "data"), "--model", f"{model_file}:TinyNet", "--model-kwargs",
-                                             '{"width": 6}', *INPUT, "--layer", "relu2", "--units", "2", "--out",
+                                             '{"width": 6}', *INPUT, "--layer", "relu2", "--units", "top:2", "--out",
                                              str(out)], catch_exceptions=False)
     assert result.exit_code == 2 and "zz-broken.png" in result.stderr and "checkpoint skipped" not in result.stderr
     arrays = np.load(out / "evolve" / "evolve.npz")

@@ -75,7 +75,8 @@ def test_cli_skips_bad_files_and_equals_the_api(tmp_path: Path, lenet_file: Path
     assert len(lines) == 2 and "c0/004.png" in lines[0] and "c1/009.png" in lines[1]
     arrays = _npz(out)
     keys = {"paths", "rank", "classes"} | {f"{layer}/{field}" for layer in LENET_LAYERS for field in (
-        "values", "image_index", "positions", "mean", "rate", "class_values", "class_image_index")}
+        "values", "image_index", "positions", "mean", "rate", "ties", "ranked", "class_values",
+        "class_image_index")}
     assert set(arrays) == keys and len(arrays["paths"]) == 14 and list(arrays["classes"]) == ["c0", "c1"]
     bad = {int(np.flatnonzero(arrays["paths"] == str(data / name))[0]) for name in ("c0/004.png", "c1/009.png")}
     for layer in LENET_LAYERS:

@@ -150,14 +150,13 @@ def test_select_units() -> None:
     state.mean[:] = np.arange(12, dtype=np.float32)[::-1] % 5  # ties: smaller channel first
     state.image_index[7] = -1  # a unit with no entry is never rendered
     assert select_units(result, "5", "top:4") == [2, 3, 8, 4]  # means 4 (2, 7 has no entry), 3 (3, 8), 2 (4)
-    assert select_units(result, "5", "4") == [2, 3, 8, 4]
+    assert select_units(result, "5", "4") == [4]  # a bare number names a channel, as a bare list does
+    assert select_units(result, "5", "7") == [7]  # asked for by name: rendered even without an entry
     assert select_units(result, "5", "all") == [c for c in range(12) if c != 7]
     assert select_units(result, "5", "3, 1,3") == [3, 1]
     assert len(select_units(result, "5", None)) == 11  # default top:16 on a 12-channel layer
-    for bad in ("12", "x", "0,99", "top:0", "-1"):
-        if bad == "12":
-            assert len(select_units(result, "5", bad)) == 11
-            continue
+    assert len(select_units(result, "5", "top:12")) == 11
+    for bad in ("12", "x", "0,99", "top:0", "top:x", "-1"):
         with pytest.raises(UserInputError, match="--units"):
             select_units(result, "5", bad)
     with pytest.raises(UserInputError, match="not scanned"):

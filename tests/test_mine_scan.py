@@ -162,7 +162,8 @@ def test_merge_and_arrays_round_trip() -> None:
         np.testing.assert_allclose(a.rate, b.rate, rtol=1e-6)
     arrays = full.to_arrays()
     assert set(arrays) == {"paths", "rank", "classes"} | {f"{layer}/{key}" for layer in LAYERS for key in (
-        "values", "image_index", "positions", "mean", "rate", "class_values", "class_image_index")}
+        "values", "image_index", "positions", "mean", "rate", "ties", "ranked", "class_values",
+        "class_image_index")}
     assert arrays["0/values"].dtype == np.float32 and arrays["0/image_index"].dtype == np.int64
     assert arrays["3/positions"].shape == (6, 5, 2)
     back = MineResult.from_arrays(arrays, images_scanned=23)

@@ -21,10 +21,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vizkit.capture.probe import probe_input
 from vizkit.capture.receptive_field import ReceptiveField
 from vizkit.errors import UserInputError, VizkitError
 from vizkit.jobs.common import Failure, JobReport, ModelJob
 from vizkit.jobs.context import RunContext
+from vizkit.jobs.mine_notes import image_independent_layers, independence_note
 from vizkit.load import LoadedModel
 from vizkit.load.checkpoints import CheckpointList, list_checkpoints
 from vizkit.load.dataset import ImageDataset, list_images
@@ -46,9 +48,9 @@ CACHE_BYTES = 1 << 30
 class EvolveConfig(ModelJob):
     """Options of ``vizkit evolve``. ``checkpoints``: weight files and/or folders of them; ``data``: a folder or
     image-list file as for ``vizkit mine``; ``layers`` None: one per resolution stage; ``units``: ``all``,
-    ``top:N``/``N`` (strongest mean activation at the last checkpoint) or ``3,7,12``; ``top_k``: images kept per
-    unit and checkpoint (the stability of the top-K set uses them); ``patches``: show the image patch beside each
-    projection."""
+    ``top:N`` (strongest mean activation at the last checkpoint) or channels ``5`` / ``3,7,12``; ``top_k``: images
+    kept per unit and checkpoint (the stability of the top-K set uses them); ``patches``: show the image patch beside
+    each projection."""
 
     checkpoints: Sequence[str | Path]
     data: str | Path
@@ -199,6 +201,8 @@ def _evolve(config: EvolveConfig, plan: _Plan, progress: Callable[[str], None] |
     skipped = [f.image for f in failures if f.message.startswith("checkpoint skipped")]
     notes = list(cp.notes) + ([f"skipped checkpoints (could not be loaded): {', '.join(skipped)}"] if skipped
                               else [])
+    blank = probe_input(plan.ctx.model, plan.ctx.input_shape)  # which ops run is the architecture's, not the weights'
+    notes += independence_note(image_independent_layers(plan.ctx.model, plan.layers, blank))
     result = EvolveResult(kept, scans[-1].paths, evolution, units, cells, scans[-1].skipped, skipped,
                           plan.ctx.loaded.preprocessing.to_dict(), images_scanned=scans[-1].images_scanned,
                           patches=config.patches, notes=notes)

@@ -2,6 +2,11 @@
 channel), projects the selected units' top images (pass 2) and writes ``OUT/mine/``; ``mine_dataset(model, data,
 layers, k=...)`` is the scan alone from Python, for your own model and data.
 
+Before the scan one probe forward settles what each layer ranks (``vizkit.scan.saturation``: the value before a
+saturating activation) and drops default layers that duplicate another's top-K images; K is capped at the number
+of images listed. Layers without a spatial map are refused as ``vizkit deconv`` refuses them, unless
+``--no-project``.
+
 One process, or one per device under ``torchrun`` (``vizkit.scan.distributed``): each rank scans its
 ``DistributedSampler`` shard, the states are merged exactly, rank 0 projects and writes. Every
 ``checkpoint_every`` images the state is saved atomically; ``resume`` continues from it.
@@ -29,14 +34,22 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from vizkit.capture.probe import model_device
+from vizkit.capture.probe import model_device, probe_input
 from vizkit.capture.receptive_field import ReceptiveField
 from vizkit.capture.recorder import resolve_layers
 from vizkit.capture.stages import default_layers
 from vizkit.errors import UserInputError
 from vizkit.jobs.common import Failure, JobReport, ModelJob, resolve_device
-from vizkit.jobs.context import RunContext, input_shape, tiny_activation_notes
+from vizkit.jobs.context import RunContext, input_shape
 from vizkit.jobs.mine_dream import mine_dream_settings, mine_dreams
+from vizkit.jobs.mine_notes import (
+    NO_PROJECT_NOTE,
+    image_independent_layers,
+    independence_note,
+    mine_notes,
+    plan_notes,
+    top_k_note,
+)
 from vizkit.jobs.mine_relevance import check_rank, heatmap_units, ranking_label, ranking_notes, resolve_ranking
 from vizkit.load.dataset import ImageDataset, ImageList, list_images
 from vizkit.load.models import LoadedModel
@@ -46,6 +59,7 @@ from vizkit.project.mine_projection import UnitTopProjections, project_units, se
 from vizkit.project.results import MineOutput
 from vizkit.scan.checkpoint import CheckpointSaver, checkpoint_path, resume, scan_identity
 from vizkit.scan.distributed import Ranks, gather_objects, gather_state, process_group, shard
+from vizkit.scan.saturation import RankPlan, plan_ranking, probe_batch
 from vizkit.scan.state import ScanState, ScorerFactory, scan_batches
 from vizkit.scan.stream import DatasetStream, StreamCounter, as_batches, as_image_batch, nothing_read
 from vizkit.scan.topk import MineResult, Ranking
@@ -56,7 +70,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("vizkit")
 
 MINE_DIR = "mine"  # OUT/mine/: the checkpoints here, the outputs from the writer (mine_document's folder)
-NO_PROJECT_NOTE = "--no-project: the scan only; no unit was projected or rendered"
 
 
 @dataclass(kw_only=True)
@@ -70,7 +83,7 @@ class MineConfig(ModelJob):
     workers: int = 0
     limit: int | None = None
     per_class: bool = False
-    units: str | None = None          # --units: all | top:N | N | 3,7,12 (default: the projection module's)
+    units: str | None = None          # --units: all | top:N | channels 5 or 3,7,12 (default: top:16)
     project: bool = True              # False: stop after the scan (--no-project)
     checkpoint_every: int | None = None
     resume: bool = False
@@ -88,11 +101,11 @@ class MineConfig(ModelJob):
             if value is not None and value < low:
                 raise UserInputError(f"{name} must be at least {low}, got {value}")
         spec = (self.units or "all").strip()
-        count = spec[4:] if spec.startswith("top:") else spec
+        count = spec[4:].strip() if spec.startswith("top:") else None
         listed = re.fullmatch(r"\d+(\s*,\s*\d+)*\s*,?", spec)
-        if self.project and spec != "all" and (not count.isdigit() or int(count) < 1) and not listed:
+        if self.project and spec != "all" and not listed and (count is None or not count.isdigit() or int(count) < 1):
             # checked before the scan: select_units would only refuse it after hours of scanning
-            raise UserInputError(f"--units {spec!r}: use all, top:N, N or a comma list of channels like 3,7,12")
+            raise UserInputError(f"--units {spec!r}: use all, top:N or channels like 5 or 3,7,12")
         if self.dream:  # its settings are checked before the scan too
             mine_dream_settings(self.dream_steps, self.dream_size, self.seed)
 
@@ -116,12 +129,17 @@ def run_mine(config: MineConfig, *, progress: Callable[[int, int], None] | None 
         raise UserInputError(f"--per-class needs class subfolders in {config.data} (DATA/<class>/<image>)")
     with process_group(resolve_device(config.device)) as (ranks, device):
         ctx = RunContext.from_job(replace(config, device=str(device)))  # each rank on its own device
-        layers = ctx.layers(config.layers)
         ranking, scorer = resolve_ranking(config.rank, config.target, ctx.model, ctx.loaded.class_names,
                                           ctx.input_shape, config.batch_size)
         timings = {"load_model": ctx.load_seconds}
+        plan = _plan(ctx, config.layers, config.project)
+        if scorer is not None:  # relevance is ranked as computed: no pre-cap sources
+            plan = RankPlan(plan.layers, duplicates=plan.duplicates)
+        layers = plan.layers
+        k = min(config.top_k, max(len(images.paths), 1))
         t0 = time.perf_counter()
-        state, skipped = _scan(config, images, ctx, layers, ranks, progress, on_skip, ranking, scorer)
+        state, skipped = _scan(replace(config, top_k=k), images, ctx, plan, ranks, progress, on_skip, ranking,
+                               scorer)
         merged = gather_state(state, ranks)
         every_skipped = sorted({s for part in gather_objects(skipped, ranks) for s in part})
         timings["scan"] = time.perf_counter() - t0
@@ -135,18 +153,27 @@ def run_mine(config: MineConfig, *, progress: Callable[[int, int], None] | None 
     result = merged.result(paths, classes=images.classes if config.per_class else None, labels=images.labels,
                            skipped=[(paths[i], message) for i, message in every_skipped])
     result.ranking = ranking
-    folder = _write(config, result, ctx, layers, images, ranks, timings)
+    notes = top_k_note(config.top_k, k, len(images.paths)) + plan_notes(plan.duplicates)
+    folder = _write(replace(config, top_k=k), result, ctx, layers, images, ranks, timings, notes)
     failures = [Failure(path, message, 2) for path, message in result.skipped]
     return MineReport(written=[folder], failures=failures, result=result, timings=timings)
 
 
-def _scan(config: MineConfig, images: ImageList, ctx: RunContext, layers: list[str], ranks: Ranks,
+def _plan(ctx: RunContext, requested: Sequence[str] | None, project: bool) -> RankPlan:
+    """The layers (refused as ``deconv`` refuses them when they will be projected) and what each ranks; default
+    layers that duplicate another's top-K images are dropped. One probe forward, the same on every rank."""
+    layers = ctx.spatial_layers(requested) if project else ctx.layers(requested)
+    return plan_ranking(ctx.model, layers, probe_batch(ctx.model, ctx.input_shape), dedupe=not requested)
+
+
+def _scan(config: MineConfig, images: ImageList, ctx: RunContext, plan: RankPlan, ranks: Ranks,
           progress: Callable[[int, int], None] | None, on_skip: Callable[[str, str], None] | None,
           ranking: Ranking | None = None, scorer: ScorerFactory | None = None
           ) -> tuple[ScanState, list[tuple[int, str]]]:
     """This rank's pass over its shard, from the checkpoint on when resuming; checkpoints every N images."""
     n_classes = len(images.classes) if config.per_class and images.classes else 0
-    state = ScanState(layers, config.top_k, n_classes=n_classes, device=ctx.device)
+    layers = plan.layers
+    state = ScanState(layers, config.top_k, n_classes=n_classes, device=ctx.device, sources=plan.sources)
     indices, owned = shard(len(images.paths), ranks)
     path = checkpoint_path(Path(config.out) / MINE_DIR, ranks)
     identity = (scan_identity(images, ctx.loaded, layers, config.top_k, config.per_class, ranks,
@@ -177,12 +204,6 @@ def _settings(config: MineConfig, ctx: RunContext, layers: list[str], images: Im
             "rank": result.ranking.mode, "class": result.ranking.target}
 
 
-def mine_notes(result: MineResult, projected: bool) -> list[str]:
-    """What page 1 must say about this scan: activations too small for trained weights, a scan-only run."""
-    top = [layer.values[np.isfinite(layer.values)] for layer in result.layers.values()]
-    return tiny_activation_notes(top) + ([] if projected else [NO_PROJECT_NOTE])
-
-
 def _project(config: MineConfig, result: MineResult, ctx: RunContext, layers: list[str],
              images: ImageList) -> list[UnitTopProjections]:
     """Pass 2: re-read each selected unit's top-K images and project them (batched, cone-cropped)."""
@@ -204,7 +225,7 @@ def _project(config: MineConfig, result: MineResult, ctx: RunContext, layers: li
 
 
 def _write(config: MineConfig, result: MineResult, ctx: RunContext, layers: list[str], images: ImageList,
-           ranks: Ranks, timings: dict[str, float]) -> Path:
+           ranks: Ranks, timings: dict[str, float], notes: list[str]) -> Path:
     """Pass 2 (unless ``--no-project``), then ``mine.npz``, ``mine.pdf``, ``html/`` and the manifest through the
     one writer, atomically under ``OUT/mine`` (the checkpoints there stay)."""
     from vizkit.render.writer import write_outputs
@@ -215,15 +236,17 @@ def _write(config: MineConfig, result: MineResult, ctx: RunContext, layers: list
         t0 = time.perf_counter()
         projections = _project(config, result, ctx, layers, images)
         timings["project"] = time.perf_counter() - t0
+        blank = probe_input(ctx.model, ctx.input_shape)
+        notes = notes + independence_note(image_independent_layers(ctx.model, layers, blank))
     heatmaps: list[UnitHeatmaps] = []
     if config.project and relevance:
         t0 = time.perf_counter()
         heatmaps = heatmap_units(ctx.model, result, ImageDataset(images, ctx.loaded.preprocessing), layers,
                                  config.units, ctx.loaded.preprocessing, ctx.device)
         timings["heatmaps"] = time.perf_counter() - t0
-    # relevance shares are not activations: the tiny-activation note does not apply to them
-    notes = ranking_notes(result.ranking) + (mine_notes(result, config.project) if not relevance else
-                                             [] if config.project else [NO_PROJECT_NOTE])
+    # relevance shares are not activations: the activation notes (caps, ties, tiny values) do not apply to them
+    notes = (ranking_notes(result.ranking) + notes + ([] if config.project else [NO_PROJECT_NOTE]) if relevance
+             else mine_notes(result, config.project, notes))
     dreams, dream_settings = mine_dreams(config, ctx, projections, timings)  # --dream; ({}, {}) without
     t0 = time.perf_counter()
     output = MineOutput(result, projections, notes, heatmaps, dreams, dream_settings)
@@ -237,7 +260,7 @@ def mine_dataset(model: nn.Module | LoadedModel, data: str | os.PathLike | Image
                  layers: Sequence[str] | None = None, k: int = 9, *, per_class: bool = False,
                  prep: Preprocessing | None = None, batch_size: int = 32, workers: int = 0, limit: int | None = None,
                  classes: Sequence[str] | None = None, device: torch.device | str | None = None,
-                 rank: str = "activation", target: str | int | None = None) -> MineResult:
+                 rank: str = "activation", target: str | int | None = None, uncap: bool = True) -> MineResult:
     """Scan ``data`` once and return every channel's exact top-``k`` images per layer (see ``vizkit.scan.state``).
 
     ``layers``: names from ``model.named_modules()``; default one per resolution stage. ``prep``: how files are
@@ -246,6 +269,9 @@ def mine_dataset(model: nn.Module | LoadedModel, data: str | os.PathLike | Image
     ``device``: where the state lives and the batches go; default the model's device. The model is left as it was.
     ``rank="relevance"``, ``target=C`` (index or class name): rank by each unit's relevance for class C
     (``vizkit.scan.relevance``: zennit-crp's RelMax) instead of its spatial maximum.
+    ``uncap``: rank a layer that ends in a saturating activation by the value before it (``LayerTopK.ranked`` says
+    so) and drop default layers that duplicate another's top-K images, as ``vizkit mine`` does; False: rank every
+    layer's output as asked. ``k`` is capped at the number of images when the data has a length.
     """
     ctx = None
     if isinstance(model, LoadedModel):  # its context: the input shape and default layers from one probe
@@ -254,21 +280,34 @@ def mine_dataset(model: nn.Module | LoadedModel, data: str | os.PathLike | Image
     device = torch.device(device) if device is not None else model_device(model)
     batches, paths, labels, names = as_batches(data, prep, batch_size, workers, limit, device)
     first, batches = _peek(batches)
+    shape = ctx.input_shape if ctx is not None else input_shape(prep) if prep is not None else _input_shape(first)
     if ctx is not None:
-        layers = ctx.layers(layers)  # the run's probe: one forward for the default layers
+        chosen = ctx.layers(layers)  # the run's probe: one forward for the default layers
     else:  # a bare module: the input shape comes from prep, else from the first batch
-        shape = input_shape(prep) if prep is not None else _input_shape(first)
-        layers = list(dict.fromkeys(layers)) if layers else default_layers(model, shape)
-        resolve_layers(model, layers)
+        if layers:
+            chosen = list(dict.fromkeys(layers))
+        elif shape is None:
+            raise UserInputError("mine: give layers=[...] or prep= (no image batch to pick default layers from)")
+        else:
+            chosen = default_layers(model, shape)
+        resolve_layers(model, chosen)
+    plan = (plan_ranking(model, chosen, probe_batch(model, shape), dedupe=not layers) if uncap and shape
+            else RankPlan(chosen))
     names = list(classes) if classes is not None else names
     if per_class and not names:
         raise UserInputError("per_class needs class names: a folder with class subfolders, a dataset with a "
                              "'classes' attribute, or classes=[...]")
     ranking, scorer = Ranking(), None
     if rank != "activation" or target is not None:  # relevance: the class is checked against the model's outputs
-        ranking, scorer = resolve_ranking(rank, target, model, ctx.loaded.class_names if ctx else None,
-                                          ctx.input_shape if ctx else _input_shape(first), batch_size)
-    state = ScanState(layers, k, n_classes=len(names) if per_class and names else 0, device=device)
+        if shape is None:
+            raise UserInputError("mine: rank='relevance' needs image batches or prep= (for the input shape)")
+        ranking, scorer = resolve_ranking(rank, target, model, ctx.loaded.class_names if ctx else None, shape,
+                                          batch_size)
+        plan = RankPlan(plan.layers)  # relevance is ranked as computed: no pre-cap sources
+    if paths is not None:
+        k = min(k, max(len(paths), 1))
+    state = ScanState(plan.layers, k, n_classes=len(names) if per_class and names else 0, device=device,
+                      sources=plan.sources)
     run = scan_batches(model, batches, state, scorer=scorer)
     if paths is None:
         paths = [f"#{i}" for i in range(run.seen)]
@@ -287,11 +326,10 @@ def _peek(batches: Iterable[Any]) -> tuple[Any, Iterable[Any]]:
     return first, itertools.chain([first], iterator)
 
 
-def _input_shape(batch: Any) -> tuple[int, ...]:
+def _input_shape(batch: Any) -> tuple[int, ...] | None:
+    """(1, C, H, W) of the first batch's images; None when the batch is not images."""
     x = as_image_batch(batch, StreamCounter()).x
-    if x.dim() != 4:
-        raise UserInputError("mine: give layers=[...] or prep= (no image batch to pick default layers from)")
-    return (1, *x.shape[1:])
+    return (1, *x.shape[1:]) if x.dim() == 4 and x.is_floating_point() else None
 
 
-__all__ = ["MINE_DIR", "MineConfig", "MineReport", "mine_dataset", "mine_notes", "run_mine"]
+__all__ = ["MINE_DIR", "NO_PROJECT_NOTE", "MineConfig", "MineReport", "mine_dataset", "mine_notes", "run_mine"]

@@ -256,32 +256,32 @@ def _project_full(model: nn.Module, images: dict[int, torch.Tensor], layer: str,
 
 
 def select_units(result: MineResult, layer: str, spec: str | None = None) -> list[int]:
-    """Channels of ``layer`` to render: ``all``; ``top:N`` or ``N``, the N strongest by mean activation (ties to the
-    smaller channel); or a comma list ``3,7,12`` (in that order). Units with no top-K entry are left out."""
+    """Channels of ``layer`` to render: ``all``; ``top:N``, the N strongest by mean activation (ties to the smaller
+    channel); or channels, ``5`` or ``3,7,12`` (in that order: a bare list always names channels). Units with no
+    top-K entry are left out of ``all`` and ``top:N``."""
     spec = (spec or DEFAULT_UNITS).strip()
     state = _layer_state(result, layer)
     n_channels = len(state.mean)
     filled = np.asarray(state.image_index)[:, 0] >= 0
     if spec == "all":
         return [c for c in range(n_channels) if filled[c]]
-    count = spec[4:] if spec.startswith("top:") else spec
-    if count.isdigit():
-        n = int(count)
-        if n < 1:
-            raise UserInputError(f"--units {spec!r}: N must be at least 1")
+    if spec.startswith("top:"):
+        count = spec[4:].strip()
+        if not count.isdigit() or int(count) < 1:
+            raise UserInputError(f"--units {spec!r}: top:N needs a whole number N of at least 1, like top:16")
         order = np.argsort(-np.asarray(state.mean, dtype=np.float64), kind="stable")
-        return [int(c) for c in order if filled[c]][:n]
+        return [int(c) for c in order if filled[c]][: int(count)]
     try:
         channels = [int(part) for part in spec.split(",") if part.strip()]
     except ValueError:
-        raise UserInputError(f"--units {spec!r}: use all, top:N, N or a comma list of channels like 3,7,12") from None
+        raise UserInputError(f"--units {spec!r}: use all, top:N or channels like 5 or 3,7,12") from None
     bad = [c for c in channels if not 0 <= c < n_channels]
     if bad or not channels:
         raise UserInputError(f"--units {spec!r}: layer '{layer}' has channels 0..{n_channels - 1}")
     return list(dict.fromkeys(channels))
 
 
-# 16 units per layer: VGG16's six default layers give 96 units x 9 projections; the early layers run on small crops
+# 16 units per layer: VGG16's five default mine layers: 80 units x 9 projections; the early layers run on small crops
 # and the deep ones cost about one backward each, a few minutes of CPU time in all; ``all`` is one option away.
 DEFAULT_UNITS = "top:16"
 MAX_IMAGES = 256  # distinct images of one chunk of units held on the device at once

@@ -29,6 +29,7 @@ from vizkit.outputs.info import ReportInfo
 from vizkit.outputs.npz import write_npz
 from vizkit.project.mine_projection import UnitTopProjections
 from vizkit.project.results import LayerDreams, MineOutput
+from vizkit.render.kit.provenance import page_notes
 from vizkit.render.mine_pages import UNITS_PER_PAGE, grid_shape, mine_page_makers, render_mine_pdf, summary_lines
 from vizkit.render.writer import Document, write_outputs
 
@@ -156,7 +157,7 @@ def mine_document(output: MineOutput, info: ReportInfo) -> Document:
     def gallery(path: Path) -> None:
         from vizkit.render.mine_html import write_mine_html
 
-        write_mine_html(result, units, info, path, output.dreams)
+        write_mine_html(result, units, info, path, output.dreams, notes=page_notes(info, notes))
 
     return Document([("mine.npz", lambda p: save_mine_npz(result, units, p, output.dreams)), ("mine.pdf", pdf),
                      ("html", gallery)],

@@ -132,7 +132,7 @@ def _layer_page(folder: Path, result: MineResult, name: str, n: int, units: Sequ
     per_class = f"layer{n:02d}-classes"
     write_class_scripts(folder, per_class, state, thumbs)
     intro = ['<p><a href="index.html">index</a></p>',
-             f"<p>All {len(state.mean)} channels ({dead} dead); the {len(units)} rendered ones link to their page "
+             f"<p>All {len(state.mean)} channels ({dead} dead), ranked by the {html.escape(state.ranked)}; the {len(units)} rendered ones link to their page "
              "(top-K patches, projections" + (", what the unit wants" if dream_files else "") + "). A card shows "
              "the unit's top patch when it was rendered, else its top image"
              + (", and its dream (the image optimised to excite it)" if dream_files else "") + ".</p>"]
@@ -142,9 +142,10 @@ def _layer_page(folder: Path, result: MineResult, name: str, n: int, units: Sequ
 
 
 def write_mine_html(result: MineResult, units: Sequence[UnitTopProjections], info: ReportInfo,
-                    folder: Path, dreams: Mapping[str, LayerDreams] | None = None) -> Path:
+                    folder: Path, dreams: Mapping[str, LayerDreams] | None = None, notes: Sequence[str] = ()) -> Path:
     """Write the gallery into ``folder`` (created); returns ``folder/index.html``. ``dreams``: per layer, the
-    rendered units' dreams (``--dream``)."""
+    rendered units' dreams (``--dream``). ``notes``: page 1's notes (what was ranked, ties, image independence
+    ...), listed on the index too."""
     (folder / "img").mkdir(parents=True, exist_ok=True)
     thumbs = write_thumbnails(folder, result.paths, thumbnail_indices(result))
     rows = []
@@ -160,5 +161,7 @@ def write_mine_html(result: MineResult, units: Sequence[UnitTopProjections], inf
         "<table><tr><th>layer</th><th>channels</th><th>dead</th><th>rendered</th></tr>", *rows, "</table>",
         "<p>Each layer's page lists every unit: sort, find a channel"
         + (", filter by class" if result.classes else "") + ".</p>",
+        *([f"<h2>Notes ({len(notes)})</h2>", "<ul>", *[f"<li>{html.escape(n)}</li>" for n in notes], "</ul>"]
+          if notes else []),
         f"<h2>Skipped files ({len(skipped)})</h2>", "<ul>", *skipped, "</ul>"])
     return folder / "index.html"

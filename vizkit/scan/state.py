@@ -4,10 +4,11 @@
 produced; the forward stops after the deepest requested layer) and merges each batch into a ``ScanState`` with
 ``merge_topk``: no Python loop over images or channels. The state lives on the model's device and is
 O(layers x channels x K); two states over the same index space merge exactly (``ScanState.merge``: ranks, resume).
+``sources`` (``vizkit.scan.saturation.plan_ranking``) names the layers ranked by the value before a cap.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,7 @@ from torch import nn
 from vizkit.capture.probe import model_dtype
 from vizkit.capture.state import preserve_model_state
 from vizkit.errors import UserInputError
-from vizkit.scan.scorer import Reduced, Reducer
+from vizkit.scan.scorer import Reduced, Reducer, Source, ranked_label
 from vizkit.scan.stream import StreamCounter, as_image_batch
 from vizkit.scan.topk import EMPTY, LayerTopK, MineResult, merge_topk
 
@@ -31,10 +32,12 @@ ScorerFactory = Callable[[nn.Module, Sequence[str]], Any]
 class ScanState:
     """The running state: per layer top-K (values, global image index, flat position), per-class top-K, sums."""
 
-    def __init__(self, layers: Sequence[str], k: int, *, n_classes: int = 0, device: torch.device | str = "cpu"):
+    def __init__(self, layers: Sequence[str], k: int, *, n_classes: int = 0, device: torch.device | str = "cpu",
+                 sources: Mapping[str, Source] | None = None):
         if k < 1:
             raise UserInputError(f"--top-k must be at least 1, got {k}")
         self.layers = list(dict.fromkeys(layers))
+        self.sources = {layer: s for layer, s in (sources or {}).items() if layer in self.layers}
         self.k = k
         self.n_classes = n_classes
         self.device = torch.device(device)
@@ -99,6 +102,8 @@ class ScanState:
 
     def merge(self, other: ScanState) -> None:
         """Absorb another state over the same index space (another rank's shard); exact, duplicates dropped."""
+        _check_sources(self.sources, other.sources, self.grids, other.grids)
+        self.sources.update(other.sources)
         for name in self.layers:
             if name not in other.grids:
                 continue
@@ -123,7 +128,8 @@ class ScanState:
     def state_dict(self) -> dict[str, torch.Tensor | int | str | list[int] | list[str]]:
         """CPU tensors, ints and strings only (``torch.load(weights_only=True)`` reads it back)."""
         d: dict[str, torch.Tensor | int | str | list[int] | list[str]] = {
-            "k": self.k, "n_classes": self.n_classes, "count": self.count, "layers": list(self.layers)}
+            "k": self.k, "n_classes": self.n_classes, "count": self.count, "layers": list(self.layers),
+            "sources": [f"{layer}\t{s.module}\t{s.call}\t{int(s.output)}" for layer, s in self.sources.items()]}
         for name, (h, w) in self.grids.items():
             d[f"grid/{name}"] = [h, w]
         for key, value in self.t.items():
@@ -131,6 +137,12 @@ class ScanState:
         return d
 
     def load_state_dict(self, d: dict) -> None:
+        saved = {layer: Source(module, int(call), bool(int(output))) for layer, module, call, output in
+                 (str(entry).split("\t") for entry in d.get("sources", []))}
+        if self.sources and saved != self.sources:  # (a checkpoint from before the ranking was recorded, too)
+            raise UserInputError(f"the saved scan ranked {_describe(saved)}, this run ranks {_describe(self.sources)}; "
+                                 "rerun without --resume")
+        self.sources = self.sources or saved
         self.count = int(d["count"])
         self.grids = {key[5:]: (int(v[0]), int(v[1])) for key, v in d.items() if key.startswith("grid/")}
         self.t = {key[2:]: v.to(self.device) for key, v in d.items() if key.startswith("t/")}
@@ -154,7 +166,20 @@ class ScanState:
             class_index = ci.masked_fill(ci == EMPTY, -1).numpy()
         return LayerTopK(t[f"{name}/values"].cpu().numpy(), index.masked_fill(empty, -1).numpy(), yx.numpy(),
                          (t[f"{name}/sum"].cpu() / n).float().numpy(),
-                         (t[f"{name}/fired"].cpu().double() / n).float().numpy(), class_values, class_index)
+                         (t[f"{name}/fired"].cpu().double() / n).float().numpy(), class_values, class_index,
+                         ranked=ranked_label(name, self.sources))
+
+
+def _describe(sources: Mapping[str, Source]) -> str:
+    return ", ".join(f"{layer} before its cap" for layer in sources) or "every layer by its output"
+
+
+def _check_sources(mine: Mapping[str, Source], theirs: Mapping[str, Source], grids: Mapping[str, object],
+                   other_grids: Mapping[str, object]) -> None:
+    """Two states of one layer must rank the same quantity to be merged."""
+    for layer in set(grids) & set(other_grids):
+        if mine.get(layer) != theirs.get(layer):
+            raise UserInputError(f"cannot merge scans of layer '{layer}' that ranked different quantities")
 
 
 @dataclass
@@ -179,9 +204,10 @@ def scan_batches(model: nn.Module, batches: Iterable[Any], state: ScanState, *,
     counter = StreamCounter()
     device = state.device
     dtype = model_dtype(model)
-    make: ScorerFactory = scorer or Reducer
-    grad = bool(getattr(make, "needs_grad", False))
-    with preserve_model_state(model), torch.inference_mode(not grad), make(model, state.layers) as reducer:
+    grad = bool(getattr(scorer, "needs_grad", False))
+    # a custom scorer (relevance) ranks its own quantity; the reducer ranks each layer's source (the pre-cap value)
+    reducer = scorer(model, state.layers) if scorer is not None else Reducer(model, state.layers, state.sources)
+    with preserve_model_state(model), torch.inference_mode(not grad), reducer:
         for raw in batches:
             batch = as_image_batch(raw, counter)
             skipped.extend(batch.skipped)

@@ -3,6 +3,7 @@
 Rule (everywhere: scan, resume, ranks, ``MineResult.merge``): larger value first; equal values -> smaller global
 image index; one entry per image (duplicates, e.g. ``DistributedSampler`` padding, are dropped by index). Within an
 image the position is the first maximum in row-major order (``torch.max`` over the flattened grid returns it).
+``LayerTopK.ties`` counts, per unit, the top-K entries whose value equals another entry's: their order is the rule's.
 """
 from __future__ import annotations
 
@@ -85,6 +86,22 @@ class LayerTopK:
     rate: np.ndarray                          # (C,) float32: share of images whose spatial max is > 0
     class_values: np.ndarray | None = None         # (n_classes, C, K) with per-class scans
     class_image_index: np.ndarray | None = None    # (n_classes, C, K)
+    ranked: str = "activation"                # or "pre-activation of <module>": the value before a cap
+
+    @property
+    def ties(self) -> np.ndarray:
+        """(C,) int64: entries of the unit's top K whose value equals another entry's (ordered by image index)."""
+        v = self.values
+        same = (v[:, 1:] == v[:, :-1]) & np.isfinite(v[:, 1:])
+        tied = np.zeros(v.shape, bool)
+        tied[:, 1:] |= same
+        tied[:, :-1] |= same
+        return tied.sum(1).astype(np.int64)
+
+    @property
+    def filled(self) -> np.ndarray:
+        """(C,) int64: top-K slots holding an image (fewer than K when fewer images were scanned)."""
+        return (self.image_index >= 0).sum(1).astype(np.int64)
 
     @property
     def dead(self) -> np.ndarray:
@@ -133,8 +150,9 @@ class MineResult:
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The scan keys of ``mine.npz``: ``paths``, ``rank`` (+ ``rank_class``, ``rank_class_name``: ``Ranking``),
-        ``classes`` (per-class scans), and per layer ``L/values``,
-        ``L/image_index``, ``L/positions``, ``L/mean``, ``L/rate`` (+ ``L/class_values``, ``L/class_image_index``)."""
+        ``classes`` (per-class scans), and per layer ``L/values``, ``L/image_index``, ``L/positions``, ``L/mean``,
+        ``L/rate``, ``L/ties`` (tied top-K entries per unit), ``L/ranked`` (what was ranked, a string)
+        (+ ``L/class_values``, ``L/class_image_index``)."""
         arrays: dict[str, np.ndarray] = {"paths": np.array(self.paths, dtype=str), **self.ranking.arrays()}
         if self.classes is not None:
             arrays["classes"] = np.array(self.classes, dtype=str)
@@ -144,6 +162,8 @@ class MineResult:
             arrays[f"{name}/positions"] = layer.positions.astype(np.int64)
             arrays[f"{name}/mean"] = layer.mean.astype(np.float32)
             arrays[f"{name}/rate"] = layer.rate.astype(np.float32)
+            arrays[f"{name}/ties"] = layer.ties
+            arrays[f"{name}/ranked"] = np.array(layer.ranked, dtype=str)
             if layer.class_values is not None and layer.class_image_index is not None:
                 arrays[f"{name}/class_values"] = layer.class_values.astype(np.float32)
                 arrays[f"{name}/class_image_index"] = layer.class_image_index.astype(np.int64)
@@ -164,7 +184,8 @@ class MineResult:
                 np.asarray(get(f"{name}/positions"), np.int64), np.asarray(get(f"{name}/mean"), np.float32),
                 np.asarray(get(f"{name}/rate"), np.float32),
                 np.asarray(get(f"{name}/class_values"), np.float32) if has_class else None,
-                np.asarray(get(f"{name}/class_image_index"), np.int64) if has_class else None)
+                np.asarray(get(f"{name}/class_image_index"), np.int64) if has_class else None,
+                str(get(f"{name}/ranked")) if f"{name}/ranked" in arrays else "activation")
         k = int(next(iter(layers.values())).values.shape[1]) if layers else 0
         classes = [str(c) for c in arrays["classes"]] if "classes" in arrays else None
         return cls([str(p) for p in arrays["paths"]], layers, k, classes, labels, list(skipped), images_scanned,
@@ -174,6 +195,8 @@ class MineResult:
 def _merge_layer(a: LayerTopK, b: LayerTopK, offset: int, n1: int, n2: int, k: int) -> LayerTopK:
     if a.values.shape != b.values.shape:
         raise UserInputError(f"cannot merge layers of different shapes: {a.values.shape} vs {b.values.shape}")
+    if a.ranked != b.ranked:
+        raise UserInputError(f"cannot merge scans that ranked different quantities: {a.ranked} vs {b.ranked}")
     values, index, (y, x) = merge_topk(
         torch.from_numpy(np.concatenate([a.values, b.values], -1)),
         _to_sort_index(np.concatenate([a.image_index, _shift(b.image_index, offset)], -1)),
@@ -189,7 +212,7 @@ def _merge_layer(a: LayerTopK, b: LayerTopK, offset: int, n1: int, n2: int, k: i
             _to_sort_index(np.concatenate([a.class_image_index, _shift(b.class_image_index, offset)], -1)), [], k)
         class_values, class_index = cv.numpy(), _from_sort_index(ci)
     return LayerTopK(values.numpy(), _from_sort_index(index), torch.stack([y, x], -1).numpy(),
-                     mean.astype(np.float32), rate.astype(np.float32), class_values, class_index)
+                     mean.astype(np.float32), rate.astype(np.float32), class_values, class_index, a.ranked)
 
 
 def _shift(index: np.ndarray, offset: int) -> np.ndarray:
