@@ -132,7 +132,8 @@ def _layer_page(folder: Path, result: MineResult, name: str, n: int, units: Sequ
     per_class = f"layer{n:02d}-classes"
     write_class_scripts(folder, per_class, state, thumbs)
     intro = ['<p><a href="index.html">index</a></p>',
-             f"<p>All {len(state.mean)} channels ({dead} dead), ranked by the {html.escape(state.ranked)}; the {len(units)} rendered ones link to their page "
+             f"<p>All {len(state.mean)} channels ({dead} dead), ranked by the {html.escape(state.ranked)}; "
+             f"the {len(units)} rendered ones link to their page "
              "(top-K patches, projections" + (", what the unit wants" if dream_files else "") + "). A card shows "
              "the unit's top patch when it was rendered, else its top image"
              + (", and its dream (the image optimised to excite it)" if dream_files else "") + ".</p>"]
