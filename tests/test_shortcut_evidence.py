@@ -44,8 +44,10 @@ def test_lrp_equals_zennit(bn_net: nn.Module, name: str) -> None:
     assert all(p.requires_grad and p.grad is None for p in bn_net.parameters())
     bn_net.eval()
     cls = {"epsilon-plus-flat": EpsilonPlusFlat, "epsilon-alpha2-beta1-flat": EpsilonAlpha2Beta1Flat}[name]
+    with torch.no_grad():
+        logits = bn_net(x)
     with Gradient(model=bn_net, composite=cls(canonizers=[SequentialMergeBatchNorm()])) as attributor:
-        _, rel = attributor(x.clone().requires_grad_(True), torch.eye(3)[y])
+        _, rel = attributor(x.clone().requires_grad_(True), torch.eye(3)[y] * logits)  # relevance starts at the score
     torch.testing.assert_close(ours, rel.sum(dim=1).clamp(min=0), rtol=1e-5, atol=1e-7)
 
 

@@ -24,6 +24,7 @@ class Group:
     members: np.ndarray
     parts: list[int]
     region: np.ndarray
+    split: str = ""  # "carriers" or "rest" when a carrier split cut the parts in two (``judge.split_carriers``)
 
 
 def region_iou(a: np.ndarray, b: np.ndarray) -> float:
