@@ -38,7 +38,7 @@ MIN_MEMBERS = MIN_CLUSTER
 MIN_CLASS_IMAGES = MIN_MEMBERS * MAX_CLUSTERS
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: fields are arrays
 class ClusterVerdict:
     """A merged cluster: ``members`` index the class's images, ``parts`` the spectral clusters it joins."""
 
@@ -52,7 +52,7 @@ class ClusterVerdict:
         return self.group.members
 
 
-@dataclass
+@dataclass(eq=False)
 class ClassVerdict:
     class_index: int
     images: np.ndarray

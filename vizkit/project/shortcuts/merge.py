@@ -17,7 +17,7 @@ import torch
 from vizkit.project.shortcuts.evidence import pixel_mask, relevance_region
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: fields are arrays
 class Group:
     """A merged cluster: ``members`` index the class's images; ``parts`` the spectral labels it joins."""
 
