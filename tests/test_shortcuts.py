@@ -521,7 +521,7 @@ def test_cli_lrp_with_tcav_end_to_end(shipped_lab: dict, tmp_path: Path) -> None
                                        "--out", str(out)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     doc = json.loads((out / "shortcuts" / "shortcuts.json").read_text())
-    assert doc["method"] == "lrp-epsilon-plus-flat" and [c["name"] for c in doc["classes"]][0] == "star"
+    assert doc["method"] == "lrp-epsilon-plus-flat" and doc["classes"][0]["name"] == "star"
     star = doc["classes"][0]
     assert star["flagged"] and "FLAGGED" in result.output.splitlines()[1]
     best = max(star["clusters"], key=lambda k: k["score"])
