@@ -173,7 +173,8 @@ def shortcuts_result(ctx: RunContext, images: ImageList, config: ShortcutsConfig
     timings["maps"] = time.perf_counter() - start
     start = time.perf_counter()
     present = set(explained[explained >= 0].tolist())
-    verdicts = [_judge(ctx, stream, explained, pooled, cls, th, config) for cls in
+    known = explained if mapped is None or images.labels is None else np.array([mapped[i] for i in images.labels])
+    verdicts = [_judge(ctx, stream, explained, known, pooled, cls, th, config) for cls in
                 sorted(present if wanted is None else present & wanted)]
     verdicts.sort(key=lambda v: (-v.suspicion, v.class_index))
     timings["verdict"] = time.perf_counter() - start
@@ -182,7 +183,7 @@ def shortcuts_result(ctx: RunContext, images: ImageList, config: ShortcutsConfig
     if config.tcav_runs and layer is not None:
         start = time.perf_counter()
         for v in result.detailed():
-            _tcav(ctx, stream, explained, v, layer, config.tcav_runs)
+            _tcav(ctx, stream, known, v, layer, config.tcav_runs)
         timings["tcav"] = time.perf_counter() - start
     result.pictures = exemplar_images(stream.dataset, result.exemplar_indices())
     return result
@@ -194,18 +195,20 @@ def _load(stream: DatasetStream, indices: Sequence[int] | np.ndarray) -> torch.T
     return torch.cat(parts) if parts else torch.zeros(0)
 
 
-def recipient_indices(explained: np.ndarray, cls: int, n: int = MAX_RECIPIENTS) -> np.ndarray:
-    """Up to ``n`` images of the other classes, evenly spread over DATA (deterministic)."""
-    others = np.flatnonzero((explained >= 0) & (explained != cls))
+def recipient_indices(known: np.ndarray, cls: int, n: int = MAX_RECIPIENTS) -> np.ndarray:
+    """Up to ``n`` images of the other classes (``known``: each image's folder class, or its explained class
+    without folders; -1 unknown), evenly spread over DATA (deterministic). With folders they come from every class
+    of DATA, also those ``--class`` left out."""
+    others = np.flatnonzero((known >= 0) & (known != cls))
     if others.size <= n:
         return others
     return others[np.linspace(0, others.size - 1, n).round().astype(int)]
 
 
-def _judge(ctx: RunContext, stream: DatasetStream, explained: np.ndarray, pooled: np.ndarray, cls: int,
-           th: Thresholds, config: ShortcutsConfig) -> ClassVerdict:
+def _judge(ctx: RunContext, stream: DatasetStream, explained: np.ndarray, known: np.ndarray, pooled: np.ndarray,
+           cls: int, th: Thresholds, config: ShortcutsConfig) -> ClassVerdict:
     idx = np.flatnonzero(explained == cls)
-    x, recipients = _load(stream, idx), _load(stream, recipient_indices(explained, cls))
+    x, recipients = _load(stream, idx), _load(stream, recipient_indices(known, cls))
     names = ctx.loaded.class_names
     verdict = judge_class(ctx.model, x, torch.from_numpy(pooled[idx]), recipients, cls, th, side=pooled.shape[-1],
                           n_clusters=config.n_clusters(), embed=config.embed)
@@ -214,7 +217,7 @@ def _judge(ctx: RunContext, stream: DatasetStream, explained: np.ndarray, pooled
     return verdict
 
 
-def _tcav(ctx: RunContext, stream: DatasetStream, explained: np.ndarray, v: ClassVerdict, layer: str,
+def _tcav(ctx: RunContext, stream: DatasetStream, known: np.ndarray, v: ClassVerdict, layer: str,
           runs: int) -> None:
     """Captum's TCAV of the class's top cluster's region (``vizkit.project.shortcuts.tcav``)."""
     from vizkit.project.shortcuts.tcav import concept_test
@@ -223,7 +226,7 @@ def _tcav(ctx: RunContext, stream: DatasetStream, explained: np.ndarray, v: Clas
     if top is None:
         return
     x = _load(stream, v.images).to(ctx.device)
-    pool = _load(stream, recipient_indices(explained, v.class_index)).to(ctx.device)
+    pool = _load(stream, recipient_indices(known, v.class_index)).to(ctx.device)
     if len(pool) == 0:
         return
     mask = pixel_mask(top.group.region, (x.shape[-2], x.shape[-1])).to(ctx.device)
