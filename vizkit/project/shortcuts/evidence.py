@@ -55,10 +55,17 @@ class Evidence:
         return {k: float(v) for k, v in asdict(self).items()}
 
 
-def relevance_region(pooled: np.ndarray, mass: float = REGION_MASS, grow: int = 1) -> np.ndarray:
+def relevance_region(pooled: np.ndarray, mass: float = REGION_MASS, grow: int = 1,
+                     background: np.ndarray | None = None) -> np.ndarray:
     """(s, s) bool: the fewest cells of the members' mean map (``pooled`` (n, s, s)) holding ``mass`` of it,
-    dilated by ``grow`` cells; empty for maps without evidence."""
+    dilated by ``grow`` cells; empty for maps without evidence. With ``background`` (the other classes' mean
+    map, s x s) only the evidence beyond it counts, ``max(mean - background, 0)``: where the class's objects sit
+    as every class's objects do is no place of its own."""
     mean = pooled.mean(axis=0)
+    if background is not None:
+        excess = np.clip(mean - background, 0, None)
+        if float(excess.sum()) > 1e-6 * float(mean.sum()):  # not rounding noise of equal maps
+            mean = excess
     total = float(mean.sum())
     region = np.zeros(mean.shape, bool)
     if total <= 0:
@@ -171,9 +178,10 @@ def concentration(pooled: np.ndarray, region: np.ndarray) -> float:
 
 
 def cluster_evidence(model: nn.Module, x: torch.Tensor, pooled: np.ndarray, members: np.ndarray,
-                     recipients: torch.Tensor, cls: int, region: np.ndarray | None = None) -> Evidence:
+                     recipients: torch.Tensor, cls: int, region: np.ndarray | None = None,
+                     background: np.ndarray | None = None) -> Evidence:
     """Every figure for the cluster ``members`` (indices into the class's images ``x`` and maps ``pooled``)."""
-    region = relevance_region(pooled[members]) if region is None else region
+    region = relevance_region(pooled[members], background=background) if region is None else region
     mask = pixel_mask(region, (x.shape[-2], x.shape[-1]))
     inside = x[torch.from_numpy(members)]
     rest = np.setdiff1d(np.arange(len(x)), members)
