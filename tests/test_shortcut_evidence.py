@@ -11,6 +11,7 @@ from vizkit.lab.labnet import LabNet
 from vizkit.project.shortcuts.evidence import carriers, consistency, deletion, pixel_mask, relevance_region, transplant
 from vizkit.project.shortcuts.lrp import lrp_maps
 from vizkit.project.shortcuts.merge import merge_clusters
+from vizkit.project.shortcuts.spray import spectral_clusters
 from vizkit.testing.model_state import hook_count
 
 
@@ -242,3 +243,37 @@ def test_clean_family_controls_are_not_flagged_over_seeds() -> None:
 
     quiet = sum(not any(v.flagged for v in _verdicts(FamilyLab(f"clean{s}", s))) for s in (21, 22, 23))
     assert quiet >= 2
+
+
+# --- SpRAy on small classes (issue 13) ---
+
+def test_clusters_capped_by_class_size_with_reason_and_no_sklearn_warnings() -> None:
+    """Issue 13: --clusters 100 on 50 maps must not give 50 singletons nor leak scikit-learn's warnings; the number
+    of clusters and why is said."""
+    import warnings
+
+    rng = np.random.default_rng(3)
+    feats = np.concatenate([rng.normal(0, 1, (30, 5)), rng.normal(6, 1, (20, 5))])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning that leaks fails the test
+        capped = spectral_clusters(feats, 100, embed=False)
+        auto = spectral_clusters(feats[:7], embed=False)  # 7 maps: at most 2 clusters of 3
+    assert capped.k == 50 // 3 and np.bincount(capped.labels).size == capped.k
+    assert "capped" in capped.reason and "100" in capped.reason
+    assert auto.k <= 2 and "eigengap" in auto.reason
+
+
+def test_spectrum_plot_marks_the_gap_not_a_bar_of_height_zero() -> None:
+    from matplotlib.figure import Figure
+
+    from vizkit.project.shortcuts.judge import ClassVerdict
+    from vizkit.project.shortcuts.spray import Spectral
+    from vizkit.render.shortcuts_pages import spectrum
+
+    ev = np.array([0.0, 0.0, 0.5, 0.7, 0.9])
+    v = ClassVerdict(0, np.arange(9), Spectral(np.zeros(9, np.int64), ev, 2, 0.5, np.zeros((9, 2))))
+    ax = Figure().add_subplot()
+    spectrum(ax, v)
+    assert not ax.patches  # points, no bars
+    (line,) = [ln for ln in ax.lines if ln.get_linestyle() == "--"]
+    assert line.get_xdata()[0] == pytest.approx(2.5)  # the gap between l2 and l3

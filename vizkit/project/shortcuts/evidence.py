@@ -6,8 +6,9 @@ For a cluster of class ``c`` with members' pooled maps ``P_i`` (s x s, each summ
   evidence, grown by one cell (a mark the grid cut in two is covered whole). Given the other classes' mean map
   ``B`` (the job and ``judge`` pass it), ``M`` is replaced by ``max(M - B, 0)``: an object at the place where every
   class's objects sit holds much of ``M`` but little beyond ``B``, a mark of this class holds it all; without the
-  background, the shipped lab's stars gave a region of 58 % of the image that was the star itself. Any shape and any size: a corner
-  tag, a frame along two edges, a word across the middle. In pixels: every pixel of a cell of ``R``.
+  background, the shipped lab's stars gave a region of 58 % of the image that was the star itself. Any shape and
+  any size: a corner tag, a frame along two edges, a word across the middle. In pixels: every pixel of a cell of
+  ``R``.
 - **transplant** (reliance on *other* classes' images, where the class's object cannot help): each recipient
   (an image of another class) gets the region's pixels of one member (``own``, recipient r from member r mod n)
   or of the members' pixel mean (``mean``). ``gain`` is the mean rise of p(c) and ``flip`` the rise of the share
