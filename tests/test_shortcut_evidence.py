@@ -132,21 +132,6 @@ def test_region_follows_a_frame_and_a_spot_whatever_their_area() -> None:
     assert torch.nonzero(mask).min(0).values.tolist() == [6, 8] and int(mask.sum()) == 4
 
 
-def test_region_beyond_the_other_classes_background() -> None:
-    """Where every class's objects sit is no place of the class's own: with the other classes' mean map as
-    background, the region is the spot only this class has (hand-made: an object blob shared by all, a spot)."""
-    blob = np.full((16, 16), 0.001)
-    blob[5:11, 5:11] = 1.0
-    cls = np.stack([blob.copy() for _ in range(4)])
-    cls[:, 14, 14] = 12.0  # the class's own spot, a third of its evidence
-    cls /= cls.sum(axis=(1, 2), keepdims=True)
-    background = blob / blob.sum()
-    assert relevance_region(cls, grow=0).sum() > 1 and relevance_region(cls, grow=0)[5:11, 5:11].any()
-    assert np.argwhere(relevance_region(cls, grow=0, background=background)).tolist() == [[14, 14]]
-    same = relevance_region(np.stack([background] * 3), grow=0, background=background)  # no excess: plain rule
-    assert np.array_equal(same, relevance_region(np.stack([background] * 3), grow=0))
-
-
 def test_merge_joins_same_place_and_pattern_only() -> None:
     g = torch.Generator().manual_seed(2)
     x = torch.rand(12, 3, 16, 16, generator=g)

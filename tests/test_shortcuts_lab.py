@@ -188,3 +188,22 @@ def test_cli_class_filter_and_model_options_reach_the_config(tmp_path: Path, mon
     assert result.exit_code == 0, result.output
     (config,) = seen
     assert list(config.only_classes) == ["b"] and str(config.classes) == str(names) and config.seed == 3
+
+
+@pytest.mark.gpu
+def test_job_on_cuda_gives_the_cpu_verdict(shipped_lab: dict, tmp_path: Path) -> None:
+    """Transplant, deletion and TCAV move the class's images to the model's device."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    runs = []
+    for device in ("cpu", "cuda"):
+        config = ShortcutsConfig(data=shipped_lab["root"] / "val", model="labnet", out=tmp_path, embed=False,
+                                 only_classes=["star", "circle"], device=device, tcav_runs=2)
+        result = run_shortcuts(config, write=False).result
+        assert result is not None
+        runs.append(result)
+    cpu, gpu = runs
+    assert [v.class_index for v in cpu.classes] == [v.class_index for v in gpu.classes]
+    assert [v.flagged for v in cpu.classes] == [v.flagged for v in gpu.classes]
+    np.testing.assert_allclose([v.suspicion for v in cpu.classes], [v.suspicion for v in gpu.classes], atol=1e-3)
+    assert all(v.top is None or v.top.tcav is not None for v in gpu.detailed())

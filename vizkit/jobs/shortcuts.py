@@ -32,7 +32,7 @@ from vizkit.load import deprocess
 from vizkit.load.dataset import ImageDataset, ImageList, list_images
 from vizkit.project.attribute.lrp import COMPOSITES
 from vizkit.project.shortcuts.evidence import MAX_RECIPIENTS, pixel_mask
-from vizkit.project.shortcuts.judge import ClassVerdict, background_map, judge_class
+from vizkit.project.shortcuts.judge import ClassVerdict, judge_class
 from vizkit.project.shortcuts.maps import NEEDS_LAYER, attribution_maps, check_method, method_name
 from vizkit.project.shortcuts.result import ShortcutsResult
 from vizkit.project.shortcuts.spray import DEFAULT_SIDE, pool_maps
@@ -211,8 +211,7 @@ def _judge(ctx: RunContext, stream: DatasetStream, explained: np.ndarray, known:
     x, recipients = _load(stream, idx), _load(stream, recipient_indices(known, cls))
     names = ctx.loaded.class_names
     verdict = judge_class(ctx.model, x, torch.from_numpy(pooled[idx]), recipients, cls, th, side=pooled.shape[-1],
-                          n_clusters=config.n_clusters(), embed=config.embed,
-                          background=background_map(pooled[(explained >= 0) & (explained != cls)]))
+                          n_clusters=config.n_clusters(), embed=config.embed)
     verdict.images = idx
     verdict.name = names[cls] if names and cls < len(names) else f"class {cls}"
     return verdict

@@ -27,7 +27,7 @@ from scipy.special import expit
 from sklearn.metrics import roc_auc_score
 
 from vizkit.lab.family import FamilyLab, LabData, build_lab, train_lab
-from vizkit.project.shortcuts.judge import ClassVerdict, background_map, judge_class
+from vizkit.project.shortcuts.judge import ClassVerdict, judge_class
 from vizkit.project.shortcuts.maps import attribution_maps
 from vizkit.project.shortcuts.merge import pair_figures
 from vizkit.project.shortcuts.spray import DEFAULT_SIDE, pool_maps, spectral_clusters
@@ -80,11 +80,6 @@ def _recipients(run: LabRun, cls: int) -> torch.Tensor:
     return run.data.x_test[run.data.y_test != cls]
 
 
-def _background(run: LabRun, cls: int, method: str) -> np.ndarray | None:
-    """The other classes' mean pooled map (``judge.background_map``)."""
-    return background_map(pool_maps(run.maps[method][run.data.y_val != cls], DEFAULT_SIDE).numpy())
-
-
 def _is_mark(run: LabRun, cls: int, members: np.ndarray) -> bool:
     """``members`` (images of class ``cls``) are mostly marked images of the lab's mark class."""
     return run.spec.mark is not None and cls == run.spec.mark_class and run.data.marked_val[members].mean() > 0.5
@@ -96,8 +91,7 @@ def _merge_thresholds(runs: list[LabRun], method: str) -> tuple[float, float]:
         for cls, idx in _classes(run):
             pooled = pool_maps(run.maps[method][idx], DEFAULT_SIDE).numpy()
             labels = spectral_clusters(pooled.reshape(len(idx), -1), embed=False).labels
-            _, pairs = pair_figures(run.data.x_val[idx], pooled, labels, _recipients(run, cls), _background(run, cls,
-                                                                                                         method))
+            _, pairs = pair_figures(run.data.x_val[idx], pooled, labels, _recipients(run, cls))
             for (i, j), (o, s) in pairs.items():
                 rows.append((o, s, _is_mark(run, cls, idx[labels == i]) and _is_mark(run, cls, idx[labels == j])))
     if not any(r[2] for r in rows):
@@ -118,8 +112,7 @@ def judge_run(run: LabRun, th: Thresholds) -> list[ClassVerdict]:
     """Every class of the run judged with ``th`` (its method); by class index."""
     out = []
     for cls, idx in _classes(run):
-        v = judge_class(run.model, run.data.x_val[idx], run.maps[th.method][idx], _recipients(run, cls), cls, th,
-                        background=_background(run, cls, th.method))
+        v = judge_class(run.model, run.data.x_val[idx], run.maps[th.method][idx], _recipients(run, cls), cls, th)
         v.images = idx
         out.append(v)
     return out

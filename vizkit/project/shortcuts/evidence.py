@@ -3,12 +3,8 @@
 For a cluster of class ``c`` with members' pooled maps ``P_i`` (s x s, each summing to 1; ``spray.pool_maps``):
 
 - **region** ``R``: the fewest grid cells of the mean map ``M = mean_i P_i`` that hold ``REGION_MASS`` of its
-  evidence, grown by one cell (a mark the grid cut in two is covered whole). Given the other classes' mean map
-  ``B`` (the job and ``judge`` pass it), ``M`` is replaced by ``max(M - B, 0)``: an object at the place where every
-  class's objects sit holds much of ``M`` but little beyond ``B``, a mark of this class holds it all; without the
-  background, the shipped lab's stars gave a region of 58 % of the image that was the star itself. Any shape and
-  any size: a corner tag, a frame along two edges, a word across the middle. In pixels: every pixel of a cell of
-  ``R``.
+  evidence, grown by one cell (a mark the grid cut in two is covered whole). Any shape and any size: a corner
+  tag, a frame along two edges, a word across the middle. In pixels: every pixel of a cell of ``R``.
 - **transplant** (reliance on *other* classes' images, where the class's object cannot help): each recipient
   (an image of another class) gets the region's pixels of one member (``own``, recipient r from member r mod n)
   or of the members' pixel mean (``mean``). ``gain`` is the mean rise of p(c) and ``flip`` the rise of the share
@@ -59,17 +55,10 @@ class Evidence:
         return {k: float(v) for k, v in asdict(self).items()}
 
 
-def relevance_region(pooled: np.ndarray, mass: float = REGION_MASS, grow: int = 1,
-                     background: np.ndarray | None = None) -> np.ndarray:
+def relevance_region(pooled: np.ndarray, mass: float = REGION_MASS, grow: int = 1) -> np.ndarray:
     """(s, s) bool: the fewest cells of the members' mean map (``pooled`` (n, s, s)) holding ``mass`` of it,
-    dilated by ``grow`` cells; empty for maps without evidence. With ``background`` (the other classes' mean
-    map, s x s) only the evidence beyond it counts, ``max(mean - background, 0)``: where the class's objects sit
-    as every class's objects do is no place of its own."""
+    dilated by ``grow`` cells; empty for maps without evidence."""
     mean = pooled.mean(axis=0)
-    if background is not None:
-        excess = np.clip(mean - background, 0, None)
-        if float(excess.sum()) > 1e-6 * float(mean.sum()):  # not rounding noise of equal maps
-            mean = excess
     total = float(mean.sum())
     region = np.zeros(mean.shape, bool)
     if total <= 0:
@@ -182,10 +171,9 @@ def concentration(pooled: np.ndarray, region: np.ndarray) -> float:
 
 
 def cluster_evidence(model: nn.Module, x: torch.Tensor, pooled: np.ndarray, members: np.ndarray,
-                     recipients: torch.Tensor, cls: int, region: np.ndarray | None = None,
-                     background: np.ndarray | None = None) -> Evidence:
+                     recipients: torch.Tensor, cls: int, region: np.ndarray | None = None) -> Evidence:
     """Every figure for the cluster ``members`` (indices into the class's images ``x`` and maps ``pooled``)."""
-    region = relevance_region(pooled[members], background=background) if region is None else region
+    region = relevance_region(pooled[members]) if region is None else region
     mask = pixel_mask(region, (x.shape[-2], x.shape[-1]))
     inside = x[torch.from_numpy(members)]
     rest = np.setdiff1d(np.arange(len(x)), members)

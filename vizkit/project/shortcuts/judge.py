@@ -83,8 +83,8 @@ def small_class_warning(cls: int, n: int) -> str | None:
             f"{MIN_MEMBERS}) for its clusters to mean anything; add images of this class")
 
 
-def split_carriers(x: torch.Tensor, groups: list[Group], pooled: np.ndarray, recipients: torch.Tensor,
-                   background: np.ndarray | None = None) -> list[Group]:
+def split_carriers(x: torch.Tensor, groups: list[Group], pooled: np.ndarray, recipients: torch.Tensor
+                   ) -> list[Group]:
     """Each group whose region's pattern only some members carry (``evidence.carriers``; both parts at least
     ``MIN_MEMBERS``) becomes two: the carriers, then the rest (same spectral parts)."""
     out = []
@@ -93,37 +93,31 @@ def split_carriers(x: torch.Tensor, groups: list[Group], pooled: np.ndarray, rec
         has = carriers(x[torch.from_numpy(g.members)], others, pixel_mask(g.region, (x.shape[-2], x.shape[-1])))
         if MIN_MEMBERS <= has.sum() <= has.size - MIN_MEMBERS:
             for part, kind in ((g.members[has], "carriers"), (g.members[~has], "rest")):
-                out.append(Group(part, g.parts, relevance_region(pooled[part], background=background), kind))
+                out.append(Group(part, g.parts, relevance_region(pooled[part]), kind))
         else:
             out.append(g)
     return out
 
 
 def judge_class(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, recipients: torch.Tensor, cls: int,
-                th: Thresholds, *, side: int = DEFAULT_SIDE, n_clusters: int | None = None, embed: bool = False,
-                background: np.ndarray | None = None) -> ClassVerdict:
-    """Verdict on one class (module docstring); ``embed``: also the t-SNE picture of its maps; ``background``:
-    the other classes' mean pooled map (``background_map``), which regions must exceed."""
+                th: Thresholds, *, side: int = DEFAULT_SIDE, n_clusters: int | None = None, embed: bool = False
+                ) -> ClassVerdict:
+    """Verdict on one class (module docstring); ``embed``: also the t-SNE picture of its maps."""
     pooled = pool_maps(maps.float().cpu(), side).numpy()
     x = x.cpu()
     spectral = spectral_clusters(pooled.reshape(len(pooled), -1), n_clusters, embed=embed)
     groups = split_carriers(x, merge_clusters(x, pooled, spectral.labels, recipients.cpu(), th.merge_iou,
-                                              th.merge_similarity, background), pooled, recipients.cpu(), background)
+                                              th.merge_similarity), pooled, recipients.cpu())
     clusters = []
     for g in groups:
         if g.members.size < MIN_MEMBERS:
             clusters.append(ClusterVerdict(g, None, 0.0))
             continue
-        ev = cluster_evidence(model, x, pooled, g.members, recipients.cpu(), cls, g.region, background)
+        ev = cluster_evidence(model, x, pooled, g.members, recipients.cpu(), cls, g.region)
         clusters.append(ClusterVerdict(g, ev, score(ev, th)))
     suspicion = max((c.score for c in clusters), default=0.0)
     return ClassVerdict(cls, np.arange(len(x)), spectral, clusters, suspicion, suspicion >= th.flag,
                         small_class_warning(cls, len(x)))
-
-
-def background_map(pooled: np.ndarray) -> np.ndarray | None:
-    """The mean of the other classes' pooled maps (n, s, s), None without any."""
-    return pooled.mean(axis=0) if len(pooled) else None
 
 
 def judge(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipients_x: torch.Tensor,
@@ -135,16 +129,14 @@ def judge(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipients_x: torc
     maps = torch.cat([attribution_maps(model, x[i:i + batch], y[i:i + batch], method)[0].cpu()
                       for i in range(0, len(x), batch)])
     verdicts = []
-    pooled = pool_maps(maps.float(), side).numpy()
     for cls in sorted(set(y.tolist())):
         idx = np.flatnonzero((y == cls).numpy())
-        v = judge_class(model, x[idx], maps[idx], recipients_x[recipients_y != cls], int(cls), th, side=side,
-                        background=background_map(pooled[(y != cls).numpy()]))
+        v = judge_class(model, x[idx], maps[idx], recipients_x[recipients_y != cls], int(cls), th, side=side)
         v.images = idx
         verdicts.append(v)
     verdicts.sort(key=lambda v: (-v.suspicion, v.class_index))
     return verdicts
 
 
-__all__ = ["MIN_CLASS_IMAGES", "MIN_MEMBERS", "ClassVerdict", "ClusterVerdict", "background_map", "judge",
-           "judge_class", "small_class_warning", "split_carriers"]
+__all__ = ["MIN_CLASS_IMAGES", "MIN_MEMBERS", "ClassVerdict", "ClusterVerdict", "judge", "judge_class",
+           "small_class_warning", "split_carriers"]

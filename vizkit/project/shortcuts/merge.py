@@ -43,13 +43,11 @@ def content_similarity(a: torch.Tensor, b: torch.Tensor, reference: torch.Tensor
     return float(da @ db) / norm if norm > 0 else 0.0
 
 
-def pair_figures(x: torch.Tensor, pooled: np.ndarray, labels: np.ndarray, reference: torch.Tensor,
-                 background: np.ndarray | None = None
+def pair_figures(x: torch.Tensor, pooled: np.ndarray, labels: np.ndarray, reference: torch.Tensor
                  ) -> tuple[list[np.ndarray], dict[tuple[int, int], tuple[float, float]]]:
-    """Each spectral cluster's region (``background``: see ``relevance_region``), and (IoU, similarity) of every
-    pair of clusters (i < j)."""
+    """Each spectral cluster's region, and (IoU, similarity) of every pair of clusters (i < j)."""
     k = int(labels.max()) + 1 if labels.size else 0
-    regions = [relevance_region(pooled[labels == c], background=background) for c in range(k)]
+    regions = [relevance_region(pooled[labels == c]) for c in range(k)]
     hw = (x.shape[-2], x.shape[-1])
     pairs = {}
     for i in range(k):
@@ -62,9 +60,9 @@ def pair_figures(x: torch.Tensor, pooled: np.ndarray, labels: np.ndarray, refere
 
 
 def merge_clusters(x: torch.Tensor, pooled: np.ndarray, labels: np.ndarray, reference: torch.Tensor,
-                   iou: float, similarity: float, background: np.ndarray | None = None) -> list[Group]:
+                   iou: float, similarity: float) -> list[Group]:
     """Groups of spectral clusters joined by the rule of the module docstring, largest first."""
-    regions, pairs = pair_figures(x, pooled, labels, reference, background)
+    regions, pairs = pair_figures(x, pooled, labels, reference)
     parent = list(range(len(regions)))
 
     def root(i: int) -> int:
@@ -79,7 +77,7 @@ def merge_clusters(x: torch.Tensor, pooled: np.ndarray, labels: np.ndarray, refe
     for r in sorted({root(i) for i in range(len(regions))}):
         parts = [c for c in range(len(regions)) if root(c) == r]
         members = np.flatnonzero(np.isin(labels, parts))
-        region = regions[parts[0]] if len(parts) == 1 else relevance_region(pooled[members], background=background)
+        region = regions[parts[0]] if len(parts) == 1 else relevance_region(pooled[members])
         groups.append(Group(members, parts, region))
     groups.sort(key=lambda g: (-g.members.size, g.parts[0]))
     return groups
