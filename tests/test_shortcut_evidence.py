@@ -262,3 +262,23 @@ def test_spectrum_plot_marks_the_gap_not_a_bar_of_height_zero() -> None:
     assert not ax.patches  # points, no bars
     (line,) = [ln for ln in ax.lines if ln.get_linestyle() == "--"]
     assert line.get_xdata()[0] == pytest.approx(2.5)  # the gap between l2 and l3
+
+
+def test_quiet_report_details_the_most_suspicious_classes_not_class_0() -> None:
+    from vizkit.project.shortcuts.evidence import Evidence
+    from vizkit.project.shortcuts.judge import ClassVerdict, ClusterVerdict
+    from vizkit.project.shortcuts.merge import Group
+    from vizkit.project.shortcuts.result import ShortcutsResult
+    from vizkit.project.shortcuts.spray import Spectral
+
+    def verdict(cls: int, s: float) -> ClassVerdict:
+        spectral = Spectral(np.zeros(4, np.int64), np.zeros(4), 1, 0.0, np.zeros((4, 2)))
+        cluster = ClusterVerdict(Group(np.arange(4), [0], np.zeros((4, 4), bool)), Evidence(*[0.0] * 8), s)
+        return ClassVerdict(cls, np.arange(4 * cls, 4 * cls + 4), spectral, [cluster], s, False)
+
+    ranked = sorted([verdict(0, 0.01), verdict(1, 0.4), verdict(2, 0.2)], key=lambda v: -v.suspicion)
+    result = ShortcutsResult([f"{i}.png" for i in range(12)], "gradxinput", None, (4, 4), np.repeat([0, 1, 2], 4),
+                             np.zeros((12, 4, 4), np.float32), np.zeros((12, 4, 4), np.float32), ranked)
+    assert [v.class_index for v in result.detailed()] == [1, 2]
+    ranked[1].flagged = True
+    assert [v.class_index for v in result.detailed()] == [2]
