@@ -95,11 +95,11 @@ def main() -> None:
         spectral_clusters(result.pooled[a.images].reshape(a.images.size, -1), embed=True)
     tsne = time.perf_counter() - start
     n = int((result.explained >= 0).sum())
-    print(f"maps: {timings['maps']:.2f} s ({1000 * timings['maps'] / n:.1f} ms/image); SpRAy + statistics: "
-          f"{timings['spray']:.2f} s; deletion check: {timings['deletion']:.2f} s; t-SNE (all classes): {tsne:.2f} s")
+    print(f"maps: {timings['maps']:.2f} s ({1000 * timings['maps'] / n:.1f} ms/image); "
+          f"verdict (SpRAy, merge, evidence): {timings['verdict']:.2f} s; t-SNE (all classes): {tsne:.2f} s")
     for a in result.classes:
         print(f"  class {a.class_index} {a.name}: {a.images.size} images, k={a.spectral.k}, eigengap "
-              f"{a.spectral.eigengap:.3f}, suspicion {a.suspicion:.4f}, clusters {[c.size for c in a.clusters]}"
+              f"{a.spectral.eigengap:.3f}, suspicion {a.suspicion:.4f}, clusters {[c.members.size for c in a.clusters]}"
               f"{' FLAGGED' if a.flagged else ''}")
     try:
         import corelay  # noqa: F401
@@ -108,7 +108,9 @@ def main() -> None:
         return
     ours_time = theirs_time = 0.0
     truth = marked_mask(data, result.paths)
+    merged = result.cluster
     for a in result.classes:
+        refined = merged[a.images]
         features = result.pooled[a.images].reshape(a.images.size, -1).astype(np.float64)
         k = max(a.spectral.k, 2)
         start = time.perf_counter()
@@ -117,11 +119,11 @@ def main() -> None:
         theirs, seconds = corelay_labels(features, k)
         theirs_time += seconds
         print(f"  class {a.class_index}: k={k}, ARI(vizkit spectral, CoRelAy) = {adjusted_rand_score(ours, theirs):.3f}"
-              f", ARI(vizkit refined, CoRelAy) = {adjusted_rand_score(a.spectral.labels, theirs):.3f}")
+              f", ARI(vizkit refined, CoRelAy) = {adjusted_rand_score(refined, theirs):.3f}")
         if truth is not None and truth[a.images].any():
             t = truth[a.images]
             print(f"    best F1 vs lab.json: vizkit spectral {best_f1(ours, t):.3f}, vizkit refined "
-                  f"{best_f1(a.spectral.labels, t):.3f}, CoRelAy {best_f1(theirs, t):.3f}")
+                  f"{best_f1(refined, t):.3f}, CoRelAy {best_f1(theirs, t):.3f}")
     print(f"clustering only, same k: vizkit {ours_time:.2f} s, CoRelAy {theirs_time:.2f} s "
           f"(ratio {theirs_time / max(ours_time, 1e-9):.2f})")
 

@@ -11,6 +11,7 @@ from vizkit.lab.labnet import LabNet
 from vizkit.project.shortcuts.evidence import carriers, consistency, deletion, pixel_mask, relevance_region, transplant
 from vizkit.project.shortcuts.lrp import lrp_maps
 from vizkit.project.shortcuts.merge import merge_clusters
+from vizkit.project.shortcuts.spray import spectral_clusters
 from vizkit.testing.model_state import hook_count
 
 
@@ -44,8 +45,10 @@ def test_lrp_equals_zennit(bn_net: nn.Module, name: str) -> None:
     assert all(p.requires_grad and p.grad is None for p in bn_net.parameters())
     bn_net.eval()
     cls = {"epsilon-plus-flat": EpsilonPlusFlat, "epsilon-alpha2-beta1-flat": EpsilonAlpha2Beta1Flat}[name]
+    with torch.no_grad():
+        logits = bn_net(x)
     with Gradient(model=bn_net, composite=cls(canonizers=[SequentialMergeBatchNorm()])) as attributor:
-        _, rel = attributor(x.clone().requires_grad_(True), torch.eye(3)[y])
+        _, rel = attributor(x.clone().requires_grad_(True), torch.eye(3)[y] * logits)  # relevance starts at the score
     torch.testing.assert_close(ours, rel.sum(dim=1).clamp(min=0), rtol=1e-5, atol=1e-7)
 
 
@@ -225,3 +228,57 @@ def test_clean_family_controls_are_not_flagged_over_seeds() -> None:
 
     quiet = sum(not any(v.flagged for v in _verdicts(FamilyLab(f"clean{s}", s))) for s in (21, 22, 23))
     assert quiet >= 2
+
+
+# --- SpRAy on small classes (issue 13) ---
+
+def test_clusters_capped_by_class_size_with_reason_and_no_sklearn_warnings() -> None:
+    """Issue 13: --clusters 100 on 50 maps must not give 50 singletons nor leak scikit-learn's warnings; the number
+    of clusters and why is said."""
+    import warnings
+
+    rng = np.random.default_rng(3)
+    feats = np.concatenate([rng.normal(0, 1, (30, 5)), rng.normal(6, 1, (20, 5))])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning that leaks fails the test
+        capped = spectral_clusters(feats, 100, embed=False)
+        auto = spectral_clusters(feats[:7], embed=False)  # 7 maps: at most 2 clusters of 3
+    assert capped.k == 50 // 3 and np.bincount(capped.labels).size == capped.k
+    assert "capped" in capped.reason and "100" in capped.reason
+    assert auto.k <= 2 and "eigengap" in auto.reason
+
+
+def test_spectrum_plot_marks_the_gap_not_a_bar_of_height_zero() -> None:
+    from matplotlib.figure import Figure
+
+    from vizkit.project.shortcuts.judge import ClassVerdict
+    from vizkit.project.shortcuts.spray import Spectral
+    from vizkit.render.shortcuts_pages import spectrum
+
+    ev = np.array([0.0, 0.0, 0.5, 0.7, 0.9])
+    v = ClassVerdict(0, np.arange(9), Spectral(np.zeros(9, np.int64), ev, 2, 0.5, np.zeros((9, 2))))
+    ax = Figure().add_subplot()
+    spectrum(ax, v)
+    assert not ax.patches  # points, no bars
+    (line,) = [ln for ln in ax.lines if ln.get_linestyle() == "--"]
+    assert line.get_xdata()[0] == pytest.approx(2.5)  # the gap between l2 and l3
+
+
+def test_quiet_report_details_the_most_suspicious_classes_not_class_0() -> None:
+    from vizkit.project.shortcuts.evidence import Evidence
+    from vizkit.project.shortcuts.judge import ClassVerdict, ClusterVerdict
+    from vizkit.project.shortcuts.merge import Group
+    from vizkit.project.shortcuts.result import ShortcutsResult
+    from vizkit.project.shortcuts.spray import Spectral
+
+    def verdict(cls: int, s: float) -> ClassVerdict:
+        spectral = Spectral(np.zeros(4, np.int64), np.zeros(4), 1, 0.0, np.zeros((4, 2)))
+        cluster = ClusterVerdict(Group(np.arange(4), [0], np.zeros((4, 4), bool)), Evidence(*[0.0] * 8), s)
+        return ClassVerdict(cls, np.arange(4 * cls, 4 * cls + 4), spectral, [cluster], s, False)
+
+    ranked = sorted([verdict(0, 0.01), verdict(1, 0.4), verdict(2, 0.2)], key=lambda v: -v.suspicion)
+    result = ShortcutsResult([f"{i}.png" for i in range(12)], "gradxinput", None, (4, 4), np.repeat([0, 1, 2], 4),
+                             np.zeros((12, 4, 4), np.float32), np.zeros((12, 4, 4), np.float32), ranked)
+    assert [v.class_index for v in result.detailed()] == [1, 2]
+    ranked[1].flagged = True
+    assert [v.class_index for v in result.detailed()] == [2]

@@ -7,6 +7,11 @@ DATA is listed with ``vizkit.load.dataset`` (folders by class, or a list file) a
 end. A first-level folder name must be a class name of the model or a
 class index; without folders each image is explained for its predicted class. Maps are computed a batch at a time
 on the device; only their pooled grid (for SpRAy) and a display copy (at most ``DISPLAY`` pixels a side) are kept.
+
+Then each class is judged (``vizkit.project.shortcuts.judge.judge_class``): its images are read again and held in
+memory (N x C x H x W floats: 1,300 images at 224 px take 0.8 GB), with up to ``evidence.MAX_RECIPIENTS`` images
+of the other classes, evenly spread over DATA, as the transplant's recipients. ``tcav_runs`` > 0: the top cluster
+of every class the PDF details gets Captum's TCAV at ``layer`` (default the deepest spatial layer).
 """
 from __future__ import annotations
 
@@ -25,11 +30,13 @@ from vizkit.jobs.common import Failure, JobReport, ModelJob
 from vizkit.jobs.context import RunContext
 from vizkit.load import deprocess
 from vizkit.load.dataset import ImageDataset, ImageList, list_images
-from vizkit.project.shortcuts.clusters import ClassAnalysis, analyse_class, confirm, suspicion
-from vizkit.project.shortcuts.maps import DEFAULT_METHOD, NEEDS_LAYER, attribution_maps, check_method
-from vizkit.project.shortcuts.reliance import probability_drop
+from vizkit.project.attribute.lrp import COMPOSITES
+from vizkit.project.shortcuts.evidence import MAX_RECIPIENTS, pixel_mask
+from vizkit.project.shortcuts.judge import ClassVerdict, judge_class
+from vizkit.project.shortcuts.maps import NEEDS_LAYER, attribution_maps, check_method, method_name
 from vizkit.project.shortcuts.result import ShortcutsResult
-from vizkit.project.shortcuts.spray import DEFAULT_SIDE, pool_maps, spectral_clusters
+from vizkit.project.shortcuts.spray import DEFAULT_SIDE, pool_maps
+from vizkit.project.shortcuts.verdict import Thresholds, load_thresholds
 from vizkit.project.targets import class_list, parse_targets
 from vizkit.scan.stream import DatasetStream, nothing_read
 
@@ -39,17 +46,23 @@ DISPLAY = 112
 @dataclass(kw_only=True)
 class ShortcutsConfig(ModelJob):
     """Options of ``vizkit shortcuts``. ``only_classes``: names or indices to analyse (empty: all; not
-    ``classes``, which is ``ModelJob``'s class-names file of your own model); ``clusters``: "auto"
-    (eigengap) or a number; ``side``: the SpRAy grid; ``limit``: only the first N images of DATA."""
+    ``classes``, which is ``ModelJob``'s class-names file of your own model); ``method``: the attribution method
+    (None: the one the verdict was fitted with, ``thresholds.json``); ``composite``: LRP's zennit composite;
+    ``clusters``: "auto" (eigengap) or a number (capped at a third of the class); ``side``: the SpRAy grid;
+    ``limit``: only the first N images of DATA; ``tcav_runs``: random concepts of the TCAV test (0: no TCAV);
+    ``thresholds``: a thresholds.json of your own (``vizkit.lab.fit``)."""
 
     data: str | Path
     only_classes: Sequence[str] = ()
-    method: str = DEFAULT_METHOD
+    method: str | None = None
+    composite: str = "epsilon-plus-flat"
     layer: str | None = None
     clusters: str | int = "auto"
     batch_size: int = 32
     side: int = DEFAULT_SIDE
     limit: int | None = None
+    tcav_runs: int = 0
+    thresholds: str | Path | None = None
     embed: bool = True
 
     def n_clusters(self) -> int | None:
@@ -60,19 +73,28 @@ class ShortcutsConfig(ModelJob):
             raise UserInputError(f"--clusters must be 'auto' or a positive number, got {self.clusters!r}")
         return int(value)
 
+    def resolved_method(self, th: Thresholds) -> str:
+        return method_name(self.method or th.method, self.composite)
+
     def check(self) -> None:
-        check_method(self.method)
+        if self.composite not in COMPOSITES:
+            raise UserInputError(f"unknown LRP composite '{self.composite}': use one of {', '.join(COMPOSITES)}")
+        if self.method is not None:
+            check_method(method_name(self.method, self.composite))
         self.n_clusters()
         if self.batch_size < 1:
             raise UserInputError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.side < 2:
             raise UserInputError(f"the SpRAy grid side must be at least 2, got {self.side}")
+        if self.tcav_runs < 0 or self.tcav_runs == 1:
+            raise UserInputError(f"--tcav-runs must be 0 (no TCAV) or at least 2 for its t-test, got {self.tcav_runs}")
 
 
 @dataclass
 class ShortcutsReport(JobReport):
     result: ShortcutsResult | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 def folder_classes(images: ImageList, class_names: Sequence[str] | None, n_classes: int) -> list[int] | None:
@@ -98,13 +120,15 @@ def folder_classes(images: ImageList, class_names: Sequence[str] | None, n_class
 
 def run_shortcuts(config: ShortcutsConfig, *, progress: Callable[[int, int], None] | None = None,
                   on_skip: Callable[[str, str], None] | None = None, write: bool = True) -> ShortcutsReport:
-    """Run ``vizkit shortcuts``: maps for DATA, SpRAy per class, then OUT/shortcuts/ (unless ``write`` is False)."""
+    """Run ``vizkit shortcuts``: maps for DATA, a verdict per class, then OUT/shortcuts/ (unless ``write`` is
+    False). ``report.warnings``: classes too small for their clusters to mean anything."""
     config.check()
     ctx = RunContext.from_job(config)
     images = list_images(config.data, config.limit)
     timings = {"load_model": ctx.load_seconds}
     result = shortcuts_result(ctx, images, config, progress=progress, on_skip=on_skip, timings=timings)
-    report = ShortcutsReport(failures=[Failure(p, m, 2) for p, m in result.skipped], result=result, timings=timings)
+    report = ShortcutsReport(failures=[Failure(p, m, 2) for p, m in result.skipped], result=result, timings=timings,
+                             warnings=[v.warning for v in result.classes if v.warning])
     if write:
         from vizkit.render.writer import write_outputs
 
@@ -114,10 +138,14 @@ def run_shortcuts(config: ShortcutsConfig, *, progress: Callable[[int, int], Non
 
 
 def run_settings(config: ShortcutsConfig, result: ShortcutsResult) -> dict:
-    """The options page 1 and the manifest show (with the flagged classes and the skipped files)."""
+    """The options page 1 and the manifest show (with the verdicts and the skipped files)."""
     return {"data": str(config.data), "method": result.method, "layer": result.layer,
             "clusters": str(config.clusters), "batch_size": config.batch_size, "side": result.pooled.shape[-1],
-            "classes": list(config.only_classes), "flagged": result.flagged,
+            "classes": list(config.only_classes), "tcav_runs": config.tcav_runs,
+            "thresholds": str(config.thresholds) if config.thresholds else "shipped (fitted on the lab family)",
+            "flag": result.thresholds.flag, "flagged": result.flagged,
+            "suspicion": {str(v.class_index): round(v.suspicion, 6) for v in result.classes},
+            "warnings": [v.warning for v in result.classes if v.warning],
             "skipped": [{"path": p, "reason": m} for p, m in result.skipped]}
 
 
@@ -125,13 +153,15 @@ def shortcuts_result(ctx: RunContext, images: ImageList, config: ShortcutsConfig
                      progress: Callable[[int, int], None] | None = None,
                      on_skip: Callable[[str, str], None] | None = None,
                      timings: dict[str, float] | None = None) -> ShortcutsResult:
-    """Maps, SpRAy, cluster statistics and the exemplar pictures for ``images`` (no files written)."""
+    """Maps, a verdict per class and the exemplar pictures for ``images`` (no files written)."""
     config.check()
     timings = {} if timings is None else timings
+    th = load_thresholds(config.thresholds)
+    method = config.resolved_method(th)
     loaded, crop = ctx.loaded, ctx.input_shape[-1]
     n_classes = num_classes(ctx.model, ctx.input_shape)
     layer = config.layer
-    if config.method in NEEDS_LAYER:
+    if method in NEEDS_LAYER or config.tcav_runs:
         layer = ctx.layers([layer])[0] if layer else ctx.deepest_layer()
     wanted = {int(c) for c in parse_targets(config.only_classes, loaded.class_names, n_classes) if c is not None} \
         if config.only_classes else None
@@ -142,53 +172,79 @@ def shortcuts_result(ctx: RunContext, images: ImageList, config: ShortcutsConfig
     stream = DatasetStream(ImageDataset(images, loaded.preprocessing), batch_size=config.batch_size,
                            device=ctx.device, indices=indices, progress=progress, on_skip=on_skip)
     start = time.perf_counter()
-    explained, pooled, display = _maps(ctx, stream, config, layer, mapped)
+    explained, pooled, display = _maps(ctx, stream, config.side, method, layer, mapped)
     skipped = [(stream.path(i), message) for i, message in stream.skipped]
     if stream.total and len(skipped) >= stream.total:
         raise nothing_read(images.source, stream.total, skipped)
     timings["maps"] = time.perf_counter() - start
     start = time.perf_counter()
-    analyses = []
     present = set(explained[explained >= 0].tolist())
-    for cls in sorted(present if wanted is None else present & wanted):
-        idx = np.flatnonzero(explained == cls)
-        spectral = spectral_clusters(pooled[idx].reshape(idx.size, -1), config.n_clusters(), embed=config.embed)
-        name = loaded.class_names[cls] if loaded.class_names and cls < len(loaded.class_names) else f"class {cls}"
-        analyses.append(analyse_class(cls, name, idx, pooled[idx], spectral, (crop, crop)))
-    timings["spray"] = time.perf_counter() - start
-    start = time.perf_counter()
-    for analysis in analyses:
-        _confirm_by_deletion(ctx, stream, analysis, pooled.shape[-1])
-    analyses.sort(key=lambda a: (-a.suspicion, a.class_index))
-    timings["deletion"] = time.perf_counter() - start
-    result = ShortcutsResult([str(p) for p in images.paths], config.method, layer, (crop, crop), explained,
-                             pooled, display, analyses, skipped, loaded.class_names)
+    known = explained if mapped is None or images.labels is None else np.array([mapped[i] for i in images.labels])
+    verdicts = [_judge(ctx, stream, explained, known, pooled, cls, th, config) for cls in
+                sorted(present if wanted is None else present & wanted)]
+    verdicts.sort(key=lambda v: (-v.suspicion, v.class_index))
+    timings["verdict"] = time.perf_counter() - start
+    result = ShortcutsResult([str(p) for p in images.paths], method, layer, (crop, crop), explained, pooled, display,
+                             verdicts, th, skipped, loaded.class_names)
+    if config.tcav_runs and layer is not None:
+        start = time.perf_counter()
+        for v in result.detailed():
+            _tcav(ctx, stream, known, v, layer, config.tcav_runs)
+        timings["tcav"] = time.perf_counter() - start
     result.pictures = exemplar_images(stream.dataset, result.exemplar_indices())
     return result
 
 
-def _confirm_by_deletion(ctx: RunContext, stream: DatasetStream, analysis: ClassAnalysis, side: int) -> None:
-    """Reliance of each compact cluster (``vizkit.project.shortcuts.reliance``): its box, grown by one grid cell,
-    removed from its members; then the class's suspicion again."""
-    margin = -(-ctx.input_shape[-1] // side)
-    target = torch.tensor([analysis.class_index])
-    for cluster in analysis.clusters:
-        if not cluster.compact:
-            continue
-        drops = []
-        for batch in stream.over([int(i) for i in analysis.images[cluster.members]]):
-            if batch.index.numel():
-                drops.append(probability_drop(ctx.model, batch.x.to(ctx.device), target.expand(len(batch.index)),
-                                              cluster.box, margin))
-        confirm(cluster, np.concatenate(drops) if drops else np.zeros(0))
-    analysis.suspicion = suspicion(analysis)
+def _load(stream: DatasetStream, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
+    """The images ``indices`` (all readable: skipped ones have no class) on the CPU, in that order."""
+    parts = [batch.x.cpu() for batch in stream.over([int(i) for i in indices]) if batch.index.numel()]
+    return torch.cat(parts) if parts else torch.zeros(0)
 
 
-def _maps(ctx: RunContext, stream: DatasetStream, config: ShortcutsConfig, layer: str | None,
+def recipient_indices(known: np.ndarray, cls: int, n: int = MAX_RECIPIENTS) -> np.ndarray:
+    """Up to ``n`` images of the other classes (``known``: each image's folder class, or its explained class
+    without folders; -1 unknown), evenly spread over DATA (deterministic). With folders they come from every class
+    of DATA, also those ``--class`` left out."""
+    others = np.flatnonzero((known >= 0) & (known != cls))
+    if others.size <= n:
+        return others
+    return others[np.linspace(0, others.size - 1, n).round().astype(int)]
+
+
+def _judge(ctx: RunContext, stream: DatasetStream, explained: np.ndarray, known: np.ndarray, pooled: np.ndarray,
+           cls: int, th: Thresholds, config: ShortcutsConfig) -> ClassVerdict:
+    idx = np.flatnonzero(explained == cls)
+    x, recipients = _load(stream, idx), _load(stream, recipient_indices(known, cls))
+    names = ctx.loaded.class_names
+    verdict = judge_class(ctx.model, x, torch.from_numpy(pooled[idx]), recipients, cls, th, side=pooled.shape[-1],
+                          n_clusters=config.n_clusters(), embed=config.embed)
+    verdict.images = idx
+    verdict.name = names[cls] if names and cls < len(names) else f"class {cls}"
+    return verdict
+
+
+def _tcav(ctx: RunContext, stream: DatasetStream, known: np.ndarray, v: ClassVerdict, layer: str,
+          runs: int) -> None:
+    """Captum's TCAV of the class's top cluster's region (``vizkit.project.shortcuts.tcav``)."""
+    from vizkit.project.shortcuts.tcav import concept_test
+
+    top = v.top
+    if top is None:
+        return
+    x = _load(stream, v.images).to(ctx.device)
+    pool = _load(stream, recipient_indices(known, v.class_index)).to(ctx.device)
+    if len(pool) == 0:
+        return
+    mask = pixel_mask(top.group.region, (x.shape[-2], x.shape[-1])).to(ctx.device)
+    top.tcav = concept_test(ctx.model, layer, x, x[torch.from_numpy(top.members).to(ctx.device)], pool, mask,
+                            v.class_index, repeats=runs)
+
+
+def _maps(ctx: RunContext, stream: DatasetStream, side: int, method: str, layer: str | None,
           mapped: list[int] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(explained class, pooled map, display map) per image of DATA; -1 and zeros where an image was not read."""
     n, crop = len(stream.dataset), ctx.input_shape[-1]
-    s, d = min(config.side, crop), min(DISPLAY, crop)
+    s, d = min(side, crop), min(DISPLAY, crop)
     explained = np.full(n, -1, np.int64)
     pooled = np.zeros((n, s, s), np.float32)
     display = np.zeros((n, d, d), np.float32)
@@ -198,7 +254,7 @@ def _maps(ctx: RunContext, stream: DatasetStream, config: ShortcutsConfig, layer
         targets = batch.label.clone()
         if mapped is not None:
             targets = torch.tensor([mapped[int(t)] if t >= 0 else -1 for t in batch.label], dtype=torch.long)
-        maps, cls = attribution_maps(ctx.model, batch.x.to(ctx.device), targets.to(ctx.device), config.method, layer)
+        maps, cls = attribution_maps(ctx.model, batch.x.to(ctx.device), targets.to(ctx.device), method, layer)
         idx = batch.index.numpy()
         explained[idx] = cls.cpu().numpy()
         pooled[idx] = pool_maps(maps, s).cpu().numpy()
@@ -217,4 +273,4 @@ def exemplar_images(dataset: ImageDataset, indices: Sequence[int]) -> dict[int, 
 
 
 __all__ = ["ShortcutsConfig", "ShortcutsReport", "ShortcutsResult", "exemplar_images", "folder_classes",
-           "run_settings", "run_shortcuts", "shortcuts_result"]
+           "recipient_indices", "run_settings", "run_shortcuts", "shortcuts_result"]

@@ -30,6 +30,7 @@ import torch
 from scipy.ndimage import binary_dilation
 from torch import nn
 
+from vizkit.capture.probe import model_device
 from vizkit.capture.state import preserve_model_state
 
 REGION_MASS = 0.5
@@ -80,8 +81,10 @@ def pixel_mask(region: np.ndarray, hw: tuple[int, int]) -> torch.Tensor:
 
 def _probabilities(model: nn.Module, x: torch.Tensor, cls: int, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """(p(cls), predicted == cls) per image."""
+    device = model_device(model)
     with preserve_model_state(model), torch.no_grad():
-        p = torch.cat([torch.softmax(model(x[i:i + batch]).float(), dim=1) for i in range(0, len(x), batch)])
+        p = torch.cat([torch.softmax(model(x[i:i + batch].to(device)).float(), dim=1)
+                       for i in range(0, len(x), batch)])
     return p[:, cls].cpu().numpy(), (p.argmax(dim=1) == cls).cpu().numpy()
 
 

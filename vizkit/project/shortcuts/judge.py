@@ -12,6 +12,7 @@ below 8 x 3 = 24 images a split into the clusters it would look for cannot even 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,27 +21,38 @@ from torch import nn
 from vizkit.project.shortcuts.evidence import Evidence, carriers, cluster_evidence, pixel_mask, relevance_region
 from vizkit.project.shortcuts.maps import attribution_maps
 from vizkit.project.shortcuts.merge import Group, merge_clusters
-from vizkit.project.shortcuts.spray import DEFAULT_SIDE, MAX_CLUSTERS, Spectral, pool_maps, spectral_clusters
+from vizkit.project.shortcuts.spray import (
+    DEFAULT_SIDE,
+    MAX_CLUSTERS,
+    MIN_CLUSTER,
+    Spectral,
+    pool_maps,
+    spectral_clusters,
+)
 from vizkit.project.shortcuts.verdict import Thresholds, score
 
-MIN_MEMBERS = 3
+if TYPE_CHECKING:
+    from vizkit.project.shortcuts.tcav import TcavResult
+
+MIN_MEMBERS = MIN_CLUSTER
 MIN_CLASS_IMAGES = MIN_MEMBERS * MAX_CLUSTERS
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: fields are arrays
 class ClusterVerdict:
     """A merged cluster: ``members`` index the class's images, ``parts`` the spectral clusters it joins."""
 
     group: Group
     evidence: Evidence | None
     score: float
+    tcav: TcavResult | None = None
 
     @property
     def members(self) -> np.ndarray:
         return self.group.members
 
 
-@dataclass
+@dataclass(eq=False)
 class ClassVerdict:
     class_index: int
     images: np.ndarray
@@ -49,6 +61,7 @@ class ClassVerdict:
     suspicion: float = 0.0
     flagged: bool = False
     warning: str | None = None
+    name: str = ""
 
     @property
     def top(self) -> ClusterVerdict | None:
@@ -58,7 +71,8 @@ class ClassVerdict:
 
     def split_merge(self) -> str:
         """How the spectral clusters were joined, e.g. 'k=4 spectral clusters -> 2: {0, 2}, {1}, {3}' ."""
-        parts = ", ".join("{" + ", ".join(map(str, c.group.parts)) + "}" for c in self.clusters)
+        parts = ", ".join("{" + ", ".join(map(str, c.group.parts)) + "}" + (f" {c.group.split}" * bool(c.group.split))
+                          for c in self.clusters)
         return f"k={self.spectral.k} spectral clusters -> {len(self.clusters)}: {parts}"
 
 
@@ -78,19 +92,20 @@ def split_carriers(x: torch.Tensor, groups: list[Group], pooled: np.ndarray, rec
         others = torch.cat([x[torch.from_numpy(np.setdiff1d(np.arange(len(x)), g.members))], recipients])
         has = carriers(x[torch.from_numpy(g.members)], others, pixel_mask(g.region, (x.shape[-2], x.shape[-1])))
         if MIN_MEMBERS <= has.sum() <= has.size - MIN_MEMBERS:
-            for part in (g.members[has], g.members[~has]):
-                out.append(Group(part, g.parts, relevance_region(pooled[part])))
+            for part, kind in ((g.members[has], "carriers"), (g.members[~has], "rest")):
+                out.append(Group(part, g.parts, relevance_region(pooled[part]), kind))
         else:
             out.append(g)
     return out
 
 
 def judge_class(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, recipients: torch.Tensor, cls: int,
-                th: Thresholds, *, side: int = DEFAULT_SIDE, n_clusters: int | None = None) -> ClassVerdict:
-    """Verdict on one class (module docstring)."""
+                th: Thresholds, *, side: int = DEFAULT_SIDE, n_clusters: int | None = None, embed: bool = False
+                ) -> ClassVerdict:
+    """Verdict on one class (module docstring); ``embed``: also the t-SNE picture of its maps."""
     pooled = pool_maps(maps.float().cpu(), side).numpy()
     x = x.cpu()
-    spectral = spectral_clusters(pooled.reshape(len(pooled), -1), n_clusters, embed=False)
+    spectral = spectral_clusters(pooled.reshape(len(pooled), -1), n_clusters, embed=embed)
     groups = split_carriers(x, merge_clusters(x, pooled, spectral.labels, recipients.cpu(), th.merge_iou,
                                               th.merge_similarity), pooled, recipients.cpu())
     clusters = []

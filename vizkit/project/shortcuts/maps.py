@@ -12,8 +12,9 @@ Methods (``METHODS``):
 - ``guided-gradcam``: guided backprop times Grad-CAM (``vizkit.project.gradcam``), absolute value summed over
   channels (guided backprop's sign carries no evidence direction).
 - ``guided-backprop``: guided backprop alone, absolute value summed over channels.
-- ``lrp-<composite>``: LRP relevance from zennit (``vizkit.project.shortcuts.lrp``), summed over channels,
-  positive part; ``lrp-epsilon-plus-flat`` is SpRAy's original relevance.
+- ``lrp-<composite>``: LRP relevance from zennit (``vizkit.project.shortcuts.lrp``, through the one LRP path of
+  ``vizkit.project.attribute.lrp``), summed over channels, positive part; ``lrp-epsilon-plus-flat`` is SpRAy's
+  original relevance. ``epsilon-gamma-box`` takes each batch's minimum and maximum as its bounds.
 
 Every map is non-negative; its scale is whatever the method gives (SpRAy normalises each map later).
 The model is left exactly as it was (``preserve_model_state``), also when the forward raises.
@@ -25,6 +26,7 @@ from torch import nn
 
 from vizkit.capture.state import preserve_model_state
 from vizkit.errors import ModelError, UserInputError
+from vizkit.project.attribute.lrp import DEFAULT_COMPOSITE
 from vizkit.project.gradcam import gradcam, guided_backprop
 from vizkit.project.shortcuts.lrp import COMPOSITES, lrp_maps
 
@@ -33,9 +35,18 @@ DEFAULT_METHOD = "gradxinput"
 NEEDS_LAYER = frozenset({"gradcam", "guided-gradcam"})
 
 
+ALIASES = {"gradient-x-input": "gradxinput"}  # the attribute command's name for it
+
+
+def method_name(method: str, composite: str = DEFAULT_COMPOSITE) -> str:
+    """The method's name in ``METHODS``: ``gradient-x-input`` is ``gradxinput``, ``lrp`` is ``lrp-<composite>``."""
+    return f"lrp-{composite}" if method == "lrp" else ALIASES.get(method, method)
+
+
 def check_method(method: str) -> str:
     if method not in METHODS:
-        raise UserInputError(f"unknown attribution method '{method}': use one of {', '.join(METHODS)}")
+        raise UserInputError(f"unknown attribution method '{method}': use one of {', '.join(METHODS)} (or "
+                             "gradient-x-input, or lrp with a composite)")
     return method
 
 
@@ -94,4 +105,4 @@ def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return logits
 
 
-__all__ = ["DEFAULT_METHOD", "METHODS", "NEEDS_LAYER", "attribution_maps", "check_method"]
+__all__ = ["ALIASES", "DEFAULT_METHOD", "METHODS", "NEEDS_LAYER", "attribution_maps", "check_method", "method_name"]

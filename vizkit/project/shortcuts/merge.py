@@ -17,13 +17,14 @@ import torch
 from vizkit.project.shortcuts.evidence import pixel_mask, relevance_region
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: fields are arrays
 class Group:
     """A merged cluster: ``members`` index the class's images; ``parts`` the spectral labels it joins."""
 
     members: np.ndarray
     parts: list[int]
     region: np.ndarray
+    split: str = ""  # "carriers" or "rest" when a carrier split cut the parts in two (``judge.split_carriers``)
 
 
 def region_iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -13,8 +13,10 @@
    scikit-learn's ``SpectralClustering`` builds for ``affinity="nearest_neighbors"``.
 3. Spectrum: eigenvalues ``0 = l_1 <= l_2 <= ...`` of the normalised Laplacian ``I - D^-1/2 A D^-1/2``.
    The number of clusters is ``k = argmax_{1 <= k <= k_max} (l_{k+1} - l_k)`` (the eigengap heuristic) unless
-   given; ``eigengap`` is that gap, in [0, 2]. A graph made of k well-separated groups has k eigenvalues near 0,
-   then a jump.
+   given; ``eigengap`` is that gap, in [0, 2]. ``k_max`` is 8 and never more than one cluster per ``MIN_CLUSTER``
+   (3) images of the class, a number asked for is capped the same way (50 images are never cut into 50
+   singletons); ``Spectral.reason`` says which k and why. A graph made of k well-separated groups has k eigenvalues
+   near 0, then a jump.
 4. Labels: scikit-learn ``SpectralClustering(affinity="precomputed")`` on ``A`` (k-means on the spectral embedding,
    fixed seed), relabelled so cluster 0 is the largest.
 5. Picture: t-SNE (scikit-learn, PCA init, fixed seed) of the feature vectors to 2-D.
@@ -39,6 +41,7 @@ from threadpoolctl import threadpool_limits
 
 DEFAULT_SIDE = 16
 MAX_CLUSTERS = 8
+MIN_CLUSTER = 3
 
 
 def neighbours(n: int) -> int:
@@ -94,19 +97,28 @@ def gap_at(eigenvalues: np.ndarray, k: int) -> float:
 @dataclass
 class Spectral:
     """One class's clustering: labels (N,) int64, 0 the largest cluster; eigenvalues (up to 32 smallest);
-    k clusters; the eigengap at k; embedding (N, 2) float32 (t-SNE)."""
+    k clusters; the eigengap at k; embedding (N, 2) float32 (t-SNE); ``reason``: how k was chosen, in words."""
 
     labels: np.ndarray
     eigenvalues: np.ndarray
     k: int
     eigengap: float
     embedding: np.ndarray
+    reason: str = ""
+
+
+def cluster_cap(n: int) -> int:
+    """The most clusters a class of ``n`` images is split into: one per ``MIN_CLUSTER`` images (at least 1), so
+    a cluster can hold enough members to be judged."""
+    return max(1, n // MIN_CLUSTER)
 
 
 def spectral_clusters(features: np.ndarray, n_clusters: int | None = None, *, seed: int = 0,
                       max_clusters: int = MAX_CLUSTERS, embed: bool = True) -> Spectral:
-    """SpRAy on (N, D) feature vectors (``pool_maps`` flattened); ``n_clusters`` None = eigengap heuristic."""
-    with threadpool_limits(limits=1):
+    """SpRAy on (N, D) feature vectors (``pool_maps`` flattened); ``n_clusters`` None = eigengap heuristic.
+    scikit-learn's warnings never reach the caller: what they would say is in ``reason``."""
+    with threadpool_limits(limits=1), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a disconnected graph is expected (a shortcut cluster is its own component)
         return _spectral_clusters(features, n_clusters, seed, max_clusters, embed)
 
 
@@ -115,20 +127,27 @@ def _spectral_clusters(features: np.ndarray, n_clusters: int | None, seed: int, 
     n = features.shape[0]
     a = affinity(features)
     eigenvalues = laplacian_spectrum(a)
+    cap = cluster_cap(n)
     if n_clusters is None:
-        k, gap = choose_clusters(eigenvalues, max_clusters)
+        k, gap = choose_clusters(eigenvalues, min(max_clusters, cap))
+        reason = (f"k={k} from the eigengap: the largest gap l{k + 1} - l{k} = {gap:.3f} among k <= "
+                  f"{min(max_clusters, cap, max(n - 1, 1))}")
     else:
-        k = max(1, min(int(n_clusters), n))
+        k = max(1, min(int(n_clusters), cap))
         gap = gap_at(eigenvalues, k)
+        reason = f"k={k} as asked" if k == n_clusters else \
+            f"k={k}: --clusters {n_clusters} capped at {n} images / {MIN_CLUSTER} per cluster"
     labels = np.zeros(n, np.int64)
     if k > 1:
         model = SpectralClustering(n_clusters=k, affinity="precomputed", random_state=seed, assign_labels="kmeans",
                                    n_init=10)
-        with warnings.catch_warnings():  # a disconnected graph is expected: a shortcut cluster is its own component
-            warnings.filterwarnings("ignore", message="Graph is not fully connected")
-            labels = _by_size(model.fit_predict(a))
+        labels = _by_size(model.fit_predict(a))
+        found = int(labels.max()) + 1
+        if found < k:
+            reason += f"; k-means found only {found} distinct clusters"
+            k = found
     emb = tsne(features, seed) if embed else np.zeros((n, 2), np.float32)
-    return Spectral(labels, eigenvalues[:32].astype(np.float64), k, gap, emb)
+    return Spectral(labels, eigenvalues[:32].astype(np.float64), k, gap, emb, reason)
 
 
 def _by_size(labels: np.ndarray) -> np.ndarray:
@@ -151,5 +170,5 @@ def tsne(features: np.ndarray, seed: int = 0) -> np.ndarray:
     return emb.astype(np.float32)
 
 
-__all__ = ["DEFAULT_SIDE", "MAX_CLUSTERS", "Spectral", "affinity", "choose_clusters", "gap_at", "laplacian_spectrum",
-           "neighbours", "pool_maps", "spectral_clusters", "tsne"]
+__all__ = ["DEFAULT_SIDE", "MAX_CLUSTERS", "MIN_CLUSTER", "Spectral", "affinity", "choose_clusters", "cluster_cap",
+           "gap_at", "laplacian_spectrum", "neighbours", "pool_maps", "spectral_clusters", "tsne"]
