@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-__all__ = ["Hooks"]
+__all__ = ["Hooks", "ScopedHooks"]
 
 
 class Hooks:
@@ -55,3 +55,28 @@ class Hooks:
     def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None
                  ) -> None:
         self.remove()
+
+
+_S = TypeVar("_S", bound="ScopedHooks")
+
+
+class ScopedHooks:
+    """Base of the recorders whose hooks live for one ``with`` block: a subclass registers them in
+    ``_register(hooks)``; a failure half-way removes those already added, and ``__exit__`` removes them all."""
+
+    _hooks: Hooks
+
+    def _register(self, hooks: Hooks) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _S) -> _S:
+        self._hooks = Hooks()
+        try:
+            self._register(self._hooks)
+        except BaseException:
+            self._hooks.remove()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._hooks.remove()

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vizkit.capture.hooks import Hooks
+from vizkit.capture.hooks import Hooks, ScopedHooks
 from vizkit.capture.layer_table import SWITCH_TYPES
 from vizkit.errors import ModelError, close_matches
 
@@ -61,7 +61,7 @@ def max_pool_switches(module: nn.Module, inp: torch.Tensor) -> torch.Tensor:
     return idx
 
 
-class Recorder:
+class Recorder(ScopedHooks):
     """Record the outputs of the named layers during forward passes.
 
     >>> with Recorder(model, ["features.4", "features.29"], switches=True) as rec:
@@ -86,23 +86,14 @@ class Recorder:
         self.on_record: list[Any] = []  # callbacks(name) fired when a layer is first recorded
         self._pools = ({n: m for n, m in model.named_modules() if isinstance(m, SWITCH_TYPES)} if switches else {})
         self._keep_inputs = inputs
-        self._hooks = Hooks()
 
-    def __enter__(self) -> Recorder:
-        try:
-            for name, module in self._pools.items():  # first: a pool that is also the last layer records both
-                self._hooks.forward(module, self._switch_hook(name))
-            for name, module in self.modules.items():
-                if self._keep_inputs:
-                    self._hooks.forward_pre(module, self._input_hook(name))
-                self._hooks.forward(module, self._hook(name))
-        except BaseException:
-            self._hooks.remove()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._hooks.remove()
+    def _register(self, hooks: Hooks) -> None:
+        for name, module in self._pools.items():  # first: a pool that is also the last layer records both
+            hooks.forward(module, self._switch_hook(name))
+        for name, module in self.modules.items():
+            if self._keep_inputs:
+                hooks.forward_pre(module, self._input_hook(name))
+            hooks.forward(module, self._hook(name))
 
     def _switch_hook(self, name: str) -> Any:
         def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:

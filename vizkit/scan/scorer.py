@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vizkit.capture.hooks import Hooks
+from vizkit.capture.hooks import Hooks, ScopedHooks
 from vizkit.capture.recorder import StopForward, resolve_layers
 from vizkit.errors import ModelError
 
@@ -70,7 +70,7 @@ def reduce_output(name: str, output: torch.Tensor) -> Reduced:
     return Reduced(maximum.float(), argmax, flat.float().mean(dim=2), (int(a.shape[2]), int(a.shape[3])))
 
 
-class Reducer:
+class Reducer(ScopedHooks):
     """Forward hooks that reduce the requested layers' outputs; the forward is stopped after the last one.
     The hooks exist only inside ``with``."""
 
@@ -81,25 +81,16 @@ class Reducer:
         self._source_modules = resolve_layers(model, [s.module for s in self.sources.values()])
         self.out: dict[str, Reduced] = {}
         self._calls: Counter[str] = Counter()
-        self._hooks = Hooks()
 
-    def __enter__(self) -> Reducer:
-        try:
-            for name, module in self.modules.items():
-                source = self.sources.get(name)
-                if source is None:
-                    self._hooks.forward(module, self._hook(name))
-                elif source.output:
-                    self._hooks.forward(self._source_modules[source.module], self._source_hook(name, source))
-                else:
-                    self._hooks.forward_pre(self._source_modules[source.module], self._source_hook(name, source))
-        except BaseException:
-            self._hooks.remove()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._hooks.remove()
+    def _register(self, hooks: Hooks) -> None:
+        for name, module in self.modules.items():
+            source = self.sources.get(name)
+            if source is None:
+                hooks.forward(module, self._hook(name))
+            elif source.output:
+                hooks.forward(self._source_modules[source.module], self._source_hook(name, source))
+            else:
+                hooks.forward_pre(self._source_modules[source.module], self._source_hook(name, source))
 
     def _store(self, name: str, value: Any) -> None:
         if not isinstance(value, torch.Tensor):
