@@ -53,6 +53,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("shortcuts", "vizkit.jobs.shortcuts", ("ShortcutsConfig", "ShortcutsReport", "run_shortcuts",
                                                    "shortcuts_result"),
             "ShortcutsResult", "vizkit.render.shortcuts", "shortcuts_document"),
+    Command("dream", "vizkit.jobs.dream", ("DreamConfig", "dream_tensor", "run_dream"),
+            "DreamResult", "vizkit.render.dream", "dream_document"),
     Command("layers"),
     Command("models"),
     Command("lab"),
