@@ -22,16 +22,17 @@ Examples:
 
 class Progress:
     """``objectives done / total, ETA`` on stderr: redrawn in place on a terminal, else one line per finished
-    batch; nothing when ``show`` is False (torchrun ranks > 0)."""
+    batch and per tenth of the steps (a log file); nothing when ``show`` is False (torchrun ranks > 0)."""
 
     def __init__(self, show: bool = True) -> None:
         self.show, self.tty = show, sys.stderr.isatty()
-        self.started, self.last = time.perf_counter(), -1
+        self.started, self.last = time.perf_counter(), (-1, -1)
 
     def __call__(self, done: int, total: int, fraction: float) -> None:
-        if not self.show or (not self.tty and done == self.last):
+        now = (done, int(fraction * 10))
+        if not self.show or (not self.tty and now == self.last):
             return
-        self.last = done
+        self.last = now
         elapsed = time.perf_counter() - self.started
         eta = f", ETA {_clock(elapsed * (1 - fraction) / fraction)}" if 0 < fraction < 1 else ""
         line = f"dream: {done}/{total} objectives, {fraction:.0%} of the steps, {_clock(elapsed)}{eta}"
@@ -42,7 +43,7 @@ class Progress:
 
 
 def _clock(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
+    m, s = divmod(round(seconds), 60)
     return f"{m}m{s:02d}s" if m else f"{s}s"
 
 

@@ -166,7 +166,9 @@ def run_dream(config: DreamConfig, *, progress: Progress | None = None,
             raise UserInputError(f"--from gave {start.shape[0]} images for {len(objectives)} objectives: give one "
                                  "image, or one per objective")
         spectrum = spectrum_from(list_images(config.spectrum_from).paths) if config.spectrum_from else None
-        ref = reference_values(ctx.model, objectives, (b.x for b in stream)) if stream is not None and ranks.main else None
+        ref = None
+        if stream is not None and ranks.main:
+            ref = reference_values(ctx.model, objectives, (b.x for b in stream))
         timings["data"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         settings = config.dream_settings(ctx.input_shape[-1])
@@ -229,7 +231,7 @@ def _units(config: DreamConfig, ctx: RunContext, layers: list[str], stream: Data
         bad = [u for u in listed if u >= channels[layer]]
         if bad:
             raise UserInputError(f"--units {spec}: layer '{layer}' has channels 0..{channels[layer] - 1}")
-    return dict.fromkeys(layers, list(dict.fromkeys(listed)))
+    return {layer: list(dict.fromkeys(listed)) for layer in layers}
 
 
 def _channels(ctx: RunContext, layers: list[str]) -> dict[str, int]:

@@ -17,7 +17,7 @@ from vizkit.outputs.info import ReportInfo
 from vizkit.outputs.npz import write_npz
 from vizkit.project.dream import DreamResult
 from vizkit.render.kit.first_page import page_one
-from vizkit.render.kit.page import FONT, MARGIN, Cursor, draw_picture, new_page, page_canvas, text_at
+from vizkit.render.kit.page import FONT, MARGIN, draw_picture, new_page, page_canvas, text_at
 from vizkit.render.kit.pdf import built, write_pdf
 from vizkit.render.kit.provenance import page_notes
 from vizkit.render.writer import Document
