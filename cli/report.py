@@ -14,9 +14,12 @@ from vizkit_cli.common import errors_to_exit_codes, finish, image_command, model
 @stage_layers_option
 @click.option("--top-k", "-k", default=9, show_default=True, type=click.IntRange(min=1),
               help="Feature maps per layer in the deconvnet pages.")
+@click.option("--dream/--no-dream", default=None,
+              help="Dream images of each layer's ranked units and the top class. Default: on when the "
+                   "projections do not depend on the image (no max-pools; the default model).")
 @errors_to_exit_codes
 def report(images: tuple[str, ...], model: str | None, weights: str | None, allow_download: bool,
-           allow_pickle: bool, layers: tuple[str, ...], top_k: int, out: str, device: str,
+           allow_pickle: bool, layers: tuple[str, ...], top_k: int, dream: bool | None, out: str, device: str,
            model_extra: dict[str, Any]) -> None:
     """Every analysis of each IMAGE in one PDF with contents, and a static HTML gallery.
 
@@ -28,7 +31,7 @@ def report(images: tuple[str, ...], model: str | None, weights: str | None, allo
 
     images = images or tuple(str(p) for p in sample_images())
     config = ReportConfig(images=images, model=model or DEFAULT_MODEL, weights=weights, layers=layers or None,
-                          top_k=top_k, out=out, device=device, allow_pickle=allow_pickle,
+                          top_k=top_k, dream=dream, out=out, device=device, allow_pickle=allow_pickle,
                           allow_download=allow_download, command=["vizkit", *sys.argv[1:]], **model_extra)
     with progress(len(images)) as step:
         finish(run_report(config, progress=step))

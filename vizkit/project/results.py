@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # annotations only: importing them here would pull torch into
     from vizkit.capture.activations import ActivationGrid
     from vizkit.capture.filters import FilterStats
     from vizkit.load.checkpoints import CheckpointList
+    from vizkit.project.dream.result import DreamResult
     from vizkit.project.evolution import LayerEvolution
     from vizkit.project.invariance import InvarianceSweep
     from vizkit.project.mine_projection import UnitTopProjections
@@ -173,6 +174,7 @@ class ReportResult:
     occlusion: OcclusionResult
     filters: FiltersResult
     notes: list[str] = field(default_factory=list)
+    dream: DreamResult | None = None  # the dream column: ranked units and the top class (vizkit.jobs.report_dream)
 
 
 @dataclass
