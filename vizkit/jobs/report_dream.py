@@ -1,7 +1,7 @@
 """The dream column of ``vizkit report``: what each layer's ranked units and the top class want to see.
 
-On by default where the deconvnet cannot say it: when a projected layer has no max-pool switch or gate before it,
-its projections are the same for every image that fires the same units (EfficientNet-Lite0, the default model),
+On by default where the deconvnet cannot say it: when no projected layer has a max-pool switch or gate before it,
+every projection is the same for every image that fires the same units (EfficientNet-Lite0, the default model),
 and the dream is the picture of the unit that the data does not bound. ``--dream``/``--no-dream`` force it.
 
 Dreams belong to units, not images: one run keeps them by objective, so a unit ranked on several images is dreamt
@@ -25,8 +25,9 @@ REPORT_DREAM = DreamSettings(method="maco", steps=32, size=128, input_size=128, 
 
 
 def dream_wanted(flag: bool | None, deconv: DeconvResult) -> bool:
-    """``flag`` when given; else on when some projected layer's projections do not depend on the image."""
-    return flag if flag is not None else any(not lp.image_dependent for lp in deconv.layers)
+    """``flag`` when given; else on when no projected layer's projections depend on the image (no max-pool
+    switch or gate anywhere before them)."""
+    return flag if flag is not None else not any(lp.image_dependent for lp in deconv.layers)
 
 
 @dataclass
