@@ -55,7 +55,7 @@ def test_channel_and_class_objectives_with_diversity(tmp_path: Path) -> None:
     names = ["features.relu2:0", "features.relu2:3", "class:1", "class:7"]
     assert list(d["objectives"]) == [n for n in names for _ in range(2)]
     assert d["images"].shape == (8, 3, 32, 32) and d["images"].dtype == np.float32
-    assert 0 <= d["images"].min() and d["images"].max() <= 1
+    assert d["images"].min() >= 0 and d["images"].max() <= 1
     assert d["scores"].shape == (8,) and np.isfinite(d["scores"]).all() and np.isnan(d["reference"]).all()
     assert d["alpha"].shape == (8, 32, 32) and (d["alpha"] >= 0).all()
     assert not np.allclose(d["images"][0], d["images"][1])  # two copies of one objective differ
