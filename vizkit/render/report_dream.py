@@ -42,10 +42,12 @@ def _blocks(result: ReportResult, dream: DreamResult) -> list[tuple[str, list[tu
     rows = {name: i for i, name in enumerate(dream.objectives)}
     blocks: list[tuple[str, list[tuple[UnitProjection | None, int]]]] = []
     for lp in result.deconv.layers:
-        pairs = [(u, rows[f"{lp.layer}:{u.channel}"]) for u in lp.units if f"{lp.layer}:{u.channel}" in rows]
+        pairs: list[tuple[UnitProjection | None, int]] = [
+            (u, rows[f"{lp.layer}:{u.channel}"]) for u in lp.units if f"{lp.layer}:{u.channel}" in rows]
         if pairs:
             blocks.append((f"Layer {lp.layer}", pairs))
-    classes = [(None, i) for i, name in enumerate(dream.objectives) if name.startswith("class:")]
+    classes: list[tuple[UnitProjection | None, int]] = [
+        (None, i) for i, name in enumerate(dream.objectives) if name.startswith("class:")]
     if classes:
         blocks.append(("Top class", classes))
     return blocks
