@@ -74,9 +74,11 @@ def tile_label(result: DreamResult, i: int) -> tuple[str, str]:
 
 def method_text(settings: dict) -> str:
     t = settings.get("transforms", {})
+    start = settings.get("progressive")
+    growth = f", growing from {float(start):.0%} of that by 3/4 of the steps" if start else ""
     return (f"{settings.get('method')}: {METHODS_TEXT.get(str(settings.get('method')), '')}; lr "
             f"{settings.get('lr')}, {settings.get('steps')} steps, canvas {settings.get('size')} px, views of "
-            f"{settings.get('input_size')} px (progressive from {settings.get('progressive')}), seed "
+            f"{settings.get('input_size')} px{growth}, seed "
             f"{settings.get('seed')}. Each step, {t.get('crops')} random views per image: pad {t.get('pad')} px, "
             f"jitter {t.get('jitter')} px, scale {t.get('scale')}, rotation \u00b1{t.get('angle')}\u00b0, crop box "
             f"{t.get('crop_box')}, noise {t.get('noise')}. Score: the objective on the final image, "
