@@ -13,8 +13,8 @@ from vizkit.project.results import ReportResult, UnitProjection
 from vizkit.render.kit.display import check_box, crop, display_image, normalise_projection
 from vizkit.render.kit.page import FONT, MARGIN, Cursor, draw_picture, new_page, page_canvas, text_at
 
-TILE = 1.12  # inches: one picture
-PAIR_GAP = 0.3  # between one unit's pair and the next
+TILE = 0.8  # inches: one picture (four units, projection and dream, to a row)
+PAIR_GAP = 0.18  # between one unit's pair and the next
 LABEL_H = 0.3
 INTRO = ("Left of each pair: the unit's deconvnet projection on this image (cropped to its receptive field); right: "
          "the image optimised to excite the unit (its mean activation over the map), with its score. Where a "
@@ -90,7 +90,7 @@ def _pair(fig: Figure, canvas: Axes, result: ReportResult, dream: DreamResult, u
     draw_picture(canvas, np.clip(np.asarray(dream.images[i]).transpose(1, 2, 0), 0, 1), (x + TILE + 0.08, y, TILE))
     label = dream.label(i) if unit is None else "dream"
     text_at(fig, x, y + TILE + 0.03, caption, size=FONT - 1.5)
-    text_at(fig, x + TILE + 0.08, y + TILE + 0.03, f"{label[:26]}", size=FONT - 1.5)
+    text_at(fig, x + TILE + 0.08, y + TILE + 0.03, label[:18], size=FONT - 1.5)
     text_at(fig, x + TILE + 0.08, y + TILE + 0.15, f"score {float(dream.scores[i]):.3g}", size=FONT - 1.5,
             color="0.35")
 
