@@ -108,7 +108,7 @@ def dream_tensor(ctx: RunContext, x: torch.Tensor | None, objectives: Sequence[O
     if s.input_size is None:
         s = replace(s, input_size=ctx.input_shape[-1])
     notes = []
-    if s.progressive is not None and not _accepts(ctx, view_size(s, s.input_size or s.size, 0)):
+    if s.progressive is not None and not accepts_size(ctx, view_size(s, s.input_size or s.size, 0)):
         s = replace(s, progressive=None)
         notes.append(PROGRESSIVE_NOTE)
     prep = ctx.loaded.preprocessing
@@ -125,7 +125,7 @@ def dream_tensor(ctx: RunContext, x: torch.Tensor | None, objectives: Sequence[O
     return result
 
 
-def _accepts(ctx: RunContext, size: int) -> bool:
+def accepts_size(ctx: RunContext, size: int) -> bool:
     """Whether the model runs on a ``size`` px input (a Linear layer after a flatten fixes the input size)."""
     if size == ctx.input_shape[-1]:
         return True
@@ -294,4 +294,4 @@ def _settings(config: DreamConfig, ctx: RunContext, result: DreamResult, units: 
             "device": str(ctx.device), "ranks": ranks.world}
 
 
-__all__ = ["DreamConfig", "DreamResult", "dream_tensor", "run_dream"]
+__all__ = ["DreamConfig", "DreamResult", "accepts_size", "dream_tensor", "run_dream"]

@@ -10,18 +10,19 @@ on two CPU cores (docs/commands/report.md has the measurement); ``vizkit dream``
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from vizkit.jobs.context import RunContext
-from vizkit.jobs.dream import dream_tensor
+from vizkit.jobs.dream import accepts_size, dream_tensor
 from vizkit.project.dream import DreamResult, DreamSettings, Objective, channel, class_logit
 from vizkit.project.results import DeconvResult
 
 UNITS_PER_LAYER = 4  # the strongest ranked units of each projected layer
+REPORT_SIZE = 128  # px of canvas and views, when the model runs on inputs that small
 #: Cheap on a CPU: a 128 px canvas seen at 128 px (progressive from 64), 32 MACO steps, eight objectives a batch.
-REPORT_DREAM = DreamSettings(method="maco", steps=32, size=128, input_size=128, batch_size=8)
+REPORT_DREAM = DreamSettings(method="maco", steps=32, size=REPORT_SIZE, input_size=REPORT_SIZE, batch_size=8)
 
 
 def dream_wanted(flag: bool | None, deconv: DeconvResult) -> bool:
@@ -46,7 +47,17 @@ class ReportDreams:
     def manifest(self) -> dict:
         """What the report's manifest says about its dream column."""
         return {"dream": "on" if self.flag else ("off" if self.flag is False else "auto"),
-                "dream_settings": self.settings.to_dict(), "dream_units_per_layer": self.units}
+                "dream_settings": None if self.flag is False else self._fitted().to_dict(),
+                "dream_units_per_layer": self.units}
+
+    def _fitted(self) -> DreamSettings:
+        """The settings at a size the model runs on: its own input size when it is smaller than the settings'
+        or when it takes no other (a Linear layer after a flatten)."""
+        full = self.ctx.input_shape[-1]
+        size = min(self.settings.input_size or self.settings.size, full)
+        if size != full and not accepts_size(self.ctx, size):
+            size = full
+        return replace(self.settings, size=size, input_size=size)
 
     def objectives(self, deconv: DeconvResult, top_class: int) -> list[Objective]:
         """The ranked units of each projected layer (strongest first), then the top class."""
@@ -60,7 +71,7 @@ class ReportDreams:
         objectives = self.objectives(deconv, top_class)
         missing = [o for o in objectives if o.name not in self._rows]
         if missing:
-            made = dream_tensor(self.ctx, None, missing, self.settings, first_index=self._made)
+            made = dream_tensor(self.ctx, None, missing, self._fitted(), first_index=self._made)
             self._made += len(missing)
             self._base = self._base or made
             for i, name in enumerate(made.objectives):
