@@ -168,3 +168,30 @@ def test_ranks_sharing_objectives_give_the_one_process_result() -> None:
     assert hook_count(lm.model) == 0
     after = state_fingerprint(lm.model)
     assert all(torch.equal(after[k], before[k]) for k in before)
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_equal_one_process(tmp_path: Path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    common = ["dream", *LENET, "--layer", "features.relu2", "--units", "0,1,2", "--class", "1", "--class", "4",
+              "--batch-size", "2", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr",
+                          "127.0.0.1", "--master-port", str(port), "-m", "vizkit", *common, "--out",
+                          str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr
+    one = subprocess.run([sys.executable, "-m", "vizkit", *common, "--out", str(tmp_path / "one")], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr
+    a, b = np.load(tmp_path / "two" / "dream" / "dream.npz"), np.load(tmp_path / "one" / "dream" / "dream.npz")
+    assert list(a["objectives"]) == list(b["objectives"]) and len(a["objectives"]) == 5
+    np.testing.assert_allclose(a["images"], b["images"], atol=1e-6)
+    manifest = json.loads((tmp_path / "two" / "dream" / "dream.manifest.json").read_text())
+    assert manifest["settings"]["ranks"] == 2
