@@ -195,3 +195,22 @@ def test_two_gloo_ranks_equal_one_process(tmp_path: Path) -> None:
     np.testing.assert_allclose(a["images"], b["images"], atol=1e-6)
     manifest = json.loads((tmp_path / "two" / "dream" / "dream.manifest.json").read_text())
     assert manifest["settings"]["ranks"] == 2
+
+
+def test_gallery_renders_in_headless_chromium(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        if os.environ.get("VIZKIT_REQUIRE_CHROMIUM"):
+            pytest.fail("chromium is required here (VIZKIT_REQUIRE_CHROMIUM is set) but is not installed")
+        pytest.skip("chromium not installed (apt-get install chromium)")
+    code, _, err = _run([*LENET, "--steps", "1", "--class", "1", "--class", "2", "--out", str(tmp_path)])
+    assert code == 0, err
+    index = (tmp_path / "dream" / "html" / "index.html").resolve()
+    dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                          "--disable-background-networking", f"--user-data-dir={tmp_path / 'profile'}",
+                          "--virtual-time-budget=5000", "--dump-dom", index.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    assert 'data-loaded="2/2"' in dom

@@ -141,7 +141,7 @@ def write_gallery(result: DreamResult, info: ReportInfo, folder: Path) -> Path:
         name = f"d{i:04d}.png"
         png(result.images[i], images / name)
         label, numbers = (html.escape(s) for s in tile_label(result, i))
-        tiles.append(f'<div class="unit"><img src="img/{name}" alt="{label}" loading="lazy"><br>{label}<br>'
+        tiles.append(f'<div class="unit"><img src="img/{name}" alt="{label}"><br>{label}<br>'
                      f'<span class="summary">{numbers}</span></div>')
     notes = [f"<li>{html.escape(n)}</li>" for n in page_notes(info, result.notes)]
     body = [f'<p class="summary">{html.escape(method_text(result.settings))}</p>',
