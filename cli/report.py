@@ -16,10 +16,13 @@ from vizkit_cli.common import errors_to_exit_codes, finish, image_command, model
               help="Feature maps per layer in the deconvnet pages.")
 @click.option("--method", "-M", "methods", multiple=True, metavar="M",
               help="Also show these attribution methods (the names of 'vizkit attribute'); repeatable.")
+@click.option("--dream/--no-dream", default=None,
+              help="Dream images of each layer's ranked units and the top class. Default: on when the "
+                   "projections do not depend on the image (no max-pools; the default model).")
 @errors_to_exit_codes
 def report(images: tuple[str, ...], model: str | None, weights: str | None, allow_download: bool,
-           allow_pickle: bool, layers: tuple[str, ...], top_k: int, methods: tuple[str, ...], out: str,
-           device: str, model_extra: dict[str, Any]) -> None:
+           allow_pickle: bool, layers: tuple[str, ...], top_k: int, methods: tuple[str, ...], dream: bool | None,
+           out: str, device: str, model_extra: dict[str, Any]) -> None:
     """Every analysis of each IMAGE in one PDF with contents, and a static HTML gallery.
 
     Writes OUT/<image>/report.pdf, html/index.html (open it from disk; no server needed), deconv.npz and
@@ -30,7 +33,7 @@ def report(images: tuple[str, ...], model: str | None, weights: str | None, allo
 
     images = images or tuple(str(p) for p in sample_images())
     config = ReportConfig(images=images, model=model or DEFAULT_MODEL, weights=weights, layers=layers or None,
-                          top_k=top_k, methods=methods, out=out, device=device, allow_pickle=allow_pickle,
+                          top_k=top_k, methods=methods, dream=dream, out=out, device=device, allow_pickle=allow_pickle,
                           allow_download=allow_download, command=["vizkit", *sys.argv[1:]], **model_extra)
     with progress(len(images)) as step:
         finish(run_report(config, progress=step))

@@ -14,6 +14,7 @@ from torch import nn
 from vizkit.commands import COMMANDS
 from vizkit.jobs.context import RunContext
 from vizkit.load import LoadedModel, Preprocessing
+from vizkit.project.dream import DreamSettings, channel, class_logit
 from vizkit.project.invariance import make_sweep
 from vizkit.testing.model_state import flags, hook_count, state_fingerprint
 
@@ -77,6 +78,8 @@ ENTRY_POINTS: dict[str, Callable[[RunContext, torch.Tensor], Any]] = {
         ctx, x, [make_sweep("translate", 32, steps=3)], ["conv2"]),
     "attribute_tensor": lambda ctx, x: _entry("attribute", "attribute_tensor")(ctx, x, ["lrp", "gradcam"],
                                                                            layer="conv2"),
+    "dream_tensor": lambda ctx, x: _entry("dream", "dream_tensor")(
+        ctx, x, [channel("conv2", 1), class_logit(0)], DreamSettings(steps=1, size=32)),
 }
 
 

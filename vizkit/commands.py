@@ -56,6 +56,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("attribute", "vizkit.jobs.attribute",
             ("AttributeConfig", "attribute_image", "attribute_tensor", "run_attribute"),
             "AttributeResult", "vizkit.render.attribute", "attribute_document"),
+    Command("dream", "vizkit.jobs.dream", ("DreamConfig", "dream_tensor", "run_dream"),
+            "DreamResult", "vizkit.render.dream", "dream_document"),
     Command("layers"),
     Command("models"),
     Command("lab"),

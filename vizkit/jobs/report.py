@@ -24,6 +24,7 @@ from vizkit.jobs.deconv import deconv_output, deconv_result
 from vizkit.jobs.filters import running_pictured
 from vizkit.jobs.gradcam import gradcam_tensor
 from vizkit.jobs.occlusion import OtherImages, occlusion_tensor, settings_for
+from vizkit.jobs.report_dream import ReportDreams
 from vizkit.project.attribute.methods import parse_methods
 from vizkit.project.attribute.result import AttributeResult
 from vizkit.project.results import FiltersResult, ReportResult
@@ -38,6 +39,7 @@ class ReportConfig(ImageJob):
     layers: Sequence[str] | None = None
     top_k: int = 9
     methods: Sequence[str] = ()  # attribution methods to show (vizkit attribute's names); none: no section
+    dream: bool | None = None  # --dream/--no-dream; None: on where the projections do not depend on the image
 
     def check(self) -> None:
         if self.top_k < 1:
@@ -61,6 +63,8 @@ def run_report(config: ReportConfig, *, progress: Callable[[str], None] | None =
     cam_layer = ctx.deepest_layer()
     occ_layer, window, stride = settings_for(ctx, None, None, None)
     others = OtherImages(ctx.loaded)  # the second, unrelated image of the sanity checks
+    dreams = ReportDreams(ctx, config.dream)
+    settings.update(dreams.manifest())
 
     def work(path: Path, stem: str) -> Path:
         timings: dict[str, float] = {"load_model": ctx.load_seconds}
@@ -76,8 +80,11 @@ def run_report(config: ReportConfig, *, progress: Callable[[str], None] | None =
         t0 = time.perf_counter()
         occ = occlusion_tensor(ctx, x, layer=occ_layer, window=window, stride=stride, others=others, reference=out)
         timings["occlusion_and_sanity"] = time.perf_counter() - t0
-        result = ReportResult(deconv, grids, cam, occ, filters, attribution=attribution_of(ctx, x, path, config.methods,
-                                                                                           timings))
+        t0 = time.perf_counter()
+        dream = dreams(deconv, int(cam.targets[0]))
+        timings["dream"] = time.perf_counter() - t0
+        result = ReportResult(deconv, grids, cam, occ, filters, dream=dream,
+                              attribution=attribution_of(ctx, x, path, config.methods, timings))
         return write_outputs(result, ctx.info(path, settings), config.out, stem, timings)
 
     return for_each_image(config.image_paths(), work, progress)

@@ -43,6 +43,21 @@ def output_folder(out_dir: str | os.PathLike, stem: str) -> Path:
     return Path(out_dir) / stem
 
 
+def check_writable(out_dir: str | os.PathLike) -> None:
+    """Refuse an output folder that cannot be created or written, before any slow work (loading a model,
+    optimising images) is spent on results that could not be saved."""
+    out = Path(out_dir)
+    if (out.exists() or out.is_symlink()) and not out.is_dir():
+        raise UserInputError(f"--out {out} exists and is not a folder; choose another output folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = _make_temp_dir(out / "probe")
+        probe.rmdir()
+    except OSError as err:
+        raise UserInputError(f"--out {out} is not writable ({err.strerror or err}); choose another output "
+                             "folder") from None
+
+
 @contextmanager
 def atomic_dir(final: Path) -> Iterator[Path]:
     """Yield an empty temporary folder ``final.parent/.<name>.tmp-<random>``; on success its entries land in ``final``.

@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # annotations only: importing them here would pull torch into
     from vizkit.capture.filters import FilterStats
     from vizkit.load.checkpoints import CheckpointList
     from vizkit.project.attribute.result import AttributeResult
+    from vizkit.project.dream.result import DreamResult
     from vizkit.project.evolution import LayerEvolution
     from vizkit.project.invariance import InvarianceSweep
     from vizkit.project.mine_heatmaps import UnitHeatmaps
@@ -176,6 +177,7 @@ class ReportResult:
     filters: FiltersResult
     notes: list[str] = field(default_factory=list)
     attribution: AttributeResult | None = None  # --method
+    dream: DreamResult | None = None  # the dream column: ranked units and the top class (vizkit.jobs.report_dream)
 
 
 @dataclass

@@ -128,6 +128,11 @@ def report_sections(result: ReportResult, info: ReportInfo) -> list[Section]:
             pages.append(partial(activation_page, grids[lp.layer], image))
         sections.append(Section(f"Layer {lp.layer}", pages, level=2, summary=lp.note or (
             "deconvnet projections of the top feature maps; the strongest feature maps")))
+    from vizkit.render.report_dream import dream_section_pages, dream_summary
+
+    if result.dream is not None:
+        sections.append(Section("What the units want (dream)", dream_section_pages(result),
+                                summary=dream_summary(result)))
     cam = result.gradcam
     sections.append(Section(f"Grad-CAM and guided backprop ({cam.layer})",
                             [built(fig) for fig in gradcam_pages(cam, info)],

@@ -97,12 +97,13 @@ def view_size(s: DreamSettings, full: int, step: int) -> int:
 
 def dream(model: nn.Module, objectives: Sequence[Objective], *, mean: Sequence[float], std: Sequence[float],
           settings: DreamSettings | None = None, from_images: torch.Tensor | None = None,
-          spectrum: object = None, progress: Progress | None = None) -> DreamResult:
+          spectrum: object = None, progress: Progress | None = None, first_index: int = 0) -> DreamResult:
     """Make ``settings.diversity`` images per objective; see :class:`DreamSettings` and the module docstring.
 
     ``from_images``: (U, 3, H, W) or (1, 3, H, W) start images in [0, 1] (feature accentuation, Hamblin et al.
     2024): each starts from its image and is pulled back towards it with weight ``from_weight``. ``spectrum``:
-    MACO's magnitude (default: the shipped one).
+    MACO's magnitude (default: the shipped one). ``first_index``: the index of ``objectives[0]`` in a longer list
+    shared out between processes, so that each element's generator, and so its image, is the same as in one run.
     """
     s = settings or DreamSettings()
     if not objectives:
@@ -127,8 +128,8 @@ def dream(model: nn.Module, objectives: Sequence[Objective], *, mean: Sequence[f
                 if progress is not None:
                     progress(done, total)
 
-            img, alpha, hist = _optimise_batch(model, [objectives[i] for i, _ in batch], batch, s, mean, std,
-                                               device, from_images, spectrum, div_layer, tick)
+            img, alpha, hist = _optimise_batch(model, [objectives[i] for i, _ in batch], batch, first_index, s,
+                                               mean, std, device, from_images, spectrum, div_layer, tick)
             images.append(img)
             alphas.append(alpha)
             history.append(hist)
@@ -143,6 +144,9 @@ def dream(model: nn.Module, objectives: Sequence[Objective], *, mean: Sequence[f
 
 
 def _normalise(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    if len(mean) == 1 and x.shape[1] == 3:  # a grayscale model sees the image's luminance (ITU-R 601 weights)
+        x = torch.einsum("c,bchw->bhw", torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device),
+                         x).unsqueeze(1)
     m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     sd = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     return (x - m) / sd
@@ -159,11 +163,11 @@ def _autocast(s: DreamSettings, device: torch.device) -> AbstractContextManager:
     return nullcontext()
 
 
-def _optimise_batch(model: nn.Module, objs: list[Objective], batch: list[tuple[int, int]], s: DreamSettings,
-                    mean: Sequence[float], std: Sequence[float], device: torch.device,
+def _optimise_batch(model: nn.Module, objs: list[Objective], batch: list[tuple[int, int]], first_index: int,
+                    s: DreamSettings, mean: Sequence[float], std: Sequence[float], device: torch.device,
                     from_images: torch.Tensor | None, spectrum: object, div_layer: str | None,
                     tick: Callable[[int], None]) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    gens = [element_generator(s.seed, i, j) for i, j in batch]
+    gens = [element_generator(s.seed, first_index + i, j) for i, j in batch]
     init = None
     if from_images is not None:
         picked = from_images[[0 if from_images.shape[0] == 1 else i for i, _ in batch]].float()
