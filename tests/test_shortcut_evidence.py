@@ -8,7 +8,15 @@ import torch
 from torch import nn
 
 from vizkit.lab.labnet import LabNet
-from vizkit.project.shortcuts.evidence import carriers, consistency, deletion, pixel_mask, relevance_region, transplant
+from vizkit.project.shortcuts.evidence import (
+    carriers,
+    consistency,
+    deletion,
+    pattern_entries,
+    pixel_mask,
+    relevance_region,
+    transplant,
+)
 from vizkit.project.shortcuts.lrp import lrp_maps
 from vizkit.project.shortcuts.merge import merge_clusters
 from vizkit.project.shortcuts.spray import spectral_clusters
@@ -76,7 +84,9 @@ def test_transplant_gain_and_deletion_equal_hand_computed() -> None:
     members[:, :, 2:6, 2:6] = 1.0  # the mark
     mask = torch.zeros(16, 16, dtype=torch.bool)
     mask[2:6, 2:6] = True
-    gain_own, flip_own, gain_mean, flip_mean = transplant(model, members, recipients, mask, 1)
+    pattern = pattern_entries(members, recipients, mask)
+    assert pattern.sum() == 3 * 16  # the mark's pixels, every channel: the members' only fixed content
+    gain_own, flip_own, gain_pattern, flip_pattern = transplant(model, members, recipients, mask, 1, pattern)
 
     def p1(x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(model(x), dim=1)[:, 1]
@@ -88,8 +98,8 @@ def test_transplant_gain_and_deletion_equal_hand_computed() -> None:
     with torch.no_grad():
         expected = float(p1(pasted).mean() - p1(base).mean())
         flips = float((model(pasted).argmax(1) == 1).float().mean() - (model(base).argmax(1) == 1).float().mean())
-    assert gain_own == pytest.approx(expected, abs=1e-6) and gain_mean == pytest.approx(expected, abs=1e-6)
-    assert flip_own == pytest.approx(flips, abs=1e-6) and flip_mean == pytest.approx(flips, abs=1e-6) and flips == 1
+    assert gain_own == pytest.approx(expected, abs=1e-6) and gain_pattern == pytest.approx(expected, abs=1e-6)
+    assert flip_own == pytest.approx(flips, abs=1e-6) and flip_pattern == pytest.approx(flips, abs=1e-6) and flips == 1
     elsewhere = torch.zeros(16, 16, dtype=torch.bool)
     elsewhere[10:14, 10:14] = True  # a region the model ignores: no gain at all
     assert transplant(model, members, recipients, elsewhere, 1) == pytest.approx((0.0, 0.0, 0.0, 0.0), abs=1e-6)

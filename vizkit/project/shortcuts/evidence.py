@@ -7,9 +7,14 @@ For a cluster of class ``c`` with members' pooled maps ``P_i`` (s x s, each summ
   tag, a frame along two edges, a word across the middle. In pixels: every pixel of a cell of ``R``.
 - **transplant** (reliance on *other* classes' images, where the class's object cannot help): each recipient
   (an image of another class) gets the region's pixels of one member (``own``, recipient r from member r mod n)
-  or of the members' pixel mean (``mean``). ``gain`` is the mean rise of p(c) and ``flip`` the rise of the share
-  predicted c, both against the **baseline**: the same region pasted from another recipient (so a region that
-  only erases the recipient's object, or any large pasted area, does not count).
+  or only the members' **pattern** (``pattern``: the members' per-pixel median, pasted on the region's pixels
+  and channels where the members vary far less than anyone, ``pattern_entries``). ``gain`` is the mean rise of
+  p(c) and ``flip`` the rise of the share predicted c, both against the **baseline**: the same pixels pasted from
+  another recipient (so a region that only erases the recipient's object, or any large pasted area, does not
+  count). The pattern paste is what separates a mark from the object: a mark is one fixed pattern, so pasting its
+  pattern pulls as much as pasting it whole; an object varies in place, colour and shape, so its region has few
+  fixed pixels and pasting them pulls little, however much of the image the region covers (a mean patch, which
+  the pattern paste replaced, is a blurred object itself and pulled like one).
 - **deletion** (the second figure): the median drop of p(c) on the members when ``R`` is set to 0 (the mean colour
   of the normalisation). Low for a redundant shortcut: the class's own images still show the object.
 - **consistency**: ``1 - within / between``, with ``within`` the members' mean squared distance to their mean
@@ -48,8 +53,8 @@ class Evidence:
     deletion: float
     gain_own: float
     flip_own: float
-    gain_mean: float
-    flip_mean: float
+    gain_pattern: float
+    flip_pattern: float
 
     def to_dict(self) -> dict[str, float]:
         return {k: float(v) for k, v in asdict(self).items()}
@@ -94,19 +99,38 @@ def paste(recipients: torch.Tensor, donors: torch.Tensor, mask: torch.Tensor) ->
     return torch.where(m, donors.expand_as(recipients), recipients)
 
 
-def transplant(model: nn.Module, members: torch.Tensor, recipients: torch.Tensor, mask: torch.Tensor, cls: int
-               ) -> tuple[float, float, float, float]:
-    """(gain_own, flip_own, gain_mean, flip_mean) against the baseline paste (module docstring)."""
+def pattern_entries(members: torch.Tensor, others: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(C, H, W) bool: the region's pixels and channels where the members' median absolute deviation from their
+    median is under half the non-members' (``others``): a fixed pattern most members share. Empty below two of
+    either."""
+    out = torch.zeros(members.shape[1:], dtype=torch.bool)
+    if len(members) < 2 or len(others) < 2 or not bool(mask.any()):
+        return out
+    m = mask.cpu()
+    v, u = members.cpu()[:, :, m].double(), others.cpu()[:, :, m].double()
+    spread_in = (v - v.median(dim=0).values).abs().median(dim=0).values
+    spread_out = (u - u.median(dim=0).values).abs().median(dim=0).values
+    out[:, m] = spread_in < 0.5 * spread_out
+    return out
+
+
+def transplant(model: nn.Module, members: torch.Tensor, recipients: torch.Tensor, mask: torch.Tensor, cls: int,
+               pattern: torch.Tensor | None = None) -> tuple[float, float, float, float]:
+    """(gain_own, flip_own, gain_pattern, flip_pattern) against the baseline paste (module docstring);
+    ``pattern`` ((C, H, W) bool, ``pattern_entries``) defaults to every channel of ``mask``."""
     r = recipients[:MAX_RECIPIENTS]
     if len(r) == 0 or len(members) == 0:
         return 0.0, 0.0, 0.0, 0.0
     own = members[torch.arange(len(r)) % len(members)]
     base = r.roll(1, dims=0)
-    batches = [paste(r, own, mask), paste(r, members.mean(dim=0, keepdim=True), mask), paste(r, base, mask)]
+    fixed = (mask[None].expand(members.shape[1:]) if pattern is None else pattern).to(r.device)[None]
+    batches = [paste(r, own, mask), paste(r, base, mask),
+               torch.where(fixed, members.median(dim=0).values[None].expand_as(r), r), torch.where(fixed, base, r)]
     p, hit = _probabilities(model, torch.cat(batches), cls)
-    (p_own, p_mean, p_base), (h_own, h_mean, h_base) = (np.split(p, 3), np.split(hit.astype(float), 3))
+    (p_own, p_base, p_pat, p_pbase), (h_own, h_base, h_pat, h_pbase) = (np.split(p, 4),
+                                                                      np.split(hit.astype(float), 4))
     return (float(p_own.mean() - p_base.mean()), float(h_own.mean() - h_base.mean()),
-            float(p_mean.mean() - p_base.mean()), float(h_mean.mean() - h_base.mean()))
+            float(p_pat.mean() - p_pbase.mean()), float(h_pat.mean() - h_pbase.mean()))
 
 
 def deletion(model: nn.Module, members: torch.Tensor, mask: torch.Tensor, cls: int) -> float:
@@ -147,14 +171,12 @@ def carriers(members: torch.Tensor, others: torch.Tensor, mask: torch.Tensor, le
     everyone = np.ones(len(members), bool)
     if len(members) < 2 or len(others) < 2 or not bool(mask.any()):
         return everyone
-    m = mask.to(members.device)
-    v, u = members[:, :, m].flatten(1).double(), others[:, :, m].flatten(1).double()
-    centre = v.median(dim=0).values
-    spread_in = (v - centre).abs().median(dim=0).values
-    spread_out = (u - u.median(dim=0).values).abs().median(dim=0).values
-    pattern = spread_in < 0.5 * spread_out
+    pattern = pattern_entries(members, others, mask)[:, mask.cpu()]
     if not bool(pattern.any()):
         return everyone
+    m = mask.to(members.device)
+    v, u = members[:, :, m].double().cpu(), others[:, :, m].double().cpu()
+    centre = v.median(dim=0).values
     d_in = ((v[:, pattern] - centre[pattern]) ** 2).mean(dim=1).numpy()
     d_out = ((u[:, pattern] - centre[pattern]) ** 2).mean(dim=1).numpy()
     has = d_in < np.quantile(d_out, level)
@@ -178,11 +200,11 @@ def cluster_evidence(model: nn.Module, x: torch.Tensor, pooled: np.ndarray, memb
     inside = x[torch.from_numpy(members)]
     rest = np.setdiff1d(np.arange(len(x)), members)
     others = torch.cat([x[torch.from_numpy(rest)], recipients[:MAX_RECIPIENTS]])
-    gain_own, flip_own, gain_mean, flip_mean = transplant(model, inside, recipients, mask, cls)
+    figures = transplant(model, inside, recipients, mask, cls, pattern_entries(inside, others, mask))
     return Evidence(float(mask.float().mean()), concentration(pooled[members], region),
-                    consistency(inside, others, mask), deletion(model, inside, mask, cls),
-                    gain_own, flip_own, gain_mean, flip_mean)
+                    consistency(inside, others, mask), deletion(model, inside, mask, cls), *figures)
 
 
 __all__ = ["CARRIER_LEVEL", "MAX_RECIPIENTS", "REGION_MASS", "Evidence", "carriers", "cluster_evidence",
-           "concentration", "consistency", "deletion", "paste", "pixel_mask", "relevance_region", "transplant"]
+           "concentration", "consistency", "deletion", "paste", "pattern_entries", "pixel_mask", "relevance_region",
+           "transplant"]

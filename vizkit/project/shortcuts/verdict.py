@@ -18,7 +18,7 @@ from pathlib import Path
 from vizkit.errors import UserInputError
 from vizkit.project.shortcuts.evidence import Evidence
 
-FEATURES = ("concentration", "consistency", "deletion", "gain_own", "flip_own", "gain_mean", "flip_mean")
+FEATURES = ("concentration", "consistency", "deletion", "gain_own", "flip_own", "gain_pattern", "flip_pattern")
 THRESHOLDS_JSON = Path(__file__).resolve().parent / "thresholds.json"
 
 
