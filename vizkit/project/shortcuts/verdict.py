@@ -3,10 +3,10 @@
 ``score = sigmoid(sum_f w_f * (x_f - mean_f) / scale_f + bias)`` over ``FEATURES`` (``evidence.Evidence``):
 a logistic regression, so every figure adds its weight of evidence (a redundant shortcut's low deletion is
 outweighed by its transplant flip; an object's high deletion and whole-patch pull by its shared pattern, which
-pulls little on its own: ``evidence`` says why). A class's suspicion is its best cluster's score; it is **flagged** when that is
-``>= flag``. The weights, the standardisation, ``flag`` and the merge thresholds are fitted by code on half of a
-family of labs (``vizkit.lab.fit``) and stored in ``thresholds.json`` beside this module, with what they were
-fitted on; nothing here is set by hand.
+pulls little on its own: ``evidence`` says why). A class's suspicion is its best cluster's score; it is
+**flagged** when that is ``>= flag``. The weights, the standardisation, ``flag`` and the merge thresholds are
+fitted by code on half of a family of labs (``vizkit.lab.fit``) and stored in ``thresholds.json`` beside this
+module, with what they were fitted on; nothing here is set by hand.
 """
 from __future__ import annotations
 
