@@ -110,6 +110,35 @@ def test_transplant_gain_and_deletion_equal_hand_computed() -> None:
     assert deletion(model, members, mask, 1) == pytest.approx(drop, abs=1e-6)
 
 
+def test_pattern_is_the_fixed_part_and_an_object_without_one_pulls_nothing() -> None:
+    """The pattern entries equal a brute-force numpy median-absolute-deviation comparison; content that pulls but
+    varies from member to member (an object) has no pattern, so its pattern paste gains nothing while pasting each
+    member's own patch flips every recipient."""
+    box = (2, 2, 6, 6)
+    model = MarkNet(box).eval()
+    g = torch.Generator().manual_seed(3)
+    recipients = torch.rand(10, 3, 16, 16, generator=g) * 0.2 - 0.2
+    members = torch.rand(6, 3, 16, 16, generator=g) * 0.2 - 0.1
+    members[:, :, 2:6, 2:6] = torch.rand(6, 3, 4, 4, generator=g) + 0.5  # bright, but different in every member
+    members[:, 1, 2:4, 2:4] = 1.0  # one fixed piece, in one channel
+    mask = torch.zeros(16, 16, dtype=torch.bool)
+    mask[2:6, 2:6] = True
+
+    def mad(a: np.ndarray) -> np.ndarray:
+        return np.median(np.abs(a - np.median(a, axis=0)), axis=0)
+
+    m, r = members.numpy(), recipients.numpy()
+    expected = np.zeros((3, 16, 16), bool)
+    expected[:, 2:6, 2:6] = (mad(m) < 0.5 * mad(r))[:, 2:6, 2:6]
+    pattern = pattern_entries(members, recipients, mask)
+    assert np.array_equal(pattern.numpy(), expected) and expected.sum() == 4 and expected[1, 2:4, 2:4].all()
+    members[:, 1, 2:4, 2:4] = torch.rand(6, 2, 2, generator=g) + 0.5  # no fixed piece left: the object alone
+    pattern = pattern_entries(members, recipients, mask)
+    assert not pattern.any()
+    gain_own, flip_own, gain_pattern, flip_pattern = transplant(model, members, recipients, mask, 1, pattern)
+    assert flip_own == 1 and gain_own > 0.5 and gain_pattern == 0 and flip_pattern == 0
+
+
 def test_consistency_identical_vs_varied_patches() -> None:
     g = torch.Generator().manual_seed(1)
     others = torch.rand(200, 3, 16, 16, generator=g)
