@@ -13,6 +13,7 @@ from vizkit.project.shortcuts.evidence import (
     consistency,
     deletion,
     pattern_entries,
+    pattern_transplant,
     pixel_mask,
     relevance_region,
     transplant,
@@ -86,7 +87,8 @@ def test_transplant_gain_and_deletion_equal_hand_computed() -> None:
     mask[2:6, 2:6] = True
     pattern = pattern_entries(members, recipients, mask)
     assert pattern.sum() == 3 * 16  # the mark's pixels, every channel: the members' only fixed content
-    gain_own, flip_own, gain_pattern, flip_pattern = transplant(model, members, recipients, mask, 1, pattern)
+    gain_own, flip_own, gain_mean, flip_mean = transplant(model, members, recipients, mask, 1)
+    gain_pattern, flip_pattern = pattern_transplant(model, members, recipients, pattern, 1)
 
     def p1(x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(model(x), dim=1)[:, 1]
@@ -98,8 +100,10 @@ def test_transplant_gain_and_deletion_equal_hand_computed() -> None:
     with torch.no_grad():
         expected = float(p1(pasted).mean() - p1(base).mean())
         flips = float((model(pasted).argmax(1) == 1).float().mean() - (model(base).argmax(1) == 1).float().mean())
-    assert gain_own == pytest.approx(expected, abs=1e-6) and gain_pattern == pytest.approx(expected, abs=1e-6)
-    assert flip_own == pytest.approx(flips, abs=1e-6) and flip_pattern == pytest.approx(flips, abs=1e-6) and flips == 1
+    assert gain_own == pytest.approx(expected, abs=1e-6) and gain_mean == pytest.approx(expected, abs=1e-6)
+    assert gain_pattern == pytest.approx(expected, abs=1e-6)
+    assert flip_own == pytest.approx(flips, abs=1e-6) and flip_mean == pytest.approx(flips, abs=1e-6)
+    assert flip_pattern == pytest.approx(flips, abs=1e-6) and flips == 1
     elsewhere = torch.zeros(16, 16, dtype=torch.bool)
     elsewhere[10:14, 10:14] = True  # a region the model ignores: no gain at all
     assert transplant(model, members, recipients, elsewhere, 1) == pytest.approx((0.0, 0.0, 0.0, 0.0), abs=1e-6)
@@ -135,8 +139,8 @@ def test_pattern_is_the_fixed_part_and_an_object_without_one_pulls_nothing() -> 
     members[:, 1, 2:4, 2:4] = torch.rand(6, 2, 2, generator=g) + 0.5  # no fixed piece left: the object alone
     pattern = pattern_entries(members, recipients, mask)
     assert not pattern.any()
-    gain_own, flip_own, gain_pattern, flip_pattern = transplant(model, members, recipients, mask, 1, pattern)
-    assert flip_own == 1 and gain_own > 0.5 and gain_pattern == 0 and flip_pattern == 0
+    gain_own, flip_own, _, _ = transplant(model, members, recipients, mask, 1)
+    assert flip_own == 1 and gain_own > 0.5 and pattern_transplant(model, members, recipients, pattern, 1) == (0, 0)
 
 
 def test_consistency_identical_vs_varied_patches() -> None:

@@ -49,7 +49,7 @@ def summary_page(result: ShortcutsResult, info: ReportInfo | None = None) -> Fig
     rows = []
     for r, v in enumerate(result.classes):
         e = v.top.evidence if v.top is not None else None
-        figures = ("", "", "") if e is None else (f"{100 * e.flip_pattern:+.0f}%", f"{e.deletion:+.2f}",
+        figures = ("", "", "") if e is None else (f"{100 * e.flip_mean:+.0f}%", f"{e.deletion:+.2f}",
                                                   f"{e.consistency:+.2f}")
         rows.append((r + 1, v.class_index, v.name[:24], v.images.size, len(v.clusters), f"{v.suspicion:.3f}",
                      *figures, "yes" if v.flagged else ""))

@@ -2,9 +2,9 @@
 
 ``score = sigmoid(sum_f w_f * (x_f - mean_f) / scale_f + bias)`` over ``FEATURES`` (``evidence.Evidence``):
 a logistic regression, so every figure adds its weight of evidence (a redundant shortcut's low deletion is
-outweighed by its transplant flip; an object's high deletion and whole-patch pull by its shared pattern, which
-pulls little on its own: ``evidence`` says why). A class's suspicion is its best cluster's score; it is
-**flagged** when that is ``>= flag``. The weights, the standardisation, ``flag`` and the merge thresholds are
+outweighed by its transplant flip; an object part's high deletion by its low consistency and its mean-patch
+transplant that flips nothing). A class's suspicion is its best cluster's score; it is **flagged** when that is
+``>= flag``. The weights, the standardisation, ``flag`` and the merge thresholds are
 fitted by code on half of a family of labs (``vizkit.lab.fit``) and stored in ``thresholds.json`` beside this
 module, with what they were fitted on; nothing here is set by hand.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 from vizkit.errors import UserInputError
 from vizkit.project.shortcuts.evidence import Evidence
 
-FEATURES = ("concentration", "consistency", "deletion", "gain_own", "flip_own", "gain_pattern", "flip_pattern")
+FEATURES = ("concentration", "consistency", "deletion", "gain_own", "flip_own", "gain_mean", "flip_mean")
 THRESHOLDS_JSON = Path(__file__).resolve().parent / "thresholds.json"
 
 
