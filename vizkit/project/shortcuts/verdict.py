@@ -4,9 +4,9 @@
 a logistic regression, so every figure adds its weight of evidence (a redundant shortcut's low deletion is
 outweighed by its transplant flip; an object part's high deletion by its low consistency and its mean-patch
 transplant that flips nothing). A class's suspicion is its best cluster's score; it is **flagged** when that is
-``>= flag``. The weights, the standardisation, ``flag`` and the merge thresholds are
-fitted by code on half of a family of labs (``vizkit.lab.fit``) and stored in ``thresholds.json`` beside this
-module, with what they were fitted on; nothing here is set by hand.
+``>= flag``. The weights, the standardisation, ``flag`` and the merge thresholds are fitted by code on half of a
+family of labs (``vizkit.lab.fit``) and stored in ``thresholds.json`` beside this module, with what they were
+fitted on; nothing here is set by hand.
 """
 from __future__ import annotations
 
