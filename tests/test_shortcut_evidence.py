@@ -8,7 +8,16 @@ import torch
 from torch import nn
 
 from vizkit.lab.labnet import LabNet
-from vizkit.project.shortcuts.evidence import carriers, consistency, deletion, pixel_mask, relevance_region, transplant
+from vizkit.project.shortcuts.evidence import (
+    carriers,
+    consistency,
+    deletion,
+    pattern_entries,
+    pattern_transplant,
+    pixel_mask,
+    relevance_region,
+    transplant,
+)
 from vizkit.project.shortcuts.lrp import lrp_maps
 from vizkit.project.shortcuts.merge import merge_clusters
 from vizkit.project.shortcuts.spray import spectral_clusters
@@ -76,7 +85,10 @@ def test_transplant_gain_and_deletion_equal_hand_computed() -> None:
     members[:, :, 2:6, 2:6] = 1.0  # the mark
     mask = torch.zeros(16, 16, dtype=torch.bool)
     mask[2:6, 2:6] = True
+    pattern = pattern_entries(members, recipients, mask)
+    assert pattern.sum() == 3 * 16  # the mark's pixels, every channel: the members' only fixed content
     gain_own, flip_own, gain_mean, flip_mean = transplant(model, members, recipients, mask, 1)
+    gain_pattern, flip_pattern = pattern_transplant(model, members, recipients, pattern, 1)
 
     def p1(x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(model(x), dim=1)[:, 1]
@@ -89,7 +101,9 @@ def test_transplant_gain_and_deletion_equal_hand_computed() -> None:
         expected = float(p1(pasted).mean() - p1(base).mean())
         flips = float((model(pasted).argmax(1) == 1).float().mean() - (model(base).argmax(1) == 1).float().mean())
     assert gain_own == pytest.approx(expected, abs=1e-6) and gain_mean == pytest.approx(expected, abs=1e-6)
-    assert flip_own == pytest.approx(flips, abs=1e-6) and flip_mean == pytest.approx(flips, abs=1e-6) and flips == 1
+    assert gain_pattern == pytest.approx(expected, abs=1e-6)
+    assert flip_own == pytest.approx(flips, abs=1e-6) and flip_mean == pytest.approx(flips, abs=1e-6)
+    assert flip_pattern == pytest.approx(flips, abs=1e-6) and flips == 1
     elsewhere = torch.zeros(16, 16, dtype=torch.bool)
     elsewhere[10:14, 10:14] = True  # a region the model ignores: no gain at all
     assert transplant(model, members, recipients, elsewhere, 1) == pytest.approx((0.0, 0.0, 0.0, 0.0), abs=1e-6)
@@ -98,6 +112,35 @@ def test_transplant_gain_and_deletion_equal_hand_computed() -> None:
         removed[:, :, 2:6, 2:6] = 0
         drop = float(torch.median(p1(members) - p1(removed)))
     assert deletion(model, members, mask, 1) == pytest.approx(drop, abs=1e-6)
+
+
+def test_pattern_is_the_fixed_part_and_an_object_without_one_pulls_nothing() -> None:
+    """The pattern entries equal a brute-force numpy median-absolute-deviation comparison; content that pulls but
+    varies from member to member (an object) has no pattern, so its pattern paste gains nothing while pasting each
+    member's own patch flips every recipient."""
+    box = (2, 2, 6, 6)
+    model = MarkNet(box).eval()
+    g = torch.Generator().manual_seed(3)
+    recipients = torch.rand(10, 3, 16, 16, generator=g) * 0.2 - 0.2
+    members = torch.rand(6, 3, 16, 16, generator=g) * 0.2 - 0.1
+    members[:, :, 2:6, 2:6] = torch.rand(6, 3, 4, 4, generator=g) + 0.5  # bright, but different in every member
+    members[:, 1, 2:4, 2:4] = 1.0  # one fixed piece, in one channel
+    mask = torch.zeros(16, 16, dtype=torch.bool)
+    mask[2:6, 2:6] = True
+
+    def mad(a: np.ndarray) -> np.ndarray:
+        return np.median(np.abs(a - np.median(a, axis=0)), axis=0)
+
+    m, r = members.numpy(), recipients.numpy()
+    expected = np.zeros((3, 16, 16), bool)
+    expected[:, 2:6, 2:6] = (mad(m) < 0.5 * mad(r))[:, 2:6, 2:6]
+    pattern = pattern_entries(members, recipients, mask)
+    assert np.array_equal(pattern.numpy(), expected) and expected.sum() == 4 and expected[1, 2:4, 2:4].all()
+    members[:, 1, 2:4, 2:4] = torch.rand(6, 2, 2, generator=g) + 0.5  # no fixed piece left: the object alone
+    pattern = pattern_entries(members, recipients, mask)
+    assert not pattern.any()
+    gain_own, flip_own, _, _ = transplant(model, members, recipients, mask, 1)
+    assert flip_own == 1 and gain_own > 0.5 and pattern_transplant(model, members, recipients, pattern, 1) == (0, 0)
 
 
 def test_consistency_identical_vs_varied_patches() -> None:

@@ -204,6 +204,7 @@ def test_lab_marked_class_ranked_first_and_its_cluster_is_the_marked_images(lab:
     assert y0 <= my0 and x0 <= mx0 and my1 <= y1 and mx1 <= x1  # the region covers the mark
     ev = best["evidence"]
     assert ev["flip_mean"] > 0.5 and ev["consistency"] > 0  # the mark pulls others to the class; a pattern
+    assert ev["flip_pattern"] > 0.5  # the members' fixed pixels alone pull as the whole patch does
 
 
 @pytest.mark.slow

@@ -6,8 +6,8 @@ each method. ``fit(runs, methods)`` then, on the runs given (the fitting half), 
 1. merge thresholds: over every pair of spectral clusters of a class, (IoU, similarity) ->
    "both clusters are mostly marked images" (the pairs that are one finding); the grid point with the best F1,
    ties to the stricter thresholds;
-2. the score's weights: a logistic regression (balanced classes, standardised features, every weight >= 0:
-   ``monotone_logistic``) over every judged cluster, positive when it is mostly marked images of the mark class;
+2. the score's weights: a logistic regression (scikit-learn, balanced classes, standardised features) over every
+   judged cluster, positive when it is mostly marked images of the mark class;
 3. ``flag``: the class-suspicion cut with the best balanced accuracy between shortcut classes and the classes of
    clean controls, at the middle of the widest gap among the best cuts;
 
@@ -22,8 +22,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
-from scipy.optimize import minimize
-from scipy.special import expit
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from vizkit.lab.family import FamilyLab, LabData, build_lab, train_lab
@@ -136,30 +135,11 @@ def _fit_weights(runs: list[LabRun], th: Thresholds) -> Thresholds:
                     ys.append(_is_mark(run, v.class_index, v.images[c.members]))
     x, y = np.array(xs), np.array(ys)
     mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-9
-    w, b = monotone_logistic((x - mean) / scale, y)
+    lr = LogisticRegression(C=1.0, class_weight="balanced", max_iter=1000).fit((x - mean) / scale, y)
+    w, b = lr.coef_[0], float(lr.intercept_[0])
     return replace(th, mean=dict(zip(FEATURES, mean.tolist(), strict=True)),
                    scale=dict(zip(FEATURES, scale.tolist(), strict=True)),
                    weights=dict(zip(FEATURES, w.tolist(), strict=True)), bias=b)
-
-
-def monotone_logistic(x: np.ndarray, y: np.ndarray, c: float = 1.0) -> tuple[np.ndarray, float]:
-    """scikit-learn's ``LogisticRegression(C=c, class_weight="balanced")`` objective with every weight >= 0
-    (L-BFGS-B bounds): each figure can only add suspicion. Unconstrained, correlated figures trade off, and a
-    negative weight on consistency ranked varied object parts above one repeated pattern."""
-    n, pos = len(y), y.astype(bool)
-    sw = np.where(pos, n / (2 * max(pos.sum(), 1)), n / (2 * max((~pos).sum(), 1)))
-    sign = np.where(pos, 1.0, -1.0)
-
-    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        w, b = theta[:-1], theta[-1]
-        m = sign * (x @ w + b)
-        value = 0.5 * float(w @ w) + c * float((sw * np.logaddexp(0.0, -m)).sum())
-        g = -c * sw * sign * expit(-m)
-        return value, np.r_[w + x.T @ g, g.sum()]
-
-    bounds = [(0.0, None)] * x.shape[1] + [(None, None)]
-    res = minimize(loss, np.zeros(x.shape[1] + 1), jac=True, method="L-BFGS-B", bounds=bounds)
-    return res.x[:-1], float(res.x[-1])
 
 
 def _class_scores(runs: list[LabRun], method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -25,7 +25,8 @@ def evidence_line(result: ShortcutsResult, c: ClusterVerdict) -> str:
         return f"{c.members.size} images: too few to judge"
     e = c.evidence
     line = (f"score {c.score:.3f}; region {100 * e.area:.0f}% of the image; transplant gain own {e.gain_own:+.2f} / "
-            f"mean {e.gain_mean:+.2f}, flip own {100 * e.flip_own:+.0f}% / mean {100 * e.flip_mean:+.0f}%; deletion "
+            f"mean {e.gain_mean:+.2f} / pattern {e.gain_pattern:+.2f}, flip own {100 * e.flip_own:+.0f}% / mean "
+            f"{100 * e.flip_mean:+.0f}% / pattern {100 * e.flip_pattern:+.0f}%; deletion "
             f"{e.deletion:+.2f}; consistency {e.consistency:+.2f}; relevance in region {e.concentration + e.area:.2f}"
             f" (area {e.area:.2f})")
     if c.tcav is not None:
@@ -49,8 +50,9 @@ def why(result: ShortcutsResult, v: ClassVerdict) -> list[str]:
     lines = [head,
              "Pasted on other classes' images, the members' own patches raise "
              f"p(class) by {e.gain_own:+.2f} and flip {100 * e.flip_own:+.0f}% to the class; their mean patch by "
-             f"{e.gain_mean:+.2f}, flipping {100 * e.flip_mean:+.0f}% (both against pasting another image's "
-             "content at the same place).",
+             f"{e.gain_mean:+.2f}, flipping {100 * e.flip_mean:+.0f}%; their shared pattern alone (the pixels where "
+             f"they agree) by {e.gain_pattern:+.2f}, flipping {100 * e.flip_pattern:+.0f}% (all against pasting "
+             "another image's content at the same place).",
              f"Deleting the region costs the members a median {e.deletion:+.2f} of p(class); the region's pixels are "
              f"{'alike' if e.consistency > 0.5 else 'not alike'} across members (consistency {e.consistency:+.2f}: 1 "
              f"one pattern, 0 as varied as anyone's); {100 * (e.concentration + e.area):.0f}% of a typical member's "

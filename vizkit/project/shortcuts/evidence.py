@@ -10,6 +10,12 @@ For a cluster of class ``c`` with members' pooled maps ``P_i`` (s x s, each summ
   or of the members' pixel mean (``mean``). ``gain`` is the mean rise of p(c) and ``flip`` the rise of the share
   predicted c, both against the **baseline**: the same region pasted from another recipient (so a region that
   only erases the recipient's object, or any large pasted area, does not count).
+- **pattern transplant** (reported, not in the score): only the members' **pattern** is pasted, their per-pixel
+  median on the region's pixels and channels where they vary less than half as much as anyone
+  (``pattern_entries``), against the same entries from another recipient. A mark is one fixed pattern, so its
+  pattern alone pulls as the whole patch does; an object varies in place, colour and shape, so an object-sized
+  region has few fixed pixels and they pull little. Fitted into the score on the lab family it lost more than it
+  gained (benchmarks/README.md), so it stays a figure for the reader.
 - **deletion** (the second figure): the median drop of p(c) on the members when ``R`` is set to 0 (the mean colour
   of the normalisation). Low for a redundant shortcut: the class's own images still show the object.
 - **consistency**: ``1 - within / between``, with ``within`` the members' mean squared distance to their mean
@@ -50,6 +56,8 @@ class Evidence:
     flip_own: float
     gain_mean: float
     flip_mean: float
+    gain_pattern: float = 0.0
+    flip_pattern: float = 0.0
 
     def to_dict(self) -> dict[str, float]:
         return {k: float(v) for k, v in asdict(self).items()}
@@ -94,6 +102,21 @@ def paste(recipients: torch.Tensor, donors: torch.Tensor, mask: torch.Tensor) ->
     return torch.where(m, donors.expand_as(recipients), recipients)
 
 
+def pattern_entries(members: torch.Tensor, others: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(C, H, W) bool: the region's pixels and channels where the members' median absolute deviation from their
+    median is under half the non-members' (``others``): a fixed pattern most members share. Empty below two of
+    either."""
+    out = torch.zeros(members.shape[1:], dtype=torch.bool)
+    if len(members) < 2 or len(others) < 2 or not bool(mask.any()):
+        return out
+    m = mask.cpu()
+    v, u = members.cpu()[:, :, m].double(), others.cpu()[:, :, m].double()
+    spread_in = (v - v.median(dim=0).values).abs().median(dim=0).values
+    spread_out = (u - u.median(dim=0).values).abs().median(dim=0).values
+    out[:, m] = spread_in < 0.5 * spread_out
+    return out
+
+
 def transplant(model: nn.Module, members: torch.Tensor, recipients: torch.Tensor, mask: torch.Tensor, cls: int
                ) -> tuple[float, float, float, float]:
     """(gain_own, flip_own, gain_mean, flip_mean) against the baseline paste (module docstring)."""
@@ -107,6 +130,20 @@ def transplant(model: nn.Module, members: torch.Tensor, recipients: torch.Tensor
     (p_own, p_mean, p_base), (h_own, h_mean, h_base) = (np.split(p, 3), np.split(hit.astype(float), 3))
     return (float(p_own.mean() - p_base.mean()), float(h_own.mean() - h_base.mean()),
             float(p_mean.mean() - p_base.mean()), float(h_mean.mean() - h_base.mean()))
+
+
+def pattern_transplant(model: nn.Module, members: torch.Tensor, recipients: torch.Tensor, pattern: torch.Tensor,
+                       cls: int) -> tuple[float, float]:
+    """(gain_pattern, flip_pattern): the members' per-pixel median pasted on the ``pattern`` entries only ((C, H, W)
+    bool, ``pattern_entries``), against the same entries from another recipient (module docstring)."""
+    r = recipients[:MAX_RECIPIENTS]
+    if len(r) == 0 or len(members) == 0 or not bool(pattern.any()):
+        return 0.0, 0.0
+    fixed = pattern.to(r.device)[None]
+    pasted = torch.where(fixed, members.median(dim=0).values[None].expand_as(r), r)
+    p, hit = _probabilities(model, torch.cat([pasted, torch.where(fixed, r.roll(1, dims=0), r)]), cls)
+    (p_pat, p_base), (h_pat, h_base) = np.split(p, 2), np.split(hit.astype(float), 2)
+    return float(p_pat.mean() - p_base.mean()), float(h_pat.mean() - h_base.mean())
 
 
 def deletion(model: nn.Module, members: torch.Tensor, mask: torch.Tensor, cls: int) -> float:
@@ -147,14 +184,12 @@ def carriers(members: torch.Tensor, others: torch.Tensor, mask: torch.Tensor, le
     everyone = np.ones(len(members), bool)
     if len(members) < 2 or len(others) < 2 or not bool(mask.any()):
         return everyone
-    m = mask.to(members.device)
-    v, u = members[:, :, m].flatten(1).double(), others[:, :, m].flatten(1).double()
-    centre = v.median(dim=0).values
-    spread_in = (v - centre).abs().median(dim=0).values
-    spread_out = (u - u.median(dim=0).values).abs().median(dim=0).values
-    pattern = spread_in < 0.5 * spread_out
+    pattern = pattern_entries(members, others, mask)[:, mask.cpu()]
     if not bool(pattern.any()):
         return everyone
+    m = mask.to(members.device)
+    v, u = members[:, :, m].double().cpu(), others[:, :, m].double().cpu()
+    centre = v.median(dim=0).values
     d_in = ((v[:, pattern] - centre[pattern]) ** 2).mean(dim=1).numpy()
     d_out = ((u[:, pattern] - centre[pattern]) ** 2).mean(dim=1).numpy()
     has = d_in < np.quantile(d_out, level)
@@ -178,11 +213,12 @@ def cluster_evidence(model: nn.Module, x: torch.Tensor, pooled: np.ndarray, memb
     inside = x[torch.from_numpy(members)]
     rest = np.setdiff1d(np.arange(len(x)), members)
     others = torch.cat([x[torch.from_numpy(rest)], recipients[:MAX_RECIPIENTS]])
-    gain_own, flip_own, gain_mean, flip_mean = transplant(model, inside, recipients, mask, cls)
+    figures = transplant(model, inside, recipients, mask, cls)
+    pattern = pattern_transplant(model, inside, recipients, pattern_entries(inside, others, mask), cls)
     return Evidence(float(mask.float().mean()), concentration(pooled[members], region),
-                    consistency(inside, others, mask), deletion(model, inside, mask, cls),
-                    gain_own, flip_own, gain_mean, flip_mean)
+                    consistency(inside, others, mask), deletion(model, inside, mask, cls), *figures, *pattern)
 
 
 __all__ = ["CARRIER_LEVEL", "MAX_RECIPIENTS", "REGION_MASS", "Evidence", "carriers", "cluster_evidence",
-           "concentration", "consistency", "deletion", "paste", "pixel_mask", "relevance_region", "transplant"]
+           "concentration", "consistency", "deletion", "paste", "pattern_entries", "pattern_transplant", "pixel_mask",
+           "relevance_region", "transplant"]
