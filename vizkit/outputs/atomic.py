@@ -11,6 +11,8 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import TracebackType
+from typing import TypeVar
 
 from vizkit.errors import UserInputError
 
@@ -94,3 +96,26 @@ def _swap_in(tmp: Path, final: Path) -> None:
         else:
             os.replace(entry, target)
     tmp.rmdir()
+
+
+_W = TypeVar("_W", bound="CommitOnExit")
+
+
+class CommitOnExit:
+    """A file written in pieces (a streamed npz, a video): ``close()`` puts it in place when the ``with`` block ends
+    normally, ``abort()`` drops the partial file after an exception, so no half-written output is ever left."""
+
+    def close(self) -> object:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _W) -> _W:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()

@@ -14,17 +14,18 @@ import shutil
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import IO
 
 import numpy as np
+
+from vizkit.outputs.atomic import CommitOnExit
 
 __all__ = ["NpzStream"]
 
 _CHUNK = 1 << 20
 
 
-class NpzStream:
+class NpzStream(CommitOnExit):
     """Append rows per key; every row of a key must have the first row's shape and dtype."""
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -32,15 +33,6 @@ class NpzStream:
         self._token = secrets.token_hex(4)
         self._files: dict[str, tuple[Path, IO[bytes], np.dtype, tuple[int, ...]]] = {}
         self.rows: dict[str, int] = {}
-
-    def __enter__(self) -> NpzStream:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None) -> None:
-        if kind is None:
-            self.close()
-        else:
-            self.abort()
 
     def append(self, row: Mapping[str, np.ndarray | float | int]) -> None:
         """Add one row to each key in ``row`` (keys may start later than others; each counts its own rows)."""

@@ -10,13 +10,13 @@ import os
 import secrets
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 
 from vizkit.capture.activations import ActivationGrid
 from vizkit.errors import UserInputError
+from vizkit.outputs.atomic import CommitOnExit
 from vizkit.render.activations import coloured_maps
 from vizkit.render.gradcam import CAM_ALPHA
 from vizkit.render.kit.display import display_image, normalise_projection
@@ -29,7 +29,7 @@ DEFAULT_FPS = 25.0  # when the source does not say
 GAP = 2  # pixels between tiles
 
 
-class VideoStreamWriter:
+class VideoStreamWriter(CommitOnExit):
     """Write (H, W, 3) uint8 RGB frames to ``path`` with OpenCV; the file appears under its name only on a clean
     ``close()`` (written under a hidden temporary name in the same folder, then ``os.replace``d), and the
     temporary file is removed when the ``with`` block raises. Every frame must have the first frame's size; odd
@@ -43,15 +43,6 @@ class VideoStreamWriter:
         self.frames = 0
         self.size: tuple[int, int] | None = None  # (height, width) of the frames given
         self._writer: Any = None
-
-    def __enter__(self) -> VideoStreamWriter:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None) -> None:
-        if kind is None:
-            self.close()
-        else:
-            self.abort()
 
     def write(self, rgb: np.ndarray) -> None:
         import cv2
