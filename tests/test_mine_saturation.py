@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import html
+import json
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ from torch import nn
 from vizkit_cli.main import main
 
 from vizkit.capture.stages import default_layers
+from vizkit.errors import UserInputError
 from vizkit.jobs.mine import mine_dataset
 from vizkit.jobs.mine_notes import mine_notes, plan_notes, tie_note
 from vizkit.scan.saturation import plan_ranking, probe_batch
@@ -248,7 +250,8 @@ def test_mine_says_what_it_ranked_caps_k_and_notes_image_independence(capnet: tu
                                                                        tmp_path: Path) -> None:
     model, data = capnet
     out = tmp_path / "out"
-    res = CliRunner().invoke(main, ["mine", str(data), *model, "--top-k", "100", "--units", "0,1", "--out", str(out)])
+    res = CliRunner().invoke(main, ["mine", str(data), *model, "--top-k", "100", "--units", "0,1", "--dream-steps",
+                                    "2", "--dream-size", "16", "--out", str(out)])  # small dreams: a fast test
     assert res.exit_code == 0, res.output
     with np.load(out / "mine" / "mine.npz") as npz:
         assert str(npz["2/ranked"]) == "pre-activation of 2" and str(npz["4/ranked"]) == "pre-activation of 4"
@@ -259,6 +262,29 @@ def test_mine_says_what_it_ranked_caps_k_and_notes_image_independence(capnet: tu
                  "no max-pool, gate or normalisation statistic before 2, 4: their projections"):
         assert html.escape(said) in index, said
     assert "ranked by the pre-activation of 2" in (out / "mine" / "html" / "layer00.html").read_text()
+    # no max-pool before 2 and 4: the dream is on by default, says why, and reports its progress on stderr
+    manifest = json.loads((out / "mine" / "mine.manifest.json").read_text())
+    why = "on by default: the deconvnet projections of 2, 4 do not depend on the image"
+    assert manifest["dream"]["reason"].startswith(why) and html.escape(why) in index
+    assert "dream: 4 units in " in res.stderr
+    with np.load(out / "mine" / "mine.npz") as npz:
+        assert [list(npz[f"{layer}/dream/channels"]) for layer in "24"] == [[0, 1], [0, 1]]
+    off = CliRunner().invoke(main, ["mine", str(data), *model, "--units", "0", "--no-dream", "--out",
+                                    str(tmp_path / "off")])
+    assert off.exit_code == 0 and json.loads((tmp_path / "off" / "mine" / "mine.manifest.json").read_text())[
+        "dream"] is None and "dream:" not in off.stderr
+
+
+def test_dream_is_on_by_default_only_where_projections_ignore_the_image() -> None:
+    from vizkit.jobs.mine_dream import check_dream, dream_reason
+
+    assert dream_reason(None, []) is None and dream_reason(False, ["bn1"]) is None
+    assert dream_reason(True, []) == "asked (--dream)"
+    assert "bn1, bn2" in str(dream_reason(None, ["bn1", "bn2"]))
+    assert dream_reason(None, ["bn1"], channels=1) is None  # a dream is an RGB canvas
+    check_dream(None, 1)
+    with pytest.raises(UserInputError, match="1-channel input; drop --dream"):
+        check_dream(True, 1)
 
 
 def test_mine_and_deconv_refuse_a_linear_layer_alike(capnet: tuple[list[str], Path], tmp_path: Path,
