@@ -275,6 +275,36 @@ def test_mine_says_what_it_ranked_caps_k_and_notes_image_independence(capnet: tu
         "dream"] is None and "dream:" not in off.stderr
 
 
+def test_evolve_ranks_before_the_cap_as_mine_does(capnet: tuple[list[str], Path], tmp_path: Path) -> None:
+    """evolve's top-1 per unit and checkpoint is the brute-force maximum of the ReLU6's input, and its pages say
+    what was ranked."""
+    model, data = capnet
+    ckpts = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU6(inplace=True),
+                            nn.Conv2d(6, 8, 3, stride=2, padding=1), nn.ReLU6(), nn.AdaptiveAvgPool2d(1),
+                            nn.Flatten(), nn.Linear(8, 4))
+        nn.init.normal_(net[3].weight, std=2.0)  # strong enough to reach the cap of 6
+        ckpts.append(tmp_path / f"epoch_{seed}.pt")
+        torch.save(net.state_dict(), ckpts[-1])
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["evolve", *map(str, ckpts), "--data", str(data), *model, "--layer", "4",
+                                    "--units", "all", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    x = torch.stack([(torch.from_numpy(np.asarray(Image.open(data / f"{i}.png"), np.float32) / 255).permute(2, 0, 1)
+                      - 0.5) / 0.25 for i in range(5)])
+    with np.load(out / "evolve" / "evolve.npz") as npz:
+        for t, path in enumerate(ckpts):
+            net.load_state_dict(torch.load(path, weights_only=True))
+            with torch.no_grad():
+                before = net.eval()[:4](x)  # the input of the ReLU6 (module 4)
+            want = before.flatten(2).amax(dim=2).amax(dim=0)
+            assert float(want.max()) > 6  # the outputs would tie at the cap
+            np.testing.assert_allclose(npz["4/values"][t, :, 0], want.numpy(), rtol=1e-5)
+    assert "4 (pre-activation of 4)" in html.unescape((out / "evolve" / "html" / "index.html").read_text())
+
+
 def test_dream_is_on_by_default_only_where_projections_ignore_the_image() -> None:
     from vizkit.jobs.mine_dream import check_dream, dream_reason
 
