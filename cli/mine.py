@@ -55,12 +55,14 @@ Examples:
                    "--class (CRP's RelMax: what the model uses for that class).")
 @click.option("--class", "class_", default=None, metavar="C",
               help="With --rank relevance: the class, by index or name (as gradcam's --target).")
-@click.option("--dream", is_flag=True, help="Also show what each rendered unit wants: an image optimised to excite "
-                                           "it (vizkit dream's channel objective), beside its top-K.")
+@click.option("--dream/--no-dream", default=None,
+              help="Also show what each rendered unit wants: an image optimised to excite it (vizkit dream's "
+                   "channel objective), beside its top-K. Default: on where a rendered layer's deconvnet "
+                   "projections do not depend on the image (the default model), else off.")
 @click.option("--dream-steps", default=None, type=click.IntRange(min=1), metavar="N",
-              help="Optimisation steps per dream (default 32).")
+              help="Optimisation steps per dream (default 24).")
 @click.option("--dream-size", default=None, type=click.IntRange(min=8), metavar="PX",
-              help="Dream canvas side in pixels (default 96).")
+              help="Dream canvas side in pixels (default 64).")
 @click.option("--out", "-o", default="vizkit-out", show_default=True, type=click.Path(file_okay=False),
               help="Output folder; results go to OUT/mine/.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -69,7 +71,7 @@ Examples:
 def mine(data: str, model: str | None, weights: str | None, allow_download: bool, allow_pickle: bool,
          layers: tuple[str, ...], top_k: int, batch_size: int, workers: int, limit: int | None, per_class: bool,
          units: str | None, no_project: bool, checkpoint_every: int | None, resume: bool, rank: str,
-         class_: str | None, dream: bool, dream_steps: int | None, dream_size: int | None, out: str, device: str,
+         class_: str | None, dream: bool | None, dream_steps: int | None, dream_size: int | None, out: str, device: str,
          model_extra: dict[str, Any]) -> None:
     """For every unit of the chosen layers, the K images of DATA that excite it most, with their deconvnet
     projections (Zeiler-Fergus Fig. 2).

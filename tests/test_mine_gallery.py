@@ -285,3 +285,32 @@ def test_dream_units_fall_back_to_the_input_size_and_leave_the_model_as_it_was()
     assert hook_count(model) == 0 and all(torch.equal(state[k], v) for k, v in state_fingerprint(model).items())
     after = flags(model)
     assert after[0] == before[0] and after[1] == before[1]
+
+
+def test_dream_progress_counts_units_as_their_batches_finish() -> None:
+    """On the one reporter: units done / total, a batch counted when its optimisation ends, the step under way in
+    the detail; one summary line at the end."""
+    import io
+    from dataclasses import replace
+
+    import torch
+    from torch import nn
+
+    from vizkit.jobs.mine_dream import dream_units, mine_dream_settings
+    from vizkit.load.preprocessing import Preprocessing
+    from vizkit.outputs.progress import Progress, reporting
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 5, 3, padding=1))
+    prep = Preprocessing(16, 16, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    stream = io.StringIO()
+    steps: list[tuple[int, int]] = []
+    settings = replace(mine_dream_settings(steps=2, size=12), batch_size=2)
+    with reporting(Progress(stream, live=True, interval=0.0)):
+        dream_units(model, prep, [("1", 0), ("1", 1), ("1", 2), ("2", 4)], settings,
+                    progress=lambda done, total: steps.append((done, total)))
+    drawn = [part for part in stream.getvalue().split("\r\x1b[K") if part]
+    counts = [re.match(r"dream: (\d+)/4 units", part) for part in drawn[:-1]]
+    assert all(counts) and [int(m.group(1)) for m in counts if m] == [0, 2, 2, 3, 3, 4]
+    assert "1 step 2/2" in drawn[1] and drawn[-1].startswith("dream: 4 units in ")
+    assert steps == [(n, 6) for n in range(1, 7)]  # the caller's callback: optimisation steps of every layer

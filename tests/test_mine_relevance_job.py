@@ -81,6 +81,28 @@ def test_cli_equals_api_and_renders_heatmaps(tmp_path: Path, lenet_file: Path) -
     assert manifest["settings"]["rank"] == "relevance" and manifest["settings"]["class"] == 3
     pdf = (out / "mine" / "mine.pdf").read_bytes()
     assert manifest["pdf_pages"] == 1 + math.ceil(4 / UNITS_PER_PAGE) == len(re.findall(rb"/Type\s*/Page[^s]", pdf))
+    _gallery_has_heatmap_pages(out / "mine" / "html", arrays, manifest["rendered_units"])
+
+
+def _gallery_has_heatmap_pages(folder: Path, arrays: dict[str, np.ndarray], rendered: dict[str, list[int]]) -> None:
+    """Each rendered unit has a page whose heatmaps are the npz's (red where the stored relevance is clearly
+    positive, blue where clearly negative), linked from its card on the layer page; unrendered cards link nowhere."""
+    from PIL import Image
+
+    for n, layer in enumerate(LAYERS):
+        data = re.search(r'id="units-data">(.*?)</script>', (folder / f"layer{n:02d}.html").read_text()).group(1)
+        rows = {row["c"]: row for row in json.loads(data)["units"]}
+        assert {c for c, row in rows.items() if row["page"]} == set(rendered[layer])
+        for channel, entries in read_heatmaps(arrays, layer).items():
+            page = (folder / rows[channel]["page"]).read_text()
+            assert "relevance for" in page and "mean share" in page
+            shown = re.findall(r'<img src="([^"]+-h\.png)"', page)
+            assert len(shown) == len(entries) and rows[channel]["img"] == shown[0]
+            for file, (_, heat) in zip(shown, entries, strict=True):
+                rgb = np.asarray(Image.open(folder / file).convert("RGB")).astype(int)
+                redness = rgb[..., 0] - rgb[..., 2]
+                clear = np.abs(heat) > 0.2 * np.abs(heat).max()
+                assert np.all(np.sign(redness[clear]) == np.sign(heat[clear]))
 
 
 def test_crash_then_resume_gives_identical_arrays(tmp_path: Path, lenet_file: Path) -> None:

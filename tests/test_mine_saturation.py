@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import html
+import json
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ from torch import nn
 from vizkit_cli.main import main
 
 from vizkit.capture.stages import default_layers
+from vizkit.errors import UserInputError
 from vizkit.jobs.mine import mine_dataset
 from vizkit.jobs.mine_notes import mine_notes, plan_notes, tie_note
 from vizkit.scan.saturation import plan_ranking, probe_batch
@@ -248,7 +250,8 @@ def test_mine_says_what_it_ranked_caps_k_and_notes_image_independence(capnet: tu
                                                                        tmp_path: Path) -> None:
     model, data = capnet
     out = tmp_path / "out"
-    res = CliRunner().invoke(main, ["mine", str(data), *model, "--top-k", "100", "--units", "0,1", "--out", str(out)])
+    res = CliRunner().invoke(main, ["mine", str(data), *model, "--top-k", "100", "--units", "0,1", "--dream-steps",
+                                    "2", "--dream-size", "16", "--out", str(out)])  # small dreams: a fast test
     assert res.exit_code == 0, res.output
     with np.load(out / "mine" / "mine.npz") as npz:
         assert str(npz["2/ranked"]) == "pre-activation of 2" and str(npz["4/ranked"]) == "pre-activation of 4"
@@ -259,6 +262,59 @@ def test_mine_says_what_it_ranked_caps_k_and_notes_image_independence(capnet: tu
                  "no max-pool, gate or normalisation statistic before 2, 4: their projections"):
         assert html.escape(said) in index, said
     assert "ranked by the pre-activation of 2" in (out / "mine" / "html" / "layer00.html").read_text()
+    # no max-pool before 2 and 4: the dream is on by default, says why, and reports its progress on stderr
+    manifest = json.loads((out / "mine" / "mine.manifest.json").read_text())
+    why = "on by default: the deconvnet projections of 2, 4 do not depend on the image"
+    assert manifest["dream"]["reason"].startswith(why) and html.escape(why) in index
+    assert "dream: 4 units in " in res.stderr
+    with np.load(out / "mine" / "mine.npz") as npz:
+        assert [list(npz[f"{layer}/dream/channels"]) for layer in "24"] == [[0, 1], [0, 1]]
+    off = CliRunner().invoke(main, ["mine", str(data), *model, "--units", "0", "--no-dream", "--out",
+                                    str(tmp_path / "off")])
+    assert off.exit_code == 0 and json.loads((tmp_path / "off" / "mine" / "mine.manifest.json").read_text())[
+        "dream"] is None and "dream:" not in off.stderr
+
+
+def test_evolve_ranks_before_the_cap_as_mine_does(capnet: tuple[list[str], Path], tmp_path: Path) -> None:
+    """evolve's top-1 per unit and checkpoint is the brute-force maximum of the ReLU6's input, and its pages say
+    what was ranked."""
+    model, data = capnet
+    ckpts = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU6(inplace=True),
+                            nn.Conv2d(6, 8, 3, stride=2, padding=1), nn.ReLU6(), nn.AdaptiveAvgPool2d(1),
+                            nn.Flatten(), nn.Linear(8, 4))
+        nn.init.normal_(net[3].weight, std=2.0)  # strong enough to reach the cap of 6
+        ckpts.append(tmp_path / f"epoch_{seed}.pt")
+        torch.save(net.state_dict(), ckpts[-1])
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["evolve", *map(str, ckpts), "--data", str(data), *model, "--layer", "4",
+                                    "--units", "all", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    x = torch.stack([(torch.from_numpy(np.asarray(Image.open(data / f"{i}.png"), np.float32) / 255).permute(2, 0, 1)
+                      - 0.5) / 0.25 for i in range(5)])
+    with np.load(out / "evolve" / "evolve.npz") as npz:
+        for t, path in enumerate(ckpts):
+            net.load_state_dict(torch.load(path, weights_only=True))
+            with torch.no_grad():
+                before = net.eval()[:4](x)  # the input of the ReLU6 (module 4)
+            want = before.flatten(2).amax(dim=2).amax(dim=0)
+            assert float(want.max()) > 6  # the outputs would tie at the cap
+            np.testing.assert_allclose(npz["4/values"][t, :, 0], want.numpy(), rtol=1e-5)
+    assert "4 (pre-activation of 4)" in html.unescape((out / "evolve" / "html" / "index.html").read_text())
+
+
+def test_dream_is_on_by_default_only_where_projections_ignore_the_image() -> None:
+    from vizkit.jobs.mine_dream import check_dream, dream_reason
+
+    assert dream_reason(None, []) is None and dream_reason(False, ["bn1"]) is None
+    assert dream_reason(True, []) == "asked (--dream)"
+    assert "bn1, bn2" in str(dream_reason(None, ["bn1", "bn2"]))
+    assert dream_reason(None, ["bn1"], channels=1) is None  # a dream is an RGB canvas
+    check_dream(None, 1)
+    with pytest.raises(UserInputError, match="1-channel input; drop --dream"):
+        check_dream(True, 1)
 
 
 def test_mine_and_deconv_refuse_a_linear_layer_alike(capnet: tuple[list[str], Path], tmp_path: Path,

@@ -7,6 +7,11 @@ follow are then chosen on the last checkpoint (``--units``, as in ``vizkit mine`
 each chosen unit's strongest activation over the dataset with the deconvnet (the batched projections of ``vizkit
 mine``). A checkpoint that cannot be loaded is skipped with one line and the run goes on (exit 2 at the end).
 
+What each layer ranks is ``vizkit mine``'s plan (``vizkit.scan.saturation.plan_ranking``), settled once on the
+architecture: a layer ending in a saturating activation (ReLU6 ...) is ranked by the value before the cap, so its
+strongest images do not tie at the cap, and default layers that duplicate another's top-K images are left out; the
+pages say so.
+
 Images are read through one ``DatasetStream``: preprocessed once and kept in memory when they fit in
 ``CACHE_BYTES``; otherwise every checkpoint streams them from disk again. One ``RunContext`` is built on the
 architecture with random weights (the template): device, input shape, layers, receptive fields and provenance come
@@ -26,7 +31,7 @@ from vizkit.capture.receptive_field import ReceptiveField
 from vizkit.errors import UserInputError, VizkitError
 from vizkit.jobs.common import Failure, JobReport, ModelJob
 from vizkit.jobs.context import RunContext
-from vizkit.jobs.mine_notes import image_independent_layers, independence_note
+from vizkit.jobs.mine_notes import image_independent_layers, independence_note, plan_notes, ranking_note
 from vizkit.load import LoadedModel
 from vizkit.load.checkpoints import CheckpointList, list_checkpoints
 from vizkit.load.dataset import ImageDataset, list_images
@@ -34,6 +39,7 @@ from vizkit.outputs.progress import warn
 from vizkit.project.evolution import filter_trend, layer_conv, stack_layer
 from vizkit.project.mine_projection import Request, project_requests, select_units
 from vizkit.project.results import Cell, EvolveResult
+from vizkit.scan.saturation import RankPlan, plan_ranking, probe_batch
 from vizkit.scan.state import ScanState, scan_batches
 from vizkit.scan.stream import DatasetStream, nothing_read
 from vizkit.scan.topk import MineResult
@@ -75,8 +81,8 @@ class EvolveReport(JobReport):
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def _scan(loaded: LoadedModel, data: DatasetStream, layers: list[str], k: int) -> MineResult:
-    state = ScanState(layers, k, device=data.device)
+def _scan(loaded: LoadedModel, data: DatasetStream, rank: RankPlan, k: int) -> MineResult:
+    state = ScanState(rank.layers, k, device=data.device, sources=rank.sources)
     run = scan_batches(loaded.model, data, state)
     images = data.dataset.images
     paths = [str(p) for p in images.paths]
@@ -111,6 +117,7 @@ class _Plan:
 
     checkpoints: CheckpointList
     ctx: RunContext
+    rank: RankPlan  # what each layer ranks (the value before a cap) and the default layers left out
     layers: list[str]
     convs: dict[str, str | None]
     fields: dict[str, ReceptiveField | None]
@@ -125,11 +132,13 @@ def _plan(config: EvolveConfig) -> _Plan:
         warn(f"vizkit: {line}")
     images = list_images(config.data, config.limit)
     ctx = RunContext.from_job(dataclasses.replace(config, weights="none"))
-    layers = ctx.layers(config.layers)
+    rank = plan_ranking(ctx.model, ctx.layers(config.layers), probe_batch(ctx.model, ctx.input_shape),
+                        dedupe=not config.layers)  # module names: the same for every checkpoint
+    layers = rank.layers
     found = ctx.receptive_fields()
     fields = {layer: f if isinstance(f, ReceptiveField) else None for layer, f in
               ((layer, found.get(layer)) for layer in layers)}
-    return _Plan(checkpoints, ctx, layers, {layer: layer_conv(ctx.model, layer) for layer in layers}, fields,
+    return _Plan(checkpoints, ctx, rank, layers, {layer: layer_conv(ctx.model, layer) for layer in layers}, fields,
                  DatasetStream(ImageDataset(images, ctx.loaded.preprocessing), batch_size=config.batch_size,
                                device=ctx.device, cache_bytes=CACHE_BYTES, summary=False))
 
@@ -152,7 +161,7 @@ def _scan_all(config: EvolveConfig, plan: _Plan, failures: list[Failure], progre
             continue
         started = time.perf_counter()
         plan.data.label = f"{where} {path.name}"  # the bar while it is scanned (a terminal only)
-        scans.append(_scan(loaded, plan.data, plan.layers, config.top_k))
+        scans.append(_scan(loaded, plan.data, plan.rank, config.top_k))
         if not scans[0].images_scanned:
             raise nothing_read(config.data, len(scans[0].paths), scans[0].skipped)
         if len(scans) == 1:  # a bad --units fails now, not after every checkpoint was scanned
@@ -199,8 +208,8 @@ def _evolve(config: EvolveConfig, plan: _Plan, progress: Callable[[str], None] |
     evolution = [stack_layer(layer, plan.convs[layer], [s.layers[layer] for s in scans], [r[layer] for r in rms])
                  for layer in plan.layers]
     skipped = [f.image for f in failures if f.message.startswith("checkpoint skipped")]
-    notes = list(cp.notes) + ([f"skipped checkpoints (could not be loaded): {', '.join(skipped)}"] if skipped
-                              else [])
+    notes = list(cp.notes) + ranking_note(scans[-1]) + plan_notes(plan.rank.duplicates)
+    notes += [f"skipped checkpoints (could not be loaded): {', '.join(skipped)}"] if skipped else []
     blank = probe_input(plan.ctx.model, plan.ctx.input_shape)  # which ops run is the architecture's, not the weights'
     notes += independence_note(image_independent_layers(plan.ctx.model, plan.layers, blank))
     result = EvolveResult(kept, scans[-1].paths, evolution, units, cells, scans[-1].skipped, skipped,

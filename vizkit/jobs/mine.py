@@ -41,7 +41,7 @@ from vizkit.capture.stages import default_layers
 from vizkit.errors import UserInputError
 from vizkit.jobs.common import Failure, JobReport, ModelJob, resolve_device
 from vizkit.jobs.context import RunContext, input_shape
-from vizkit.jobs.mine_dream import mine_dream_settings, mine_dreams
+from vizkit.jobs.mine_dream import check_dream, mine_dream_settings, mine_dreams
 from vizkit.jobs.mine_notes import (
     NO_PROJECT_NOTE,
     image_independent_layers,
@@ -89,7 +89,7 @@ class MineConfig(ModelJob):
     resume: bool = False
     rank: str = "activation"          # --rank: activation | relevance (vizkit.jobs.mine_relevance)
     target: str | int | None = None   # --class C with --rank relevance: an index or a class name
-    dream: bool = False               # --dream: what each rendered unit wants (vizkit.jobs.mine_dream)
+    dream: bool | None = None         # --dream/--no-dream; None: on where projections ignore the image (mine_dream)
     dream_steps: int | None = None
     dream_size: int | None = None
 
@@ -106,7 +106,7 @@ class MineConfig(ModelJob):
         if self.project and spec != "all" and not listed and (count is None or not count.isdigit() or int(count) < 1):
             # checked before the scan: select_units would only refuse it after hours of scanning
             raise UserInputError(f"--units {spec!r}: use all, top:N or channels like 5 or 3,7,12")
-        if self.dream:  # its settings are checked before the scan too
+        if self.dream is not False:  # its settings are checked before the scan too
             mine_dream_settings(self.dream_steps, self.dream_size, self.seed)
 
 
@@ -129,6 +129,7 @@ def run_mine(config: MineConfig, *, progress: Callable[[int, int], None] | None 
         raise UserInputError(f"--per-class needs class subfolders in {config.data} (DATA/<class>/<image>)")
     with process_group(resolve_device(config.device)) as (ranks, device):
         ctx = RunContext.from_job(replace(config, device=str(device)))  # each rank on its own device
+        check_dream(config.dream, ctx.input_shape[1])
         ranking, scorer = resolve_ranking(config.rank, config.target, ctx.model, ctx.loaded.class_names,
                                           ctx.input_shape, config.batch_size)
         timings = {"load_model": ctx.load_seconds}
@@ -231,13 +232,15 @@ def _write(config: MineConfig, result: MineResult, ctx: RunContext, layers: list
     from vizkit.render.writer import write_outputs
 
     projections: list[UnitTopProjections] = []
+    independent: list[str] = []  # rendered layers whose projections do not depend on the image
     relevance = config.rank != "activation"  # pass 2 draws conditional heatmaps instead (vizkit.jobs.mine_relevance)
     if config.project and not relevance:
         t0 = time.perf_counter()
         projections = _project(config, result, ctx, layers, images)
         timings["project"] = time.perf_counter() - t0
         blank = probe_input(ctx.model, ctx.input_shape)
-        notes = notes + independence_note(image_independent_layers(ctx.model, layers, blank))
+        independent = image_independent_layers(ctx.model, layers, blank)
+        notes = notes + independence_note(independent)
     heatmaps: list[UnitHeatmaps] = []
     if config.project and relevance:
         t0 = time.perf_counter()
@@ -247,7 +250,7 @@ def _write(config: MineConfig, result: MineResult, ctx: RunContext, layers: list
     # relevance shares are not activations: the activation notes (caps, ties, tiny values) do not apply to them
     notes = (ranking_notes(result.ranking) + notes + ([] if config.project else [NO_PROJECT_NOTE]) if relevance
              else mine_notes(result, config.project, notes))
-    dreams, dream_settings = mine_dreams(config, ctx, projections, timings)  # --dream; ({}, {}) without
+    dreams, dream_settings = mine_dreams(config, ctx, projections, timings, independent)  # ({}, {}): no dream
     t0 = time.perf_counter()
     output = MineOutput(result, projections, notes, heatmaps, dreams, dream_settings)
     info = ctx.info(None, _settings(config, ctx, layers, images, ranks, result))

@@ -19,6 +19,7 @@ from vizkit.project.results import EvolveResult
 from vizkit.render.evolve import order_sentence
 from vizkit.render.kit.display import normalise_projection
 from vizkit.render.kit.html import write_html_page
+from vizkit.render.kit.provenance import page_notes
 
 
 def _layer_file(n: int) -> str:
@@ -73,8 +74,10 @@ def _grid(folder: Path, n: int, result: EvolveResult, evo: LayerEvolution, patch
 
 
 def write_evolve_html(result: EvolveResult, info: ReportInfo, folder: Path, *, patches: bool = False) -> Path:
-    """Write the gallery into ``folder`` (created); returns ``folder/index.html``."""
+    """Write the gallery into ``folder`` (created); returns ``folder/index.html``, which lists page 1's notes (what
+    was ranked before a cap, the layers left out, image independence ...)."""
     (folder / "img").mkdir(parents=True, exist_ok=True)
+    notes = page_notes(info, result.notes)
     links = []
     for n, evo in enumerate(result.layers):
         body = ['<p><a href="index.html">index</a></p>',
@@ -94,7 +97,9 @@ def write_evolve_html(result: EvolveResult, info: ReportInfo, folder: Path, *, p
         f"{result.images_scanned} scanned, {len(result.skipped_images)} unreadable.</p>",
         f"<p>{html.escape(order_sentence(result))}.</p>", "<ol>", *checkpoints, "</ol>",
         f"<h2>Skipped checkpoints ({len(skipped)})</h2>", "<ul>", *skipped, "</ul>",
-        "<h2>Layers</h2>", "<ul>", *links, "</ul>"])
+        "<h2>Layers</h2>", "<ul>", *links, "</ul>",
+        *([f"<h2>Notes ({len(notes)})</h2>", "<ul>", *[f"<li>{html.escape(n)}</li>" for n in notes], "</ul>"]
+          if notes else [])])
     return folder / "index.html"
 
 

@@ -132,8 +132,9 @@ def manifest_keys(result: MineResult, projections: Sequence[UnitTopProjections],
 def dream_note(settings: Mapping[str, object]) -> str:
     """Page 1's line on ``--dream``: how the images were made and what their score is."""
     made = ", ".join(f"{k} {settings[k]}" for k in ("method", "steps", "size", "seed") if k in settings)
-    return ("--dream: 'what it wants' is an image optimised to maximise the unit's mean activation (" + made
-            + "); its score is that mean on the image, not comparable with the top values (spatial maxima).")
+    reason = f" ({settings['reason']})" if settings.get("reason") else ""
+    return ("--dream" + reason + ": 'what it wants' is an image optimised to maximise the unit's mean activation ("
+            + made + "); its score is that mean on the image, not comparable with the top values (spatial maxima).")
 
 
 def mine_document(output: MineOutput, info: ReportInfo) -> Document:

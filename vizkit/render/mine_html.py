@@ -1,5 +1,6 @@
 """html/: an offline gallery of the mined units: index -> one page per layer listing every unit
-(``vizkit.render.mine_browse``) -> one page per rendered unit (with ``--dream``, what it wants).
+(``vizkit.render.mine_browse``) -> one page per rendered unit (with ``--dream``, what it wants; with ``--rank
+relevance``, its conditional heatmaps: ``vizkit.render.mine_relevance_html``).
 
 Plain files opened from disk: relative links, images as PNG files in ``img/``, the histogram as inline SVG, nothing
 remote and no server. Every page reports in ``<body data-loaded="N/M">`` how many of its images the browser decoded,
@@ -29,6 +30,7 @@ from vizkit.render.mine_browse import (
 from vizkit.render.mine_pages import dream_picture, summary_lines
 
 if TYPE_CHECKING:
+    from vizkit.project.mine_heatmaps import UnitHeatmaps
     from vizkit.project.results import LayerDreams
     from vizkit.scan.topk import LayerTopK, MineResult
 
@@ -117,8 +119,11 @@ def _save_dreams(folder: Path, n: int, dreams: LayerDreams | None) -> tuple[dict
 
 
 def _layer_page(folder: Path, result: MineResult, name: str, n: int, units: Sequence[UnitTopProjections],
-                dreams: LayerDreams | None, thumbs: set[int]) -> int:
-    """Every unit's page and the layer's browsing page; returns the number of rendered units."""
+                dreams: LayerDreams | None, thumbs: set[int], heatmaps: Sequence[UnitHeatmaps] = ()) -> int:
+    """Every rendered unit's page (projections, or ``heatmaps`` of a relevance-ranked run) and the layer's browsing
+    page; returns the number of rendered units."""
+    from vizkit.render.mine_relevance_html import heatmap_unit_page
+
     state = result.layers[name]
     dream_files, scores = _save_dreams(folder, n, dreams)
     pictures, pages = {}, {}
@@ -128,31 +133,39 @@ def _layer_page(folder: Path, result: MineResult, name: str, n: int, units: Sequ
         pages[unit.channel] = _unit_file(n, unit.channel)
         if saved:
             pictures[unit.channel] = saved[0][1]
+    for heat in heatmaps:
+        pages[heat.channel] = _unit_file(n, heat.channel)
+        top = heatmap_unit_page(folder, n, pages[heat.channel], _layer_file(n), heat, result)
+        if top:
+            pictures[heat.channel] = top
+    shown = "conditional heatmaps" if heatmaps else "projections"
+    rendered = len(units) + len(heatmaps)
     dead = int(np.count_nonzero(state.dead))
     per_class = f"layer{n:02d}-classes"
     write_class_scripts(folder, per_class, state, thumbs)
     intro = ['<p><a href="index.html">index</a></p>',
              f"<p>All {len(state.mean)} channels ({dead} dead), ranked by the {html.escape(state.ranked)}; "
-             f"the {len(units)} rendered ones link to their page "
-             "(top-K patches, projections" + (", what the unit wants" if dream_files else "") + "). A card shows "
-             "the unit's top patch when it was rendered, else its top image"
+             f"the {rendered} rendered ones link to their page "
+             f"(top-K patches, {shown}" + (", what the unit wants" if dream_files else "") + "). A card shows "
+             "the unit's top " + ("heatmap" if heatmaps else "patch") + " when it was rendered, else its top image"
              + (", and its dream (the image optimised to excite it)" if dream_files else "") + ".</p>"]
     write_layer_page(folder / _layer_file(n), f"Layer {name}", intro,
                      unit_rows(state, pictures, pages, dream_files, scores, thumbs), result.classes, per_class)
-    return len(units)
+    return rendered
 
 
 def write_mine_html(result: MineResult, units: Sequence[UnitTopProjections], info: ReportInfo,
-                    folder: Path, dreams: Mapping[str, LayerDreams] | None = None, notes: Sequence[str] = ()) -> Path:
+                    folder: Path, dreams: Mapping[str, LayerDreams] | None = None, notes: Sequence[str] = (),
+                    heatmaps: Sequence[UnitHeatmaps] = ()) -> Path:
     """Write the gallery into ``folder`` (created); returns ``folder/index.html``. ``dreams``: per layer, the
     rendered units' dreams (``--dream``). ``notes``: page 1's notes (what was ranked, ties, image independence
-    ...), listed on the index too."""
+    ...), listed on the index too. ``heatmaps``: a relevance-ranked run's rendered units (instead of ``units``)."""
     (folder / "img").mkdir(parents=True, exist_ok=True)
     thumbs = write_thumbnails(folder, result.paths, thumbnail_indices(result))
     rows = []
     for n, (name, state) in enumerate(result.layers.items()):
         rendered = _layer_page(folder, result, name, n, [u for u in units if u.layer == name],
-                               (dreams or {}).get(name), thumbs)
+                               (dreams or {}).get(name), thumbs, [h for h in heatmaps if h.layer == name])
         dead = int(np.count_nonzero(state.dead))
         rows.append(f'<tr><td><a href="{_layer_file(n)}">{html.escape(name)}</a></td><td>{len(state.mean)}</td>'
                     f"<td>{dead}</td><td>{rendered}</td></tr>")

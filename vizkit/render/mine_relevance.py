@@ -27,6 +27,7 @@ from vizkit.project.mine_heatmaps import UnitHeatmaps
 from vizkit.project.results import MineOutput
 from vizkit.render.kit.page import FONT, MARGIN, draw_picture, new_page, page_canvas, text_at
 from vizkit.render.kit.pdf import PageMaker, write_pdf
+from vizkit.render.kit.provenance import page_notes
 from vizkit.render.writer import Document
 from vizkit.scan.topk import MineResult
 
@@ -115,7 +116,8 @@ def _units_page(units: Sequence[UnitHeatmaps], result: MineResult) -> Figure:
 
 def relevance_document(output: MineOutput, info: ReportInfo, extra: dict[str, object]) -> Document:
     """``mine/`` of a relevance-ranked run with heatmaps: mine.npz (scan + heatmap keys), mine.pdf (page 1 of
-    ``vizkit.render.mine``, then the heatmap unit pages), html/ (the summary), then the manifest."""
+    ``vizkit.render.mine``, then the heatmap unit pages), html/ (the index, every unit of each layer and a page per
+    rendered unit with its heatmaps: ``vizkit.render.mine_relevance_html``), then the manifest."""
     from vizkit.render.mine import FOLDER, MANIFEST, UNITS_PER_PAGE, mine_page_makers
     from vizkit.render.mine_html import write_mine_html
 
@@ -132,6 +134,9 @@ def relevance_document(output: MineOutput, info: ReportInfo, extra: dict[str, ob
                                        keywords="CRP, RelMax, LRP, zennit, dataset, top-k",
                                        footer_left=f"mine \u00b7 {info.model}")
 
+    def gallery(path: Path) -> None:
+        write_mine_html(result, [], info, path, notes=page_notes(info, output.notes), heatmaps=units)
+
     return Document([("mine.npz", lambda p: write_npz(p, {**result.to_arrays(), **heatmap_arrays(units, result.k)})),
-                     ("mine.pdf", pdf), ("html", lambda p: write_mine_html(result, [], info, p))],
+                     ("mine.pdf", pdf), ("html", gallery)],
                     manifest=MANIFEST, folder=FOLDER, manifest_extra=extra)
