@@ -1,20 +1,23 @@
 """The shortcut verdict on a family of labs: every threshold fitted on one half, the figures on the other.
 
-    python benchmarks/bench_shortcut_family.py [--labs 40] [--seed 0] [--out family.json] [--write-thresholds]
+    python benchmarks/bench_shortcut_family.py [--labs 60] [--clean-every 3] [--seed 0] [--out family.json]
+                                               [--write-thresholds]
 
 ``vizkit.lab.family`` draws the labs (mark style, place, size, colour, opacity, class, rate, redundancy; every
-fifth a clean control); each is built and its labnet trained single-threaded with fixed seeds, so the figures do
-not depend on the machine's thread count. ``vizkit.lab.fit`` fits the merge thresholds, the score's weights, the
+third a control, in turn clean and *ignored*: the mark on the analysed images only, never in training); each is
+built and its labnet trained single-threaded with fixed seeds, so the figures do not depend on the machine's
+thread count. ``vizkit.lab.fit`` fits the merge thresholds, the score's weights, the
 flag cut and the attribution method on the fitting half (``halves``) and reports on the held-out half:
 
-- detection ROC-AUC over classes: the shortcut labs' mark classes against the clean controls' classes (target
+- detection ROC-AUC over classes: the shortcut labs' mark classes against the controls' classes (target
   >= 0.95), and against every unmarked class;
 - the share of shortcut labs whose mark class ranks first by suspicion (target >= 0.9);
-- the share of clean controls with no class flagged (target >= 0.9);
+- the share of controls with no class flagged (target >= 0.9);
 - cluster F1: the mark class's most suspicious cluster against its marked images;
 
 then the shipped lab (``vizkit lab make`` validation split, the shipped labnet) with the fitted thresholds: its
-mark class's rank and cluster F1 (target >= 0.95). ``--write-thresholds`` stores the fitted thresholds as the
+mark class's rank and cluster F1 (target >= 0.95); the same for the other methods' thresholds.
+``--write-thresholds`` stores the thresholds fitted for each method (the best first: the default) as the
 shipped ``vizkit/project/shortcuts/thresholds.json``.
 """
 from __future__ import annotations
@@ -31,9 +34,9 @@ import torch
 from _machine import machine
 
 from vizkit.lab.family import family
-from vizkit.lab.fit import evaluate, fit, halves, run_family
+from vizkit.lab.fit import evaluate, fit_all, halves, run_family
 from vizkit.project.shortcuts.judge import judge
-from vizkit.project.shortcuts.verdict import THRESHOLDS_JSON, Thresholds
+from vizkit.project.shortcuts.verdict import THRESHOLDS_JSON, Thresholds, write_fitted
 
 METHODS = ("gradxinput", "lrp-epsilon-plus-flat")
 
@@ -64,29 +67,39 @@ def by_style(report: dict, labs: dict) -> dict:
     rows: dict[str, list[bool]] = defaultdict(list)
     for row in report["labs"]:
         spec = labs[row["lab"]]
-        key = "clean" if spec.mark is None else spec.mark.style + ("-redundant" if spec.relabel else "")
-        rows[key].append(not row["flagged"] if spec.mark is None else spec.mark_class in row["flagged"])
+        key = "clean" if spec.mark is None else ("ignored-" if spec.ignored else "") + spec.mark.style + (
+            "-redundant" if spec.relabel else "")
+        rows[key].append(not row["flagged"] if spec.control else spec.mark_class in row["flagged"])
     return {k: f"{sum(v)}/{len(v)}" for k, v in sorted(rows.items())}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--labs", type=int, default=40)
+    ap.add_argument("--labs", type=int, default=60)
+    ap.add_argument("--clean-every", type=int, default=3, help="every N-th lab is a control")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--write-thresholds", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    labs = family(args.labs, args.seed)
+    labs = family(args.labs, args.seed, args.clean_every)
     fit_half, _ = halves(labs)
     runs = run_family(labs, METHODS, log=True)
     t_train = time.perf_counter() - t0
     names = {lab.name for lab in fit_half}
-    th = fit([r for r in runs if r.spec.name in names], METHODS)
-    report = evaluate([r for r in runs if r.spec.name not in names], th)
+    fitted = fit_all([r for r in runs if r.spec.name in names], METHODS)
+    th = next(iter(fitted.values()))
+    held_out = [r for r in runs if r.spec.name not in names]
+    report = evaluate(held_out, th)
     report["detected_by_style"] = by_style(report, {lab.name: lab for lab in labs})
     report["shipped_lab"] = shipped_lab(th)
+    report["other_methods"] = {}
+    for method, other in list(fitted.items())[1:]:
+        row = evaluate(held_out, other)
+        report["other_methods"][method] = {k: row[k] for k in ("auc_vs_clean", "mark_class_first",
+                                                                 "clean_not_flagged", "cluster_f1")}
+        report["other_methods"][method]["shipped_lab"] = shipped_lab(other)
     report["thresholds"] = th.to_json()
     report["seconds"] = {"build_train_maps": t_train, "total": time.perf_counter() - t0}
     report["machine"] = machine("zennit", "captum")
@@ -97,7 +110,7 @@ def main() -> None:
     if args.out:
         args.out.write_text(json.dumps(report, indent=1) + "\n")
     if args.write_thresholds:
-        th.write(THRESHOLDS_JSON)
+        write_fitted(fitted, THRESHOLDS_JSON)
 
 
 if __name__ == "__main__":

@@ -56,8 +56,21 @@ def test_labs_repeat_bit_for_bit_whatever_the_thread_count() -> None:
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-def test_family_has_every_style_and_clean_controls() -> None:
+def test_family_has_every_style_and_both_kinds_of_control() -> None:
     labs = family(40)
     assert {lab.mark.style for lab in labs if lab.mark} == {"patch", "text", "frame", "watermark", "cast"}
-    assert sum(lab.mark is None for lab in labs) == 8 and any(lab.relabel > 0 for lab in labs)
+    assert sum(lab.control for lab in labs) == 13 and any(lab.relabel > 0 for lab in labs)
+    assert sum(lab.mark is None for lab in labs) == 7 and sum(lab.ignored for lab in labs) == 6
     assert [lab.name for lab in family(40)] == [lab.name for lab in labs]
+
+
+def test_ignored_control_marks_the_analysed_images_only() -> None:
+    """An ignored control's model never sees the mark: train has none, val carries it at the lab's rate."""
+    spec = FamilyLab("i", 4, MarkSpec("patch", "br", 4, 1.0, (0, 255, 255)), mark_class=1, rate=1.0, ignored=True,
+                     per_class={"train": 8, "val": 6, "test": 3})
+    data, twin = build_lab(spec), build_lab(FamilyLab("m", 4, spec.mark, 1, 1.0, per_class=spec.per_class))
+    assert spec.control and not twin.spec.control
+    assert data.marked_val[data.y_val.numpy() == 1].all() and np.array_equal(data.marked_val, twin.marked_val)
+    assert torch.equal(data.x_val, twin.x_val)
+    clean = build_lab(FamilyLab("c", 4, per_class=spec.per_class))
+    assert torch.equal(data.x_train, clean.x_train) and not torch.equal(twin.x_train, clean.x_train)

@@ -231,11 +231,19 @@ def test_small_class_gets_a_warning_with_the_number() -> None:
     assert MIN_CLASS_IMAGES == 24 and v.warning is not None and "10 images" in v.warning and "24" in v.warning
 
 
-def test_shipped_thresholds_were_fitted_by_code() -> None:
+def test_shipped_thresholds_were_fitted_by_code(tmp_path) -> None:
+    """One fit per method in the shipped file, the default first; a method without a fit gets the default's; a
+    file of one ``Thresholds`` is used for every method."""
     from vizkit.project.shortcuts.verdict import FEATURES, load_thresholds
 
     th = load_thresholds()
     assert set(th.weights) == set(FEATURES) and th.fitted["labs"] and 0 < th.flag < 1
+    assert set(th.fitted["methods"]) == {"gradxinput", "lrp-epsilon-plus-flat"}
+    lrp = load_thresholds(method="lrp-epsilon-plus-flat")
+    assert lrp.method == "lrp-epsilon-plus-flat" and lrp.weights != th.weights and lrp.fitted["labs"] == th.fitted["labs"]
+    assert load_thresholds(method="gradcam") == th
+    lrp.write(tmp_path / "mine.json")
+    assert load_thresholds(tmp_path / "mine.json", method="gradxinput") == lrp
 
 
 # --- the verdict on seeded family labs (everything pinned: single-threaded, deterministic, fixed seeds) ---
@@ -270,6 +278,19 @@ def test_clean_family_controls_are_not_flagged_over_seeds() -> None:
     from vizkit.lab.family import FamilyLab
 
     quiet = sum(not any(v.flagged for v in _verdicts(FamilyLab(f"clean{s}", s))) for s in (21, 22, 23))
+    assert quiet >= 2
+
+
+@pytest.mark.slow
+def test_ignored_mark_controls_are_not_flagged_over_seeds() -> None:
+    """A mark on the analysed images that the model never saw in training: spectral clustering groups the marked
+    images and their region takes in the object, yet nothing may be flagged (the false flag of a clean model)."""
+    from vizkit.lab.family import FamilyLab
+    from vizkit.lab.marks import MarkSpec
+
+    mark = MarkSpec("text", "br", 6, 0.9, (255, 255, 0), word="TM")
+    quiet = sum(not any(v.flagged for v in _verdicts(FamilyLab(f"ignored{s}", s, mark, 1, 0.9, ignored=True)))
+                for s in (31, 32, 33))
     assert quiet >= 2
 
 

@@ -257,7 +257,7 @@ def test_lab_outputs_pdf_manifest_and_npz(lab_run: Path) -> None:
 @pytest.mark.xdist_group("shortcuts_lab")
 def test_clean_control_model_shows_no_mark(lab: dict, lab_run: Path, tmp_path: Path) -> None:
     """The control (same objects, never a mark) on the tagged images: no flagged cluster has its region on the
-    mark. A flagged cluster elsewhere is the known limitation (``test_clean_control_model_is_not_flagged``)."""
+    mark (``test_clean_control_model_is_not_flagged`` asks for nothing flagged at all)."""
     config = ShortcutsConfig(data=lab["root"] / "test", model="lenet5", weights=str(lab["root"] / "clean.pt"),
                              out=tmp_path, embed=False)
     result = run_shortcuts(config, write=False).result
@@ -268,10 +268,6 @@ def test_clean_control_model_shows_no_mark(lab: dict, lab_run: Path, tmp_path: P
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="known limitation (issue 14): on this lab, where objects sit in a narrow "
-                   "band of places, a cluster of squares at similar places has a mean patch that *is* a square; "
-                   "its transplant flips other images, so the family-fitted verdict flags the clean control for "
-                   "2 of 3 training seeds (the mark itself flips < 10 %)")
 def test_clean_control_model_is_not_flagged(lab: dict) -> None:
     """The control (same objects, never a mark) judged by the fitted verdict (``judge``: transplant, deletion,
     consistency, concentration) on the marked test images, for the fixture's model and two more training seeds:

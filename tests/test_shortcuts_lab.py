@@ -108,8 +108,10 @@ def test_mine_shows_the_mark_in_the_top9_of_a_unit(shipped_lab: dict, tmp_path: 
 
 @pytest.mark.slow
 def test_cli_lrp_with_tcav_end_to_end(shipped_lab: dict, tmp_path: Path) -> None:
-    """--method lrp (zennit's EpsilonPlusFlat) and --tcav-runs through the CLI: the star is flagged first, its top
-    cluster is tagged stars and carries a TCAV result with one score per random concept."""
+    """--method lrp (zennit's EpsilonPlusFlat) and --tcav-runs through the CLI: the star ranks first of the two
+    classes asked for, its top cluster is tagged stars and carries a TCAV result with one score per random concept.
+    (LRP's own fitted thresholds do not flag it: its figures on this lab are weaker than gradient x input's, the
+    default's; see benchmarks/README.md.)"""
     out = tmp_path / "out"
     result = CliRunner().invoke(main, ["shortcuts", str(shipped_lab["root"] / "val"), "--model", "labnet", "--class",
                                        "star", "--class", "circle", "--method", "lrp", "--tcav-runs", "3",
@@ -118,8 +120,8 @@ def test_cli_lrp_with_tcav_end_to_end(shipped_lab: dict, tmp_path: Path) -> None
     doc = json.loads((out / "shortcuts" / "shortcuts.json").read_text())
     assert doc["method"] == "lrp-epsilon-plus-flat" and doc["classes"][0]["name"] == "star"
     star = doc["classes"][0]
-    assert star["flagged"] and any(ln.startswith(f"class {star['class']} star") and "FLAGGED" in ln
-                                   for ln in result.output.splitlines())
+    assert doc["verdict"]["fitted_method"] == "lrp-epsilon-plus-flat"  # LRP's own thresholds, not the default's
+    assert any(ln.startswith(f"class {star['class']} star") for ln in result.output.splitlines())
     best = max(star["clusters"], key=lambda k: k["score"])
     tagged = len(set(best["members"]) & shipped_lab["val_marked"]) / len(best["members"])
     assert tagged >= 0.9, tagged  # LRP's maps cut the tagged stars into more clusters: precision, not F1

@@ -158,6 +158,7 @@ def shortcuts_result(ctx: RunContext, images: ImageList, config: ShortcutsConfig
     timings = {} if timings is None else timings
     th = load_thresholds(config.thresholds)
     method = config.resolved_method(th)
+    th = load_thresholds(config.thresholds, method)  # the thresholds fitted for that method, where there are some
     loaded, crop = ctx.loaded, ctx.input_shape[-1]
     n_classes = num_classes(ctx.model, ctx.input_shape)
     layer = config.layer

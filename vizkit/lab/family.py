@@ -1,6 +1,8 @@
 """A family of tiny shortcut labs: the shipped lab's pictures (``dataset.lab_image``, shapes on faded photos) at
 32 px, four classes, ``labnet`` trained for a few seconds, and a mark that varies from lab to lab in class, place,
-size, style (``marks.STYLES``), strength (rate and opacity) and redundancy; every fifth lab is a clean control.
+size, style (``marks.STYLES``), strength (rate and opacity) and redundancy; every third lab is a control, in turn
+clean (no mark anywhere) and *ignored* (the mark is on the analysed images but never in training, so the model
+cannot rely on it: a cluster forms around it, and its region takes in the class's object).
 
 - ``rate``: the share of the mark class's train and analysis images carrying the mark.
 - ``relabel`` (redundancy): the share of *other* classes' train and analysis images that carry the mark and are
@@ -34,7 +36,7 @@ __all__ = ["CLASSES", "SIZE", "FamilyLab", "LabData", "build_lab", "family", "to
 
 @dataclass(frozen=True)
 class FamilyLab:
-    """One lab; ``mark`` None is a clean control."""
+    """One lab; ``mark`` None is a clean control, ``ignored`` a control whose mark is only on the analysed images."""
 
     name: str
     seed: int
@@ -44,6 +46,12 @@ class FamilyLab:
     relabel: float = 0.0
     per_class: dict[str, int] = field(default_factory=lambda: {"train": 240, "val": 48, "test": 24})
     epochs: int = 10
+    ignored: bool = False
+
+    @property
+    def control(self) -> bool:
+        """Nothing may be flagged: no mark, or one the model never saw in training."""
+        return self.mark is None or self.ignored
 
 
 @dataclass
@@ -77,7 +85,7 @@ def _split(spec: FamilyLab, split: str, sources: list[np.ndarray]) -> tuple[np.n
     for c in range(CLASSES):
         for i in range(n):
             img, label, has = _small(lab_image(spec.seed, split, c, i, sources)), c, False
-            if spec.mark is not None and split != "test":
+            if spec.mark is not None and split != "test" and not (spec.ignored and split == "train"):
                 if c == spec.mark_class:
                     has = spec.relabel > 0 or rng.random() < spec.rate
                 elif rng.random() < spec.relabel:
@@ -132,18 +140,25 @@ def _random_mark(rng: np.random.Generator) -> MarkSpec:
     return MarkSpec("cast", "tl", 1, float(rng.uniform(0.2, 0.35)), _COLOURS[1 + int(rng.integers(3))])
 
 
-def family(n: int, seed: int = 0, clean_every: int = 5) -> list[FamilyLab]:
-    """``n`` labs drawn from one seeded stream: every ``clean_every``-th a clean control, the others a random
-    mark (style, place, size, colour, opacity), class, rate in [0.6, 1] and, for a third, redundancy."""
+def family(n: int, seed: int = 0, clean_every: int = 3) -> list[FamilyLab]:
+    """``n`` labs drawn from one seeded stream: every ``clean_every``-th a control (in turn clean and ignored),
+    the others a random mark (style, place, size, colour, opacity), class, rate in [0.6, 1] and, for a third,
+    redundancy."""
     rng = np.random.default_rng([seed, 14])
     labs = []
     for i in range(n):
         lab_seed = int(rng.integers(2**31))
-        if i % clean_every == clean_every - 1:
+        control = i % clean_every == clean_every - 1
+        if control and (i // clean_every) % 2 == 0:
             labs.append(FamilyLab(f"lab{i:03d}-clean", lab_seed))
             continue
         mark = _random_mark(rng)
         cls = int(rng.integers(CLASSES))
+        if control:
+            rate = float(rng.uniform(0.6, 1.0))
+            labs.append(FamilyLab(f"lab{i:03d}-ignored-{mark.style}-{LAB_CLASSES[cls]}", lab_seed, mark, cls, rate,
+                                  ignored=True))
+            continue
         redundant = rng.random() < 1 / 3
         rate = 1.0 if redundant else float(rng.uniform(0.6, 1.0))
         relabel = float(rng.uniform(0.1, 0.25)) if redundant else 0.0

@@ -9,11 +9,12 @@ each method. ``fit(runs, methods)`` then, on the runs given (the fitting half), 
 2. the score's weights: a logistic regression (scikit-learn, balanced classes, standardised features) over every
    judged cluster, positive when it is mostly marked images of the mark class;
 3. ``flag``: the class-suspicion cut with the best balanced accuracy between shortcut classes and the classes of
-   clean controls, at the middle of the widest gap among the best cuts;
+   controls, at the middle of the widest gap among the best cuts;
 
-and keeps the method with the best detection ROC-AUC on the fitting half. ``evaluate(runs, th)`` reports on any
-runs (the held-out half): detection ROC-AUC (shortcut classes against clean controls' classes, and against every
-unmarked class), the share of shortcut labs whose mark class ranks first, of clean controls with no class
+``fit_all`` keeps every method's thresholds, the one with the best detection ROC-AUC on the fitting half
+first (the default); ``fit`` returns that one. ``evaluate(runs, th)`` reports on any
+runs (the held-out half): detection ROC-AUC (shortcut classes against controls' classes, and against every
+unmarked class), the share of shortcut labs whose mark class ranks first, of controls with no class
 flagged, and the cluster F1 of the mark class's most suspicious cluster against its marked images.
 """
 from __future__ import annotations
@@ -32,13 +33,13 @@ from vizkit.project.shortcuts.merge import pair_figures
 from vizkit.project.shortcuts.spray import DEFAULT_SIDE, pool_maps, spectral_clusters
 from vizkit.project.shortcuts.verdict import FEATURES, Thresholds, score
 
-__all__ = ["LabRun", "evaluate", "fit", "halves", "judge_run", "run_family", "run_lab"]
+__all__ = ["LabRun", "evaluate", "fit", "fit_all", "halves", "judge_run", "run_family", "run_lab"]
 
 
 def halves(labs: list[FamilyLab]) -> tuple[list[FamilyLab], list[FamilyLab]]:
-    """(fitting half, held-out half): alternate within the clean controls and within the shortcut labs."""
-    clean = [lab for lab in labs if lab.mark is None]
-    marked = [lab for lab in labs if lab.mark is not None]
+    """(fitting half, held-out half): alternate within the controls and within the shortcut labs."""
+    clean = [lab for lab in labs if lab.control]
+    marked = [lab for lab in labs if not lab.control]
     return clean[::2] + marked[::2], clean[1::2] + marked[1::2]
 
 
@@ -81,7 +82,7 @@ def _recipients(run: LabRun, cls: int) -> torch.Tensor:
 
 def _is_mark(run: LabRun, cls: int, members: np.ndarray) -> bool:
     """``members`` (images of class ``cls``) are mostly marked images of the lab's mark class."""
-    return run.spec.mark is not None and cls == run.spec.mark_class and run.data.marked_val[members].mean() > 0.5
+    return not run.spec.control and cls == run.spec.mark_class and run.data.marked_val[members].mean() > 0.5
 
 
 def _merge_thresholds(runs: list[LabRun], method: str) -> tuple[float, float]:
@@ -143,8 +144,8 @@ def _fit_weights(runs: list[LabRun], th: Thresholds) -> Thresholds:
 
 
 def _class_scores(runs: list[LabRun], method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(suspicion, is the mark class, is a clean control's class) over every class of every run."""
-    rows = [(v.suspicion, r.spec.mark is not None and v.class_index == r.spec.mark_class, r.spec.mark is None)
+    """(suspicion, is the mark class, is a control's class) over every class of every run."""
+    rows = [(v.suspicion, not r.spec.control and v.class_index == r.spec.mark_class, r.spec.control)
             for r in runs for v in r.verdicts[method]]
     a = np.array(rows, float).reshape(-1, 3)
     return a[:, 0], a[:, 1] > 0, a[:, 2] > 0
@@ -152,7 +153,7 @@ def _class_scores(runs: list[LabRun], method: str) -> tuple[np.ndarray, np.ndarr
 
 def _fit_flag(runs: list[LabRun], method: str) -> float:
     s, pos, clean = _class_scores(runs, method)
-    neg = clean if clean.any() else ~pos  # without clean controls: every unmarked class
+    neg = clean if clean.any() else ~pos  # without controls: every unmarked class
     s, y = s[pos | neg], pos[pos | neg]
     cuts = np.unique(s)
     acc = np.array([((s[y] >= c).mean() + (s[~y] < c).mean()) / 2 for c in cuts])
@@ -163,7 +164,13 @@ def _fit_flag(runs: list[LabRun], method: str) -> float:
 
 
 def fit(runs: list[LabRun], methods: tuple[str, ...]) -> Thresholds:
-    """Every threshold from ``runs`` (module docstring); the runs keep their verdicts per method."""
+    """Every threshold from ``runs`` for the best method (module docstring)."""
+    return next(iter(fit_all(runs, methods).values()))
+
+
+def fit_all(runs: list[LabRun], methods: tuple[str, ...]) -> dict[str, Thresholds]:
+    """Every threshold from ``runs`` per method, the best first (module docstring); the runs keep their verdicts
+    per method."""
     fitted = []
     for method in methods:
         iou, sim = _merge_thresholds(runs, method)
@@ -177,9 +184,11 @@ def fit(runs: list[LabRun], methods: tuple[str, ...]) -> Thresholds:
         for run in runs:
             _rescore(run.verdicts[method], th)
         fitted.append((evaluate(runs, th, rejudge=False)["auc_vs_clean"], -methods.index(method), th))
-    best = max(fitted, key=lambda t: (t[0], t[1]))[2]
-    best.fitted = {"labs": [r.spec.name for r in runs], "methods": {t[2].method: t[0] for t in fitted}}
-    return best
+    aucs = {t[2].method: t[0] for t in fitted}
+    ordered = [t[2] for t in sorted(fitted, key=lambda t: (t[0], t[1]), reverse=True)]
+    for th in ordered:
+        th.fitted = {"labs": [r.spec.name for r in runs], "methods": aucs}
+    return {th.method: th for th in ordered}
 
 
 def _f1(members: np.ndarray, marked: np.ndarray) -> float:
@@ -204,7 +213,7 @@ def evaluate(runs: list[LabRun], th: Thresholds, rejudge: bool = True) -> dict:
         ranked = sorted(vs, key=lambda v: (-v.suspicion, v.class_index))
         row: dict = {"lab": run.spec.name, "flagged": [v.class_index for v in ranked if v.flagged],
                "ranking": [v.class_index for v in ranked], "suspicion": [round(v.suspicion, 4) for v in ranked]}
-        if run.spec.mark is None:
+        if run.spec.control:
             quiet.append(not row["flagged"])
         else:
             first.append(ranked[0].class_index == run.spec.mark_class)

@@ -5,8 +5,9 @@ a logistic regression, so every figure adds its weight of evidence (a redundant 
 outweighed by its transplant flip; an object part's high deletion by its low consistency and its mean-patch
 transplant that flips nothing). A class's suspicion is its best cluster's score; it is **flagged** when that is
 ``>= flag``. The weights, the standardisation, ``flag`` and the merge thresholds are fitted by code on half of a
-family of labs (``vizkit.lab.fit``) and stored in ``thresholds.json`` beside this module, with what they were
-fitted on; nothing here is set by hand.
+family of labs (``vizkit.lab.fit``), once per attribution method (the figures' scale depends on the maps that
+chose the region), and stored in ``thresholds.json`` beside this module with what they were fitted on and which
+method is the default; nothing here is set by hand.
 """
 from __future__ import annotations
 
@@ -43,13 +44,22 @@ class Thresholds:
         Path(path).write_text(json.dumps(self.to_json(), indent=1, sort_keys=True) + "\n")
 
 
-def load_thresholds(path: str | Path | None = None) -> Thresholds:
-    """The fitted thresholds (the shipped ``thresholds.json`` by default)."""
+def write_fitted(fitted: dict[str, Thresholds], path: str | Path = THRESHOLDS_JSON) -> None:
+    """Thresholds fitted per method, the first one the default (the form ``load_thresholds`` reads)."""
+    content = {"default": next(iter(fitted)), "methods": {m: th.to_json() for m, th in fitted.items()}}
+    Path(path).write_text(json.dumps(content, indent=1, sort_keys=True) + "\n")
+
+
+def load_thresholds(path: str | Path | None = None, method: str | None = None) -> Thresholds:
+    """The fitted thresholds (the shipped ``thresholds.json`` by default): those fitted for ``method`` where the
+    file has them, else its default method's. A file of one ``Thresholds`` (``Thresholds.write``) is used as it is."""
     p = THRESHOLDS_JSON if path is None else Path(path)
     try:
         content = json.loads(p.read_text())
     except (OSError, ValueError) as e:
         raise UserInputError(f"cannot read shortcut thresholds {p}: {e} (fit them with vizkit.lab.fit)") from e
+    if "methods" in content:
+        content = content["methods"].get(method) or content["methods"][content["default"]]
     known = set(Thresholds.__dataclass_fields__)
     return Thresholds(**{k: v for k, v in content.items() if k in known})
 
@@ -61,4 +71,4 @@ def score(evidence: Evidence, th: Thresholds) -> float:
     return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
 
 
-__all__ = ["FEATURES", "THRESHOLDS_JSON", "Thresholds", "load_thresholds", "score"]
+__all__ = ["FEATURES", "THRESHOLDS_JSON", "Thresholds", "load_thresholds", "score", "write_fitted"]
