@@ -74,3 +74,15 @@ def test_ignored_control_marks_the_analysed_images_only() -> None:
     assert torch.equal(data.x_val, twin.x_val)
     clean = build_lab(FamilyLab("c", 4, per_class=spec.per_class))
     assert torch.equal(data.x_train, clean.x_train) and not torch.equal(twin.x_train, clean.x_train)
+
+
+def test_halves_hold_every_kind_of_lab() -> None:
+    """Controls alternate clean / ignored in the family, so alternating within all controls would put every clean
+    one in the fitting half and every ignored one in the held-out half."""
+    from vizkit.lab.fit import halves
+
+    fit_half, held_out = halves(family(60))
+    for half in (fit_half, held_out):
+        assert sum(lab.mark is None for lab in half) == 5 and sum(lab.ignored for lab in half) == 5
+        assert sum(not lab.control for lab in half) == 20
+    assert not {lab.name for lab in fit_half} & {lab.name for lab in held_out}

@@ -37,10 +37,11 @@ __all__ = ["LabRun", "evaluate", "fit", "fit_all", "halves", "judge_run", "run_f
 
 
 def halves(labs: list[FamilyLab]) -> tuple[list[FamilyLab], list[FamilyLab]]:
-    """(fitting half, held-out half): alternate within the controls and within the shortcut labs."""
-    clean = [lab for lab in labs if lab.control]
-    marked = [lab for lab in labs if not lab.control]
-    return clean[::2] + marked[::2], clean[1::2] + marked[1::2]
+    """(fitting half, held-out half): alternate within each kind of lab (clean controls, ignored-mark controls,
+    shortcut labs), so both halves hold every kind."""
+    kinds = ([lab for lab in labs if lab.mark is None], [lab for lab in labs if lab.ignored],
+             [lab for lab in labs if not lab.control])
+    return [lab for k in kinds for lab in k[::2]], [lab for k in kinds for lab in k[1::2]]
 
 
 @dataclass
