@@ -176,12 +176,30 @@ def test_under_torchrun_a_skipped_file_says_the_outputs_are_complete(tmp_path: P
         assert exit_code(wrong) == 2  # a usage error on one image is not a skipped file
 
 
+_SLOW_MODEL = """
+import time
+from torch import nn
+
+class Slow(nn.Module):  # 10 ms a forward whatever the machine, so the scan is still running when SIGINT comes
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        time.sleep(0.01)
+        return self.head(self.conv(x).relu().mean((2, 3)))
+"""
+
+
 @pytest.mark.slow
 def test_ctrl_c_exits_130_naming_the_checkpoint_and_resume_says_where(tmp_path: Path) -> None:
     data = _images(tmp_path / "d", 400)
+    (tmp_path / "slow.py").write_text(_SLOW_MODEL)
     out = tmp_path / "out"
-    args = [sys.executable, "-m", "vizkit", "mine", str(data), "--model", "labnet", "--layer", "features.conv3",
-            "--no-project", "--batch-size", "1", "--checkpoint-every", "5", "--out", str(out)]
+    args = [sys.executable, "-m", "vizkit", "mine", str(data), "--model", f"{tmp_path / 'slow.py'}:Slow",
+            "--input-size", "3,40,40", "--layer", "conv", "--no-project", "--batch-size", "1",
+            "--checkpoint-every", "5", "--out", str(out)]
     proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=ENV)
     checkpoint = out / "mine" / "checkpoint.pt"
     deadline = time.monotonic() + 120
