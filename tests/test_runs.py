@@ -200,7 +200,10 @@ def test_ctrl_c_exits_130_naming_the_checkpoint_and_resume_says_where(tmp_path: 
     args = [sys.executable, "-m", "vizkit", "mine", str(data), "--model", f"{tmp_path / 'slow.py'}:Slow",
             "--input-size", "3,40,40", "--layer", "conv", "--no-project", "--batch-size", "1",
             "--checkpoint-every", "5", "--out", str(out)]
-    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=ENV)
+    # A terminal's Ctrl-C: SIGINT at its default disposition in the child, even when this test runs under a shell
+    # that started it in the background (which ignores SIGINT, and the ignore is inherited through exec).
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=ENV,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     checkpoint = out / "mine" / "checkpoint.pt"
     deadline = time.monotonic() + 120
     while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
