@@ -1,6 +1,6 @@
 """The shortcut verdict on a family of labs: every threshold fitted on one half, the figures on the other.
 
-    python benchmarks/bench_shortcut_family.py [--labs 60] [--clean-every 3] [--seed 0] [--out family.json]
+    python benchmarks/bench_shortcut_family.py [--labs 60] [--control-every 3] [--seed 0] [--out family.json]
                                                [--write-thresholds]
 
 ``vizkit.lab.family`` draws the labs (mark style, place, size, colour, opacity, class, rate, redundancy; every
@@ -76,14 +76,14 @@ def by_style(report: dict, labs: dict) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--labs", type=int, default=60)
-    ap.add_argument("--clean-every", type=int, default=3, help="every N-th lab is a control")
+    ap.add_argument("--control-every", type=int, default=3, help="every N-th lab is a control")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--write-thresholds", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    labs = family(args.labs, args.seed, args.clean_every)
+    labs = family(args.labs, args.seed, args.control_every)
     fit_half, _ = halves(labs)
     runs = run_family(labs, METHODS, log=True)
     t_train = time.perf_counter() - t0

@@ -140,16 +140,16 @@ def _random_mark(rng: np.random.Generator) -> MarkSpec:
     return MarkSpec("cast", "tl", 1, float(rng.uniform(0.2, 0.35)), _COLOURS[1 + int(rng.integers(3))])
 
 
-def family(n: int, seed: int = 0, clean_every: int = 3) -> list[FamilyLab]:
-    """``n`` labs drawn from one seeded stream: every ``clean_every``-th a control (in turn clean and ignored),
+def family(n: int, seed: int = 0, control_every: int = 3) -> list[FamilyLab]:
+    """``n`` labs drawn from one seeded stream: every ``control_every``-th a control (in turn clean and ignored),
     the others a random mark (style, place, size, colour, opacity), class, rate in [0.6, 1] and, for a third,
     redundancy."""
     rng = np.random.default_rng([seed, 14])
     labs = []
     for i in range(n):
         lab_seed = int(rng.integers(2**31))
-        control = i % clean_every == clean_every - 1
-        if control and (i // clean_every) % 2 == 0:
+        control = i % control_every == control_every - 1
+        if control and (i // control_every) % 2 == 0:
             labs.append(FamilyLab(f"lab{i:03d}-clean", lab_seed))
             continue
         mark = _random_mark(rng)

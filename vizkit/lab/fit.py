@@ -153,8 +153,8 @@ def _class_scores(runs: list[LabRun], method: str) -> tuple[np.ndarray, np.ndarr
 
 
 def _fit_flag(runs: list[LabRun], method: str) -> float:
-    s, pos, clean = _class_scores(runs, method)
-    neg = clean if clean.any() else ~pos  # without controls: every unmarked class
+    s, pos, control = _class_scores(runs, method)
+    neg = control if control.any() else ~pos  # without controls: every unmarked class
     s, y = s[pos | neg], pos[pos | neg]
     cuts = np.unique(s)
     acc = np.array([((s[y] >= c).mean() + (s[~y] < c).mean()) / 2 for c in cuts])
