@@ -156,9 +156,9 @@ def shortcuts_result(ctx: RunContext, images: ImageList, config: ShortcutsConfig
     """Maps, a verdict per class and the exemplar pictures for ``images`` (no files written)."""
     config.check()
     timings = {} if timings is None else timings
-    th = load_thresholds(config.thresholds)
+    asked = method_name(config.method, config.composite) if config.method else None
+    th = load_thresholds(config.thresholds, asked)  # those fitted for the method asked, where the file has them
     method = config.resolved_method(th)
-    th = load_thresholds(config.thresholds, method)  # the thresholds fitted for that method, where there are some
     loaded, crop = ctx.loaded, ctx.input_shape[-1]
     n_classes = num_classes(ctx.model, ctx.input_shape)
     layer = config.layer

@@ -1,7 +1,7 @@
 """Fit every threshold of the shortcut verdict on one half of a lab family; measure it on the other half.
 
 ``run_family(labs, methods)`` builds and trains each lab (``family``) and computes its analysis images' maps with
-each method. ``fit(runs, methods)`` then, on the runs given (the fitting half), for each method:
+each method. ``fit_all(runs, methods)`` then, on the runs given (the fitting half), for each method:
 
 1. merge thresholds: over every pair of spectral clusters of a class, (IoU, similarity) ->
    "both clusters are mostly marked images" (the pairs that are one finding); the grid point with the best F1,
@@ -11,8 +11,8 @@ each method. ``fit(runs, methods)`` then, on the runs given (the fitting half), 
 3. ``flag``: the class-suspicion cut with the best balanced accuracy between shortcut classes and the classes of
    controls, at the middle of the widest gap among the best cuts;
 
-``fit_all`` keeps every method's thresholds, the one with the best detection ROC-AUC on the fitting half
-first (the default); ``fit`` returns that one. ``evaluate(runs, th)`` reports on any
+and keeps every method's thresholds, the one with the best detection ROC-AUC on the fitting half first (the
+default). ``evaluate(runs, th)`` reports on any
 runs (the held-out half): detection ROC-AUC (shortcut classes against controls' classes, and against every
 unmarked class), the share of shortcut labs whose mark class ranks first, of controls with no class
 flagged, and the cluster F1 of the mark class's most suspicious cluster against its marked images.
@@ -33,7 +33,7 @@ from vizkit.project.shortcuts.merge import pair_figures
 from vizkit.project.shortcuts.spray import DEFAULT_SIDE, pool_maps, spectral_clusters
 from vizkit.project.shortcuts.verdict import FEATURES, Thresholds, score
 
-__all__ = ["LabRun", "evaluate", "fit", "fit_all", "halves", "judge_run", "run_family", "run_lab"]
+__all__ = ["LabRun", "evaluate", "fit_all", "halves", "judge_run", "run_family", "run_lab"]
 
 
 def halves(labs: list[FamilyLab]) -> tuple[list[FamilyLab], list[FamilyLab]]:
@@ -162,11 +162,6 @@ def _fit_flag(runs: list[LabRun], method: str) -> float:
     lo_gap = [(cuts[i] - (cuts[i - 1] if i else 0.0), i) for i in best]
     _, i = max(lo_gap)
     return float((cuts[i] + (cuts[i - 1] if i else 0.0)) / 2)
-
-
-def fit(runs: list[LabRun], methods: tuple[str, ...]) -> Thresholds:
-    """Every threshold from ``runs`` for the best method (module docstring)."""
-    return next(iter(fit_all(runs, methods).values()))
 
 
 def fit_all(runs: list[LabRun], methods: tuple[str, ...]) -> dict[str, Thresholds]:
