@@ -110,8 +110,15 @@
     observer.disconnect();
     grid.textContent = '';
     rows().forEach(function (r) { grid.appendChild(card(r)); });
-    grid.querySelectorAll('img[data-src]').forEach(function (i) { observer.observe(i); });
     find();
+    // Images already near the view load now; the observer's first callback waits for a rendered frame, which a
+    // busy or headless browser may not produce before it is asked what loaded.
+    var reach = window.innerHeight + 300;
+    grid.querySelectorAll('img[data-src]').forEach(function (i) {
+      var box = i.getBoundingClientRect();
+      if (box.bottom > -300 && box.top < reach) { i.setAttribute('src', i.getAttribute('data-src')); }
+      else { observer.observe(i); }
+    });
     count();
     remember();
   }
