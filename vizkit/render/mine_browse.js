@@ -111,8 +111,8 @@
     grid.textContent = '';
     rows().forEach(function (r) { grid.appendChild(card(r)); });
     find();
-    // Images already near the view load now; the observer's first callback waits for a rendered frame, which a
-    // busy or headless browser may not produce before it is asked what loaded.
+    /* Images already near the view load now; the observer's first callback waits for a rendered frame, which a
+       busy or headless browser may not produce before it is asked what loaded. */
     var reach = window.innerHeight + 300;
     grid.querySelectorAll('img[data-src]').forEach(function (i) {
       var box = i.getBoundingClientRect();
