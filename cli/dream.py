@@ -61,8 +61,8 @@ def _skipped(show: bool) -> Callable[[str, str], None]:
               help="Layer whose units to visualise (repeatable). Default: the deepest spatial layer, unless "
                    "--class is given.")
 @click.option("--units", default=None, metavar="SPEC",
-              help="Units of each --layer: a comma list of channels (3,7,12), all, or top:N / N, the N most "
-                   "active over --data (as in 'vizkit mine'). Default: top:8 with --data, else channels 0-7.")
+              help="Units of each --layer: channels (5 or 3,7,12), all, or top:N, the N most active over "
+                   "--data (as in 'vizkit mine'). Default: top:8 with --data, else channels 0-7.")
 @click.option("--class", "targets", multiple=True, metavar="C",
               help="A class to visualise (its pre-softmax logit): index or name; repeatable.")
 @click.option("--objective", default="channel", show_default=True, type=click.Choice(["channel", "neuron"]),

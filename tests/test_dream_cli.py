@@ -104,10 +104,10 @@ def test_neuron_objective_from_an_image_with_data_reference(tmp_path: Path, phot
 @pytest.mark.slow
 def test_torchvision_model(tmp_path: Path) -> None:
     code, _, err = _run(["--model", "resnet18", "--weights", "none", "--input-size", "3,64,64", *QUICK,
-                         "--class", "3", "--layer", "layer2", "--units", "5", "--out", str(tmp_path)])
-    assert code == 2 and "give --data" in err  # a bare N ranks by data, as in mine
+                         "--class", "3", "--layer", "layer2", "--units", "top:5", "--out", str(tmp_path)])
+    assert code == 2 and "give --data" in err  # top:N ranks by data, as in mine
     code, _, err = _run(["--model", "resnet18", "--weights", "none", "--input-size", "3,64,64", *QUICK,
-                         "--class", "3", "--layer", "layer2", "--units", "5,", "--out", str(tmp_path)])
+                         "--class", "3", "--layer", "layer2", "--units", "5", "--out", str(tmp_path)])
     assert code == 0, err
     d = np.load(tmp_path / "dream" / "dream.npz")
     assert list(d["objectives"]) == ["layer2:5", "class:3"] and d["images"].shape == (2, 3, 64, 64)

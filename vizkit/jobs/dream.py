@@ -55,8 +55,8 @@ UNITS_SPEC = re.compile(r"all|top:\d+|\d+|\d+(\s*,\s*\d+)+\s*,?|\d+\s*,")
 
 @dataclass(kw_only=True)
 class DreamConfig(ModelJob):
-    """Options of ``vizkit dream``. ``layers``/``units``: unit objectives (``units``: all, top:N or N (the N most
-    active over ``data``, as ``vizkit mine``), or a comma list of channels); ``targets``: classes (names or
+    """Options of ``vizkit dream``. ``layers``/``units``: unit objectives (``units``: all, top:N (the N most active
+    over ``data``, as ``vizkit mine``), or channels, ``5`` or ``3,7,12``); ``targets``: classes (names or
     indices, ``--class``); neither: the deepest spatial layer's units. ``size`` None: the model's input size.
     ``seed`` seeds both the dream and, as in every command, a random-init model."""
 
@@ -86,10 +86,11 @@ class DreamConfig(ModelJob):
                 raise UserInputError(f"{name} must be at least {low}, got {value}")
         spec = (self.units or "").strip()
         if spec and not UNITS_SPEC.fullmatch(spec):
-            raise UserInputError(f"--units {spec!r}: use all, top:N, N or a comma list of channels like 3,7,12")
-        if (spec.startswith("top:") or spec.isdigit()) and self.data is None:
+            raise UserInputError(f"--units {spec!r}: use all, top:N, or channels: one number or a comma list like "
+                                 "3,7,12")
+        if spec.startswith("top:") and self.data is None:
             raise UserInputError(f"--units {spec} ranks units by their activation over data: give --data DATA, or "
-                                 f"list channels ({spec.removeprefix('top:')}, for that one channel)")
+                                 "list channels (3,7,12)")
         if self.spectrum_from is not None and self.method != "maco":
             raise UserInputError("--spectrum-from sets MACO's magnitude spectrum: use it with --method maco")
 
@@ -214,7 +215,7 @@ def _units(config: DreamConfig, ctx: RunContext, layers: list[str], stream: Data
     channels = _channels(ctx, layers)
     if not spec:
         return {layer: list(range(min(DEFAULT_UNITS, channels[layer]))) for layer in layers}
-    if spec.startswith("top:") or spec.isdigit() or (spec == "all" and stream is not None):
+    if spec.startswith("top:") or (spec == "all" and stream is not None):
         if stream is None:
             raise UserInputError(f"--units {spec} needs --data")
         from vizkit.project.mine_projection import select_units
