@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
+from test_custom_model import INPUT, MODEL_CODE
 from torch import nn
 from vizkit_cli.attribute import attribute as attribute_command
 
@@ -229,6 +230,30 @@ def test_torchvision_resnet18_cli(tmp_path: Path, sample_paths: list[Path]) -> N
     x = torch.from_numpy(arrays["input"])
     ref = attribute(model, x, "saliency", arrays["targets"].tolist())
     np.testing.assert_allclose(arrays["saliency/attribution"], ref.numpy(), rtol=1e-5, atol=1e-8)
+
+
+#: every method but the two perturbation ones (one forward per channel or window: minutes on a 1280-channel layer)
+GRADIENT_METHODS = ["saliency", "gradient-x-input", "integrated-gradients", "smoothgrad", "deeplift", "gradient-shap",
+                    "lrp", "gradcam", "gradcam++", "eigen-cam", "guided-backprop", "deconvnet"]
+
+
+@pytest.mark.parametrize("name", ["lenet5", "zfnet", "mobilenet_v1", "labnet", "efficientnet_lite0", "timm:resnet18",
+                                  "own"])
+def test_every_method_on_the_zoo_the_default_timm_and_your_own_model(tmp_path: Path, sample_paths: list[Path],
+                                                                     name: str) -> None:
+    small = name in ("lenet5", "labnet", "own")  # all of them, score-cam and occlusion included; none refused
+    methods = ["all"] if small else GRADIENT_METHODS
+    model = ["--model", name, "--weights", "none"]
+    if name == "own":
+        (tmp_path / "my_net.py").write_text(MODEL_CODE)
+        model = ["--model", f"{tmp_path / 'my_net.py'}:TinyNet", *INPUT]
+    code, _, err = _run([str(sample_paths[1]), *model, *[a for m in methods for a in ("-M", m)], "--samples", "2",
+                         "--out", str(tmp_path)])
+    assert code == 0, err
+    arrays = np.load(tmp_path / "attribute" / "attribute.npz")
+    done = {k.split("/")[0] for k in arrays.files if k.endswith("/attribution")}
+    assert done == ({m.label for m in parse_methods(["all"])} if small else set(GRADIENT_METHODS))
+    assert all(np.isfinite(arrays[f"{m}/attribution"]).all() for m in done)
 
 
 def test_rule_methods_and_gradcam_equal_captum_where_captum_is_right() -> None:

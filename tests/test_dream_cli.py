@@ -1,5 +1,6 @@
-"""``vizkit dream`` end to end: the CLI on a zoo model, a torchvision model and a model of your own; npz keys,
-shapes and ranges; the data reference and top:N against brute force; ranks sharing objectives; option errors."""
+"""``vizkit dream`` end to end: the CLI on every zoo model, the default and a timm model, a torchvision model and a
+model of your own; npz keys, shapes and ranges; the data reference and top:N against brute force; ranks sharing
+objectives; option errors."""
 from __future__ import annotations
 
 import json
@@ -17,6 +18,7 @@ from vizkit_cli.main import main
 from vizkit.jobs.context import RunContext
 from vizkit.jobs.dream import _merge, _share, dream_tensor
 from vizkit.load import load_model
+from vizkit.load.registry import list_zoo_models
 from vizkit.project.dream import DreamSettings, channel, class_logit
 from vizkit.scan.distributed import Ranks
 from vizkit.testing.model_state import hook_count, state_fingerprint
@@ -111,6 +113,16 @@ def test_torchvision_model(tmp_path: Path) -> None:
     assert code == 0, err
     d = np.load(tmp_path / "dream" / "dream.npz")
     assert list(d["objectives"]) == ["layer2:5", "class:3"] and d["images"].shape == (2, 3, 64, 64)
+
+
+@pytest.mark.parametrize("name", [*list_zoo_models(), "efficientnet_lite0", "timm:resnet18"])
+def test_every_zoo_model_the_default_and_a_timm_model(tmp_path: Path, name: str) -> None:
+    code, _, err = _run(["--model", name, "--weights", "none", "--steps", "1", "--size", "32", "--seed", "1",
+                         "--class", "1", "--out", str(tmp_path)])
+    assert code == 0, err
+    d = np.load(tmp_path / "dream" / "dream.npz")
+    assert list(d["objectives"]) == ["class:1"] and d["images"].shape == (1, 3, 32, 32)
+    assert np.isfinite(d["scores"]).all() and d["images"].min() >= 0 and d["images"].max() <= 1
 
 
 def test_your_own_model_with_class_names(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ it); ``batch_size`` is also the number of occlusion windows evaluated per forwar
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +72,15 @@ def captum_attribute(method: str, model: nn.Module, x: torch.Tensor, target: lis
                      baseline: torch.Tensor, options: CaptumOptions, noise_std: float = 0.0) -> torch.Tensor:
     """One batch through Captum. ``noise_std`` (absolute) is the noise tunnel's, fixed by the caller for the whole
     input so that batching does not change it."""
+    with warnings.catch_warnings():
+        # DeepLift announces the hooks it sets on activations and removes afterwards; vizkit's audit has already
+        # checked that this model's activations are ones those hooks handle, so the warning only adds noise
+        warnings.filterwarnings("ignore", message="Setting forward, backward hooks", category=UserWarning)
+        return _captum(method, model, x, target, baseline, options, noise_std)
+
+
+def _captum(method: str, model: nn.Module, x: torch.Tensor, target: list[int] | TargetFn, baseline: torch.Tensor,
+            options: CaptumOptions, noise_std: float) -> torch.Tensor:
     forward, captum_target = _forward(model, target)
     # a detached alias (no copy) carries the flag: the caller's tensor is untouched; Captum warns if it sets it
     x = x.detach().requires_grad_(method != "occlusion")
