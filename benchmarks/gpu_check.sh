@@ -13,6 +13,9 @@
 # 3. Speed on CUDA: bench_mine_scan.py (scan vs plain inference; --skip-crp) and bench_mine_project.py (64 units x 9
 #    of features.29 vs Captum, which also checks agreement with Captum on CUDA). Their `target ...` lines are
 #    printed; copy them into benchmarks/README.md with the GPU's name.
+# 4. vizkit dream on CUDA: the same seed gives the same start images as on the CPU (the random numbers are drawn on
+#    the CPU) and one step's images agree to 1e-3; then bench_dream.py's throughput section on CUDA beside horama
+#    (skipped with a line when horama is not installed).
 # Exits 1 at the first disagreement.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -77,4 +80,29 @@ EOF
 echo "== 3. speed on CUDA"
 python benchmarks/bench_mine_scan.py --device cuda --data "$WORK/images" --images 64 --skip-crp
 python benchmarks/bench_mine_project.py --device cuda --data "$WORK/images" --images 64
+echo "== 4. dream: CUDA from the same seed, and throughput beside horama"
+python - <<'EOF'
+import sys
+import numpy as np, torch
+from vizkit.load import load_model
+from vizkit.project.dream import DreamSettings, class_logit, dream
+
+torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+lm = load_model("efficientnet_lite0")
+p = lm.preprocessing
+images = {}
+for dev in ("cpu", "cuda"):
+    out = dream(lm.model.to(dev), [class_logit(c) for c in (1, 2, 94, 130)], mean=p.mean, std=p.std,
+                settings=DreamSettings(steps=1, seed=3, batch_size=4))
+    images[dev] = np.asarray(out.images)
+diff = float(np.abs(images["cpu"] - images["cuda"]).max())
+print(f"dream, 4 classes, 1 step: max |CPU - CUDA| {diff:.2e}")
+if diff > 1e-3:
+    sys.exit("FAIL: the CUDA dream does not start from the CPU's images")
+EOF
+if python -c "import horama" 2>/dev/null; then
+    python benchmarks/bench_dream.py --sections a --device cuda
+else
+    echo "horama not installed: bench_dream.py's GPU throughput skipped (pip install -r benchmarks/requirements.txt)"
+fi
 echo "gpu_check: all checks passed"
